@@ -1,0 +1,288 @@
+"""Prefect flow that runs the project's DVC stages one at a time and publishes the metrics.
+
+CLI:
+    python -m flows.pipeline run   [--project-dir .] [--stages a,b] [--force x,y]
+    python -m flows.pipeline serve [--cron "0 3 * * *"] [--name jsqa-nightly]
+
+``serve`` registers a scheduled deployment and blocks; it needs a running ``prefect server start``
+and ``PREFECT_API_URL=http://127.0.0.1:4200/api`` in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
+
+from jsqa.errors import ConfigError, JsqaError
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_KEY = "jsqa-metrics"
+TAIL_LINES = 20
+METRICS = ("rmse", "mae", "pcc", "srcc")
+# Only stages that reach outside the machine (downloads) are worth retrying; the others are
+# deterministic, so a retry would fail the same way. Value: (retries, delay before each retry, s).
+RETRIED_STAGES: dict[str, tuple[int, list[float]]] = {"acquire": (2, [2.0, 10.0])}
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    # The run logger ships lines to the Prefect UI; outside a run (task.fn() called directly)
+    # there is none, so fall back to the module logger.
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return log
+
+
+def read_stage_names(project_dir: str | Path) -> list[str]:
+    """Return the stage names of ``<project_dir>/dvc.yaml`` in file order."""
+    path = Path(project_dir) / "dvc.yaml"
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (is --project-dir the DVC project root?)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    stages = doc.get("stages") if isinstance(doc, dict) else None
+    if not isinstance(stages, dict) or not stages:
+        raise ConfigError(f"{path}: has no 'stages' mapping")
+    return [str(name) for name in stages]
+
+
+def select_stages(
+    all_stages: Sequence[str], stages: Iterable[str] | None, force: Iterable[str] | None
+) -> tuple[list[str], set[str]]:
+    """Check the requested names and return (stages to run in dvc.yaml order, stages to force).
+
+    Raises ValueError naming the valid stages when a name is unknown, or when a forced stage
+    is not among the selected ones (it would silently not run).
+    """
+    valid = list(all_stages)
+    wanted = set(valid) if stages is None else set(stages)
+    forced = set(force or ())
+    unknown = sorted((wanted | forced) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(valid)}")
+    if not wanted:
+        raise ValueError(f"no stage selected; valid stages: {', '.join(valid)}")
+    not_selected = sorted(forced - wanted)
+    if not_selected:
+        raise ValueError(f"forced stage(s) {', '.join(not_selected)} are not among the selected stages")
+    return [name for name in valid if name in wanted], forced
+
+
+@task(name="run_stage", task_run_name="{stage}", cache_policy=NO_CACHE)
+def run_stage(stage: str, project_dir: str, force: bool = False) -> str:
+    """Run ``dvc repro --single-item <stage>`` in ``project_dir``; return "ran" or "skipped".
+
+    Raises RuntimeError naming the stage, with the last lines of DVC's output, on failure.
+    """
+    logger = _logger()
+    # The interpreter running the flow has dvc installed (a package dependency); PATH may not.
+    cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", stage]
+    if force:
+        cmd.append("--force")
+    logger.info("dvc repro %s%s in %s", stage, " --force" if force else "", project_dir)
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    # DVC prints this only when it executes the command (not for unchanged or run-cache hits).
+    started = f"Running stage '{stage}'"
+    ran = False
+    # Stage commands call `jsqa`, installed beside this interpreter: put its bin dir first.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    with subprocess.Popen(
+        cmd,
+        cwd=project_dir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        bufsize=1,
+    ) as proc:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            if not line:
+                continue
+            tail.append(line)
+            ran = ran or started in line
+            logger.info("[%s] %s", stage, line)
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(
+            f"stage '{stage}' failed (dvc exit code {code}); last output:\n" + "\n".join(tail)
+        )
+    return "ran" if ran else "skipped"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _pct(value: Any) -> str:
+    return f"{value:+.2f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
+
+
+def _test_sets(models: dict[str, Any]) -> list[str]:
+    names: list[str] = []
+    for per_set in models.values():
+        for name in per_set if isinstance(per_set, dict) else ():
+            if name not in names:
+                names.append(name)
+    # The pooled row summarises the others, so it reads best last.
+    return sorted(names, key=lambda n: n == "pooled")
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise JsqaError(f"{path}: not valid JSON (line {exc.lineno})") from None
+    if not isinstance(doc, dict):
+        raise JsqaError(f"{path}: expected a JSON object")
+    return doc
+
+
+def metrics_markdown(project_dir: str | Path) -> str | None:
+    """Render metrics/evaluate.json and metrics/register.json as markdown; None if neither exists."""
+    root = Path(project_dir)
+    evaluation = _read_json(root / "metrics" / "evaluate.json")
+    register = _read_json(root / "metrics" / "register.json")
+    if evaluation is None and register is None:
+        return None
+    lines = ["# JSQA pipeline metrics", ""]
+    if evaluation is not None:
+        models = evaluation.get("models") or {}
+        if not isinstance(models, dict):
+            raise JsqaError(f"{root / 'metrics' / 'evaluate.json'}: 'models' must be an object")
+        lines += ["## Evaluation", "", "| test set | model | RMSE | MAE | PCC | SRCC | n |",
+                  "|---|---|---|---|---|---|---|"]
+        for test_set in _test_sets(models):
+            for model, per_set in models.items():
+                row = per_set.get(test_set) if isinstance(per_set, dict) else None
+                if not isinstance(row, dict):
+                    continue
+                cells = [_cell(row.get(m)) for m in (*METRICS, "n")]
+                lines.append(f"| {_cell(test_set)} | {_cell(model)} | " + " | ".join(cells) + " |")
+        change = evaluation.get("relative_change") or {}
+        if isinstance(change, dict) and change:
+            lines += ["", "## Relative change, pretrained vs scratch", "",
+                      "| test set | RMSE | MAE | PCC | SRCC |", "|---|---|---|---|---|"]
+            for test_set in sorted(change, key=lambda n: n == "pooled"):
+                row = change[test_set] if isinstance(change[test_set], dict) else {}
+                lines.append(f"| {_cell(test_set)} | " + " | ".join(_pct(row.get(m)) for m in METRICS) + " |")
+    if register is not None:
+        lines += ["", "## Registration", "", "| key | value |", "|---|---|"]
+        lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in register.items()]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="jsqa-pipeline")
+def jsqa_pipeline(
+    project_dir: str = ".", stages: list[str] | None = None, force: list[str] | None = None
+) -> dict[str, str]:
+    """Run the selected DVC stages in dvc.yaml order, one at a time; publish the metrics artifact.
+
+    Returns {stage: "ran" | "skipped"}; "skipped" means DVC found the stage unchanged (or
+    restored its outputs from the run cache) and did not execute its command.
+    """
+    logger = _logger()
+    root = Path(project_dir).resolve()
+    selected, forced = select_stages(read_stage_names(root), stages, force)
+    outcome: dict[str, str] = {}
+    # Sequential on purpose: two `dvc repro` on one repository fail on DVC's lock.
+    for stage in selected:
+        options: dict[str, Any] = {"name": f"dvc-{stage}", "task_run_name": stage}
+        if stage in RETRIED_STAGES:
+            options["retries"], options["retry_delay_seconds"] = RETRIED_STAGES[stage]
+        outcome[stage] = run_stage.with_options(**options)(stage, str(root), force=stage in forced)
+    logger.info("stages: %s", ", ".join(f"{s}={r}" for s, r in outcome.items()))
+    report = metrics_markdown(root)
+    if report is not None:
+        create_markdown_artifact(markdown=report, key=ARTIFACT_KEY, description="JSQA evaluation metrics")
+    return outcome
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Argument parser for ``python -m flows.pipeline``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--project-dir", default=".", help="DVC project root (default: .)")
+    common.add_argument("--stages", help="comma-separated stages to run (default: all)")
+    common.add_argument("--force", help="comma-separated stages to re-run even if unchanged")
+    parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", parents=[common], help="run the pipeline once")
+    serve = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve a scheduled deployment (needs `prefect server start` and PREFECT_API_URL)",
+    )
+    serve.add_argument("--cron", default="0 3 * * *", help='cron schedule (default: "0 3 * * *")')
+    serve.add_argument("--name", default="jsqa-nightly", help="deployment name (default: jsqa-nightly)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the process exit code (1 on any failure)."""
+    args = build_parser().parse_args(argv)
+    parameters = {
+        "project_dir": str(Path(args.project_dir).resolve()),
+        "stages": _names(args.stages),
+        "force": _names(args.force),
+    }
+    try:
+        if args.command == "serve":
+            from prefect.settings import PREFECT_API_URL
+
+            if not PREFECT_API_URL.value():
+                raise JsqaError(
+                    "serve needs a Prefect server: run `prefect server start` and set "
+                    "PREFECT_API_URL=http://127.0.0.1:4200/api"
+                )
+            jsqa_pipeline.serve(name=args.name, cron=args.cron, parameters=parameters)
+            return 0
+        outcome = jsqa_pipeline(**parameters)
+    except Exception as exc:  # noqa: BLE001 - the CLI contract is one line and exit code 1
+        # The full DVC output is already in the run log; the first line says which stage failed.
+        log.debug("pipeline failed", exc_info=True)
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        print(f"jsqa-pipeline: error: {first}", file=sys.stderr)
+        return 1
+    for stage, result in outcome.items():
+        print(f"{stage}: {result}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,295 @@
+"""`jsqa` command line: one thin subcommand per DVC stage, plus `predict`.
+
+Config is read here, once, from params.yaml into typed dataclasses and passed down; library
+code never reads params.yaml itself. Every JsqaError ends as one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from jsqa.config import Params, load_params, to_flat_dict
+from jsqa.errors import JsqaError
+
+log = logging.getLogger("jsqa")
+
+STAGES = ("acquire", "validate", "pairs", "pretrain", "finetune", "evaluate", "register")
+
+
+def _params(args: argparse.Namespace) -> Params:
+    return load_params(args.params)
+
+
+# --- stage commands -------------------------------------------------------------------------
+
+
+def cmd_acquire(args: argparse.Namespace) -> int:
+    from jsqa.data.demo import generate_demo, prepare_demo
+    from jsqa.tracking import stage_run
+
+    p = _params(args)
+    with stage_run("acquire", to_flat_dict(p.data, "data."), args.root) as _:
+        import mlflow
+
+        corpus = generate_demo(Path(args.out) / "demo", p.data.demo, p.seed, p.data.sample_rate)
+        manifests = prepare_demo(corpus, Path(args.manifests), root=Path(args.root))
+        import pandas as pd
+
+        counts = {f"n_{k}": len(pd.read_parquet(v)) for k, v in manifests.items() if str(v).endswith(".parquet")}
+        mlflow.log_metrics(counts)
+    print(f"acquire: demo corpus in {corpus.root}; manifests {', '.join(f'{k}={v}' for k, v in counts.items())}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from jsqa.data.validate import validate_manifests
+    from jsqa.errors import ValidationFailed
+    from jsqa.tracking import stage_run
+
+    p = _params(args)
+    mdir = Path(args.manifests)
+    manifests = {k: mdir / f"{k}.parquet" for k in ("clean", "noise", "mos")}
+    with stage_run("validate", to_flat_dict(p.validate, "validate."), args.root):
+        try:
+            report = validate_manifests(manifests, p.validate, p.data.sample_rate, Path(args.out), Path(args.root))
+        except ValidationFailed:
+            mlflow.log_artifact(str(Path(args.out) / "report.json"))
+            mlflow.set_tag("validation", "failed")
+            raise
+        mlflow.log_artifact(str(Path(args.out) / "report.json"))
+        mlflow.set_tag("validation", "passed")
+    rows = ", ".join(f"{k} ({m['n_rows']} rows)" for k, m in report["manifests"].items())
+    print(f"validate: every suite passed: {rows}; Data Docs: {report['data_docs']}")
+    return 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from jsqa.pairs import generate_pairs
+    from jsqa.tracking import stage_run
+
+    p = _params(args)
+    mdir = Path(args.manifests)
+    with stage_run("pairs", to_flat_dict(p.pairs, "pairs."), args.root):
+        pairset = generate_pairs(
+            mdir / "clean.parquet", mdir / "noise.parquet", p.pairs, p.seed, Path(args.out),
+            sample_rate=p.data.sample_rate, root=Path(args.root),
+        )
+        mlflow.log_metric("n_pairs", pairset.n)
+    print(f"pairs: {pairset.n} JND pairs in {args.out}")
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from jsqa.io import write_json
+    from jsqa.tracking import log_epoch, stage_run
+    from jsqa.train.pretrain import pretrain
+
+    p = _params(args)
+    flat = {"seed": p.seed, **to_flat_dict(p.model, "model."), **to_flat_dict(p.pretrain, "pretrain.")}
+    with stage_run("pretrain", flat, args.root):
+        summary = pretrain(Path(args.pairs), p.model, p.pretrain, p.seed, Path(args.out), on_epoch=lambda e, m: log_epoch(m, e))
+        mlflow.log_metric("n_parameters", summary["n_parameters"])
+        write_json(args.metrics, summary)
+        mlflow.log_artifact(args.out)
+    print(f"pretrain: encoder saved to {args.out} (loss {summary['loss']:.4f}, top-1 {summary['top1']:.3f})")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from jsqa.data.manifests import read_manifest
+    from jsqa.io import write_json
+    from jsqa.tracking import log_epoch, stage_run
+    from jsqa.train.finetune import finetune
+
+    p = _params(args)
+    encoder = Path(args.encoder) if args.encoder else None
+    stage = "finetune" if encoder else "finetune_scratch"
+    flat = {"seed": p.seed, "init": "pretrained" if encoder else "scratch",
+            **to_flat_dict(p.model, "model."), **to_flat_dict(p.finetune, "finetune.")}
+    manifest = read_manifest(args.manifest, "mos")
+    with stage_run(stage, flat, args.root):
+        best = finetune(manifest, p.model, p.finetune, p.seed, Path(args.out), encoder_ckpt=encoder,
+                        sample_rate=p.data.sample_rate, root=args.root, on_epoch=lambda e, m: log_epoch(m, e))
+        mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
+        write_json(args.metrics, best)
+        mlflow.log_artifact(args.out)
+    print(f"{stage}: model saved to {args.out} (val RMSE {best['val_rmse']:.3f}, PCC {best['val_pcc']:.3f})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from jsqa.data.manifests import read_manifest
+    from jsqa.evaluate import evaluate_models, flat_metrics, scatter_plot
+    from jsqa.io import write_csv, write_json
+    from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
+    from jsqa.tracking import stage_run
+
+    p = _params(args)
+    models = {}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise JsqaError(f"--model expects NAME=CHECKPOINT, got '{spec}'")
+        models[name] = mos_model_from_checkpoint(load_checkpoint(path))
+    manifest = read_manifest(args.manifest, "mos")
+    test_sets = args.test_sets.split(",") if args.test_sets else list(p.evaluate.test_sets)
+    with stage_run("evaluate", {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models)}, args.root):
+        report, preds = evaluate_models(models, manifest, test_sets, sample_rate=p.data.sample_rate, root=args.root)
+        write_json(args.metrics, report)
+        plots = Path(args.plots)
+        write_csv(plots / "predictions.csv", preds)
+        scatter_plot(preds, plots / "scatter.png", list(models))
+        mlflow.log_metrics(flat_metrics(report))
+        for f in (args.metrics, plots / "predictions.csv", plots / "scatter.png"):
+            mlflow.log_artifact(str(f))
+    print(_evaluation_table(report))
+    return 0
+
+
+def _evaluation_table(report: dict) -> str:
+    lines = [f"{'model':<12} {'test set':<20} {'RMSE':>6} {'MAE':>6} {'PCC':>6} {'SRCC':>6} {'n':>5}"]
+    for name, per in report["models"].items():
+        for db, m in per.items():
+            lines.append(f"{name:<12} {db:<20} {m['rmse']:6.3f} {m['mae']:6.3f} {m['pcc']:6.3f} {m['srcc']:6.3f} {m['n']:5d}")
+    if "relative_change" in report:
+        pooled = report["relative_change"].get("pooled", {})
+        lines.append(
+            f"{report['relative_change_of']} (pooled): RMSE {pooled.get('rmse', 0):+.1f}% lower, "
+            f"MAE {pooled.get('mae', 0):+.1f}% lower, PCC {pooled.get('pcc', 0):+.1f}%, SRCC {pooled.get('srcc', 0):+.1f}%"
+        )
+    return "\n".join(lines)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    from jsqa.io import read_json, write_json
+    from jsqa.registry import register
+
+    p = _params(args)
+    tags = {}
+    if args.evaluation and Path(args.evaluation).exists():
+        pooled = read_json(args.evaluation)["models"].get("pretrained", {}).get("pooled", {})
+        tags = {f"test_{k}": f"{v:.4f}" for k, v in pooled.items() if k != "n"}
+    result = register(Path(args.encoder), Path(args.mos), p.register, Path(args.root), extra_tags=tags)
+    write_json(args.out, result)
+    verdict = "promoted to @" + p.register.alias if result["promoted"] else "not promoted"
+    print(f"register: {result['mos_model']} v{result['mos_version']} {verdict} ({result['reason']})")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from jsqa.predict import audio_files, format_rows, load_model, score_files
+
+    files = audio_files(args.inputs)
+    model, what = load_model(args.model, Path(args.root))
+    log.info("scoring %d file(s) with %s", len(files), what)
+    rows = score_files(model, files)
+    print(format_rows(rows, args.format))
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+# --- parser ---------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jsqa", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stage(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+        sp.add_argument("--root", default=".", help="project root that manifest paths are relative to")
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = stage("acquire", cmd_acquire, "generate (demo) or fetch corpora and build manifests")
+    sp.add_argument("--out", default="data/raw")
+    sp.add_argument("--manifests", default="data/manifests")
+
+    sp = stage("validate", cmd_validate, "run the Great Expectations suites on every manifest")
+    sp.add_argument("--manifests", default="data/manifests")
+    sp.add_argument("--out", default="data/validation")
+
+    sp = stage("pairs", cmd_pairs, "render JND pairs (positives) as shards")
+    sp.add_argument("--manifests", default="data/manifests")
+    sp.add_argument("--out", default="data/pairs")
+
+    sp = stage("pretrain", cmd_pretrain, "contrastive pretraining of the encoder on JND pairs")
+    sp.add_argument("--pairs", default="data/pairs")
+    sp.add_argument("--out", default="models/encoder.pt")
+    sp.add_argument("--metrics", default="metrics/pretrain.json")
+
+    sp = stage("finetune", cmd_finetune, "fine-tune for MOS (from --encoder, or from scratch without it)")
+    sp.add_argument("--manifest", default="data/manifests/mos.parquet", help="MOS manifest (train/val splits)")
+    sp.add_argument("--encoder", default=None, help="pretrained encoder checkpoint; omit for the scratch baseline")
+    sp.add_argument("--out", default="models/mos_pretrained.pt")
+    sp.add_argument("--metrics", default="metrics/finetune_pretrained.json")
+
+    sp = stage("evaluate", cmd_evaluate, "RMSE, MAE, PCC, SRCC per test set, plots, change vs scratch")
+    sp.add_argument("--manifest", default="data/manifests/mos.parquet")
+    sp.add_argument("--model", action="append", default=None, metavar="NAME=CHECKPOINT",
+                    help="model to score (repeatable); default pretrained and scratch")
+    sp.add_argument("--test-sets", default="", help="comma-separated db names (default: params)")
+    sp.add_argument("--metrics", default="metrics/evaluate.json")
+    sp.add_argument("--plots", default="plots")
+
+    sp = stage("register", cmd_register, "register encoder and MOS model; move @champion if better")
+    sp.add_argument("--encoder", default="models/encoder.pt")
+    sp.add_argument("--mos", default="models/mos_pretrained.pt")
+    sp.add_argument("--evaluation", default="metrics/evaluate.json")
+    sp.add_argument("--out", default="metrics/register.json")
+
+    sp = sub.add_parser("predict", help="print a MOS for each audio file (folders are searched)")
+    sp.add_argument("inputs", nargs="+", help="audio files or folders")
+    sp.add_argument("--model", default="models:/jsqa-mos@champion",
+                    help="checkpoint path or MLflow model URI (default: models:/jsqa-mos@champion)")
+    sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sp.add_argument("--root", default=".", help="project root holding mlflow.db")
+    sp.set_defaults(func=cmd_predict)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    for name in ("alembic", "mlflow", "urllib3", "matplotlib", "great_expectations", "numexpr"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `jsqa` console script."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "model", "x") is None:
+        args.model = ["pretrained=models/mos_pretrained.pt", "scratch=models/mos_scratch.pt"]
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _quiet_libraries()
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    try:
+        return args.func(args)
+    except JsqaError as exc:
+        print(f"jsqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"jsqa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Corpora: generation or download (acquire), manifests, and validation."""

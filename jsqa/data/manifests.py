@@ -1,0 +1,157 @@
+"""Manifests: one parquet table per corpus, the contract between acquire and every later stage.
+
+Paths in a manifest are stored relative to the project root (the directory DVC runs stages
+in) when they lie under it, else absolute; :func:`resolve` turns them back into real paths.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from jsqa.audio import audio_info
+from jsqa.errors import AudioError, ManifestError
+from jsqa.io import write_parquet
+
+log = logging.getLogger(__name__)
+
+AUDIO_COLUMNS = ["id", "path", "duration", "sample_rate", "channels"]
+CLEAN_COLUMNS = AUDIO_COLUMNS + ["speaker"]
+NOISE_COLUMNS = AUDIO_COLUMNS + ["environment"]
+MOS_COLUMNS = AUDIO_COLUMNS + ["mos", "db", "split"]
+SPLITS = ("train", "val", "test")
+
+# What each manifest must hold; validate and every consumer rely on it.
+SCHEMAS: dict[str, list[str]] = {
+    "clean": CLEAN_COLUMNS,
+    "noise": NOISE_COLUMNS,
+    "mos": MOS_COLUMNS,
+}
+
+
+def relpath(path: str | Path, root: str | Path = ".") -> str:
+    """Store ``path`` relative to ``root`` when it lies beneath it, else absolute (posix form)."""
+    p = Path(path).resolve()
+    r = Path(root).resolve()
+    try:
+        return p.relative_to(r).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def resolve(path: str, root: str | Path = ".") -> Path:
+    """Inverse of :func:`relpath`."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(root) / p
+
+
+def require_columns(df: pd.DataFrame, columns: Sequence[str], source: str) -> None:
+    """Raise ManifestError naming ``source`` and every missing column."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{source}: missing column(s) {', '.join(missing)}")
+
+
+def read_manifest(path: str | Path, kind: str | None = None) -> pd.DataFrame:
+    """Read a parquet manifest; with ``kind`` ('clean', 'noise', 'mos') check its columns."""
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"{path}: manifest not found (run the acquire stage first)")
+    df = pd.read_parquet(path)
+    if kind is not None:
+        require_columns(df, SCHEMAS[kind], str(path))
+    return df
+
+
+def write_manifest(path: str | Path, df: pd.DataFrame, kind: str) -> None:
+    """Check the schema, sort by id (stable hashes for DVC) and write atomically."""
+    require_columns(df, SCHEMAS[kind], str(path))
+    df = df.sort_values("id", kind="stable").reset_index(drop=True)
+    write_parquet(path, df)
+
+
+def audio_rows(
+    paths: Iterable[Path], root: str | Path = ".", workers: int | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Read the header of each file in parallel.
+
+    Returns (rows, quarantine): rows hold path/duration/sample_rate/channels; an unreadable
+    file goes to quarantine with its reason instead of stopping the build.
+    """
+    paths = list(paths)
+
+    def one(p: Path) -> dict:
+        try:
+            info = audio_info(p)
+        except AudioError as exc:
+            return {"path": relpath(p, root), "reason": str(exc), "_bad": True}
+        if info["frames"] == 0:
+            return {"path": relpath(p, root), "reason": f"{p}: audio is empty", "_bad": True}
+        return {
+            "path": relpath(p, root),
+            "duration": info["duration"],
+            "sample_rate": info["sample_rate"],
+            "channels": info["channels"],
+        }
+
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(one, paths))
+    good = [r for r in results if not r.get("_bad")]
+    bad = [{k: v for k, v in r.items() if k != "_bad"} for r in results if r.get("_bad")]
+    for b in bad:
+        log.warning("quarantined %s", b["reason"])
+    return good, bad
+
+
+def split_of_db(db: str) -> str:
+    """NISQA naming: a db containing TRAIN / VAL / TEST belongs to that split."""
+    up = db.upper()
+    for split in SPLITS:
+        if split.upper() in up.split("_") or f"_{split.upper()}" in up or up.startswith(split.upper()):
+            return split
+    raise ManifestError(f"db '{db}': cannot tell its split (name must contain TRAIN, VAL or TEST)")
+
+
+def mos_manifest_from_csv(
+    csv_path: str | Path, corpus_root: str | Path | None = None, root: str | Path = "."
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Turn a CSV in the NISQA layout into a MOS manifest.
+
+    Needs ``filepath_deg`` (relative to ``corpus_root``, by default the CSV's folder) and
+    ``mos``; ``db`` is optional (default 'USER_TEST'), and a ``split`` column, if present,
+    overrides the split read from the db name.
+    """
+    csv_path = Path(csv_path)
+    try:
+        table = pd.read_csv(csv_path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ManifestError(f"{csv_path}: not a readable CSV ({exc})") from exc
+    require_columns(table, ["filepath_deg", "mos"], str(csv_path))
+    corpus_root = Path(corpus_root) if corpus_root is not None else csv_path.parent
+    if "db" not in table.columns:
+        table["db"] = "USER_TEST"
+    files = [corpus_root / str(p) for p in table["filepath_deg"]]
+    rows, quarantine = audio_rows(files, root)
+    by_path = {r["path"]: r for r in rows}
+    out = []
+    for f, (_, rec) in zip(files, table.iterrows()):
+        info = by_path.get(relpath(f, root))
+        if info is None:
+            continue
+        split = str(rec["split"]) if "split" in table.columns else split_of_db(str(rec["db"]))
+        out.append(
+            {
+                "id": Path(str(rec["filepath_deg"])).with_suffix("").as_posix().replace("/", "__"),
+                **info,
+                "mos": float(rec["mos"]),
+                "db": str(rec["db"]),
+                "split": split,
+            }
+        )
+    return pd.DataFrame(out, columns=MOS_COLUMNS), quarantine

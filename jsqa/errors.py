@@ -1,0 +1,21 @@
+"""Exceptions the library raises; the CLI turns each into a one-line message and exit code 2."""
+
+
+class JsqaError(Exception):
+    """Base class for every error a user can act on."""
+
+
+class ConfigError(JsqaError):
+    """params.yaml (or a CLI override) is missing a key, has an unknown key or a bad value."""
+
+
+class AudioError(JsqaError):
+    """An audio file cannot be used: unreadable, empty, non-finite samples."""
+
+
+class ManifestError(JsqaError):
+    """A manifest or CSV lacks a column or holds values it must not."""
+
+
+class ValidationFailed(JsqaError):
+    """A Great Expectations suite failed; the message lists the failed expectations."""

@@ -1,0 +1,56 @@
+"""Agreement between predicted and true MOS: RMSE, MAE, PCC, SRCC (as the JSQA paper reports)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import stats
+
+log = logging.getLogger(__name__)
+
+METRICS = ("rmse", "mae", "pcc", "srcc")
+LOWER_IS_BETTER = {"rmse": True, "mae": True, "pcc": False, "srcc": False}
+
+
+def _corr(fn, y: np.ndarray, p: np.ndarray, name: str) -> float:
+    # A constant vector has no correlation; report 0 rather than NaN so metrics stay valid JSON.
+    if len(y) < 2 or np.std(y) == 0 or np.std(p) == 0:
+        log.warning("%s undefined (constant input or fewer than 2 items); reporting 0.0", name)
+        return 0.0
+    return float(fn(y, p)[0])
+
+
+def mos_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE, PCC (Pearson), SRCC (Spearman) and n for one set."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D of one length, got {y.shape} and {p.shape}")
+    if len(y) == 0:
+        raise ValueError("cannot score an empty set")
+    err = p - y
+    return {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "pcc": _corr(stats.pearsonr, y, p, "PCC"),
+        "srcc": _corr(stats.spearmanr, y, p, "SRCC"),
+        "n": int(len(y)),
+    }
+
+
+def relative_change(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """Percent change of each metric against the baseline, signed as the paper quotes it.
+
+    For RMSE and MAE a drop is an improvement and is reported as a positive reduction;
+    for PCC and SRCC a rise is reported as a positive increase.
+    """
+    out = {}
+    for m in METRICS:
+        b = baseline[m]
+        if b == 0:
+            out[m] = 0.0
+            continue
+        change = (model[m] - b) / abs(b) * 100.0
+        out[m] = float(-change if LOWER_IS_BETTER[m] else change)
+    return out

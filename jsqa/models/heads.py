@@ -1,0 +1,42 @@
+"""Heads on top of the encoder embedding: projection for contrastive pretraining, MLP for MOS."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR/CDPAM-style projection: Linear-BN-LeakyReLU-Dropout-Linear, then L2 normalisation."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.LeakyReLU(0.1),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(x), dim=-1)
+
+
+class MOSHead(nn.Module):
+    """Regression head: embedding -> MOS (unbounded during training, clamped to [1, 5] at inference)."""
+
+    def __init__(self, in_dim: int, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden),
+            nn.LeakyReLU(0.1),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+        # Starting at the training mean spares the first epochs from learning the offset.
+        nn.init.constant_(self.net[-1].bias, init_mos)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)

@@ -1,0 +1,188 @@
+"""Scoring audio files with a MOS model from a checkpoint file or the MLflow registry.
+
+Nothing here unpickles: a registry model is downloaded and only its checkpoint artifact is
+opened, with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import yaml
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from jsqa import tracking
+from jsqa.audio import load_audio
+from jsqa.errors import JsqaError
+from jsqa.inference import score_waveform
+from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
+from jsqa.registry import CHECKPOINT_ARTIFACT
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"})
+FORMATS = ("table", "csv", "json")
+_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?$")
+
+
+def is_mlflow_uri(ref: str) -> bool:
+    """True for the MLflow URIs :func:`load_model` resolves through the tracking server."""
+    return ref.startswith(_MLFLOW_SCHEMES)
+
+
+def load_model(ref: str, root: Path = Path(".")) -> tuple[MOSModel, str]:
+    """A MOS model from a checkpoint path, a downloaded model folder or an MLflow model URI.
+
+    Returns the model (eval mode) and a one-line description of what was loaded.
+    """
+    ref = str(ref)
+    if is_mlflow_uri(ref):
+        return _load_from_mlflow(ref, Path(root))
+    path = Path(ref)
+    if not path.exists():
+        raise JsqaError(f"{path}: no such checkpoint or model folder (or use models:/NAME@alias)")
+    ckpt = _checkpoint_in(path) if path.is_dir() else path
+    return mos_model_from_checkpoint(load_checkpoint(ckpt)), f"checkpoint {ckpt}"
+
+
+def _checkpoint_in(folder: Path) -> Path:
+    """The checkpoint file inside a logged pyfunc model folder (read from its MLmodel file)."""
+    mlmodel = folder / "MLmodel"
+    if not mlmodel.is_file():
+        raise JsqaError(f"{folder}: not an MLflow model folder (no MLmodel file)")
+    try:
+        meta = yaml.safe_load(mlmodel.read_text()) or {}
+        rel = meta["flavors"]["python_function"]["artifacts"][CHECKPOINT_ARTIFACT]["path"]
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise JsqaError(f"{mlmodel}: no '{CHECKPOINT_ARTIFACT}' artifact; not a jsqa model") from exc
+    ckpt = (folder / rel).resolve()
+    # The path comes from a file we downloaded; keep it inside the folder.
+    if not ckpt.is_relative_to(folder.resolve()) or not ckpt.is_file():
+        raise JsqaError(f"{mlmodel}: checkpoint artifact '{rel}' is missing")
+    return ckpt
+
+
+def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
+    store = tracking.tracking_uri(root)
+    if store.startswith("sqlite:///"):
+        db = Path(store[len("sqlite:///"):])
+        # Opening a missing SQLite store would silently create an empty one.
+        if not db.is_file():
+            raise JsqaError(
+                f"no MLflow store at {db}; run the pipeline's register stage (or set MLFLOW_TRACKING_URI)"
+            )
+    tracking.configure(root)
+    described = uri
+    m = _MODELS_URI.match(uri)
+    if m and (m["alias"] or m["version"]):
+        client = MlflowClient()
+        name = m["name"]
+        try:
+            if m["alias"]:
+                mv = client.get_model_version_by_alias(name, m["alias"])
+            else:
+                mv = client.get_model_version(name, m["version"])
+        except MlflowException as exc:
+            what = f"alias '{m['alias']}'" if m["alias"] else f"version {m['version']}"
+            raise JsqaError(
+                f"no model '{name}' with {what} in {store}; run the pipeline's register stage"
+            ) from exc
+        # Download the resolved version, so an alias moved meanwhile cannot mix two versions.
+        uri = f"models:/{name}/{mv.version}"
+        described = f"{described} ({name} version {mv.version}, run {mv.run_id})"
+    with tempfile.TemporaryDirectory(prefix="jsqa-model-") as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except MlflowException as exc:
+            raise JsqaError(f"cannot download {uri} from {store}: {str(exc).splitlines()[0]}") from exc
+        ckpt = _checkpoint_in(local) if local.is_dir() else local
+        model = mos_model_from_checkpoint(load_checkpoint(ckpt))
+    log.info("loaded %s", described)
+    return model, described
+
+
+def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; folders expanded recursively to their audio files, sorted; no duplicates."""
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                log.warning("%s: no audio files found", p)
+        elif p.exists():
+            found = [p]
+        else:
+            raise JsqaError(f"{p}: no such file or folder")
+        for f in found:
+            if f not in seen:
+                seen.add(f)
+                out.append(f)
+    return out
+
+
+def score_files(model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000) -> list[dict]:
+    """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash."""
+    rows: list[dict] = []
+    for f in files:
+        try:
+            x, _ = load_audio(f, sample_rate)
+            rows.append({"path": str(f), "mos": score_waveform(model, x, sample_rate), "error": None})
+        except JsqaError as exc:
+            log.warning("%s", exc)
+            rows.append({"path": str(f), "mos": None, "error": str(exc).splitlines()[0]})
+    return rows
+
+
+def format_rows(rows: Sequence[dict], fmt: str) -> str:
+    """Render score rows as an aligned table, CSV or a JSON list of objects."""
+    if fmt == "json":
+        return json.dumps([_row(r) for r in rows], indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["path", "mos", "error"], lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            r = _row(r)
+            writer.writerow({"path": r["path"], "mos": "" if r["mos"] is None else repr(r["mos"]),
+                             "error": r["error"] or ""})
+        return buf.getvalue()
+    if fmt == "table":
+        return _table(rows)
+    raise JsqaError(f"unknown output format '{fmt}' (choose {', '.join(FORMATS)})")
+
+
+def _row(r: dict) -> dict[str, Any]:
+    mos = r.get("mos")
+    return {"path": str(r["path"]), "mos": None if mos is None else float(mos), "error": r.get("error")}
+
+
+def _table(rows: Sequence[dict]) -> str:
+    with_error = any(r.get("error") for r in rows)
+    header = ["path", "mos"] + (["error"] if with_error else [])
+    body = []
+    for r in rows:
+        r = _row(r)
+        cells = [r["path"], "-" if r["mos"] is None else f"{r['mos']:.3f}"]
+        if with_error:
+            cells.append(r["error"] or "")
+        body.append(cells)
+    widths = [max(len(c[i]) for c in [header, *body]) for i in range(len(header))]
+    lines = []
+    for cells in [header, *body]:
+        # mos is right-aligned so the decimals line up; the last column is not padded.
+        parts = [cells[0].ljust(widths[0]), cells[1].rjust(widths[1])] + cells[2:]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,330 @@
+"""The MLflow model registry: log the encoder and MOS model as pyfunc models, register a new
+version of each, and move the champion alias only when the candidate beats the champion.
+
+Security: the only pickles ever unpickled are this project's own pyfunc wrappers
+(``python_model``), and only when someone calls ``mlflow.pyfunc.load_model`` on a model this
+pipeline logged (for instance ``mlflow models serve``). The weights travel as a plain checkpoint
+artifact; ``jsqa predict`` never unpickles anything: it downloads the artifacts and opens the
+checkpoint with ``torch.load(weights_only=True)`` (see :mod:`jsqa.predict`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, Schema
+
+import jsqa
+from jsqa import tracking
+from jsqa.audio import check_signal, load_audio, resample, to_mono
+from jsqa.errors import AudioError, ConfigError, JsqaError
+from jsqa.inference import score_waveform, windows
+from jsqa.models.encoder import Encoder
+from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
+
+if TYPE_CHECKING:
+    from jsqa.config import RegisterConfig
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+CHECKPOINT_ARTIFACT = "checkpoint"
+ENCODER_MODEL_NAME = "encoder"
+MOS_MODEL_NAME = "mos"
+
+# Metric names (after any "val_"/"test_" prefix) and whether a larger value is better.
+_HIGHER_IS_BETTER = {"pcc": True, "lcc": True, "srcc": True, "ktau": True, "r2": True,
+                     "rmse": False, "mse": False, "mae": False, "loss": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# pyfunc wrappers
+
+
+def _decode_base64_audio(text: str, row: int) -> np.ndarray:
+    """Mono float32 at 16 kHz from base64 WAV/FLAC bytes; AudioError names the row."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise AudioError(f"row {row}: audio_base64 is not valid base64 ({exc})") from exc
+    try:
+        data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioError(f"row {row}: audio_base64 is not readable as audio ({exc})") from exc
+    x = check_signal(to_mono(np.asarray(data)), f"row {row}")
+    return np.ascontiguousarray(resample(x, int(sr), SAMPLE_RATE), dtype=np.float32)
+
+
+def input_waveforms(model_input: Any) -> list[np.ndarray]:
+    """One 16 kHz mono waveform per row of a DataFrame with a ``path`` or ``audio_base64`` column.
+
+    A row may use either column (the other empty); an unusable row raises AudioError naming it.
+    """
+    if isinstance(model_input, dict):
+        model_input = pd.DataFrame(model_input)
+    if not isinstance(model_input, pd.DataFrame):
+        raise JsqaError(f"model input must be a DataFrame, got {type(model_input).__name__}")
+    has_path = "path" in model_input.columns
+    has_b64 = "audio_base64" in model_input.columns
+    if not (has_path or has_b64):
+        raise JsqaError("model input needs a 'path' or 'audio_base64' column")
+    n = len(model_input)
+    paths = model_input["path"].tolist() if has_path else [None] * n
+    blobs = model_input["audio_base64"].tolist() if has_b64 else [None] * n
+    clips: list[np.ndarray] = []
+    for i, (path, b64) in enumerate(zip(paths, blobs)):
+        if _present(path):
+            try:
+                clips.append(load_audio(str(path), SAMPLE_RATE)[0])
+            except AudioError as exc:
+                raise AudioError(f"row {i}: {exc}") from exc
+        elif _present(b64):
+            clips.append(_decode_base64_audio(str(b64), i))
+        else:
+            raise JsqaError(f"row {i}: neither 'path' nor 'audio_base64' is set")
+    return clips
+
+
+def _present(v: Any) -> bool:
+    """False for None, NaN, pd.NA and "" (how a DataFrame marks the column a row does not use)."""
+    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+        return False
+    return str(v) != ""
+
+
+@torch.inference_mode()
+def embed_waveform(encoder: Encoder, x: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                   window_s: float = 8.0, hop_s: float = 4.0) -> np.ndarray:
+    """Embedding of one 16 kHz clip: the length-weighted mean over the same windows as scoring."""
+    encoder.eval()
+    spans = windows(len(x), int(window_s * sample_rate), int(hop_s * sample_rate))
+    embs = [encoder(torch.from_numpy(np.ascontiguousarray(x[a:b]))[None])[0] for a, b in spans]
+    w = torch.tensor([b - a for a, b in spans], dtype=torch.float32)
+    return ((torch.stack(embs) * w[:, None]).sum(0) / w.sum()).numpy().astype(np.float64)
+
+
+class MOSPyfunc(mlflow.pyfunc.PythonModel):
+    """Audio (paths or base64 bytes) -> MOS, for ``mlflow.pyfunc.load_model`` and serving."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = mos_model_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT]))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        clips = input_waveforms(model_input)
+        return pd.DataFrame({"mos": [score_waveform(self.model, c, SAMPLE_RATE) for c in clips]},
+                            dtype="float64")
+
+
+class EncoderPyfunc(mlflow.pyfunc.PythonModel):
+    """Audio (paths or base64 bytes) -> embedding columns e0..eD-1."""
+
+    def load_context(self, context: Any) -> None:
+        self.encoder = encoder_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])).eval()
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        clips = input_waveforms(model_input)
+        dim = self.encoder.embedding_dim
+        rows = np.stack([embed_waveform(self.encoder, c) for c in clips]) if clips else np.zeros((0, dim))
+        return pd.DataFrame(rows, columns=[f"e{i}" for i in range(dim)])
+
+
+# ---------------------------------------------------------------------------------------------
+# logging and registering
+
+
+def _input_schema() -> Schema:
+    # Either column may be used, so neither is required.
+    return Schema([ColSpec("string", "path", required=False),
+                   ColSpec("string", "audio_base64", required=False)])
+
+
+def _pip_requirements() -> list[str]:
+    """Only what the pyfunc imports at load time, pinned to the versions that logged it."""
+    import importlib.metadata as md
+
+    reqs = []
+    for dist in ("mlflow", "torch", "torchaudio", "numpy", "pandas", "soundfile", "pyyaml"):
+        try:
+            reqs.append(f"{dist}=={md.version(dist)}")
+        except md.PackageNotFoundError:
+            reqs.append(dist)
+    return reqs
+
+
+def log_models(encoder_ckpt: Path, mos_ckpt: Path) -> dict[str, str]:
+    """Log both checkpoints as pyfunc models in the active run; return {"encoder", "mos"} URIs."""
+    if mlflow.active_run() is None:
+        raise JsqaError("log_models needs an active MLflow run (use tracking.stage_run)")
+    code = [str(Path(jsqa.__file__).resolve().parent)]
+    reqs = _pip_requirements()
+    encoder_dim = encoder_from_checkpoint(load_checkpoint(encoder_ckpt)).embedding_dim
+    specs = {
+        ENCODER_MODEL_NAME: (EncoderPyfunc(), encoder_ckpt,
+                             Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)])),
+        MOS_MODEL_NAME: (MOSPyfunc(), mos_ckpt, Schema([ColSpec("double", "mos")])),
+    }
+    uris: dict[str, str] = {}
+    for name, (wrapper, ckpt, outputs) in specs.items():
+        with warnings.catch_warnings():
+            # An input example would run the model at logging time; the signature is enough.
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=wrapper,
+                artifacts={CHECKPOINT_ARTIFACT: str(Path(ckpt).resolve())},
+                code_paths=code,
+                pip_requirements=reqs,
+                signature=ModelSignature(inputs=_input_schema(), outputs=outputs),
+            )
+        uris[name] = info.model_uri
+        log.info("logged %s model from %s as %s", name, ckpt, info.model_uri)
+    return uris
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a validation metric; ConfigError for a name we cannot tell."""
+    base = metric
+    for prefix in ("val_", "test_", "eval_"):
+        if base.startswith(prefix):
+            base = base[len(prefix):]
+            break
+    if base not in _HIGHER_IS_BETTER:
+        raise ConfigError(
+            f"register.metric: unknown metric '{metric}' (use e.g. val_rmse, val_pcc, val_srcc)"
+        )
+    return _HIGHER_IS_BETTER[base]
+
+
+def decide(
+    candidate: float, champion: float | None, metric: str, min_improvement: float = 0.0
+) -> tuple[bool, str]:
+    """Whether the candidate replaces the champion, and why (one line)."""
+    if champion is None:
+        return True, "no champion yet"
+    up = higher_is_better(metric)
+    gain = candidate - champion if up else champion - candidate
+    # A tolerance so that e.g. 0.5 -> 0.4 counts as an improvement of 0.1.
+    promoted = gain >= min_improvement - 1e-9
+    word = "higher" if up else "lower"
+    op = ">=" if promoted else "<"
+    return promoted, (
+        f"candidate {metric}={candidate:.6g} vs champion {champion:.6g}: "
+        f"gain {gain:.6g} {op} required {min_improvement:g} ({word} is better)"
+    )
+
+
+def _candidate_metrics(mos_ckpt: Path, metric: str) -> tuple[dict[str, float], str]:
+    payload = load_checkpoint(mos_ckpt)
+    if payload.get("kind") != "mos":
+        raise JsqaError(f"{mos_ckpt}: expected a MOS checkpoint, got kind '{payload.get('kind')}'")
+    metrics = payload.get("metrics") or {}
+    if metric not in metrics:
+        raise JsqaError(
+            f"{mos_ckpt}: checkpoint has no metric '{metric}' (has: {', '.join(sorted(metrics)) or 'none'})"
+        )
+    value = float(metrics[metric])
+    if not math.isfinite(value):
+        raise JsqaError(f"{mos_ckpt}: metric '{metric}' is not finite ({value})")
+    return {k: float(v) for k, v in metrics.items()}, str(payload.get("init", "unknown"))
+
+
+def _champion(client: MlflowClient, name: str, alias: str, metric: str) -> tuple[str | None, float | None]:
+    """(version, metric value) of ``name@alias``; (None, None) when there is none."""
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None, None
+    raw = mv.tags.get(metric)
+    try:
+        return mv.version, float(raw) if raw is not None else None
+    except ValueError:
+        return mv.version, None
+
+
+def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path = Path("."),
+             extra_tags: dict | None = None) -> dict:
+    """Log and register both models, then promote them to ``@cfg.alias`` if the MOS model wins.
+
+    Returns a JSON-able summary of the decision (see the keys below).
+    """
+    encoder_ckpt, mos_ckpt = Path(encoder_ckpt), Path(mos_ckpt)
+    # Fail before anything is logged when the inputs cannot lead to a decision.
+    higher_is_better(cfg.metric)
+    metrics, init = _candidate_metrics(mos_ckpt, cfg.metric)
+    candidate = metrics[cfg.metric]
+    enc_kind = load_checkpoint(encoder_ckpt).get("kind")
+    if enc_kind not in ("encoder", "mos"):
+        raise JsqaError(f"{encoder_ckpt}: expected an encoder checkpoint, got kind '{enc_kind}'")
+
+    params = {
+        "encoder_name": cfg.encoder_name, "mos_name": cfg.mos_name, "alias": cfg.alias,
+        "metric": cfg.metric, "min_improvement": cfg.min_improvement,
+        "encoder_checkpoint": str(encoder_ckpt), "mos_checkpoint": str(mos_ckpt),
+    }
+    with tracking.stage_run("register", params, root) as run:
+        run_id = run.info.run_id
+        extra = {str(k): str(v) for k, v in (extra_tags or {}).items()}
+        if extra:
+            mlflow.set_tags(extra)
+        uris = log_models(encoder_ckpt, mos_ckpt)
+        client = MlflowClient()
+        champ_version, champion = _champion(client, cfg.mos_name, cfg.alias, cfg.metric)
+
+        commit = tracking.git_commit(root)
+        version_tags = {"git_commit": commit, "init": init, "run_id": run_id,
+                        **{k: repr(v) for k, v in metrics.items()}, **extra}
+        enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=version_tags)
+        mos_mv = mlflow.register_model(
+            uris[MOS_MODEL_NAME], cfg.mos_name, tags={**version_tags, "encoder_version": str(enc_mv.version)}
+        )
+        client.set_model_version_tag(cfg.encoder_name, enc_mv.version, "mos_version", str(mos_mv.version))
+
+        if champ_version is not None and champion is None:
+            promoted, reason = True, (
+                f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
+            )
+        else:
+            promoted, reason = decide(candidate, champion, cfg.metric, cfg.min_improvement)
+        if promoted:
+            client.set_registered_model_alias(cfg.encoder_name, cfg.alias, enc_mv.version)
+            client.set_registered_model_alias(cfg.mos_name, cfg.alias, mos_mv.version)
+        log.info("%s v%s %s: %s", cfg.mos_name, mos_mv.version,
+                 f"promoted to @{cfg.alias}" if promoted else "not promoted", reason)
+
+        mlflow.set_tags({
+            "promoted": str(promoted).lower(), "reason": reason,
+            "champion_version_before": champ_version or "none",
+            "mos_version": str(mos_mv.version), "encoder_version": str(enc_mv.version),
+        })
+        mlflow.log_metric(f"candidate_{cfg.metric}", candidate)
+        if champion is not None:
+            mlflow.log_metric(f"champion_{cfg.metric}", champion)
+        mlflow.log_metric("promoted", 1.0 if promoted else 0.0)
+
+    return {
+        "promoted": promoted,
+        "reason": reason,
+        "metric": cfg.metric,
+        "candidate": candidate,
+        "champion_before": champion,
+        "mos_model": cfg.mos_name,
+        "mos_version": str(mos_mv.version),
+        "encoder_model": cfg.encoder_name,
+        "encoder_version": str(enc_mv.version),
+        "run_id": run_id,
+    }

@@ -1,0 +1,86 @@
+"""MLflow tracking: where runs go, and one run per DVC stage tagged with stage and git commit."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+import jsqa
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "jsqa"
+DEFAULT_DB = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+
+
+def tracking_uri(root: str | Path = ".") -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else a SQLite file in the project root."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(Path(root).resolve() / DEFAULT_DB).as_posix()}"
+
+
+def configure(root: str | Path = ".", experiment: str = EXPERIMENT) -> str:
+    """Point MLflow at the tracking store and the experiment; return the experiment id."""
+    uri = tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        # With the default SQLite store, keep artifacts beside it rather than in the cwd.
+        location = None
+        if uri.startswith("sqlite:"):
+            location = (Path(root).resolve() / ARTIFACT_DIR).as_uri()
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+def git_commit(root: str | Path = ".") -> str:
+    """HEAD's commit hash, with '+dirty' appended for uncommitted changes; 'unknown' outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: dict[str, Any], root: str | Path = ".") -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run for one pipeline stage, tagged with the stage, git commit and version."""
+    configure(root)
+    tags = {
+        "dvc_stage": stage,
+        "git_commit": git_commit(root),
+        "jsqa_version": jsqa.__version__,
+    }
+    with mlflow.start_run(run_name=stage, tags=tags) as run:
+        mlflow.log_params({k: _param_str(v) for k, v in params.items()})
+        yield run
+
+
+def _param_str(v: Any) -> str:
+    s = str(v)
+    return s if len(s) <= 500 else s[:497] + "..."
+
+
+def log_epoch(metrics: dict[str, float], step: int) -> None:
+    """Log per-epoch metrics to the active run."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)

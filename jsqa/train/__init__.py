@@ -1,0 +1,1 @@
+"""Training loops: contrastive pretraining and MOS fine-tuning (pretrained or from scratch)."""

@@ -1,0 +1,44 @@
+"""MOS clips in memory: load a manifest's audio once (resampled, mono) and draw training crops."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jsqa.audio import load_audio
+from jsqa.data.manifests import resolve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipSet:
+    """Waveforms with their MOS labels and the manifest rows they came from."""
+
+    audio: list[np.ndarray]
+    mos: np.ndarray
+    rows: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.audio)
+
+
+def load_clips(df: pd.DataFrame, sample_rate: int, root: str | Path = ".", workers: int = 4) -> ClipSet:
+    """Read every clip of a manifest slice (threads: decoding releases the GIL)."""
+    paths = [resolve(p, root) for p in df["path"]]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        audio = list(pool.map(lambda p: load_audio(p, sample_rate)[0], paths))
+    return ClipSet(audio=audio, mos=df["mos"].to_numpy(dtype=np.float32), rows=df.reset_index(drop=True))
+
+
+def random_crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``length``-sample crop at a random offset; shorter clips are zero-padded at the end."""
+    if len(x) >= length:
+        start = int(rng.integers(0, len(x) - length + 1))
+        return x[start : start + length]
+    return np.pad(x, (0, length - len(x)))

@@ -1,0 +1,130 @@
+"""MOS fine-tuning: encoder + regression head, from a pretrained encoder or from scratch.
+
+Both runs share this function and the same schedule; only the encoder's initial weights differ,
+which is what makes the scratch run the paper's baseline.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from jsqa.config import FinetuneConfig, ModelConfig
+from jsqa.inference import score_waveforms
+from jsqa.metrics import mos_metrics
+from jsqa.models.mos import MOSModel, encoder_from_checkpoint, encoder_spec, load_checkpoint, save_checkpoint
+from jsqa.train.clips import ClipSet, load_clips, random_crop
+from jsqa.train.common import EpochCallback, no_callback, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def _loss_fn(name: str) -> torch.nn.Module:
+    return torch.nn.MSELoss() if name == "mse" else torch.nn.L1Loss()
+
+
+def build_model(model_cfg: ModelConfig, cfg: FinetuneConfig, init_mos: float, encoder_ckpt: Path | None) -> MOSModel:
+    """A MOS model whose encoder is random (scratch) or loaded from a pretraining checkpoint."""
+    if encoder_ckpt is None:
+        spec = encoder_spec(model_cfg.size)
+        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos)
+    payload = load_checkpoint(encoder_ckpt)
+    encoder = encoder_from_checkpoint(payload)
+    model = MOSModel(encoder.spec, dropout=cfg.dropout, init_mos=init_mos)
+    model.encoder.load_state_dict(encoder.state_dict())
+    return model
+
+
+def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt, loss_fn, rng) -> float:
+    model.train()
+    order = rng.permutation(len(train))
+    total, n = 0.0, 0
+    for i in range(0, len(order), cfg.batch_size):
+        idx = order[i : i + cfg.batch_size]
+        if len(idx) < 2:  # BatchNorm needs two items
+            continue
+        x = torch.from_numpy(np.stack([random_crop(train.audio[j], crop, rng) for j in idx]))
+        y = torch.from_numpy(train.mos[idx])
+        loss = loss_fn(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        total += loss.item() * len(idx)
+        n += len(idx)
+    return total / max(n, 1)
+
+
+def finetune(
+    manifest: pd.DataFrame,
+    model_cfg: ModelConfig,
+    cfg: FinetuneConfig,
+    seed: int,
+    out_path: Path,
+    encoder_ckpt: Path | None = None,
+    sample_rate: int = 16000,
+    root: str | Path = ".",
+    on_epoch: EpochCallback = no_callback,
+) -> dict[str, float]:
+    """Fine-tune on the manifest's train split, early-stop on its val split, save the best model.
+
+    Returns the best epoch's validation metrics (val_rmse, val_mae, val_pcc, val_srcc).
+    """
+    rng = seed_everything(seed, cfg.threads)
+    train_df = manifest[manifest["split"] == "train"]
+    val_df = manifest[manifest["split"] == "val"]
+    if len(train_df) < 2 or len(val_df) < 2:
+        raise ValueError(
+            f"fine-tuning needs at least 2 train and 2 val clips, found {len(train_df)} and {len(val_df)}"
+        )
+    train = load_clips(train_df, sample_rate, root)
+    val = load_clips(val_df, sample_rate, root)
+    init = "pretrained" if encoder_ckpt is not None else "scratch"
+    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt)
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": cfg.encoder_learning_rate},
+            {"params": model.head.parameters(), "lr": cfg.learning_rate},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    loss_fn = _loss_fn(cfg.loss)
+    crop = int(cfg.crop_seconds * sample_rate)
+    best: dict[str, float] | None = None
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    for epoch in range(1, cfg.epochs + 1):
+        train_loss = _epoch(model, train, cfg, crop, opt, loss_fn, rng)
+        val_metrics = {f"val_{k}": v for k, v in mos_metrics(val.mos, score_waveforms(model, val.audio, sample_rate)).items() if k != "n"}
+        metrics = {"train_loss": train_loss, **val_metrics}
+        log.info("finetune (%s) epoch %d: %s", init, epoch, {k: round(v, 4) for k, v in metrics.items()})
+        on_epoch(epoch, metrics)
+        if best is None or metrics["val_rmse"] < best["val_rmse"]:
+            best = {**val_metrics, "best_epoch": float(epoch)}
+            best_state = copy.deepcopy(model.state_dict())
+            stale = 0
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                log.info("early stop after epoch %d (best %d)", epoch, int(best["best_epoch"]))
+                break
+    assert best is not None
+    best["epochs_run"] = float(epoch)
+    model.load_state_dict(best_state)
+    save_checkpoint(
+        out_path,
+        "mos",
+        model,
+        model.encoder.spec,
+        head=model.head_config,
+        init=init,
+        config=asdict(cfg),
+        metrics=best,
+    )
+    return best

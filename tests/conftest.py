@@ -1,0 +1,32 @@
+"""Fixtures shared by several test files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from jsqa.io import atomic_path
+
+# Offline and quiet: no telemetry from any tool the tests drive.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def empty_mlflow_store(tmp_path_factory) -> Callable[[Path], None]:
+    """Copy an initialised, empty SQLite tracking store to a path (creating the tables takes ~15 s)."""
+    template = tmp_path_factory.getbasetemp() / "jsqa-empty-mlflow.db"
+    with atomic_path(template) as tmp:
+        mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}").search_experiments()
+
+    def copy_to(db: Path) -> None:
+        shutil.copyfile(template, db)
+
+    return copy_to

@@ -1,0 +1,90 @@
+"""The encoder sizes, the checkpoint format, and the NT-Xent loss with its JND mask."""
+
+import math
+
+import pytest
+import torch
+
+from jsqa.errors import JsqaError
+from jsqa.losses import nt_xent
+from jsqa.models.encoder import ENCODER_SIZES, Encoder, count_parameters
+from jsqa.models.mos import (
+    MOSModel,
+    PretrainModel,
+    encoder_from_checkpoint,
+    encoder_spec,
+    load_checkpoint,
+    mos_model_from_checkpoint,
+    save_checkpoint,
+)
+
+
+def test_paper_encoder_has_the_cdpam_parameter_count():
+    enc = Encoder(ENCODER_SIZES["paper"])
+    assert count_parameters(enc) == 26_065_920
+    assert enc.embedding_dim == 1024
+
+
+def test_small_encoder_takes_any_length_and_is_small():
+    enc = Encoder(ENCODER_SIZES["small"]).eval()
+    assert count_parameters(enc) < 500_000
+    for n in (400, 16000, 24001):
+        assert enc(torch.randn(2, n)).shape == (2, enc.embedding_dim)
+
+
+def test_checkpoint_round_trip_preserves_predictions(tmp_path):
+    spec = encoder_spec("small")
+    m = MOSModel(spec, init_mos=3.3).eval()
+    x = torch.randn(1, 12345)
+    save_checkpoint(tmp_path / "m.pt", "mos", m, spec, head=m.head_config, metrics={"val_rmse": 1.0})
+    m2 = mos_model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
+    torch.testing.assert_close(m(x), m2(x))
+
+
+def test_encoder_weights_carry_from_pretraining_to_fine_tuning(tmp_path):
+    spec = encoder_spec("small")
+    pre = PretrainModel(spec, projection_head=True).eval()
+    save_checkpoint(tmp_path / "enc.pt", "encoder", pre, spec)
+    enc = encoder_from_checkpoint(load_checkpoint(tmp_path / "enc.pt")).eval()
+    x = torch.randn(2, 8000)
+    torch.testing.assert_close(enc(x), pre.encoder(x))
+
+
+def test_non_checkpoint_files_are_rejected_by_name(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(JsqaError, match="bad.pt"):
+        load_checkpoint(bad)
+    torch.save({"format": "other"}, tmp_path / "other.pt")
+    with pytest.raises(JsqaError, match="not a jsqa checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_nt_xent_is_low_for_aligned_views_and_log_2b_minus_1_for_random_equal_views():
+    torch.manual_seed(0)
+    b = 16
+    z = torch.nn.functional.normalize(torch.randn(b, 32), dim=-1)
+    aligned = nt_xent(z, z, temperature=0.05)
+    # identical embeddings for every view: the positive is one of 2B-1 equal logits
+    same = torch.ones(b, 8)
+    uniform = nt_xent(same, same, temperature=0.1)
+    assert uniform.item() == pytest.approx(math.log(2 * b - 1), rel=1e-5)
+    assert aligned.item() < 0.5
+
+
+def test_jnd_mask_removes_perceptually_identical_negatives():
+    # pairs 0 and 1 are the same percept: with the mask, their similarity must not be penalised
+    za = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    zb = za.clone()
+    mask = torch.zeros(3, 3, dtype=torch.bool)
+    mask[0, 1] = mask[1, 0] = True
+    unmasked = nt_xent(za, zb, 0.1)
+    masked = nt_xent(za, zb, 0.1, mask)
+    assert masked < unmasked
+    # a mask that marks nothing changes nothing
+    torch.testing.assert_close(nt_xent(za, zb, 0.1, torch.zeros(3, 3, dtype=torch.bool)), unmasked)
+
+
+def test_nt_xent_rejects_mismatched_views():
+    with pytest.raises(ValueError):
+        nt_xent(torch.randn(4, 8), torch.randn(5, 8))

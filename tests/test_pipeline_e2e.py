@@ -1,0 +1,134 @@
+"""The whole pipeline, as a user runs it: the Prefect flow over `dvc repro`, on a tiny profile.
+
+One module-scoped run in a temporary copy of the repository; the tests below read what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+STAGES = ["acquire", "validate", "pairs", "pretrain", "finetune", "finetune_scratch", "evaluate", "register"]
+
+TINY = {
+    "data": {"demo": {"n_talkers": 4, "utterances_per_talker": 4, "utterance_seconds": [1.5, 2.5],
+                      "noise_seconds": 4.0, "noise_per_family": 1, "mos_clips": 64}},
+    "pairs": {"pairs_per_utterance": 2, "segment_seconds": 0.5, "shard_size": 16, "workers": 2},
+    "pretrain": {"epochs": 1, "batch_size": 8, "group_size": 2},
+    "finetune": {"epochs": 2, "batch_size": 8, "crop_seconds": 1.0, "patience": 2},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def _env(project: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        DVC_NO_ANALYTICS="1",
+        GX_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(project / ".prefect"),
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(project),
+    )
+    return env
+
+
+def _run(cmd: list[str], project: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    dst = tmp_path_factory.mktemp("jsqa") / "project"
+    ignore = shutil.ignore_patterns(".venv", ".git", "mlflow.db", "mlartifacts", ".prefect", "__pycache__",
+                                    "models", "metrics", "plots", "*.egg-info", ".pytest_cache")
+    shutil.copytree(REPO, dst, ignore=ignore)
+    for sub in ("raw", "manifests", "validation", "pairs"):
+        shutil.rmtree(dst / "data" / sub, ignore_errors=True)
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    (dst / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+        _run(cmd, dst)
+    proc = _run([str(BIN / "python"), "-m", "flows.pipeline", "run", "--project-dir", "."], dst)
+    (dst / "first_run.log").write_text(proc.stdout + proc.stderr)
+    return dst
+
+
+def test_every_stage_ran_and_left_metrics_for_both_models(project):
+    report = json.loads((project / "metrics" / "evaluate.json").read_text())
+    assert set(report["models"]) == {"pretrained", "scratch"}
+    for name, per in report["models"].items():
+        assert "pooled" in per and len(per) >= 2, per.keys()  # at least one test set plus pooled
+        for db, m in per.items():
+            assert 0.0 < m["rmse"] < 4.0 and 0.0 < m["mae"] <= m["rmse"] + 1e-9
+            assert -1.0 <= m["pcc"] <= 1.0 and -1.0 <= m["srcc"] <= 1.0
+            assert m["n"] > 0
+    assert set(report["relative_change"]["pooled"]) == {"rmse", "mae", "pcc", "srcc"}
+    for f in ("pretrain.json", "finetune_pretrained.json", "finetune_scratch.json", "register.json"):
+        assert (project / "metrics" / f).exists(), f
+    assert (project / "plots" / "scatter.png").stat().st_size > 1000
+    preds = (project / "plots" / "predictions.csv").read_text().splitlines()
+    assert preds[0].split(",")[:3] == ["id", "db", "mos"]
+
+
+def test_mlflow_has_a_run_per_stage_tagged_with_stage_and_commit(project):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["jsqa"])
+    by_stage = runs.groupby("tags.dvc_stage").size().to_dict()
+    assert set(by_stage) == set(STAGES), by_stage
+    assert runs["tags.git_commit"].str.len().min() >= 40
+    ft = runs[runs["tags.dvc_stage"] == "finetune"].iloc[0]
+    history = mlflow.tracking.MlflowClient().get_metric_history(ft.run_id, "val_rmse")
+    assert len(history) >= 1  # per-epoch metrics
+
+
+def test_champion_alias_is_set_and_predict_answers_with_it(project, tmp_path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    for name in ("jsqa-mos", "jsqa-encoder"):
+        assert client.get_model_version_by_alias(name, "champion").version == "1"
+    register = json.loads((project / "metrics" / "register.json").read_text())
+    assert register["promoted"] is True
+    sr = 8000
+    t = np.arange(2 * sr) / sr
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.stack([0.3 * np.sin(2 * np.pi * 200 * t)] * 2, axis=1), sr)  # 8 kHz stereo
+    proc = _run([str(BIN / "jsqa"), "predict", str(wav), "--format", "json"], project)
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 1 and 1.0 <= rows[0]["mos"] <= 5.0
+
+
+def test_second_repro_runs_nothing_and_a_finetune_param_reruns_only_what_follows(project):
+    proc = _run([str(BIN / "dvc"), "repro"], project)
+    assert "Running stage" not in proc.stdout, proc.stdout
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["finetune"]["learning_rate"] = 0.0004
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = json.loads(_run([str(BIN / "dvc"), "status", "--json"], project).stdout)
+    assert set(status) == {"finetune", "finetune_scratch", "evaluate", "register"}, status

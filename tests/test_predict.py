@@ -1,0 +1,199 @@
+"""Scoring files with a registered model (`jsqa predict`) and through the MLflow pyfunc wrapper."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from jsqa.audio import load_audio
+from jsqa.config import RegisterConfig
+from jsqa.errors import AudioError, JsqaError
+from jsqa.models.mos import (
+    MOSModel,
+    PretrainModel,
+    encoder_from_checkpoint,
+    encoder_spec,
+    load_checkpoint,
+    save_checkpoint,
+)
+from jsqa.predict import audio_files, format_rows, load_model, score_files
+from jsqa.registry import embed_waveform, register
+
+CHAMPION = "models:/jsqa-mos@champion"
+
+
+def _speech_like(sr: int, seconds: float, channels: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))
+    x = tone + 0.05 * rng.standard_normal(t.size)
+    x = x.astype(np.float32)
+    return np.stack([x, 0.5 * x], axis=1) if channels == 2 else x
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, empty_mlflow_store):
+    """One registered champion in a fresh store, plus good and bad audio files."""
+    root = tmp_path_factory.mktemp("predict")
+    empty_mlflow_store(root / "mlflow.db")
+    audio = root / "audio"
+    (audio / "sub").mkdir(parents=True)
+    good = {
+        "mono16k": audio / "a_mono16k.wav",
+        "stereo8k": audio / "b_stereo8k.wav",
+        "flac48k": audio / "sub" / "c_48k.flac",
+        "long40s": audio / "sub" / "d_long40s.wav",
+    }
+    sf.write(good["mono16k"], _speech_like(16000, 1.5), 16000)
+    sf.write(good["stereo8k"], _speech_like(8000, 1.2, channels=2, seed=1), 8000)
+    sf.write(good["flac48k"], _speech_like(48000, 1.0, seed=2), 48000)
+    sf.write(good["long40s"], _speech_like(16000, 40.0, seed=3), 16000)
+    bad = root / "bad"
+    bad.mkdir()
+    sf.write(bad / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    (bad / "not_audio.wav").write_text("this is not a RIFF file\n")
+    (audio / "notes.txt").write_text("not audio, and not picked up from folders\n")
+
+    spec = encoder_spec("small")
+    torch.manual_seed(7)
+    m = MOSModel(spec)
+    mos_ckpt = root / "mos.pt"
+    save_checkpoint(mos_ckpt, "mos", m, spec, head=m.head_config, metrics={"val_rmse": 0.5},
+                    init="pretrained")
+    enc_ckpt = root / "encoder.pt"
+    save_checkpoint(enc_ckpt, "encoder", PretrainModel(spec), spec)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        result = register(enc_ckpt, mos_ckpt, RegisterConfig(), root=root)
+        model, desc = load_model(CHAMPION, root=root)
+        yield {"root": root, "audio": audio, "good": good, "bad": bad, "mos_ckpt": mos_ckpt,
+               "enc_ckpt": enc_ckpt, "result": result, "model": model, "desc": desc}
+
+
+@pytest.fixture(scope="module")
+def scored(env):
+    files = [env["good"][k] for k in ("mono16k", "stereo8k", "flac48k", "long40s")]
+    return files, score_files(env["model"], files)
+
+
+def test_champion_scores_any_rate_channels_and_length(env, scored):
+    assert env["result"]["promoted"] is True
+    assert "version 1" in env["desc"]
+    files, rows = scored
+    assert [r["path"] for r in rows] == [str(f) for f in files]
+    for r in rows:
+        assert r["error"] is None
+        assert np.isfinite(r["mos"]) and 1.0 <= r["mos"] <= 5.0
+
+
+def test_checkpoint_path_and_registry_give_identical_scores(env, scored):
+    files, from_registry = scored
+    model, desc = load_model(str(env["mos_ckpt"]))
+    assert str(env["mos_ckpt"]) in desc
+    assert [r["mos"] for r in score_files(model, files)] == [r["mos"] for r in from_registry]
+
+
+def test_pyfunc_on_paths_and_base64_matches_score_files(env, scored):
+    files, rows = scored
+    expected = [r["mos"] for r in rows]
+    pyfunc = mlflow.pyfunc.load_model(CHAMPION)
+    by_path = pyfunc.predict(pd.DataFrame({"path": [str(f) for f in files]}))
+    assert list(by_path.columns) == ["mos"]
+    np.testing.assert_allclose(by_path["mos"].to_numpy(), expected, rtol=1e-6)
+    b64 = [base64.b64encode(Path(f).read_bytes()).decode("ascii") for f in files]
+    by_bytes = pyfunc.predict(pd.DataFrame({"audio_base64": b64}))
+    np.testing.assert_allclose(by_bytes["mos"].to_numpy(), expected, rtol=1e-6)
+
+
+def test_pyfunc_names_the_bad_row(env):
+    pyfunc = mlflow.pyfunc.load_model(CHAMPION)
+    df = pd.DataFrame({"path": [str(env["good"]["mono16k"]), str(env["bad"] / "empty.wav")]})
+    with pytest.raises(AudioError, match=r"row 1: .*empty\.wav.*empty"):
+        pyfunc.predict(df)
+    junk = base64.b64encode(b"not audio at all").decode("ascii")
+    with pytest.raises(AudioError, match="row 0: audio_base64 is not readable"):
+        pyfunc.predict(pd.DataFrame({"audio_base64": [junk]}))
+
+
+def test_encoder_pyfunc_returns_the_embedding(env):
+    pyfunc = mlflow.pyfunc.load_model("models:/jsqa-encoder@champion")
+    f = env["good"]["stereo8k"]
+    out = pyfunc.predict(pd.DataFrame({"path": [str(f)]}))
+    encoder = encoder_from_checkpoint(load_checkpoint(env["enc_ckpt"]))
+    assert list(out.columns) == [f"e{i}" for i in range(encoder.embedding_dim)]
+    np.testing.assert_allclose(out.iloc[0].to_numpy(), embed_waveform(encoder, load_audio(f)[0]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_bad_files_get_error_rows_and_good_files_are_still_scored(env, scored):
+    good = env["good"]["mono16k"]
+    files = [env["bad"] / "empty.wav", good, env["bad"] / "not_audio.wav", env["audio"] / "notes.txt"]
+    rows = score_files(env["model"], files)
+    assert [r["path"] for r in rows] == [str(f) for f in files]
+    assert rows[1]["error"] is None and rows[1]["mos"] == scored[1][0]["mos"]
+    for r in (rows[0], rows[2], rows[3]):
+        assert r["mos"] is None
+        assert Path(r["path"]).name in r["error"] and "\n" not in r["error"]
+    assert "empty" in rows[0]["error"]
+
+
+def test_audio_files_expands_folders_recursively_and_sorted(env):
+    files = audio_files([env["audio"]])
+    g = env["good"]
+    assert files == sorted([g["mono16k"], g["stereo8k"], g["flac48k"], g["long40s"]])
+    given = env["audio"] / "notes.txt"
+    assert audio_files([given, env["audio"] / "sub"]) == [given, g["flac48k"], g["long40s"]]
+    with pytest.raises(JsqaError, match="missing.wav"):
+        audio_files([env["audio"] / "missing.wav"])
+
+
+def test_format_rows_round_trips_csv_and_json_and_aligns_table():
+    rows = [{"path": "a.wav", "mos": 3.14159265, "error": None},
+            {"path": "dir/b, with comma.wav", "mos": None, "error": "b.wav: audio is empty (0 samples)"}]
+    assert json.loads(format_rows(rows, "json")) == rows
+    back = list(csv.DictReader(io.StringIO(format_rows(rows, "csv"))))
+    assert [r["path"] for r in back] == [r["path"] for r in rows]
+    assert float(back[0]["mos"]) == rows[0]["mos"] and back[1]["mos"] == ""
+    assert back[1]["error"] == rows[1]["error"] and back[0]["error"] == ""
+    table = format_rows(rows, "table").splitlines()
+    assert table[0].split() == ["path", "mos", "error"]
+    assert "3.142" in table[1] and table[1].index("3.142") + 5 == table[2].index("-") + 1
+    assert "error" not in format_rows(rows[:1], "table")
+    with pytest.raises(JsqaError, match="unknown output format 'xml'"):
+        format_rows(rows, "xml")
+
+
+def test_unknown_model_or_alias_is_a_clear_error(env):
+    with pytest.raises(JsqaError, match=r"no model 'jsqa-mos' with alias 'nope' in sqlite:.*register stage"):
+        load_model("models:/jsqa-mos@nope", root=env["root"])
+    with pytest.raises(JsqaError, match=r"no model 'other' with version 3"):
+        load_model("models:/other/3", root=env["root"])
+
+
+def test_missing_store_is_reported_not_created(env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'absent.db'}")
+    with pytest.raises(JsqaError, match="no MLflow store"):
+        load_model(CHAMPION, root=tmp_path)
+    assert not (tmp_path / "absent.db").exists()
+
+
+def test_downloaded_model_folder_loads_without_unpickling(env, scored, tmp_path):
+    local = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tmp_path)))
+    # A corrupt pickle proves the wrapper is never unpickled on this path.
+    (local / "python_model.pkl").write_bytes(b"not a pickle")
+    model, desc = load_model(str(local))
+    files, rows = scored
+    assert score_files(model, files[:1])[0]["mos"] == rows[0]["mos"]
+    with pytest.raises(JsqaError, match="no such checkpoint"):
+        load_model(str(tmp_path / "nothing_here.pt"))

@@ -1,0 +1,150 @@
+"""The register stage: versions, tags, and when the champion alias moves (real SQLite MLflow store)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from jsqa import tracking
+from jsqa.config import RegisterConfig
+from jsqa.errors import ConfigError, JsqaError
+from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
+from jsqa.registry import decide, higher_is_better, register
+
+
+def _mos_ckpt(path: Path, metrics: dict, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    spec = encoder_spec("small")
+    m = MOSModel(spec)
+    save_checkpoint(path, "mos", m, spec, head=m.head_config, metrics=metrics, init="pretrained")
+    return path
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory, empty_mlflow_store):
+    """Five candidates registered in turn into one store, as successive pipeline runs would."""
+    root = tmp_path_factory.mktemp("registry")
+    empty_mlflow_store(root / "mlflow.db")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        spec = encoder_spec("small")
+        torch.manual_seed(1)
+        enc = root / "encoder.pt"
+        save_checkpoint(enc, "encoder", PretrainModel(spec), spec)
+        cfg = RegisterConfig()
+        strict = replace(cfg, min_improvement=0.1)
+        steps = [("first", 0.5, cfg), ("worse", 0.6, cfg), ("better", 0.4, cfg),
+                 ("small_gain", 0.35, strict), ("exact_gain", 0.3, strict)]
+        results = {}
+        for i, (label, rmse, c) in enumerate(steps):
+            mos = _mos_ckpt(root / f"mos_{label}.pt", {"val_rmse": rmse, "val_pcc": 0.9}, seed=i)
+            results[label] = register(enc, mos, c, root=root, extra_tags={"trigger": label})
+        yield {"root": root, "results": results, "client": MlflowClient(), "cfg": cfg, "encoder": enc}
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str = "champion") -> str:
+    return str(client.get_model_version_by_alias(name, alias).version)
+
+
+def test_first_candidate_is_promoted_and_alias_resolves(scenario):
+    r = scenario["results"]["first"]
+    assert r["promoted"] is True and r["champion_before"] is None
+    assert r["candidate"] == 0.5 and r["metric"] == "val_rmse"
+    assert r["mos_model"] == "jsqa-mos" and r["encoder_model"] == "jsqa-encoder"
+    assert r["mos_version"] == "1" and r["encoder_version"] == "1"
+
+
+def test_worse_candidate_keeps_champion_and_run_records_both_values(scenario):
+    r = scenario["results"]["worse"]
+    client = scenario["client"]
+    assert r["promoted"] is False
+    assert r["candidate"] == pytest.approx(0.6) and r["champion_before"] == pytest.approx(0.5)
+    assert "0.6" in r["reason"] and "0.5" in r["reason"]
+    run = client.get_run(r["run_id"])
+    assert run.data.tags["promoted"] == "false"
+    assert run.data.tags["dvc_stage"] == "register"
+    assert run.data.tags["trigger"] == "worse"
+    assert run.data.metrics["candidate_val_rmse"] == pytest.approx(0.6)
+    assert run.data.metrics["champion_val_rmse"] == pytest.approx(0.5)
+    assert run.data.metrics["promoted"] == 0.0
+    # The version exists even though it did not win.
+    assert str(client.get_model_version("jsqa-mos", r["mos_version"]).version) == "2"
+
+
+def test_better_candidate_moves_alias_on_both_models(scenario):
+    r = scenario["results"]["better"]
+    assert r["promoted"] is True and r["champion_before"] == pytest.approx(0.5)
+    assert r["mos_version"] == "3" and r["encoder_version"] == "3"
+    run = scenario["client"].get_run(r["run_id"])
+    assert run.data.tags["promoted"] == "true" and run.data.metrics["promoted"] == 1.0
+
+
+def test_min_improvement_is_respected(scenario):
+    results = scenario["results"]
+    small = results["small_gain"]
+    assert small["promoted"] is False and small["champion_before"] == pytest.approx(0.4)
+    # 0.4 -> 0.3 is exactly the required 0.1, despite floating-point rounding.
+    exact = results["exact_gain"]
+    assert exact["promoted"] is True and exact["champion_before"] == pytest.approx(0.4)
+
+
+def test_final_aliases_point_at_the_last_promoted_versions(scenario):
+    client, exact = scenario["client"], scenario["results"]["exact_gain"]
+    assert _alias_version(client, "jsqa-mos") == exact["mos_version"] == "5"
+    assert _alias_version(client, "jsqa-encoder") == exact["encoder_version"] == "5"
+    tracking.configure(scenario["root"])
+    info = mlflow.models.get_model_info("models:/jsqa-mos@champion")
+    assert info.signature.outputs.input_names() == ["mos"]
+
+
+def test_versions_are_tagged_with_commit_metrics_init_and_link(scenario):
+    client, root = scenario["client"], scenario["root"]
+    r = scenario["results"]["worse"]
+    mv = client.get_model_version("jsqa-mos", r["mos_version"])
+    assert mv.tags["git_commit"] == tracking.git_commit(root)
+    assert float(mv.tags["val_rmse"]) == pytest.approx(0.6)
+    assert float(mv.tags["val_pcc"]) == pytest.approx(0.9)
+    assert mv.tags["init"] == "pretrained"
+    assert mv.tags["encoder_version"] == r["encoder_version"]
+    assert mv.tags["trigger"] == "worse"
+    ev = client.get_model_version("jsqa-encoder", r["encoder_version"])
+    assert ev.tags["mos_version"] == r["mos_version"] and ev.tags["run_id"] == r["run_id"]
+
+
+def test_missing_metric_fails_before_anything_is_logged(scenario, tmp_path):
+    client = scenario["client"]
+    mos = _mos_ckpt(tmp_path / "no_metric.pt", {"val_pcc": 0.8})
+    before = client.search_model_versions("name='jsqa-mos'")
+    with pytest.raises(JsqaError, match=r"no_metric\.pt.*'val_rmse'"):
+        register(scenario["encoder"], mos, scenario["cfg"], root=scenario["root"])
+    assert len(client.search_model_versions("name='jsqa-mos'")) == len(before)
+
+
+def test_unknown_metric_name_is_a_config_error():
+    with pytest.raises(ConfigError, match="register.metric"):
+        higher_is_better("val_banana")
+
+
+@pytest.mark.parametrize(
+    ("metric", "candidate", "champion", "min_improvement", "promoted"),
+    [
+        ("val_rmse", 0.40, 0.50, 0.0, True),
+        ("val_rmse", 0.55, 0.50, 0.0, False),
+        ("val_rmse", 0.45, 0.50, 0.1, False),
+        ("val_pcc", 0.90, 0.80, 0.0, True),
+        ("val_pcc", 0.70, 0.80, 0.0, False),
+        ("val_srcc", 0.85, 0.80, 0.05, True),
+        ("val_srcc", 0.84, 0.80, 0.05, False),
+        ("val_pcc", 0.10, None, 0.5, True),
+    ],
+)
+def test_decision_respects_metric_direction(metric, candidate, champion, min_improvement, promoted):
+    got, reason = decide(candidate, champion, metric, min_improvement)
+    assert got is promoted
+    assert "\n" not in reason and reason

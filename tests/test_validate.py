@@ -1,0 +1,240 @@
+"""Manifest validation: a good corpus passes with Data Docs; each kind of bad row is named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from jsqa.audio import write_audio
+from jsqa.config import ValidateConfig
+from jsqa.data.manifests import SCHEMAS
+from jsqa.data.validate import add_computed_columns, suite_for, validate_manifests
+from jsqa.errors import ManifestError, ValidationFailed
+from jsqa.io import write_parquet
+
+CFG = ValidateConfig(min_duration_s=0.5, max_duration_s=30.0, mos_range=(1.0, 5.0))
+SR = 16000
+
+
+def _wav(root: Path, rel: str, sr: int = SR, seconds: float = 0.6) -> str:
+    x = 0.1 * np.sin(2 * np.pi * 440 * np.arange(int(sr * seconds)) / sr).astype(np.float32)
+    write_audio(root / rel, x, sr)
+    return rel
+
+
+def _audio(root: Path, rel: str, sr: int = SR) -> dict:
+    return {"path": _wav(root, rel, sr), "duration": 0.6, "sample_rate": sr, "channels": 1}
+
+
+def _good_tables(root: Path) -> dict[str, pd.DataFrame]:
+    clean = pd.DataFrame(
+        {"id": f"c{i}", **_audio(root, f"clean/c{i}.wav"), "speaker": f"s{i % 2}"}
+        for i in range(4)
+    )
+    noise = pd.DataFrame(
+        {"id": f"n{i}", **_audio(root, f"noise/n{i}.wav"), "environment": "white"}
+        for i in range(2)
+    )
+    # MOS clips at 48 kHz like NISQA: only clean and noise must reach the pipeline rate.
+    splits = ["train", "train", "val", "test"]
+    mos = pd.DataFrame(
+        {
+            "id": f"m{i}",
+            **_audio(root, f"mos/m{i}.wav", 48000),
+            "mos": 1.0 + i,
+            "db": "DEMO",
+            "split": s,
+        }
+        for i, s in enumerate(splits)
+    )
+    return {"clean": clean, "noise": noise, "mos": mos}
+
+
+def _write(root: Path, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    paths = {}
+    for kind, df in tables.items():
+        paths[kind] = root / "manifests" / f"{kind}.parquet"
+        write_parquet(paths[kind], df)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory):
+    root = tmp_path_factory.mktemp("good")
+    paths = _write(root, _good_tables(root))
+    out = root / "validation"
+    report = validate_manifests(paths, CFG, SR, out, root=root)
+    return root, paths, out, report
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """One run holding every failure, each in a row or column of its own."""
+    root = tmp_path_factory.mktemp("bad")
+    t = _good_tables(root)
+    clean, noise, mos = t["clean"], t["noise"], t["mos"]
+    clean.loc[1, "id"] = "c0"  # duplicate id
+    clean.loc[2, "speaker"] = None  # null in a required column
+    clean.loc[3, "path"] = "clean/gone.wav"  # file that does not exist
+    noise = noise.drop(columns=["environment"])  # missing column
+    mos.loc[0, "mos"] = 6.2
+    mos.loc[1, "mos"] = 0.0
+    mos.loc[2, "mos"] = np.nan  # between ignores nulls: not-null must catch it
+    mos.loc[3, "path"] = mos.loc[0, "path"]  # the test clip is a train file
+    paths = _write(root, {"clean": clean, "noise": noise, "mos": mos})
+    out = root / "validation"
+    with pytest.raises(ValidationFailed) as info:
+        validate_manifests(paths, CFG, SR, out, root=root)
+    return paths, out, str(info.value)
+
+
+def _n_rows(report: dict) -> dict[str, int]:
+    return {k: m["n_rows"] for k, m in report["manifests"].items()}
+
+
+def _lines(message: str, manifest: Path) -> list[str]:
+    return [ln for ln in message.splitlines() if ln.startswith(f"{manifest}: ")]
+
+
+def test_good_manifests_pass_and_write_report_and_data_docs(good):
+    _, paths, out, report = good
+    assert report["success"] is True
+    assert _n_rows(report) == {"clean": 4, "noise": 2, "mos": 4}
+    assert all(m["failed"] == [] for m in report["manifests"].values())
+    assert json.loads((out / "report.json").read_text()) == report
+    index = Path(report["data_docs"])
+    assert index.is_file() and index.is_relative_to(out)
+    # The docs hold one validation page per manifest.
+    pages = list((index.parent / "validations").rglob("*.html"))
+    assert len(pages) == 3
+
+
+def test_rerun_from_project_root_with_defaults_replaces_previous_results(good, monkeypatch):
+    # As under `dvc repro`: cwd is the project root, paths are relative, root is left default.
+    root, paths, out, first = good
+    monkeypatch.chdir(root)
+    rel = {k: p.relative_to(root) for k, p in paths.items()}
+    second = validate_manifests(rel, CFG, SR, Path("validation"))
+    assert second["success"] is True
+    assert second["data_docs"] == "validation/gx/uncommitted/data_docs/local_site/index.html"
+    assert _n_rows(second) == {"clean": 4, "noise": 2, "mos": 4}
+    pages = list((Path(second["data_docs"]).parent / "validations").rglob("*.html"))
+    assert len(pages) == 3  # the old run's pages are replaced, not accumulated
+
+
+def test_missing_manifest_is_a_readable_failure(tmp_path):
+    missing = tmp_path / "manifests" / "clean.parquet"
+    with pytest.raises(ValidationFailed, match="clean.parquet: manifest not found"):
+        validate_manifests({"clean": missing}, CFG, SR, tmp_path / "validation", root=tmp_path)
+    report = json.loads((tmp_path / "validation" / "report.json").read_text())
+    assert report["manifests"]["clean"]["success"] is False
+    assert "manifest not found" in report["manifests"]["clean"]["error"]
+
+
+def test_report_written_on_failure(bad):
+    paths, out, msg = bad
+    # Exactly the seven planted faults: no spurious failures from rows that are fine.
+    assert msg.splitlines()[0].startswith("7 check(s) failed")
+    assert str(out / "report.json") in msg.splitlines()[0]
+    report = json.loads((out / "report.json").read_text())
+    assert report["success"] is False
+    assert all(report["manifests"][k]["success"] is False for k in ("clean", "noise", "mos"))
+    assert Path(report["data_docs"]).is_file()
+
+
+def test_duplicate_id_named(bad):
+    paths, _, msg = bad
+    unique = "expect_column_values_to_be_unique(id)"
+    (line,) = [ln for ln in _lines(msg, paths["clean"]) if unique in ln]
+    assert "2 unexpected (e.g. c0)" in line  # the duplicated value itself
+
+
+def test_null_in_required_column_named(bad):
+    paths, _, msg = bad
+    lines = _lines(msg, paths["clean"])
+    expected = "expect_column_values_to_not_be_null(speaker): 1 unexpected (e.g. id=c2)"
+    assert f"{paths['clean']}: {expected}" in lines  # the row is named, not its None
+
+
+def test_missing_file_named_by_path(bad):
+    paths, out, msg = bad
+    (line,) = [ln for ln in _lines(msg, paths["clean"]) if "file_exists" in ln]
+    assert "1 unexpected (e.g. path=clean/gone.wav)" in line
+    failed = json.loads((out / "report.json").read_text())["manifests"]["clean"]["failed"]
+    (rec,) = [f for f in failed if f["column"] == "file_exists"]
+    assert rec["unexpected_values"] == ["clean/gone.wav"]
+
+
+def test_missing_column_is_one_readable_line(bad):
+    paths, _, msg = bad
+    lines = _lines(msg, paths["noise"])
+    assert lines == [f"{paths['noise']}: expect_column_to_exist(environment): column missing"]
+    assert "Traceback" not in msg and "KeyError" not in msg
+
+
+def test_mos_out_of_range_and_null_named(bad):
+    paths, out, msg = bad
+    lines = _lines(msg, paths["mos"])
+    expected = "expect_column_values_to_be_between(mos, 1.0..5.0): 2 unexpected (e.g. 6.2, 0.0)"
+    assert f"{paths['mos']}: {expected}" in lines
+    null = "expect_column_values_to_not_be_null(mos): 1 unexpected (e.g. id=m2)"
+    assert f"{paths['mos']}: {null}" in lines
+    failed = json.loads((out / "report.json").read_text())["manifests"]["mos"]["failed"]
+    (rec,) = [f for f in failed if f["expectation"] == "expect_column_values_to_be_between"]
+    assert rec["column"] == "mos" and rec["unexpected_count"] == 2
+    assert sorted(rec["unexpected_values"]) == [0.0, 6.2]
+
+
+def test_test_clip_leaking_into_train_named(bad):
+    paths, _, msg = bad
+    (line,) = [ln for ln in _lines(msg, paths["mos"]) if "leaks_into_train" in ln]
+    assert "1 unexpected (e.g. id=m3)" in line
+
+
+def _ranges(kind: str, cfg: ValidateConfig, sample_rate: int) -> dict[str, tuple]:
+    return {
+        e.column: (e.min_value, e.max_value)
+        for e in suite_for(kind, cfg, sample_rate)
+        if type(e).__name__ == "ExpectColumnValuesToBeBetween"
+    }
+
+
+def test_suite_rules_follow_config():
+    cfg = ValidateConfig(min_duration_s=1.0, max_duration_s=10.0, mos_range=(0.0, 100.0))
+    mos = _ranges("mos", cfg, 16000)
+    assert mos["mos"] == (0.0, 100.0)
+    assert mos["duration"] == (1.0, 10.0)
+    assert mos["sample_rate"][0] == 1  # degraded clips may be narrowband
+    noise = _ranges("noise", cfg, 16000)
+    assert noise["duration"] == (1.0, None)  # long noise recordings are cut, not rejected
+    assert noise["sample_rate"][0] == 16000
+    exist = {
+        e.column
+        for e in suite_for("clean", cfg, 16000)
+        if type(e).__name__ == "ExpectColumnToExist"
+    }
+    assert exist == set(SCHEMAS["clean"])
+
+
+def test_unknown_kind_rejected():
+    with pytest.raises(ManifestError, match="unknown manifest kind 'speech'"):
+        suite_for("speech", CFG, SR)
+
+
+def test_leak_detected_by_id_and_by_path_spelled_differently(tmp_path):
+    _wav(tmp_path, "a.wav")
+    _wav(tmp_path, "b.wav")
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b", "a", "x"],
+            "path": ["a.wav", "b.wav", "c.wav", "./b.wav"],
+            "split": ["train", "train", "test", "test"],
+        }
+    )
+    out = add_computed_columns("mos", df, root=tmp_path)
+    assert out["leaks_into_train"].tolist() == [False, False, True, True]
+    assert out["file_exists"].tolist() == [True, True, False, True]
