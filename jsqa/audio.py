@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -56,6 +57,25 @@ def check_signal(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
+def decode_audio(
+    source: str | Path | BinaryIO, name: str, target_sr: int | None = 16000
+) -> tuple[np.ndarray, int]:
+    """Decode a file or file-like object to mono float32 at ``target_sr`` (None keeps its rate).
+
+    ``name`` is what error messages call the source. Raises AudioError for unreadable, empty
+    or non-finite audio.
+    """
+    try:
+        data, sr = sf.read(source if not isinstance(source, Path) else str(source), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioError(f"{name}: not readable as audio ({exc})") from exc
+    x = check_signal(to_mono(np.asarray(data)), name)
+    if target_sr is not None and sr != target_sr:
+        x = resample(x, sr, target_sr)
+        sr = target_sr
+    return np.ascontiguousarray(x, dtype=np.float32), int(sr)
+
+
 def load_audio(path: str | Path, target_sr: int | None = 16000) -> tuple[np.ndarray, int]:
     """Read ``path`` as mono float32, resampled to ``target_sr`` (None keeps the file's rate).
 
@@ -64,15 +84,7 @@ def load_audio(path: str | Path, target_sr: int | None = 16000) -> tuple[np.ndar
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-        raise AudioError(f"{path}: not readable as audio ({exc})") from exc
-    x = check_signal(to_mono(np.asarray(data)), str(path))
-    if target_sr is not None and sr != target_sr:
-        x = resample(x, sr, target_sr)
-        sr = target_sr
-    return np.ascontiguousarray(x, dtype=np.float32), int(sr)
+    return decode_audio(path, str(path), target_sr)
 
 
 def write_audio(path: str | Path, x: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:

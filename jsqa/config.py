@@ -79,6 +79,7 @@ class PretrainConfig:
     temperature: float = 0.1
     mask_jnd_negatives: bool = True
     threads: int = 2
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class FinetuneConfig:
     crop_seconds: float = 1.5
     patience: int = 5
     threads: int = 2
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,8 @@ _CHOICES = {
     "data.profile": ("demo",),
     "model.size": ("small", "paper"),
     "finetune.loss": ("mse", "l1"),
+    "pretrain.device": ("auto", "cpu", "cuda"),
+    "finetune.device": ("auto", "cpu", "cuda"),
 }
 
 

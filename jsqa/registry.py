@@ -22,8 +22,6 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
-import soundfile as sf
-import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
@@ -31,9 +29,9 @@ from mlflow.types import ColSpec, Schema
 
 import jsqa
 from jsqa import tracking
-from jsqa.audio import check_signal, load_audio, resample, to_mono
+from jsqa.audio import decode_audio, load_audio
 from jsqa.errors import AudioError, ConfigError, JsqaError
-from jsqa.inference import score_waveform, windows
+from jsqa.inference import score_waveform, windowed_mean
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
 
@@ -62,12 +60,7 @@ def _decode_base64_audio(text: str, row: int) -> np.ndarray:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError, TypeError) as exc:
         raise AudioError(f"row {row}: audio_base64 is not valid base64 ({exc})") from exc
-    try:
-        data, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        raise AudioError(f"row {row}: audio_base64 is not readable as audio ({exc})") from exc
-    x = check_signal(to_mono(np.asarray(data)), f"row {row}")
-    return np.ascontiguousarray(resample(x, int(sr), SAMPLE_RATE), dtype=np.float32)
+    return decode_audio(io.BytesIO(raw), f"row {row}: audio_base64", SAMPLE_RATE)[0]
 
 
 def input_waveforms(model_input: Any) -> list[np.ndarray]:
@@ -107,15 +100,11 @@ def _present(v: Any) -> bool:
     return str(v) != ""
 
 
-@torch.inference_mode()
 def embed_waveform(encoder: Encoder, x: np.ndarray, sample_rate: int = SAMPLE_RATE,
                    window_s: float = 8.0, hop_s: float = 4.0) -> np.ndarray:
     """Embedding of one 16 kHz clip: the length-weighted mean over the same windows as scoring."""
     encoder.eval()
-    spans = windows(len(x), int(window_s * sample_rate), int(hop_s * sample_rate))
-    embs = [encoder(torch.from_numpy(np.ascontiguousarray(x[a:b]))[None])[0] for a, b in spans]
-    w = torch.tensor([b - a for a, b in spans], dtype=torch.float32)
-    return ((torch.stack(embs) * w[:, None]).sum(0) / w.sum()).numpy().astype(np.float64)
+    return windowed_mean(encoder, x, sample_rate, window_s, hop_s).numpy()
 
 
 class MOSPyfunc(mlflow.pyfunc.PythonModel):

@@ -122,7 +122,7 @@ def test_pyfunc_names_the_bad_row(env):
     with pytest.raises(AudioError, match=r"row 1: .*empty\.wav.*empty"):
         pyfunc.predict(df)
     junk = base64.b64encode(b"not audio at all").decode("ascii")
-    with pytest.raises(AudioError, match="row 0: audio_base64 is not readable"):
+    with pytest.raises(AudioError, match="row 0: audio_base64: not readable"):
         pyfunc.predict(pd.DataFrame({"audio_base64": [junk]}))
 
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from jsqa.errors import JsqaError
+
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
@@ -19,6 +21,15 @@ def seed_everything(seed: int, threads: int | None = None) -> np.random.Generato
     if threads:
         torch.set_num_threads(threads)
     return np.random.default_rng(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' is the GPU when one is visible, else the CPU; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise JsqaError("device 'cuda' was asked for, but torch sees no GPU (use device: auto or cpu)")
+    return torch.device(name)
 
 
 def no_callback(epoch: int, metrics: dict[str, float]) -> None:

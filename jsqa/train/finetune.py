@@ -20,7 +20,7 @@ from jsqa.inference import score_waveforms
 from jsqa.metrics import mos_metrics
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, encoder_spec, load_checkpoint, save_checkpoint
 from jsqa.train.clips import ClipSet, load_clips, random_crop
-from jsqa.train.common import EpochCallback, no_callback, seed_everything
+from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def build_model(model_cfg: ModelConfig, cfg: FinetuneConfig, init_mos: float, en
     return model
 
 
-def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt, loss_fn, rng) -> float:
+def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt, loss_fn, rng, device) -> float:
     model.train()
     order = rng.permutation(len(train))
     total, n = 0.0, 0
@@ -49,8 +49,8 @@ def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt,
         idx = order[i : i + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm needs two items
             continue
-        x = torch.from_numpy(np.stack([random_crop(train.audio[j], crop, rng) for j in idx]))
-        y = torch.from_numpy(train.mos[idx])
+        x = torch.from_numpy(np.stack([random_crop(train.audio[j], crop, rng) for j in idx])).to(device)
+        y = torch.from_numpy(train.mos[idx]).to(device)
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -86,7 +86,8 @@ def finetune(
     train = load_clips(train_df, sample_rate, root)
     val = load_clips(val_df, sample_rate, root)
     init = "pretrained" if encoder_ckpt is not None else "scratch"
-    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt)
+    device = pick_device(cfg.device)
+    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt).to(device)
     opt = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": cfg.encoder_learning_rate},
@@ -100,7 +101,7 @@ def finetune(
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     for epoch in range(1, cfg.epochs + 1):
-        train_loss = _epoch(model, train, cfg, crop, opt, loss_fn, rng)
+        train_loss = _epoch(model, train, cfg, crop, opt, loss_fn, rng, device)
         val_metrics = {f"val_{k}": v for k, v in mos_metrics(val.mos, score_waveforms(model, val.audio, sample_rate)).items() if k != "n"}
         metrics = {"train_loss": train_loss, **val_metrics}
         log.info("finetune (%s) epoch %d: %s", init, epoch, {k: round(v, 4) for k, v in metrics.items()})
@@ -117,6 +118,7 @@ def finetune(
     assert best is not None
     best["epochs_run"] = float(epoch)
     model.load_state_dict(best_state)
+    model.cpu()
     save_checkpoint(
         out_path,
         "mos",

@@ -20,7 +20,7 @@ from jsqa.losses import nt_xent
 from jsqa.models.encoder import count_parameters
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.pairs import PairSet, load_pairs
-from jsqa.train.common import EpochCallback, no_callback, seed_everything
+from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,12 @@ def grouped_batches(
     rng.shuffle(chunks)
     batches, cur, size = [], [], 0
     for c in chunks:
+        # Never split a group: close the batch when the next group would overflow it.
+        if cur and size + len(c) > batch_size:
+            batches.append(np.concatenate(cur))
+            cur, size = [], 0
         cur.append(c)
         size += len(c)
-        if size >= batch_size:
-            batches.append(np.concatenate(cur)[:batch_size])
-            cur, size = [], 0
     # A last batch of one pair has no negatives; keep it only when it has a few.
     if size >= 2:
         batches.append(np.concatenate(cur))
@@ -74,7 +75,8 @@ def pretrain(
     if pairs.n < 2:
         raise ValueError(f"{pairs_dir}: need at least 2 pairs to pretrain, found {pairs.n}")
     spec = encoder_spec(model_cfg.size)
-    model = PretrainModel(spec, projection_head=model_cfg.projection_head)
+    device = pick_device(cfg.device)
+    model = PretrainModel(spec, projection_head=model_cfg.projection_head).to(device)
     n_params = count_parameters(model.encoder)
     log.info("encoder '%s': %s trainable parameters", model_cfg.size, f"{n_params:,}")
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -91,8 +93,8 @@ def pretrain(
         sums = {"loss": 0.0, "pos_sim": 0.0, "neg_sim": 0.0, "top1": 0.0}
         n_batches = 0
         for idx in grouped_batches(utt, cfg.batch_size, cfg.group_size, rng):
-            a, b = _batch_tensors(pairs, idx)
-            mask = torch.from_numpy(pairs.positives_mask(idx)) if cfg.mask_jnd_negatives else None
+            a, b = (t.to(device, non_blocking=True) for t in _batch_tensors(pairs, idx))
+            mask = torch.from_numpy(pairs.positives_mask(idx)).to(device) if cfg.mask_jnd_negatives else None
             z = model(torch.cat([a, b]))
             za, zb = z[: len(idx)], z[len(idx) :]
             loss = nt_xent(za, zb, cfg.temperature, mask)
@@ -103,11 +105,11 @@ def pretrain(
             sched.step()
             with torch.no_grad():
                 sims = za @ zb.t()
-                eye = torch.eye(len(idx), dtype=torch.bool)
+                eye = torch.eye(len(idx), dtype=torch.bool, device=device)
                 sums["loss"] += loss.item()
                 sums["pos_sim"] += float(sims[eye].mean())
                 sums["neg_sim"] += float(sims[~eye].mean())
-                sums["top1"] += float((sims.argmax(dim=1) == torch.arange(len(idx))).float().mean())
+                sums["top1"] += float((sims.argmax(dim=1) == torch.arange(len(idx), device=device)).float().mean())
             n_batches += 1
         metrics = {k: v / max(n_batches, 1) for k, v in sums.items()}
         metrics["lr"] = float(sched.get_last_lr()[0])

@@ -1,0 +1,42 @@
+"""Evaluation: per-test-set and pooled metrics for each model, the change against scratch, the plot."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jsqa.data.manifests import read_manifest
+from jsqa.evaluate import evaluate_models, flat_metrics, scatter_plot
+from jsqa.metrics import mos_metrics
+from jsqa.models.mos import MOSModel, encoder_spec
+
+
+def _model(seed: int, init_mos: float) -> MOSModel:
+    torch.manual_seed(seed)
+    return MOSModel(encoder_spec("small"), init_mos=init_mos).eval()
+
+
+def test_reports_every_test_set_pooled_and_relative_change(small_corpus, tmp_path):
+    manifest = read_manifest(small_corpus["mos"], "mos")
+    models = {"pretrained": _model(0, 3.0), "scratch": _model(1, 2.0)}
+    report, preds = evaluate_models(models, manifest, root=small_corpus["root"])
+    test = manifest[manifest["split"] == "test"]
+    assert set(report["models"]["scratch"]) == set(test["db"]) | {"pooled"}
+    pooled = report["models"]["pretrained"]["pooled"]
+    assert pooled["n"] == len(test) == len(preds)
+    # pooled figures are the metrics of all test predictions together
+    assert pooled == pytest.approx(mos_metrics(preds["mos"].to_numpy(), preds["pred_pretrained"].to_numpy()))
+    rc = report["relative_change"]["pooled"]
+    s, p = report["models"]["scratch"]["pooled"], pooled
+    assert rc["rmse"] == pytest.approx((s["rmse"] - p["rmse"]) / s["rmse"] * 100)
+    assert report["relative_change_of"] == "pretrained vs scratch"
+    assert all(1.0 <= v <= 5.0 for v in preds["pred_scratch"])
+    assert "pretrained_pooled_srcc" in flat_metrics(report)
+    scatter_plot(preds, tmp_path / "scatter.png", list(models))
+    assert (tmp_path / "scatter.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_unknown_test_set_is_named(small_corpus):
+    manifest = read_manifest(small_corpus["mos"], "mos")
+    with pytest.raises(ValueError, match="NOPE"):
+        evaluate_models({"m": _model(0, 3.0)}, manifest, test_sets=["NOPE"], root=small_corpus["root"])
