@@ -27,7 +27,6 @@ setup: $(STAMP)  ## create .venv with the pinned stack and jsqa
 
 pipeline: $(STAMP)  ## run every stage on the offline demo corpus, through the Prefect flow
 	$(BIN)/python -m flows.pipeline run --project-dir .
-	$(BIN)/dvc metrics show
 
 repro: $(STAMP)  ## the same stages with plain DVC
 	$(BIN)/dvc repro

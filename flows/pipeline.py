@@ -281,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     for stage, result in outcome.items():
         print(f"{stage}: {result}")
+    report = metrics_markdown(parameters["project_dir"])
+    if report is not None:
+        print("\n" + report)
     return 0
 
 
