@@ -29,20 +29,19 @@ def _params(args: argparse.Namespace) -> Params:
 
 
 def cmd_acquire(args: argparse.Namespace) -> int:
-    from jsqa.data.demo import generate_demo, prepare_demo
+    import mlflow
+    import pandas as pd
+
+    from jsqa.data.acquire import acquire
     from jsqa.tracking import stage_run
 
     p = _params(args)
-    with stage_run("acquire", to_flat_dict(p.data, "data."), args.root) as _:
-        import mlflow
-
-        corpus = generate_demo(Path(args.out) / "demo", p.data.demo, p.seed, p.data.sample_rate)
-        manifests = prepare_demo(corpus, Path(args.manifests), root=Path(args.root))
-        import pandas as pd
-
+    with stage_run("acquire", to_flat_dict(p.data, "data."), args.root):
+        manifests = acquire(p.data, p.seed, Path(args.out), Path(args.manifests), root=Path(args.root))
         counts = {f"n_{k}": len(pd.read_parquet(v)) for k, v in manifests.items() if str(v).endswith(".parquet")}
         mlflow.log_metrics(counts)
-    print(f"acquire: demo corpus in {corpus.root}; manifests {', '.join(f'{k}={v}' for k, v in counts.items())}")
+    print(f"acquire ({p.data.profile}): manifests in {args.manifests}: "
+          + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
 

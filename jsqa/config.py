@@ -37,10 +37,30 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class CorporaConfig:
+    """Real corpora for the ``paper`` profile (see docs/data.md)."""
+
+    download_dir: str = "data/downloads"
+    librispeech_subsets: tuple[str, ...] = ("train-clean-100", "train-clean-360")
+    noise_sources: tuple[str, ...] = ("demand",)
+    chime3_path: str = ""
+    demand_environments: tuple[str, ...] = ("TBUS", "SCAFE", "PCAFETER", "SPSQUARE", "STRAFFIC")
+    noise_folders: tuple[str, ...] = ()
+    nisqa_subsets: tuple[str, ...] = (
+        "NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE", "NISQA_VAL_SIM", "NISQA_VAL_LIVE",
+        "NISQA_TEST_FOR", "NISQA_TEST_LIVETALK", "NISQA_TEST_P501",
+    )
+    accept_nisqa_licence: bool = False
+    user_mos_csv: str = ""
+    mirrors: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DataConfig:
     profile: str = "demo"
     sample_rate: int = 16000
     demo: DemoConfig = field(default_factory=DemoConfig)
+    corpora: CorporaConfig = field(default_factory=CorporaConfig)
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,7 @@ class Params:
 
 
 _CHOICES = {
-    "data.profile": ("demo",),
+    "data.profile": ("demo", "paper"),
     "model.size": ("small", "paper"),
     "finetune.loss": ("mse", "l1"),
     "pretrain.device": ("auto", "cpu", "cuda"),

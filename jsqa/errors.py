@@ -19,3 +19,11 @@ class ManifestError(JsqaError):
 
 class ValidationFailed(JsqaError):
     """A Great Expectations suite failed; the message lists the failed expectations."""
+
+
+class DownloadError(JsqaError):
+    """A download failed or its checksum did not match."""
+
+
+class ArchiveError(JsqaError):
+    """An archive is truncated, corrupt or unsafe."""

@@ -80,6 +80,8 @@ def bad(tmp_path_factory):
     clean.loc[1, "id"] = "c0"  # duplicate id
     clean.loc[2, "speaker"] = None  # null in a required column
     clean.loc[3, "path"] = "clean/gone.wav"  # file that does not exist
+    # speaker s1 (rows 1, 3) in two LibriSpeech subsets: splits must be disjoint by speaker
+    clean["subset"] = ["train-clean-100", "train-clean-100", "train-clean-100", "dev-clean"]
     noise = noise.drop(columns=["environment"])  # missing column
     mos.loc[0, "mos"] = 6.2
     mos.loc[1, "mos"] = 0.0
@@ -137,8 +139,8 @@ def test_missing_manifest_is_a_readable_failure(tmp_path):
 
 def test_report_written_on_failure(bad):
     paths, out, msg = bad
-    # Exactly the seven planted faults: no spurious failures from rows that are fine.
-    assert msg.splitlines()[0].startswith("7 check(s) failed")
+    # Exactly the eight planted faults: no spurious failures from rows that are fine.
+    assert msg.splitlines()[0].startswith("8 check(s) failed")
     assert str(out / "report.json") in msg.splitlines()[0]
     report = json.loads((out / "report.json").read_text())
     assert report["success"] is False
@@ -223,6 +225,12 @@ def test_suite_rules_follow_config():
 def test_unknown_kind_rejected():
     with pytest.raises(ManifestError, match="unknown manifest kind 'speech'"):
         suite_for("speech", CFG, SR)
+
+
+def test_speaker_in_two_subsets_named(bad):
+    paths, _, msg = bad
+    lines = _lines(msg, paths["clean"])
+    assert any("speaker_spans_subsets" in line and "s1" in line for line in lines), lines
 
 
 def test_leak_detected_by_id_and_by_path_spelled_differently(tmp_path):

@@ -42,7 +42,6 @@ from jsqa.data.manifests import (
     NOISE_COLUMNS,
     audio_rows,
     mos_manifest_from_csv,
-    relpath,
     write_manifest,
 )
 from jsqa.errors import AudioError, ConfigError
@@ -785,11 +784,11 @@ def prepare_demo(corpus: DemoCorpus, manifest_dir: Path, root: Path = Path("."))
     clean_files = sorted(Path(corpus.clean_dir).glob("*/*.wav"))
     noise_files = sorted(Path(corpus.noise_dir).glob("*.wav"))
 
-    clean_rows, bad_clean = _file_rows(
-        clean_files, root, lambda p: {"id": p.stem, "speaker": p.parent.name}
+    clean_rows, bad_clean = audio_rows(
+        clean_files, root, extra=lambda p: {"id": p.stem, "speaker": p.parent.name}
     )
-    noise_rows, bad_noise = _file_rows(
-        noise_files, root, lambda p: {"id": p.stem, "environment": p.stem.rsplit("-", 1)[0]}
+    noise_rows, bad_noise = audio_rows(
+        noise_files, root, extra=lambda p: {"id": p.stem, "environment": p.stem.rsplit("-", 1)[0]}
     )
     clean = pd.DataFrame(clean_rows, columns=CLEAN_COLUMNS)
     noise = pd.DataFrame(noise_rows, columns=NOISE_COLUMNS)
@@ -807,12 +806,3 @@ def prepare_demo(corpus: DemoCorpus, manifest_dir: Path, root: Path = Path("."))
         len(clean), len(noise), len(mos), len(quarantine),
     )  # fmt: skip
     return paths
-
-
-def _file_rows(
-    files: list[Path], root: Path, extra: Callable[[Path], dict]
-) -> tuple[list[dict], list[dict]]:
-    """Header rows plus per-file columns; audio_rows keys rows by relative path only."""
-    rows, bad = audio_rows(files, root)
-    by_rel = {relpath(p, root): p for p in files}
-    return [{**r, **extra(by_rel[r["path"]])} for r in rows], bad

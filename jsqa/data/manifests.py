@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,13 +35,15 @@ SCHEMAS: dict[str, list[str]] = {
 
 
 def relpath(path: str | Path, root: str | Path = ".") -> str:
-    """Store ``path`` relative to ``root`` when it lies beneath it, else absolute (posix form)."""
-    p = Path(path).resolve()
-    r = Path(root).resolve()
-    try:
-        return p.relative_to(r).as_posix()
-    except ValueError:
-        return p.as_posix()
+    """Store ``path`` relative to ``root`` when it lies beneath it, else absolute (posix form).
+
+    Paths are made absolute without resolving symlinks: a file that is a link (a DVC cache
+    link, say) keeps its name in the project.
+    """
+    p = os.path.abspath(path)
+    r = os.path.abspath(root)
+    rel = os.path.relpath(p, r)
+    return Path(p).as_posix() if rel == ".." or rel.startswith("../") or os.path.isabs(rel) else Path(rel).as_posix()
 
 
 def resolve(path: str, root: str | Path = ".") -> Path:
@@ -76,32 +78,37 @@ def write_manifest(path: str | Path, df: pd.DataFrame, kind: str) -> None:
 
 
 def audio_rows(
-    paths: Iterable[Path], root: str | Path = ".", workers: int | None = None
+    paths: Iterable[Path],
+    root: str | Path = ".",
+    workers: int | None = None,
+    extra: Callable[[Path], dict] | None = None,
 ) -> tuple[list[dict], list[dict]]:
-    """Read the header of each file in parallel.
+    """Read the header of each file in parallel, in input order.
 
-    Returns (rows, quarantine): rows hold path/duration/sample_rate/channels; an unreadable
-    file goes to quarantine with its reason instead of stopping the build.
+    Returns (rows, quarantine): rows hold path/duration/sample_rate/channels plus whatever
+    ``extra(file)`` adds (speaker, environment, ...); an unreadable or empty file goes to
+    quarantine with its reason instead of stopping the build.
     """
     paths = list(paths)
 
     def one(p: Path) -> dict:
+        rel = relpath(p, root)
         try:
             info = audio_info(p)
         except AudioError as exc:
-            return {"path": relpath(p, root), "reason": str(exc), "_bad": True}
+            return {"path": rel, "reason": str(exc), "_bad": True}
         if info["frames"] == 0:
-            return {"path": relpath(p, root), "reason": f"{p}: audio is empty", "_bad": True}
-        return {
-            "path": relpath(p, root),
-            "duration": info["duration"],
-            "sample_rate": info["sample_rate"],
-            "channels": info["channels"],
-        }
+            return {"path": rel, "reason": f"{p}: audio is empty", "_bad": True}
+        row = {"path": rel, "duration": info["duration"], "sample_rate": info["sample_rate"],
+               "channels": info["channels"]}
+        return {**row, **extra(p)} if extra is not None else row
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(one, paths))
+    if workers == 1:
+        results = [one(p) for p in paths]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, paths))
     good = [r for r in results if not r.get("_bad")]
     bad = [{k: v for k, v in r.items() if k != "_bad"} for r in results if r.get("_bad")]
     for b in bad:

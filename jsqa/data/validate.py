@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 
 FILE_EXISTS = "file_exists"
 LEAKS_INTO_TRAIN = "leaks_into_train"
+SPEAKER_SPANS_SUBSETS = "speaker_spans_subsets"
 # Where the failing values themselves say nothing ("False", "None"), name the rows instead.
-_EXAMPLE_SOURCE = {FILE_EXISTS: "path", LEAKS_INTO_TRAIN: "id"}
+_EXAMPLE_SOURCE = {FILE_EXISTS: "path", LEAKS_INTO_TRAIN: "id", SPEAKER_SPANS_SUBSETS: "speaker"}
 _NOT_NULL = "expect_column_values_to_not_be_null"
 # Clean speech and noise are mixed at the pipeline rate; upsampled sources would lack the top
 # band and teach the encoder that band-limiting is "clean". Degraded MOS clips may be narrowband.
@@ -78,6 +79,14 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
             notes="path, resolved against the project root, is a file",
         )
     )
+    if kind == "clean":
+        out.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=SPEAKER_SPANS_SUBSETS,
+                value_set=[False],
+                notes="a speaker found in more than one subset (LibriSpeech splits are disjoint by speaker)",
+            )
+        )
     if kind == "mos":
         lo, hi = cfg.mos_range
         out.append(gxe.ExpectColumnValuesToBeBetween(column="mos", min_value=lo, max_value=hi))
@@ -106,9 +115,19 @@ def add_computed_columns(kind: str, df: pd.DataFrame, root: Path = Path(".")) ->
     df = df.reset_index(drop=True)
     if "path" in df.columns:
         df[FILE_EXISTS] = [isinstance(p, str) and resolve(p, root).is_file() for p in df["path"]]
+    if kind == "clean":
+        df[SPEAKER_SPANS_SUBSETS] = _speakers_across_subsets(df)
     if kind == "mos" and {"path", "id", "split"} <= set(df.columns):
         df[LEAKS_INTO_TRAIN] = _test_leaks(df, root)
     return df
+
+
+def _speakers_across_subsets(df: pd.DataFrame) -> list[bool]:
+    """True for each row whose speaker also appears in another subset (False without subsets)."""
+    if not {"speaker", "subset"} <= set(df.columns):
+        return [False] * len(df)
+    n_subsets = df.groupby("speaker")["subset"].transform("nunique")
+    return (n_subsets > 1).tolist()
 
 
 def _test_leaks(df: pd.DataFrame, root: Path) -> list[bool]:

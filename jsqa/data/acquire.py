@@ -1,0 +1,98 @@
+"""The acquire stage: corpora for the chosen profile, turned into the three manifests.
+
+``demo`` generates the synthetic corpus offline; ``paper`` downloads (or takes local copies
+of) LibriSpeech, noise (CHiME-3, DEMAND, MUSAN, user folders) and NISQA or a user MOS CSV.
+Either way the stage writes ``clean.parquet``, ``noise.parquet``, ``mos.parquet`` and
+``quarantine.csv`` into the manifest folder, plus ``SOURCES.json`` (what was used) into the
+raw folder. Downloads live in ``corpora.download_dir``, outside DVC's outputs, so tens of GB
+are neither copied into DVC's cache nor deleted when the stage re-runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from jsqa.config import CorporaConfig, DataConfig
+from jsqa.data import librispeech, nisqa, noise
+from jsqa.data.demo import generate_demo, prepare_demo
+from jsqa.data.manifests import write_manifest
+from jsqa.errors import ConfigError
+from jsqa.io import write_csv, write_json
+
+log = logging.getLogger(__name__)
+
+NOISE_SOURCES = ("chime3", "demand", "musan", "folders")
+
+
+def acquire(cfg: DataConfig, seed: int, raw_dir: Path, manifest_dir: Path, root: Path = Path(".")) -> dict[str, Path]:
+    """Provide the corpora of ``cfg.profile`` and write their manifests; return their paths."""
+    raw_dir, manifest_dir = Path(raw_dir), Path(manifest_dir)
+    if cfg.profile == "demo":
+        corpus = generate_demo(raw_dir / "demo", cfg.demo, seed, cfg.sample_rate)
+        paths = prepare_demo(corpus, manifest_dir, root=root)
+        sources = {"profile": "demo", "seed": seed, "demo": dataclasses.asdict(cfg.demo)}
+    else:
+        paths = acquire_corpora(cfg.corpora, manifest_dir, root)
+        sources = {"profile": cfg.profile, "corpora": dataclasses.asdict(cfg.corpora)}
+    write_json(raw_dir / "SOURCES.json", sources)
+    return paths
+
+
+def _mirror(cfg: CorporaConfig, corpus: str) -> str | None:
+    return cfg.mirrors.get(corpus) or None
+
+
+def _noise(cfg: CorporaConfig, downloads: Path, root: Path) -> tuple[pd.DataFrame, list[dict]]:
+    unknown = sorted(set(cfg.noise_sources) - set(NOISE_SOURCES))
+    if unknown or not cfg.noise_sources:
+        raise ConfigError(f"data.corpora.noise_sources: {unknown or 'empty'}; choose from {', '.join(NOISE_SOURCES)}")
+    frames, quarantine = [], []
+    for source in cfg.noise_sources:
+        if source == "chime3":
+            # A missing path reaches prepare_chime3, whose error says how to obtain the corpus.
+            found = [noise.prepare_chime3(Path(cfg.chime3_path or downloads / "CHiME3"), root)]
+        elif source == "demand":
+            folder = noise.download_demand(downloads / "demand", cfg.demand_environments, _mirror(cfg, "demand"))
+            found = [noise.prepare_demand(folder, cfg.demand_environments, root)]
+        elif source == "musan":
+            folder = noise.download_musan(downloads / "musan", _mirror(cfg, "musan"))
+            found = [noise.prepare_musan(folder, root=root)]
+        else:
+            if not cfg.noise_folders:
+                raise ConfigError("data.corpora.noise_folders: empty, but noise_sources lists 'folders'")
+            found = [noise.prepare_noise_folder(Path(f), root=root, source=f"folder{i}")
+                     for i, f in enumerate(cfg.noise_folders)]
+        for frame, bad in found:
+            frames.append(frame)
+            quarantine += bad
+    return noise.combine_noise(frames), quarantine
+
+
+def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".")) -> dict[str, Path]:
+    """Download (idempotently) and prepare the real corpora; write the manifests."""
+    downloads = Path(root) / cfg.download_dir
+    mirror = _mirror(cfg, "librispeech")
+    ls_dir = librispeech.download_librispeech(
+        downloads / "librispeech", cfg.librispeech_subsets, base_urls=[mirror] if mirror else None
+    )
+    clean, q_clean = librispeech.prepare_librispeech(ls_dir, cfg.librispeech_subsets, root)
+    noise_df, q_noise = _noise(cfg, downloads, root)
+    if cfg.user_mos_csv:
+        mos, q_mos = nisqa.prepare_user_mos(Path(cfg.user_mos_csv), root=root)
+    else:
+        corpus = nisqa.download_nisqa(downloads / "nisqa", accept_licence=cfg.accept_nisqa_licence,
+                                      base_url=_mirror(cfg, "nisqa"))
+        mos, q_mos = nisqa.prepare_nisqa(corpus, cfg.nisqa_subsets, root)
+    paths = {k: manifest_dir / f"{k}.parquet" for k in ("clean", "noise", "mos")}
+    write_manifest(paths["clean"], clean, "clean")
+    write_manifest(paths["noise"], noise_df, "noise")
+    write_manifest(paths["mos"], mos, "mos")
+    paths["quarantine"] = manifest_dir / "quarantine.csv"
+    write_csv(paths["quarantine"], pd.DataFrame(q_clean + q_noise + q_mos, columns=["path", "reason"]))
+    log.info("manifests: %d clean, %d noise, %d mos, %d quarantined",
+             len(clean), len(noise_df), len(mos), len(q_clean) + len(q_noise) + len(q_mos))
+    return paths
