@@ -71,6 +71,61 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True)
+class ReverbConfig:
+    """Synthetic room reverberation; step: RT60 ratio within 10% (jsqa/distortions.py)."""
+
+    prob: float = 0.0
+    rt60_s: tuple[float, float] = (0.2, 1.0)
+    step: float = 0.1
+
+
+@dataclass(frozen=True)
+class LowpassConfig:
+    """Band-limiting; step: cutoff ratio within 5%."""
+
+    prob: float = 0.0
+    cutoff_hz: tuple[float, float] = (2000.0, 7000.0)
+    step: float = 0.05
+
+
+@dataclass(frozen=True)
+class MulawConfig:
+    """Codec-like mu-law quantisation; both members share the bit depth (1 bit is audible)."""
+
+    prob: float = 0.0
+    bits: tuple[int, int] = (4, 8)
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Clipping at a threshold in dB below the peak; step: 1 dB."""
+
+    prob: float = 0.0
+    threshold_db: tuple[float, float] = (-20.0, -1.0)
+    step_db: float = 1.0
+
+
+@dataclass(frozen=True)
+class PacketLossConfig:
+    """Zeroed 20 ms frames; step: loss rate within 1 percentage point."""
+
+    prob: float = 0.0
+    rate: tuple[float, float] = (0.01, 0.2)
+    step: float = 0.01
+
+
+@dataclass(frozen=True)
+class DistortionsConfig:
+    """Per-pair distortions beyond noise; at most one per pair, all off by default."""
+
+    reverb: ReverbConfig = field(default_factory=ReverbConfig)
+    lowpass: LowpassConfig = field(default_factory=LowpassConfig)
+    mulaw: MulawConfig = field(default_factory=MulawConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    packet_loss: PacketLossConfig = field(default_factory=PacketLossConfig)
+
+
+@dataclass(frozen=True)
 class PairsConfig:
     jnd_db: float = 3.0
     snr_db: tuple[float, float] = (-5.0, 40.0)
@@ -81,6 +136,7 @@ class PairsConfig:
     speech_level_dbov: float = -26.0
     shard_size: int = 256
     workers: int = 2
+    distortions: DistortionsConfig = field(default_factory=DistortionsConfig)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,12 @@ A *positive pair* is one clean speech segment mixed with one noise segment at tw
 listener cannot tell apart: ``|snr_a - snr_b| < jnd_db`` (about 3 dB for speech in noise,
 McShefferty et al. 2015). A *clean anchor* pair has ``snr_a = +inf`` (the clean segment) and
 ``snr_b`` in ``[snr_hi, snr_hi + jnd_db)``, i.e. noise too faint to be noticed against clean.
+With ``pairs.distortions`` enabled, a pair may also carry one distortion beyond noise
+(:mod:`jsqa.distortions`), applied to both members after mixing with one seed; the pair stays
+positive only if its two parameters are also within that distortion's step
+(:func:`jsqa.distortions.within_step`). The recipes then have :data:`DISTORTION_COLUMNS`
+("none" / 0 for undistorted pairs); with all distortions off they are absent, so plans,
+recipes and shards are exactly those of a noise-only run.
 SNR is defined in :mod:`jsqa.levels`: speech active level (set on the whole utterance to
 ``pairs.speech_level_dbov``) minus the RMS level of the scaled noise over the segment.
 
@@ -27,7 +33,7 @@ import logging
 import math
 import multiprocessing
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jsqa import distortions
 from jsqa.audio import load_audio
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import (
@@ -66,6 +73,8 @@ PLAN_COLUMNS = [
     "seed",
     "shard",
 ]
+# Planned too, but only present when some distortion is enabled.
+DISTORTION_COLUMNS = ["distortion", "dist_param_a", "dist_param_b", "dist_seed"]
 GAIN_COLUMNS = ["speech_gain", "noise_gain_a", "noise_gain_b"]
 SKIPPED_COLUMNS = ["utterance_id", "reason", "n_pairs"]
 
@@ -73,6 +82,12 @@ SKIPPED_COLUMNS = ["utterance_id", "reason", "n_pairs"]
 RENDER_FORMAT = 1
 INT16_SCALE = 32768.0
 _SHARD_RE = re.compile(r"^shard-(\d{5})\.(npy|json|parquet)$")
+
+
+def plan_columns(frame: pd.DataFrame) -> list[str]:
+    """The planned columns of ``frame``: :data:`PLAN_COLUMNS`, plus the distortion ones if any."""
+    extra = DISTORTION_COLUMNS if DISTORTION_COLUMNS[0] in frame.columns else []
+    return PLAN_COLUMNS + extra
 
 
 def within_jnd(
@@ -178,8 +193,14 @@ def plan_pairs(
     (the default) the pairs of one utterance share noise file, noise offset and crop, so
     they differ only in SNR: hard negatives that isolate quality. SNRs: see
     :func:`_snrs_from_uniforms` and the module docstring.
+
+    Distortions (when enabled) are drawn after those uniforms from the same generator, so
+    turning them on changes no other column: the kind and ``dist_seed`` per segment draw
+    (shared by an utterance's pairs with ``shared_segment``), member a's parameter and b's
+    within-step offset per pair. Columns :data:`DISTORTION_COLUMNS` are added only then.
     """
     _check_config(cfg, sample_rate)
+    specs = distortions.check_specs(cfg.distortions, sample_rate)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
     require_columns(clean, CLEAN_COLUMNS, "clean manifest")
@@ -201,13 +222,15 @@ def plan_pairs(
     # One block of uniforms per utterance from its own generator; everything else is
     # vectorised over utterances.
     seeds = np.array([utterance_seed(seed, i) for i in range(n_utt)], dtype=np.int64)
-    u = np.stack([np.random.default_rng(int(s)).random(3 * draws + 4 * k) for s in seeds])
+    base = 3 * draws + 4 * k
+    # The distortion uniforms come last: the first `base` values are the same whatever follows.
+    u = np.stack([np.random.default_rng(int(s)).random(base + 2 * draws + 2 * k) for s in seeds])
     seg_u = np.repeat(u[:, : 3 * draws].reshape(n_utt, draws, 3), k // draws, axis=1)
     noise_idx = _scaled_index(seg_u[..., 0], len(noise))
     noise_offset = _scaled_index(seg_u[..., 1], noise_len[noise_idx])
     crop_room = np.maximum(clean_len - seg, 0)[:, None] + 1
     crop_offset = _scaled_index(seg_u[..., 2], crop_room)
-    snr_a, snr_b = _snrs_from_uniforms(u[:, 3 * draws :].reshape(n_utt, k, 4), cfg)
+    snr_a, snr_b = _snrs_from_uniforms(u[:, 3 * draws : base].reshape(n_utt, k, 4), cfg)
     cols = {
         "noise_idx": noise_idx.ravel(),
         "noise_offset": noise_offset.ravel(),
@@ -235,7 +258,37 @@ def plan_pairs(
             "shard": pair_id // cfg.shard_size,
         }
     )
-    return plan[PLAN_COLUMNS]
+    if not distortions.enabled(cfg.distortions):
+        return plan[PLAN_COLUMNS]
+    dist_u = np.repeat(u[:, base : base + 2 * draws].reshape(n_utt, draws, 2), k // draws, axis=1)
+    pair_u = u[:, base + 2 * draws :].reshape(n_utt, k, 2)
+    for col, values in _distortion_columns(specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
+        plan[col] = values
+    return plan[PLAN_COLUMNS + DISTORTION_COLUMNS]
+
+
+def _distortion_columns(
+    specs: list[distortions.Spec], seg_u: np.ndarray, pair_u: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Distortion recipe columns from per-pair uniforms: seg_u (kind, seed), pair_u (a, step)."""
+    n = len(seg_u)
+    kind = np.full(n, distortions.NONE, dtype=object)
+    param_a, param_b = np.zeros(n), np.zeros(n)
+    # Kinds take consecutive slices of [0, 1) of width prob; the rest is "none".
+    edges = np.cumsum([s.prob for s in specs])
+    choice = np.searchsorted(edges, seg_u[:, 0], side="right")
+    for i, spec in enumerate(specs):
+        sel = (choice == i) & (spec.prob > 0)
+        if sel.any():
+            kind[sel] = spec.kind
+            param_a[sel], param_b[sel] = distortions.draw_params(spec, pair_u[sel, 0], pair_u[sel, 1])
+    seed = np.floor(seg_u[:, 1] * 2.0**53).astype(np.int64)
+    return {
+        "distortion": kind.astype(str),
+        "dist_param_a": param_a,
+        "dist_param_b": param_b,
+        "dist_seed": np.where(kind == distortions.NONE, 0, seed).astype(np.int64),
+    }
 
 
 def crop(x: np.ndarray, offset: int, length: int) -> np.ndarray:
@@ -260,6 +313,7 @@ def render_pair(
     cfg: PairsConfig,
     sample_rate: int,
     speech_level_db: float | None = None,
+    rirs: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Render one pair from its recipe: no randomness.
 
@@ -269,6 +323,11 @@ def render_pair(
     against that level. Returns (member a, member b) as float32 of the segment length and
     the gains {speech_gain, noise_gain_a, noise_gain_b}. Raises AudioError for silent speech
     or a noise segment of zero energy.
+
+    A recipe with a ``distortion`` other than "none" then gets it applied to each member with
+    its own parameter (``dist_param_a`` / ``dist_param_b``) and the shared ``dist_seed``;
+    ``rirs`` (measured room responses, :func:`jsqa.distortions.load_rirs`) replace the
+    synthetic ones for reverb.
     """
     seg = segment_samples(cfg, sample_rate)
     speech = np.asarray(speech)
@@ -278,6 +337,11 @@ def render_pair(
     noise_seg = loop_segment(np.asarray(noise), int(recipe_row["noise_offset"]), seg)
     a, gain_a = mix_at_snr(clean, noise_seg, float(recipe_row["snr_a"]), sample_rate, cfg.speech_level_dbov)
     b, gain_b = mix_at_snr(clean, noise_seg, float(recipe_row["snr_b"]), sample_rate, cfg.speech_level_dbov)
+    kind = str(recipe_row.get("distortion", distortions.NONE))
+    if kind != distortions.NONE:
+        seed = int(recipe_row["dist_seed"])
+        a = distortions.apply(kind, a, float(recipe_row["dist_param_a"]), sample_rate, seed, rirs)
+        b = distortions.apply(kind, b, float(recipe_row["dist_param_b"]), sample_rate, seed, rirs)
     return a, b, {"speech_gain": speech_gain, "noise_gain_a": gain_a, "noise_gain_b": gain_b}
 
 
@@ -306,13 +370,19 @@ def _to_int16(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 @dataclass(frozen=True)
-class _ShardJob:
+class ShardJob:
+    """One shard to render: its planned rows and where the audio comes from and goes."""
+
     shard: int
     rows: pd.DataFrame
     cfg: PairsConfig
     sample_rate: int
     root: Path
     out_dir: Path
+
+
+# How shards are spread: called as shard_map(render_shard, jobs), yields one summary per job.
+ShardMap = Callable[[Callable[["ShardJob"], dict], list["ShardJob"]], Iterable[dict]]
 
 
 def _worker_init() -> None:
@@ -331,7 +401,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def _render_shard(job: _ShardJob) -> dict[str, Any]:
+def render_shard(job: ShardJob) -> dict[str, Any]:
     """Render one shard and write its .npy, .json and (last) .parquet; return its summary."""
     seg = segment_samples(job.cfg, job.sample_rate)
     speech_cache: dict[str, tuple[np.ndarray, float] | str] = {}
@@ -387,7 +457,7 @@ def _render_shard(job: _ShardJob) -> dict[str, Any]:
 
     audio = np.stack(members) if members else np.zeros((0, 2, seg), np.float32)
     pcm, clipped = _to_int16(audio)
-    recipes = pd.DataFrame(kept, columns=PLAN_COLUMNS + GAIN_COLUMNS)
+    recipes = pd.DataFrame(kept, columns=plan_columns(job.rows) + GAIN_COLUMNS)
     recipes = recipes.astype(job.rows.dtypes.to_dict() | {c: np.float64 for c in GAIN_COLUMNS})
     recipes["row"] = np.arange(len(recipes), dtype=np.int64)
 
@@ -409,9 +479,9 @@ def _render_shard(job: _ShardJob) -> dict[str, Any]:
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
     """Column-by-column equality of the planned columns (inf equals inf; dtypes may differ)."""
-    if len(a) != len(b):
+    if len(a) != len(b) or plan_columns(a) != plan_columns(b):
         return False
-    for c in PLAN_COLUMNS:
+    for c in plan_columns(a):
         if c not in b.columns:
             return False
         x, y = a[c].to_numpy(), b[c].to_numpy()
@@ -491,12 +561,15 @@ def generate_pairs(
     out_dir: Path,
     sample_rate: int = 16000,
     root: Path = Path("."),
+    shard_map: ShardMap | None = None,
 ) -> PairSet:
     """Plan and render the JND pair set into ``out_dir`` (layout: module docstring).
 
-    Shards are rendered by ``cfg.workers`` processes (1: in this process); a shard whose
-    files already match the plan and render settings is kept. Utterances (or noises) that
-    are unreadable or silent are skipped with a warning and listed in ``skipped.csv``.
+    Shards are rendered by ``cfg.workers`` processes (1: in this process), or by
+    ``shard_map(render_shard, jobs)`` when given: the hook an external engine (a Prefect task
+    runner backed by Dask, say) uses to spread shards over machines. A shard whose files
+    already match the plan and render settings is kept. Utterances (or noises) that are
+    unreadable or silent are skipped with a warning and listed in ``skipped.csv``.
     """
     out_dir = Path(out_dir)
     clean = read_manifest(clean_manifest, "clean")
@@ -511,27 +584,30 @@ def generate_pairs(
     _remove_stale_shards(out_dir, n_shards)
 
     summaries: dict[int, dict[str, Any]] = {}
-    jobs: list[_ShardJob] = []
+    jobs: list[ShardJob] = []
     for shard, rows in plan.groupby("shard", sort=True):
         rows = rows.reset_index(drop=True)
         meta = _finished_shard(out_dir, int(shard), rows, key, seg)
         if meta is not None:
             summaries[int(shard)] = meta
         else:
-            jobs.append(_ShardJob(int(shard), rows, cfg, sample_rate, Path(root), out_dir))
+            jobs.append(ShardJob(int(shard), rows, cfg, sample_rate, Path(root), out_dir))
     log.info(
         "pairs: %d planned in %d shards; %d shards kept, %d to render",
         len(plan), n_shards, len(summaries), len(jobs),
     )
 
-    if cfg.workers > 1 and len(jobs) > 1:
+    if shard_map is not None:
+        for summary in shard_map(render_shard, jobs):
+            summaries[summary["shard"]] = summary
+    elif cfg.workers > 1 and len(jobs) > 1:
         ctx = _pool_context()
         with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=ctx, initializer=_worker_init) as pool:
-            for summary in pool.map(_render_shard, jobs):
+            for summary in pool.map(render_shard, jobs):
                 summaries[summary["shard"]] = summary
     else:
         for job in jobs:
-            summaries[job.shard] = _render_shard(job)
+            summaries[job.shard] = render_shard(job)
 
     ordered = [summaries[s] for s in range(n_shards)]
     skipped = _skipped_table(ordered)
@@ -673,12 +749,14 @@ def load_pairs(out_dir: Path) -> PairSet:
 
 __all__ = [
     "GAIN_COLUMNS",
+    "DISTORTION_COLUMNS",
     "PLAN_COLUMNS",
     "PairSet",
     "crop",
     "generate_pairs",
     "load_pairs",
     "loop_segment",
+    "plan_columns",
     "plan_pairs",
     "render_pair",
     "segment_samples",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from prefect.testing.utilities import prefect_test_harness
 
 from jsqa.io import atomic_path
 
@@ -44,3 +45,12 @@ def small_corpus(tmp_path_factory) -> dict[str, Path]:
     corpus = generate_demo(root / "raw", cfg, seed=3, mos_seconds=(1.0, 1.5))
     manifests = prepare_demo(corpus, root / "manifests", root=root)
     return {"root": root, **manifests}
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server for the whole session: its start (~25 s here) dominates flow tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
+        with prefect_test_harness(server_startup_timeout=120):
+            yield

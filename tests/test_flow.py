@@ -13,7 +13,6 @@ import pytest
 import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.pipeline import ARTIFACT_KEY, jsqa_pipeline, main, read_stage_names
 
@@ -92,14 +91,9 @@ def _runs(root: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_server():
-    # One server for the whole session: its startup dominates the file's runtime.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DVC_NO_ANALYTICS", "1")
-        mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no network here; skip telemetry
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
+@pytest.fixture(autouse=True)
+def _prefect(prefect_server):
+    """Every test here talks to the session's Prefect test server (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,267 @@
+"""Distortions beyond noise (jsqa.distortions) and their use in JND pairs (jsqa.pairs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import signal
+
+from jsqa import distortions as D
+from jsqa.config import (
+    ClipConfig,
+    DistortionsConfig,
+    LowpassConfig,
+    MulawConfig,
+    PacketLossConfig,
+    PairsConfig,
+    ReverbConfig,
+    params_from_dict,
+)
+from jsqa.errors import ConfigError
+from jsqa.levels import active_speech_level
+from jsqa.pairs import (
+    DISTORTION_COLUMNS,
+    PLAN_COLUMNS,
+    generate_pairs,
+    load_pairs,
+    plan_pairs,
+    render_pair,
+    within_jnd,
+)
+from tests.test_pairs import CFG, SR, T, clean_frame, noise_frame, speech_like
+
+ALL_ON = DistortionsConfig(
+    reverb=ReverbConfig(prob=0.2),
+    lowpass=LowpassConfig(prob=0.2),
+    mulaw=MulawConfig(prob=0.2),
+    clip=ClipConfig(prob=0.2),
+    packet_loss=PacketLossConfig(prob=0.15),
+)
+
+
+def speech(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    return speech_like(seconds, np.random.default_rng(seed))
+
+
+# ---------------------------------------------------------------- each distortion
+
+
+def test_reverb_tail_energy_rises_with_rt60() -> None:
+    burst = np.zeros(SR)
+    burst[:1600] = np.random.default_rng(0).standard_normal(1600)
+
+    def tail_share(rt60: float) -> float:
+        y = D.reverb(burst, rt60, SR, seed=3)
+        return float(np.sum(y[1600:] ** 2) / np.sum(y**2))
+
+    shares = [tail_share(rt) for rt in (0.2, 0.4, 0.8)]
+    assert shares[0] < shares[1] < shares[2]
+    assert shares[0] > 0.01
+    rir = D.synthetic_rir(0.5, SR, seed=1)
+    assert np.sum(rir**2) == pytest.approx(1.0)
+    assert D.estimate_rt60(rir, SR) == pytest.approx(0.5, rel=0.15)
+    # A measured response is reshaped to the requested decay.
+    assert D.estimate_rt60(D.reshape_rir(rir, SR, 0.3), SR) == pytest.approx(0.3, rel=0.15)
+
+
+def test_lowpass_removes_energy_above_cutoff() -> None:
+    x = np.random.default_rng(1).standard_normal(SR)
+    y = D.lowpass(x, 3000.0, SR)
+    f, px = signal.welch(x, SR, nperseg=1024)
+    _, py = signal.welch(y, SR, nperseg=1024)
+    above, below = f > 3600, f < 2400
+    assert np.sum(py[above]) / np.sum(px[above]) < 1e-3
+    assert np.sum(py[below]) / np.sum(px[below]) == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ConfigError, match="lowpass"):
+        D.lowpass(x, 9000.0, SR)
+
+
+def test_mulaw_error_shrinks_with_bits() -> None:
+    x = 0.3 * speech()
+    rms = np.sqrt(np.mean(x**2))
+    errors = [np.sqrt(np.mean((D.mulaw(x, b) - x) ** 2)) / rms for b in (4, 6, 8, 10)]
+    assert all(e1 > 2.0 * e2 for e1, e2 in zip(errors, errors[1:]))
+    assert errors[0] > 0.2 and errors[-1] < 0.01  # audible at 4 bits, near transparent at 10
+    assert np.array_equal(D.mulaw(D.mulaw(x, 6), 6), D.mulaw(x, 6))  # idempotent: a codec grid
+
+
+def test_clip_caps_waveform_and_keeps_active_level() -> None:
+    x = speech(seed=2)
+    for threshold_db in (-12.0, -3.0):
+        y = D.clip(x, threshold_db, SR)
+        # Capped: up to one gain, y is x cut at threshold_db below x's peak.
+        limit = np.max(np.abs(x)) * 10 ** (threshold_db / 20)
+        capped = np.clip(x, -limit, limit)
+        assert np.allclose(y / np.max(np.abs(y)), capped / limit, atol=1e-12)
+        assert np.mean(np.abs(x) > limit) > 0.001  # the cap did cut something
+        assert active_speech_level(y, SR) == pytest.approx(active_speech_level(x, SR), abs=1e-6)
+    assert np.array_equal(D.clip(np.zeros(100), -6.0, SR), np.zeros(100))
+
+
+def test_packet_loss_zeroes_expected_share_of_frames() -> None:
+    x = np.ones(SR * 20)  # 1000 frames of 20 ms
+    frame = int(SR * D.PACKET_MS / 1000)
+    y = D.packet_loss(x, 0.1, SR, seed=5).reshape(-1, frame)
+    lost = (y == 0).all(axis=1)
+    assert ((y == 0).all(axis=1) | (y == 1).all(axis=1)).all()  # whole frames only
+    assert lost.mean() == pytest.approx(0.1, abs=0.03)
+    # One seed: a higher rate loses a superset of the frames (members differ only by the step).
+    more = D.packet_loss(x, 0.11, SR, seed=5).reshape(-1, frame)
+    assert ((more == 0).all(axis=1) >= lost).all()
+
+
+def test_within_step_rule_and_defaults() -> None:
+    assert D.within_step("reverb", 0.5, 0.54) and not D.within_step("reverb", 0.5, 0.56)
+    assert D.within_step("lowpass", 4000.0, 4190.0) and not D.within_step("lowpass", 4000.0, 4250.0)
+    assert D.within_step("mulaw", 6, 6) and not D.within_step("mulaw", 6, 7)
+    assert D.within_step("clip", -6.0, -5.1) and not D.within_step("clip", -6.0, -5.0)
+    assert D.within_step("packet_loss", 0.10, 0.109) and not D.within_step("packet_loss", 0.1, 0.111)
+    assert D.within_step("none", 0.0, 0.0)
+    got = D.within_step("clip", np.array([-3.0, -3.0]), np.array([-2.5, -1.0]))
+    assert got.tolist() == [True, False]
+    with pytest.raises(ConfigError, match="unknown kind"):
+        D.within_step("flanger", 1.0, 1.0)
+
+
+def test_distortion_config_parses_and_is_validated() -> None:
+    p = params_from_dict({"pairs": {"distortions": {"clip": {"prob": 0.5}}}})
+    assert p.pairs.distortions.clip == ClipConfig(prob=0.5)
+    assert p.pairs.distortions.reverb == ReverbConfig()
+    with pytest.raises(ConfigError, match=r"pairs\.distortions\.clip\.prb"):
+        params_from_dict({"pairs": {"distortions": {"clip": {"prb": 0.5}}}})
+    too_much = dataclasses.replace(ALL_ON, reverb=ReverbConfig(prob=0.5))
+    cfg = dataclasses.replace(CFG, distortions=too_much)
+    with pytest.raises(ConfigError, match="sum to"):
+        plan_pairs(clean_frame(2), noise_frame(1), cfg, 1, SR)
+    bad = dataclasses.replace(ALL_ON, lowpass=LowpassConfig(prob=0.1, cutoff_hz=(2000.0, 8000.0)))
+    with pytest.raises(ConfigError, match=r"pairs\.distortions\.lowpass"):
+        plan_pairs(clean_frame(2), noise_frame(1), dataclasses.replace(CFG, distortions=bad), 1, SR)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def test_planned_distortion_params_are_within_their_step() -> None:
+    cfg = dataclasses.replace(CFG, distortions=ALL_ON)
+    plan = plan_pairs(clean_frame(300), noise_frame(4), cfg, 9, SR)
+    assert list(plan.columns) == PLAN_COLUMNS + DISTORTION_COLUMNS
+    steps = {s.kind: s for s in D.specs(ALL_ON)}
+    shares = plan["distortion"].value_counts(normalize=True)
+    for kind, spec in steps.items():
+        rows = plan[plan["distortion"] == kind]
+        assert shares[kind] == pytest.approx(spec.prob, abs=0.06), kind
+        a, b = rows["dist_param_a"].to_numpy(), rows["dist_param_b"].to_numpy()
+        assert D.within_step(kind, a, b, spec.step).all(), kind
+        assert ((a >= spec.low) & (a <= spec.high) & (b >= spec.low) & (b <= spec.high)).all(), kind
+        if spec.step > 0:
+            assert (a != b).mean() > 0.9, kind  # the step is used, not collapsed to zero
+    assert (plan["distortion"] == "mulaw").sum() and (
+        plan.loc[plan["distortion"] == "mulaw", "dist_param_a"] % 1 == 0
+    ).all()
+    none = plan[plan["distortion"] == "none"]
+    assert (none[["dist_param_a", "dist_param_b", "dist_seed"]] == 0).all().all()
+    # The positive rule still holds on SNR, and an utterance's pairs share kind and seed.
+    pos = plan[np.isfinite(plan["snr_a"])]
+    assert within_jnd(pos["snr_a"].to_numpy(), pos["snr_b"].to_numpy(), CFG.jnd_db).all()
+    assert (plan.groupby("utterance_id")[["distortion", "dist_seed"]].nunique() == 1).all().all()
+
+
+def test_distortions_off_leave_the_plan_exactly_as_before() -> None:
+    # Hashes of these plans taken before distortions existed: adding the feature must not
+    # move a single draw of a noise-only run (so existing shards stay valid).
+    clean = pd.DataFrame({"id": [f"u{i}" for i in range(12)], "path": [f"c/u{i}.wav" for i in range(12)],
+                          "duration": [1.0 + 0.1 * i for i in range(12)], "sample_rate": SR,
+                          "channels": 1, "speaker": [f"s{i % 3}" for i in range(12)]})
+    noise = pd.DataFrame({"id": ["n0", "n1", "n2"], "path": ["n/0.wav", "n/1.wav", "n/2.wav"],
+                          "duration": [2.0, 3.0, 0.5], "sample_rate": SR, "channels": 1,
+                          "environment": "lab"})
+    golden = {
+        True: "6aa5003ef5fa1cb5a9d79dd9960095ec4976f3eb97522c927bd8117f7f74715d",
+        False: "f24bfec87dae8732212ae8b9c7dbdf800ed63fe86d758b2da3bf5c5a962873d4",
+    }
+    for shared, digest in golden.items():
+        cfg = PairsConfig(clean_anchor_prob=0.25, segment_seconds=0.5, shard_size=5, shared_segment=shared)
+        plan = plan_pairs(clean, noise, cfg, 42, SR)
+        assert list(plan.columns) == PLAN_COLUMNS
+        assert hashlib.sha256(plan.to_csv(index=False).encode()).hexdigest() == digest
+        # Enabling distortions adds columns and changes no other one.
+        on = plan_pairs(clean, noise, dataclasses.replace(cfg, distortions=ALL_ON), 42, SR)
+        pd.testing.assert_frame_equal(on[PLAN_COLUMNS], plan)
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_render_pair_applies_distortion_to_both_members() -> None:
+    rng = np.random.default_rng(4)
+    x, noise = speech(1.5, 4), rng.standard_normal(SR)
+    base = {"crop_offset": 1000, "noise_offset": 500, "snr_a": 20.0, "snr_b": 21.0}
+    a0, b0, g0 = render_pair(base, x, noise, CFG, SR)
+    off = {**base, "distortion": "none", "dist_param_a": 0.0, "dist_param_b": 0.0, "dist_seed": 0}
+    a1, b1, g1 = render_pair(off, x, noise, CFG, SR)
+    assert np.array_equal(a0, a1) and np.array_equal(b0, b1) and g0 == g1
+    rec = {**base, "distortion": "packet_loss", "dist_param_a": 0.2, "dist_param_b": 0.205, "dist_seed": 77}
+    a, b, gains = render_pair(rec, x, noise, CFG, SR)
+    assert gains == g0 and a.dtype == b.dtype == np.float32 and a.shape == (T,)
+    assert np.array_equal(a, D.apply("packet_loss", a0, 0.2, SR, 77))
+    assert np.array_equal(b, D.apply("packet_loss", b0, 0.205, SR, 77))
+    # Same seed: b's lost frames include a's, the members differ only by the step.
+    assert np.all((a == 0) <= (b == 0) | (a0 == 0))
+
+
+@pytest.fixture(scope="module")
+def distorted_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from jsqa.audio import write_audio
+    from jsqa.data.manifests import write_manifest
+
+    root = tmp_path_factory.mktemp("dcorpus")
+    rng = np.random.default_rng(3)
+    clean_rows, noise_rows = [], []
+    for i in range(8):
+        write_audio(root / f"clean/u{i}.wav", speech_like(1.0, rng), SR)
+        clean_rows.append({"id": f"u{i}", "path": f"clean/u{i}.wav", "duration": 1.0,
+                           "sample_rate": SR, "channels": 1, "speaker": f"s{i % 2}"})
+    for i in range(2):
+        write_audio(root / f"noise/n{i}.wav", 0.1 * rng.standard_normal(SR), SR)
+        noise_rows.append({"id": f"n{i}", "path": f"noise/n{i}.wav", "duration": 1.0,
+                           "sample_rate": SR, "channels": 1, "environment": "lab"})
+    write_manifest(root / "clean.parquet", pd.DataFrame(clean_rows), "clean")
+    write_manifest(root / "noise.parquet", pd.DataFrame(noise_rows), "noise")
+    return root
+
+
+def test_distorted_pair_sets_are_bit_identical_across_workers(distorted_corpus: Path, tmp_path: Path) -> None:
+    cfg = dataclasses.replace(CFG, distortions=ALL_ON, clean_anchor_prob=0.0)
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        c = dataclasses.replace(cfg, workers=workers)
+        generate_pairs(distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", c, 21, out, SR,
+                       distorted_corpus)
+        outs.append(out)
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert names == sorted(p.name for p in outs[1].iterdir())
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+    ps = load_pairs(outs[0])
+    assert set(DISTORTION_COLUMNS) <= set(ps.recipes.columns)
+    assert ps.recipes["distortion"].nunique() > 1
+    # Each stored pair is the render of its recipe (within int16 quantisation).
+    from jsqa.audio import load_audio
+
+    for i in range(ps.n):
+        rec = ps.recipes.iloc[i]
+        sp, _ = load_audio(distorted_corpus / rec["clean_path"], SR)
+        nz, _ = load_audio(distorted_corpus / rec["noise_path"], SR)
+        a, b, _ = render_pair(rec, sp, nz, cfg, SR)
+        assert np.max(np.abs(ps[i] - np.stack([a, b]))) <= 1.0 / 32768 + 1e-7
+    # Turning distortions off again re-renders: distorted shards are not kept as noise-only.
+    plain = generate_pairs(distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", CFG, 21,
+                           outs[0], SR, distorted_corpus)
+    assert list(plain.recipes.columns[: len(PLAN_COLUMNS)]) == PLAN_COLUMNS
+    assert "distortion" not in plain.recipes.columns
