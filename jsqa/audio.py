@@ -13,8 +13,6 @@ from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional as AF
 
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path
@@ -43,6 +41,11 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         return x.astype(np.float32, copy=False)
     if orig_sr <= 0 or target_sr <= 0:
         raise AudioError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+    # torch is imported on first use: readers that never resample (the pair workers, say)
+    # then start without paying for it.
+    import torch
+    import torchaudio.functional as AF
+
     o, n = _kernel(orig_sr, target_sr)
     y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), o, n)
     return y.numpy()

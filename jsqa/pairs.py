@@ -32,7 +32,9 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -386,10 +388,12 @@ ShardMap = Callable[[Callable[["ShardJob"], dict], list["ShardJob"]], Iterable[d
 
 
 def _worker_init() -> None:
-    # Each worker renders whole shards; torch threads inside it would only oversubscribe.
-    import torch
-
-    torch.set_num_threads(1)
+    # Each worker renders whole shards, so any thread pool inside it would only oversubscribe.
+    # torch is loaded only if resampling needs it; limit its threads then, not import it here.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
