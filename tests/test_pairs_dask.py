@@ -18,6 +18,7 @@ from jsqa.audio import write_audio
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import relpath, write_manifest
 from jsqa.pairs import generate_pairs
+from test_pairs import speech_like
 
 SR = 16000
 CFG = PairsConfig(
@@ -46,14 +47,6 @@ def cluster_address() -> str:
         yield cluster.scheduler_address
 
 
-def _speech_like(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(int(seconds * SR)) / SR
-    phase = 2 * np.pi * np.cumsum(rng.uniform(100, 220) + 20 * np.sin(2 * np.pi * 0.7 * t)) / SR
-    tone = sum(np.sin(h * phase) / h for h in range(1, 6))
-    envelope = 0.5 * (1 - np.cos(2 * np.pi * 4 * t)) * ((t % 0.6) < 0.4)
-    return (rng.uniform(0.05, 0.3) * tone * envelope).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Five utterances (one silent, so a shard has skipped pairs) and two noises, with manifests."""
@@ -61,7 +54,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = np.random.default_rng(0)
     clean, noise = [], []
     for i in range(5):
-        x = np.zeros(int(0.6 * SR), np.float32) if i == 3 else _speech_like(0.5 + 0.1 * i, rng)
+        x = np.zeros(int(0.6 * SR), np.float32) if i == 3 else speech_like(0.5 + 0.1 * i, rng)
         path = root / "clean" / f"u{i}.wav"
         write_audio(path, x, SR)
         clean.append({"id": f"u{i}", "path": relpath(path, root), "duration": x.size / SR,
