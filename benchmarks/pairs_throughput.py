@@ -1,18 +1,22 @@
 """Throughput of JND pair generation against its I/O floor, and its peak memory per corpus size.
 
-Run: .venv/bin/python benchmarks/pairs_throughput.py [--sizes 200,800] [--workers 2]
+Run: .venv/bin/python benchmarks/pairs_throughput.py [--sizes 800,3200] [--workers 2]
      [--noises 6] [--shard-size 256] [--keep DIR]
 For each size, a synthetic corpus (speech-like utterances of 2-4 s, half WAV and half FLAC, plus
 20 s noises) is written to a temporary folder, then two measured phases run, each in a fresh
-Python process so imports and the corpus build are not counted:
+Python process so the corpus build is not counted (imports inside the phase are):
 
-* floor: per shard, with the same number of processes, decode every clean and noise file the
-  shard needs (soundfile.read) and np.save an int16 array of the shard's output size;
+* floor: the same plan's shards with the same number of processes and start method; per shard,
+  decode every clean and noise file the shard reads (soundfile.read to float32, as the stage
+  does) and np.save an int16 array of the shard's output shape, filled (so its pages are real,
+  not the kernel's zero page): the same bytes in the same .npy format the stage writes;
 * pairs: jsqa.pairs.generate_pairs with ``pairs.workers`` = --workers.
 
-CPU is getrusage(RUSAGE_SELF) + getrusage(RUSAGE_CHILDREN) of the measuring process (worker
-CPU included: the pools are shut down and reaped before the second reading); peak RSS is the
-largest ru_maxrss of that process and its children. Prints one table.
+CPU is getrusage(RUSAGE_SELF) + getrusage(RUSAGE_CHILDREN) of the measuring process: worker
+and forkserver CPU included (the pools are shut down and the forkserver reaped before the second
+reading). Peak memory is the largest sum over the whole process tree of the measuring process
+(PSS from /proc/PID/smaps_rollup, so pages forked workers share count once), sampled every
+20 ms by this (unmeasured) parent. Prints one table.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ import json
 import multiprocessing
 import multiprocessing.forkserver
 import resource
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -108,8 +114,10 @@ def _floor_shard(args: tuple[list[str], list[str], tuple[int, int, int], str]) -
     clean_paths, noise_paths, shape, out = args
     for p in clean_paths + noise_paths:
         sf.read(p, dtype="float32")
+    pcm = np.empty(shape, np.int16)
+    pcm.fill(1)
     with open(out, "wb") as fh:
-        np.save(fh, np.zeros(shape, np.int16))
+        np.save(fh, pcm)
     return shape[0]
 
 
@@ -155,11 +163,54 @@ def phase_pairs(root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
     return {"n_pairs": pairset.n, "cpu_s": cpu - cpu0, "wall_s": wall, "peak_rss_kib": rss}
 
 
+def _tree_pss_kib(root_pid: int) -> int:
+    """PSS (RSS where PSS is unavailable) summed over ``root_pid`` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        for name, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
+            try:
+                with open(name) as fh:
+                    line = next((ln for ln in fh if ln.startswith(key)), None)
+            except OSError:
+                continue
+            if line is not None:
+                total += int(line.split()[1])
+                break
+    return total
+
+
 def _run_phase(phase: str, root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
     cmd = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--out", str(out),
            "--cfg", json.dumps(dataclasses.asdict(cfg)), "--seed", str(seed)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_pss_kib(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = proc.communicate()
+    sampler.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{phase} phase failed:\n{stderr}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["tree_peak_pss_kib"] = peak[0]
+    return result
 
 
 def _pairs_config(raw: dict) -> PairsConfig:
@@ -174,7 +225,7 @@ def main() -> None:
     from jsqa.config import PairsConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="200,800", help="utterances per corpus, comma-separated")
+    parser.add_argument("--sizes", default="800,3200", help="utterances per corpus, comma-separated")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--noises", type=int, default=6)
     parser.add_argument("--shard-size", type=int, default=256)
@@ -211,8 +262,9 @@ def main() -> None:
                 "audio_s_per_cpu_s": audio_s / pairs["cpu_s"],
                 "floor_cpu_s": floor["cpu_s"],
                 "ratio_to_floor": pairs["cpu_s"] / floor["cpu_s"],
-                "pairs_peak_rss_mib": pairs["peak_rss_kib"] / 1024,
-                "floor_peak_rss_mib": floor["peak_rss_kib"] / 1024,
+                "pairs_tree_peak_mib": pairs["tree_peak_pss_kib"] / 1024,
+                "floor_tree_peak_mib": floor["tree_peak_pss_kib"] / 1024,
+                "pairs_max_proc_rss_mib": pairs["peak_rss_kib"] / 1024,
             })
     table = pd.DataFrame(rows)
     print(f"workers={args.workers} shard_size={args.shard_size} segment={cfg.segment_seconds}s "

@@ -72,11 +72,16 @@ class ValidateConfig:
 
 @dataclass(frozen=True)
 class ReverbConfig:
-    """Synthetic room reverberation; step: RT60 ratio within 10% (jsqa/distortions.py)."""
+    """Room reverberation; step: RT60 ratio within 10% (jsqa/distortions.py).
+
+    rir_folder: measured room responses (.wav/.flac, relative to the data root) reshaped to
+    the drawn RT60; empty: synthetic responses.
+    """
 
     prob: float = 0.0
     rt60_s: tuple[float, float] = (0.2, 1.0)
     step: float = 0.1
+    rir_folder: str = ""
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 from jsqa.audio import load_audio
 from jsqa.config import DistortionsConfig
@@ -195,27 +193,51 @@ def reshape_rir(rir: np.ndarray, sr: int, rt60: float) -> np.ndarray:
     return h / np.sqrt(np.sum(h**2))
 
 
-def load_rirs(folder: str | Path, sr: int) -> list[np.ndarray]:
-    """Every .wav/.flac room response under ``folder`` (sorted by path), mono at ``sr``."""
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".wav", ".flac"))
+def list_rirs(folder: str | Path) -> list[Path]:
+    """Every .wav/.flac room response under ``folder``, sorted by path; ConfigError if none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"pairs.distortions.reverb.rir_folder: {folder} is not a folder")
+    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in (".wav", ".flac"))
     if not paths:
-        raise ConfigError(f"{folder}: no .wav or .flac room responses found")
-    return [load_audio(p, sr)[0] for p in paths]
+        raise ConfigError(f"pairs.distortions.reverb.rir_folder: no .wav or .flac room responses in {folder}")
+    return paths
 
 
-def reverb(
-    x: np.ndarray, rt60: float, sr: int, seed: int, rirs: Sequence[np.ndarray] | None = None
-) -> np.ndarray:
+def load_rir(path: str | Path, sr: int) -> np.ndarray:
+    """One measured room response, mono at ``sr``, checked usable (it decays by 25 dB).
+
+    Raises AudioError naming the file when it is unreadable or does not decay.
+    """
+    h = load_audio(path, sr)[0].astype(np.float64)
+    try:
+        estimate_rt60(h, sr)
+    except AudioError as exc:
+        raise AudioError(f"{path}: not a usable room response ({exc})") from exc
+    return h
+
+
+def load_rirs(folder: str | Path, sr: int) -> list[np.ndarray]:
+    """Every room response of :func:`list_rirs`, loaded by :func:`load_rir`."""
+    return [load_rir(p, sr) for p in list_rirs(folder)]
+
+
+def pick_rir(dist_seed: np.ndarray, n_rirs: int) -> np.ndarray:
+    """Index of the measured response a reverb pair uses: its distortion seed modulo the count."""
+    return np.asarray(dist_seed, dtype=np.int64) % int(n_rirs)
+
+
+def reverb(x: np.ndarray, rt60: float, sr: int, seed: int, rir: np.ndarray | None = None) -> np.ndarray:
     """Convolve with a room response of ``rt60`` s, cut to the input length (the tail past
     the end is dropped, as in a fixed-length segment).
 
-    Without ``rirs`` the response is :func:`synthetic_rir`; with them, ``rirs[seed % n]``
-    reshaped to ``rt60`` by :func:`reshape_rir`.
+    Without ``rir`` the response is :func:`synthetic_rir`; with a measured one (the recipe's
+    ``rir_path``, chosen by :func:`pick_rir`), that response reshaped to ``rt60`` by
+    :func:`reshape_rir`.
     """
-    if rirs:
-        h = reshape_rir(rirs[seed % len(rirs)], sr, rt60)
-    else:
-        h = synthetic_rir(rt60, sr, seed)
+    h = synthetic_rir(rt60, sr, seed) if rir is None else reshape_rir(rir, sr, rt60)
+    from scipy import signal  # here, not at the top: scipy.signal costs pair workers 2 s to import
+
     return signal.fftconvolve(np.asarray(x, dtype=np.float64), h)[: len(x)]
 
 
@@ -223,6 +245,8 @@ def lowpass(x: np.ndarray, cutoff_hz: float, sr: int) -> np.ndarray:
     """Band-limit to ``cutoff_hz`` with an 8th-order Butterworth, zero phase."""
     if not 0 < cutoff_hz < sr / 2:
         raise ConfigError(f"lowpass: cutoff {cutoff_hz} Hz must be in (0, {sr / 2})")
+    from scipy import signal  # lazily, as in reverb()
+
     sos = signal.butter(8, cutoff_hz, btype="low", fs=sr, output="sos")
     x = np.asarray(x, dtype=np.float64)
     # sosfiltfilt needs a minimum length; shorter segments go through the causal filter.
@@ -290,13 +314,15 @@ def apply(
     param: float,
     sr: int,
     seed: int,
-    rirs: Sequence[np.ndarray] | None = None,
+    rir: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Apply distortion ``kind`` with ``param`` (units: module table); float32 out."""
+    """Apply distortion ``kind`` with ``param`` (units: module table); float32 out.
+
+    ``rir``: a measured room response for reverb (synthetic from ``seed`` when None)."""
     if kind == NONE:
         y = np.asarray(x)
     elif kind == "reverb":
-        y = reverb(x, param, sr, seed, rirs)
+        y = reverb(x, param, sr, seed, rir)
     elif kind == "lowpass":
         y = lowpass(x, param, sr)
     elif kind == "mulaw":
@@ -322,7 +348,10 @@ __all__ = [
     "draw_params",
     "enabled",
     "estimate_rt60",
+    "list_rirs",
+    "load_rir",
     "load_rirs",
+    "pick_rir",
     "lost_frames",
     "lowpass",
     "mulaw",

@@ -9,9 +9,10 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # imported where used: pair-rendering workers import this module without pandas
+    import pandas as pd
 
 
 @contextlib.contextmanager

@@ -14,11 +14,10 @@ utterance holds; measuring noise by plain RMS matches how stationary background 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d
-from scipy.signal import lfilter
 
 from jsqa.errors import AudioError
 
@@ -32,6 +31,13 @@ THRESHOLD_SPAN_DB = 100.0
 THRESHOLD_STEP_DB = 0.25
 # An envelope that never rises above this is treated as silence (below 16-bit resolution).
 SILENCE_FLOOR_DBOV = -100.0
+# Activity is decided once per block of this length (the envelope's value at the block's end is
+# exact): the envelope moves by ~3% per ms, and per-sample decisions cost 10x more.
+BLOCK_S = 0.001
+# Block recursions run over chunks of this many time constants, so the weights g**-k inside a
+# chunk stay below e**500 (float64 overflows at e**709). The inputs are non-negative, so the
+# cumulative sums have no cancellation and keep full precision whatever the weights' range.
+CHUNK_TIME_CONSTANTS = 500.0
 
 
 def rms_db(x: np.ndarray) -> float:
@@ -43,54 +49,121 @@ def rms_db(x: np.ndarray) -> float:
     return 10.0 * math.log10(ms) if ms > 0.0 else -math.inf
 
 
-def _envelope(x: np.ndarray, sr: int) -> np.ndarray:
-    """Two cascaded one-pole smoothers of |x| (P.56 method B envelope)."""
+def _recursive(u: np.ndarray, g: float) -> np.ndarray:
+    """``y[n] = g * y[n-1] + u[n]`` from rest, for non-negative float64 ``u`` and 0 < g < 1.
+
+    Pure numpy, no per-sample Python loop (and no scipy: pair workers must start light):
+    inside a chunk ``y[n] = g**n * (g * y[-1] + cumsum(u * g**-k)[n])``, and the chunks are
+    chained through their last values (one chunk for any utterance-length input).
+    """
+    n = u.size
+    log_g = math.log(g)
+    length = max(1, min(n, int(CHUNK_TIME_CONSTANTS / -log_g)))
+    k = np.arange(length, dtype=np.float64)
+    up = np.exp(-log_g * k)
+    down = 1.0 / up
+    out = np.empty(n)
+    carry = 0.0
+    for start in range(0, n, length):
+        m = min(length, n - start)
+        y = np.cumsum(u[start : start + m] * up[:m])
+        if carry:
+            y += g * carry
+        y *= down[:m]
+        out[start : start + m] = y
+        carry = float(y[-1])
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _block_weights(sr: int, block: int) -> tuple[float, float, float, np.ndarray, np.ndarray]:
+    """(g, 1 - g, g**block, weights of the first smoother, of the second) for one block."""
     g = math.exp(-1.0 / (sr * TIME_CONSTANT_S))
-    b, a = [1.0 - g], [1.0, -g]
-    return lfilter(b, a, lfilter(b, a, np.abs(x)))
+    beta = 1.0 - g
+    j = np.arange(block, dtype=np.float64)
+    w1 = (beta * g ** (block - 1 - j)).astype(np.float32)
+    w2 = (beta * beta * (block - j) * g ** (block - 1 - j)).astype(np.float32)
+    return g, beta, g**block, w1, w2
+
+
+def _block_envelope(x: np.ndarray, sr: int, block: int) -> np.ndarray:
+    """The P.56 envelope (two cascaded one-pole smoothers of |x|) at the last sample of every
+    ``block`` samples; exact, from two weighted sums per block and a block-rate recursion.
+
+    With ``b = 1 - g`` and ``a_j`` the block's |x|, one block advances the smoothers' state by
+    ``q1 <- g**D q1 + b * sum g**(D-1-j) a_j`` and
+    ``q2 <- g**D q2 + b D g**D q1_prev + b**2 * sum (D-j) g**(D-1-j) a_j``.
+    The input is zero-padded to whole blocks.
+    """
+    g, beta, g_block, w1, w2 = _block_weights(sr, block)
+    m = -(-x.size // block)
+    a = np.zeros(m * block, dtype=np.float32)
+    np.abs(x, out=a[: x.size], casting="unsafe")
+    a = a.reshape(m, block)
+    q1 = _recursive(np.einsum("bd,d->b", a, w1).astype(np.float64), g_block)
+    drive = np.einsum("bd,d->b", a, w2).astype(np.float64)
+    drive[1:] += beta * block * g_block * q1[:-1]
+    return _recursive(drive, g_block)
 
 
 def _trailing_max(q: np.ndarray, width: int) -> np.ndarray:
-    """max(q[n - width + 1 .. n]) for every n: a sample stays active for the hangover."""
-    return maximum_filter1d(q, size=width, origin=(width - 1) // 2, mode="constant", cval=0.0)
+    """max(q[n - width + 1 .. n]) for every n (zeros before the start): activity lasts for the
+    hangover. Van Herk / Gil-Werman: block prefix and suffix maxima, O(n)."""
+    n = q.size
+    if width <= 1:
+        return q.copy()
+    m = -(-(n + width - 1) // width)
+    padded = np.zeros(m * width)
+    padded[width - 1 : width - 1 + n] = q
+    blocks = padded.reshape(m, width)
+    prefix = np.maximum.accumulate(blocks, axis=1).reshape(-1)
+    suffix = np.maximum.accumulate(blocks[:, ::-1], axis=1)[:, ::-1].reshape(-1)
+    # The window [i, i + width - 1] of the padded signal spans at most two blocks.
+    return np.maximum(suffix[:n], prefix[width - 1 : width - 1 + n])
 
 
 def active_speech_level(x: np.ndarray, sr: int) -> float:
     """Active speech level of ``x`` in dBov (ITU-T P.56 method B style).
 
     The envelope (two 0.03 s one-pole smoothers of |x|) is compared with a ladder of
-    thresholds 0.25 dB apart; a sample is active while the envelope exceeded the threshold
+    thresholds 0.25 dB apart; a stretch is active while the envelope exceeded the threshold
     within the last 0.2 s (hangover). For each threshold the level of the active samples is
     computed; the answer is that level where it lies ``MARGIN_DB`` (15.9 dB) above its
-    threshold, interpolated linearly between neighbouring thresholds.
+    threshold, interpolated linearly between neighbouring thresholds. Activity is decided
+    per 1 ms block from the exact envelope at the block's end (``BLOCK_S``); the level is
+    exactly scale-equivariant.
 
     Raises AudioError for an empty, non-finite or silent signal.
     """
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     if x.ndim != 1 or x.size == 0:
         raise AudioError(f"active_speech_level: expected a non-empty 1-D signal, got shape {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise AudioError("active_speech_level: signal contains NaN or infinite samples")
     if sr <= 0:
         raise AudioError(f"active_speech_level: sample rate must be positive, got {sr}")
+    # Not np.dot / einsum on float64: those go to a multithreaded BLAS, whose spinning
+    # threads cost pair workers more CPU than the sum itself.
+    energy = float(np.add.reduce(np.square(x, dtype=np.float64)))
+    # A NaN or inf sample makes the energy non-finite: one check instead of a pass of isfinite.
+    if not math.isfinite(energy):
+        raise AudioError("active_speech_level: signal contains NaN or infinite samples")
 
-    q = _envelope(x, sr)
+    block = max(1, int(round(BLOCK_S * sr)))
+    q = _block_envelope(x, sr, block)
     peak = float(q.max())
     if peak <= 10.0 ** (SILENCE_FLOOR_DBOV / 20.0):
         raise AudioError("active_speech_level: no active speech (signal is silent)")
-
-    hang = _trailing_max(q, int(round(HANGOVER_S * sr)) + 1)
-    energy = float(np.sum(x * x))
+    hang = _trailing_max(q, int(round(HANGOVER_S * sr / block)) + 1)
 
     # Thresholds from low to high; the activity count for every threshold at once comes from
-    # a sorted copy of the hangover envelope.
+    # a sorted copy of the hangover envelope (one value per block).
     n_steps = int(round(THRESHOLD_SPAN_DB / THRESHOLD_STEP_DB))
     c_db = 20.0 * math.log10(peak) - THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1)
     c_lin = 10.0 ** (c_db / 20.0)
-    c_lin[-1] = peak  # exact, so the top threshold always has at least one active sample
+    c_lin[-1] = peak  # exact, so the top threshold always has at least one active block
     hang_sorted = np.sort(hang)
-    active = hang.size - np.searchsorted(hang_sorted, c_lin, side="left")
-    # active >= 1 everywhere: hang >= q and max(q) == peak >= every threshold.
+    active_blocks = hang.size - np.searchsorted(hang_sorted, c_lin, side="left")
+    # Blocks count as whole blocks, but the zero-padded last one only for its real samples.
+    active = active_blocks * block - np.where(hang[-1] >= c_lin, hang.size * block - x.size, 0)
     level_db = 10.0 * np.log10(energy / active)
     excess = level_db - c_db  # falls as the threshold rises
 
@@ -115,6 +188,19 @@ def gain_for_level(x: np.ndarray, sr: int, target_dbov: float) -> float:
 
 def _speech_level(speech: np.ndarray, sr: int, speech_level_db: float | None) -> float:
     return active_speech_level(speech, sr) if speech_level_db is None else float(speech_level_db)
+
+
+def noise_gain(
+    speech_level_db: float, snr_db: float | np.ndarray, noise_db: float
+) -> float | np.ndarray:
+    """Linear gain on a noise of RMS level ``noise_db`` that puts it ``snr_db`` below speech of
+    active level ``speech_level_db`` (the SNR of the module docstring); 0 where ``snr_db`` is
+    +inf. Elementwise on arrays."""
+    snr = np.asarray(snr_db, dtype=np.float64)
+    gain = np.zeros(snr.shape)
+    finite = ~np.isposinf(snr)
+    gain[finite] = 10.0 ** ((speech_level_db - snr[finite] - noise_db) / 20.0)
+    return float(gain) if gain.ndim == 0 else gain
 
 
 def mix_at_snr(
@@ -142,8 +228,7 @@ def mix_at_snr(
     noise_db = rms_db(noise)
     if noise_db == -math.inf:
         raise AudioError("mix_at_snr: noise segment has zero energy")
-    level = _speech_level(speech, sr, speech_level_db)
-    gain = 10.0 ** ((level - snr_db - noise_db) / 20.0)
+    gain = float(noise_gain(_speech_level(speech, sr, speech_level_db), snr_db, noise_db))
     mix = speech.astype(np.float64) + gain * noise.astype(np.float64)
     return mix.astype(np.float32), gain
 

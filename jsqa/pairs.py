@@ -35,7 +35,7 @@ import multiprocessing
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,6 @@ import numpy as np
 import pandas as pd
 
 from jsqa import distortions
-from jsqa.audio import load_audio
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import (
     CLEAN_COLUMNS,
@@ -55,34 +54,26 @@ from jsqa.data.manifests import (
     resolve,
 )
 from jsqa.errors import AudioError, ConfigError, ManifestError
-from jsqa.io import atomic_path, read_json, write_csv, write_json, write_parquet
-from jsqa.levels import active_speech_level, mix_at_snr
+from jsqa.io import read_json, write_csv, write_json, write_parquet
+from jsqa.pair_render import (
+    DISTORTION_COLUMNS,
+    GAIN_COLUMNS,
+    INT16_SCALE,
+    PLAN_COLUMNS,
+    RENDER_FORMAT,
+    ShardJob,
+    crop,
+    loop_segment,
+    render_key,
+    render_pair,
+    render_shard,
+    segment_samples,
+    shard_stem,
+)
 
 log = logging.getLogger(__name__)
 
-# Columns decided by the plan (compared on resume) and added by rendering.
-PLAN_COLUMNS = [
-    "pair_id",
-    "utterance_id",
-    "speaker",
-    "clean_path",
-    "noise_id",
-    "noise_path",
-    "noise_offset",
-    "crop_offset",
-    "snr_a",
-    "snr_b",
-    "seed",
-    "shard",
-]
-# Planned too, but only present when some distortion is enabled.
-DISTORTION_COLUMNS = ["distortion", "dist_param_a", "dist_param_b", "dist_seed"]
-GAIN_COLUMNS = ["speech_gain", "noise_gain_a", "noise_gain_b"]
 SKIPPED_COLUMNS = ["utterance_id", "reason", "n_pairs"]
-
-# Bump when rendering changes in a way the plan does not show, so old shards are redone.
-RENDER_FORMAT = 1
-INT16_SCALE = 32768.0
 _SHARD_RE = re.compile(r"^shard-(\d{5})\.(npy|json|parquet)$")
 
 
@@ -108,9 +99,45 @@ def within_jnd(
     return bool(out) if out.ndim == 0 else out
 
 
-def segment_samples(cfg: PairsConfig, sample_rate: int) -> int:
-    """Length in samples of each pair member."""
-    return int(round(cfg.segment_seconds * sample_rate))
+# Recipe columns two pairs must share to be heard alike: one utterance, crop and noise segment,
+# and (when distortions are on) one distortion realisation.
+_SEGMENT_KEYS = ("utterance_id", "crop_offset", "noise_id", "noise_offset")
+_REALISATION_KEYS = ("distortion", "dist_seed", "rir_path")
+
+
+def same_percept(
+    a: Mapping[str, np.ndarray],
+    b: Mapping[str, np.ndarray],
+    jnd_db: float,
+    steps: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """Elementwise (broadcasting): are recipes ``a`` and ``b`` (columns as arrays) within one JND?
+
+    They are when they share utterance, crop, noise file and offset, their a-member SNRs
+    satisfy :func:`within_jnd`, and, where distortion columns are present, they share the
+    distortion kind and realisation (seed, room response) with a-member parameters within
+    that kind's step (:func:`jsqa.distortions.within_step`; ``steps`` per kind, default
+    :data:`jsqa.distortions.DEFAULT_STEPS`). A clean (undistorted) and a distorted recipe
+    never are. Recipes without distortion columns count as undistorted.
+    """
+    steps = {**distortions.DEFAULT_STEPS, **(steps or {})}
+    out = np.asarray(within_jnd(a["snr_a"], b["snr_a"], jnd_db))
+    for key in _SEGMENT_KEYS:
+        out = out & (np.asarray(a[key]) == np.asarray(b[key]))
+    # What an undistorted recipe (no distortion columns) holds in each realisation column.
+    plain = {"distortion": np.array(distortions.NONE, dtype=object), "dist_seed": 0, "rir_path": ""}
+    for key in _REALISATION_KEYS:
+        if key in a or key in b:
+            out = out & (np.asarray(a.get(key, plain[key])) == np.asarray(b.get(key, plain[key])))
+    kind_a, kind_b = np.asarray(a.get("distortion", plain["distortion"])), np.asarray(b.get("distortion", plain["distortion"]))
+    if "dist_param_a" in a and "dist_param_a" in b:
+        params = np.ones(out.shape, dtype=bool)
+        for kind in set(np.unique(kind_a).tolist()) - {distortions.NONE}:
+            both = (kind_a == kind) & (kind_b == kind)
+            close = distortions.within_step(kind, a["dist_param_a"], b["dist_param_a"], steps[kind])
+            params &= ~both | close
+        out = out & params
+    return out
 
 
 def utterance_seed(seed: int, index: int) -> int:
@@ -185,6 +212,7 @@ def plan_pairs(
     cfg: PairsConfig,
     seed: int,
     sample_rate: int,
+    rir_paths: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Draw the recipe of every pair (columns :data:`PLAN_COLUMNS`); all randomness is here.
 
@@ -200,6 +228,9 @@ def plan_pairs(
     turning them on changes no other column: the kind and ``dist_seed`` per segment draw
     (shared by an utterance's pairs with ``shared_segment``), member a's parameter and b's
     within-step offset per pair. Columns :data:`DISTORTION_COLUMNS` are added only then.
+    With ``pairs.distortions.reverb.rir_folder`` set, ``rir_paths`` are its room responses
+    (:func:`rir_paths`) and a reverb pair records the one it uses
+    (:func:`jsqa.distortions.pick_rir` of its ``dist_seed``) in ``rir_path``.
     """
     _check_config(cfg, sample_rate)
     specs = distortions.check_specs(cfg.distortions, sample_rate)
@@ -266,6 +297,14 @@ def plan_pairs(
     pair_u = u[:, base + 2 * draws :].reshape(n_utt, k, 2)
     for col, values in _distortion_columns(specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
         plan[col] = values
+    plan["rir_path"] = ""
+    reverb = cfg.distortions.reverb
+    if reverb.rir_folder and reverb.prob > 0:
+        if not rir_paths:
+            raise ConfigError("pairs.distortions.reverb.rir_folder: set, but no room responses passed to plan_pairs")
+        is_reverb = plan["distortion"].to_numpy() == "reverb"
+        pick = distortions.pick_rir(plan["dist_seed"].to_numpy()[is_reverb], len(rir_paths))
+        plan.loc[is_reverb, "rir_path"] = np.asarray(list(rir_paths), dtype=object)[pick]
     return plan[PLAN_COLUMNS + DISTORTION_COLUMNS]
 
 
@@ -293,94 +332,26 @@ def _distortion_columns(
     }
 
 
-def crop(x: np.ndarray, offset: int, length: int) -> np.ndarray:
-    """``x[offset:offset + length]``, zero-padded at the end when ``x`` runs out."""
-    out = np.zeros(length, dtype=x.dtype)
-    part = x[offset : offset + length]
-    out[: part.size] = part
-    return out
-
-
-def loop_segment(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
-    """``length`` samples of ``noise`` from ``offset``, wrapping round (noise loops)."""
-    if noise.size == 0:
-        raise AudioError("loop_segment: noise is empty")
-    return noise[(offset + np.arange(length)) % noise.size]
-
-
-def render_pair(
-    recipe_row: Mapping[str, Any] | pd.Series,
-    speech: np.ndarray,
-    noise: np.ndarray,
-    cfg: PairsConfig,
-    sample_rate: int,
-    speech_level_db: float | None = None,
-    rirs: list[np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Render one pair from its recipe: no randomness.
-
-    The whole utterance ``speech`` is scaled to ``cfg.speech_level_dbov`` active level
-    (``speech_level_db`` may pass its already measured level), then cropped; the noise
-    segment is taken at ``noise_offset`` (looping) and mixed at ``snr_a`` and ``snr_b``
-    against that level. Returns (member a, member b) as float32 of the segment length and
-    the gains {speech_gain, noise_gain_a, noise_gain_b}. Raises AudioError for silent speech
-    or a noise segment of zero energy.
-
-    A recipe with a ``distortion`` other than "none" then gets it applied to each member with
-    its own parameter (``dist_param_a`` / ``dist_param_b``) and the shared ``dist_seed``;
-    ``rirs`` (measured room responses, :func:`jsqa.distortions.load_rirs`) replace the
-    synthetic ones for reverb.
-    """
-    seg = segment_samples(cfg, sample_rate)
-    speech = np.asarray(speech)
-    level = active_speech_level(speech, sample_rate) if speech_level_db is None else speech_level_db
-    speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
-    clean = crop(speech, int(recipe_row["crop_offset"]), seg).astype(np.float64) * speech_gain
-    noise_seg = loop_segment(np.asarray(noise), int(recipe_row["noise_offset"]), seg)
-    a, gain_a = mix_at_snr(clean, noise_seg, float(recipe_row["snr_a"]), sample_rate, cfg.speech_level_dbov)
-    b, gain_b = mix_at_snr(clean, noise_seg, float(recipe_row["snr_b"]), sample_rate, cfg.speech_level_dbov)
-    kind = str(recipe_row.get("distortion", distortions.NONE))
-    if kind != distortions.NONE:
-        seed = int(recipe_row["dist_seed"])
-        a = distortions.apply(kind, a, float(recipe_row["dist_param_a"]), sample_rate, seed, rirs)
-        b = distortions.apply(kind, b, float(recipe_row["dist_param_b"]), sample_rate, seed, rirs)
-    return a, b, {"speech_gain": speech_gain, "noise_gain_a": gain_a, "noise_gain_b": gain_b}
-
-
 # ---------------------------------------------------------------- shard rendering
 
 
-def _shard_stem(out_dir: Path, shard: int) -> Path:
-    return out_dir / f"shard-{shard:05d}"
+def rir_paths(cfg: PairsConfig, sample_rate: int, root: Path = Path(".")) -> list[str]:
+    """The measured room responses of ``pairs.distortions.reverb.rir_folder`` (relative to
+    ``root``), named as recipes record them; each is read and checked once here, so a broken
+    file fails the run before rendering. Empty when the folder is unset or reverb is off.
 
-
-def _render_key(cfg: PairsConfig, sample_rate: int) -> dict[str, Any]:
-    """Settings that change the audio without changing the plan."""
-    return {
-        "format": RENDER_FORMAT,
-        "sample_rate": int(sample_rate),
-        "segment_samples": segment_samples(cfg, sample_rate),
-        "speech_level_dbov": float(cfg.speech_level_dbov),
-    }
-
-
-def _to_int16(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """Quantise [-1, 1) floats to int16; also return how many samples had to be clipped."""
-    scaled = np.round(x.astype(np.float64) * INT16_SCALE)
-    clipped = int(np.count_nonzero((scaled > 32767) | (scaled < -32768)))
-    return np.clip(scaled, -32768, 32767).astype(np.int16), clipped
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """One shard to render: its planned rows and where the audio comes from and goes."""
-
-    shard: int
-    rows: pd.DataFrame
-    cfg: PairsConfig
-    sample_rate: int
-    root: Path
-    out_dir: Path
+    Raises ConfigError for a missing or empty folder, AudioError naming an unreadable or
+    non-decaying file.
+    """
+    reverb = cfg.distortions.reverb
+    if not reverb.rir_folder or reverb.prob <= 0:
+        return []
+    folder = resolve(reverb.rir_folder, root)
+    names = []
+    for path in distortions.list_rirs(folder):
+        distortions.load_rir(path, sample_rate)
+        names.append((Path(reverb.rir_folder) / path.relative_to(folder)).as_posix())
+    return names
 
 
 # How shards are spread: called as shard_map(render_shard, jobs), yields one summary per job.
@@ -398,87 +369,12 @@ def _worker_init() -> None:
 
 def _pool_context() -> multiprocessing.context.BaseContext:
     """forkserver: workers fork from a clean server (a plain fork of a process that already
-    runs torch or other threads can deadlock) that imports this module once, so starting
-    workers is cheap after the first pool."""
+    runs torch or other threads can deadlock) that imports the rendering module once, so
+    starting workers is cheap; that module avoids pandas and scipy, whose imports alone
+    would cost more CPU than rendering a small corpus."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    ctx.set_forkserver_preload([render_shard.__module__])
     return ctx
-
-
-def render_shard(job: ShardJob) -> dict[str, Any]:
-    """Render one shard and write its .npy, .json and (last) .parquet; return its summary."""
-    seg = segment_samples(job.cfg, job.sample_rate)
-    speech_cache: dict[str, tuple[np.ndarray, float] | str] = {}
-    noise_cache: dict[str, np.ndarray | str] = {}
-
-    def unreadable(path: str, exc: AudioError) -> str:
-        # Name the file as the manifest does, so skipped.csv does not depend on the checkout.
-        return str(exc).replace(str(resolve(path, job.root)), path)
-
-    def speech_of(path: str) -> tuple[np.ndarray, float] | str:
-        if path not in speech_cache:
-            try:
-                x, _ = load_audio(resolve(path, job.root), job.sample_rate)
-            except AudioError as exc:
-                speech_cache[path] = f"clean audio unreadable: {unreadable(path, exc)}"
-            else:
-                try:
-                    speech_cache[path] = (x, active_speech_level(x, job.sample_rate))
-                except AudioError as exc:
-                    speech_cache[path] = f"clean audio unusable: {path}: {exc}"
-        return speech_cache[path]
-
-    def noise_of(path: str) -> np.ndarray | str:
-        if path not in noise_cache:
-            try:
-                noise_cache[path] = load_audio(resolve(path, job.root), job.sample_rate)[0]
-            except AudioError as exc:
-                noise_cache[path] = f"noise audio unreadable: {unreadable(path, exc)}"
-        return noise_cache[path]
-
-    members: list[np.ndarray] = []
-    kept: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for row in job.rows.to_dict("records"):
-        sp = speech_of(row["clean_path"])
-        nz = noise_of(row["noise_path"])
-        reason = sp if isinstance(sp, str) else nz if isinstance(nz, str) else None
-        if reason is None:
-            try:
-                a, b, gains = render_pair(row, sp[0], nz, job.cfg, job.sample_rate, sp[1])
-            except AudioError as exc:
-                reason = f"pair not renderable: {row['clean_path']} + {row['noise_path']}: {exc}"
-            else:
-                if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
-                    reason = f"pair not renderable: non-finite samples from {row['clean_path']}"
-        if reason is not None:
-            skipped.append(
-                {"pair_id": int(row["pair_id"]), "utterance_id": row["utterance_id"], "reason": reason}
-            )
-            continue
-        members.append(np.stack([a, b]))
-        kept.append({**row, **gains})
-
-    audio = np.stack(members) if members else np.zeros((0, 2, seg), np.float32)
-    pcm, clipped = _to_int16(audio)
-    recipes = pd.DataFrame(kept, columns=plan_columns(job.rows) + GAIN_COLUMNS)
-    recipes = recipes.astype(job.rows.dtypes.to_dict() | {c: np.float64 for c in GAIN_COLUMNS})
-    recipes["row"] = np.arange(len(recipes), dtype=np.int64)
-
-    stem = _shard_stem(job.out_dir, job.shard)
-    with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, pcm)
-    summary = {
-        "shard": job.shard,
-        "render": _render_key(job.cfg, job.sample_rate),
-        "n_planned": len(job.rows),
-        "n_rendered": len(recipes),
-        "n_clipped_samples": clipped,
-        "skipped": skipped,
-    }
-    write_json(stem.with_suffix(".json"), summary)
-    write_parquet(stem.with_suffix(".parquet"), recipes)
-    return summary
 
 
 def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
@@ -512,7 +408,7 @@ def _finished_shard(
     out_dir: Path, shard: int, planned: pd.DataFrame, render_key: dict[str, Any], seg: int
 ) -> dict[str, Any] | None:
     """The shard's summary when its files on disk match the plan and settings, else None."""
-    stem = _shard_stem(out_dir, shard)
+    stem = shard_stem(out_dir, shard)
     parquet, meta_path = stem.with_suffix(".parquet"), stem.with_suffix(".json")
     if not (parquet.exists() and meta_path.exists()):
         return None
@@ -557,6 +453,36 @@ def _skipped_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
+def _distortion_steps(cfg: PairsConfig) -> dict[str, float]:
+    """Each distortion kind's within-one-JND step as configured (kept in index.json)."""
+    return {s.kind: float(s.step) for s in distortions.specs(cfg.distortions)}
+
+
+def _shard_jobs(
+    plan: pd.DataFrame, shards: Iterable[int], cfg: PairsConfig, sample_rate: int, root: Path, out_dir: Path
+) -> list[ShardJob]:
+    """Jobs of ``shards``: plain numpy columns and resolved paths, so a worker needs no pandas.
+
+    Columns are converted and paths resolved once for the whole plan (per shard, the string
+    columns' conversion would cost the main process more than a shard's rendering).
+    """
+    columns = {c: plan[c].to_numpy() for c in plan_columns(plan)}
+    path_columns = [c for c in ("clean_path", "noise_path", "rir_path") if c in columns]
+    resolved: dict[str, str] = {}
+    for c in path_columns:
+        for p in pd.unique(columns[c]):
+            if p and p not in resolved:
+                resolved[p] = str(resolve(p, root))
+    bounds = np.searchsorted(columns["shard"], np.arange(int(columns["shard"][-1]) + 2)) if len(plan) else [0]
+    jobs = []
+    for shard in shards:
+        sl = slice(int(bounds[shard]), int(bounds[shard + 1]))
+        rows = {c: v[sl] for c, v in columns.items()}
+        names = set().union(*(rows[c].tolist() for c in path_columns)) - {""}
+        jobs.append(ShardJob(shard, rows, cfg, sample_rate, {p: resolved[p] for p in sorted(names)}, out_dir))
+    return jobs
+
+
 def generate_pairs(
     clean_manifest: Path,
     noise_manifest: Path,
@@ -578,24 +504,26 @@ def generate_pairs(
     out_dir = Path(out_dir)
     clean = read_manifest(clean_manifest, "clean")
     noise = read_manifest(noise_manifest, "noise")
-    plan = plan_pairs(clean, noise, cfg, seed, sample_rate)
+    rirs = rir_paths(cfg, sample_rate, Path(root))
+    plan = plan_pairs(clean, noise, cfg, seed, sample_rate, rirs)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_parquet(out_dir / "plan.parquet", plan)
 
     seg = segment_samples(cfg, sample_rate)
-    key = _render_key(cfg, sample_rate)
+    key = render_key(cfg, sample_rate)
     n_shards = int(plan["shard"].max()) + 1 if len(plan) else 0
     _remove_stale_shards(out_dir, n_shards)
 
     summaries: dict[int, dict[str, Any]] = {}
-    jobs: list[ShardJob] = []
+    to_render: list[int] = []
     for shard, rows in plan.groupby("shard", sort=True):
         rows = rows.reset_index(drop=True)
         meta = _finished_shard(out_dir, int(shard), rows, key, seg)
         if meta is not None:
             summaries[int(shard)] = meta
         else:
-            jobs.append(ShardJob(int(shard), rows, cfg, sample_rate, Path(root), out_dir))
+            to_render.append(int(shard))
+    jobs = _shard_jobs(plan, to_render, cfg, sample_rate, Path(root), out_dir)
     log.info(
         "pairs: %d planned in %d shards; %d shards kept, %d to render",
         len(plan), n_shards, len(summaries), len(jobs),
@@ -622,7 +550,7 @@ def generate_pairs(
         log.warning("pairs: %d samples clipped to int16 range (lower pairs.speech_level_dbov)", clipped)
 
     write_csv(out_dir / "skipped.csv", skipped)
-    frames = [pd.read_parquet(_shard_stem(out_dir, s).with_suffix(".parquet")) for s in range(n_shards)]
+    frames = [pd.read_parquet(shard_stem(out_dir, s).with_suffix(".parquet")) for s in range(n_shards)]
     recipes = pd.concat(frames, ignore_index=True)
     if len(recipes) == 0:
         raise AudioError(f"{out_dir}: no pair could be rendered (reasons in skipped.csv)")
@@ -635,6 +563,7 @@ def generate_pairs(
         "segment_samples": seg,
         "sample_rate": int(sample_rate),
         "jnd_db": float(cfg.jnd_db),
+        "distortion_steps": _distortion_steps(cfg),
         "n_clipped_samples": clipped,
         "shards": [
             {"shard": s["shard"], "n_planned": s["n_planned"], "n_rendered": s["n_rendered"]}
@@ -642,7 +571,7 @@ def generate_pairs(
         ],
     }
     write_json(out_dir / "index.json", index)
-    return PairSet(out_dir, recipes, seg, int(sample_rate), float(cfg.jnd_db))
+    return PairSet(out_dir, recipes, seg, int(sample_rate), float(cfg.jnd_db), _distortion_steps(cfg))
 
 
 # ---------------------------------------------------------------- reading
@@ -662,6 +591,7 @@ class PairSet:
         segment_samples: int,
         sample_rate: int,
         jnd_db: float,
+        distortion_steps: Mapping[str, float] | None = None,
     ) -> None:
         require_columns(recipes, PLAN_COLUMNS + ["row"], f"{out_dir}/pairs.parquet")
         self.out_dir = Path(out_dir)
@@ -671,12 +601,19 @@ class PairSet:
         self.jnd_db = float(jnd_db)
         self._shard = self.recipes["shard"].to_numpy(np.int64)
         self._row = self.recipes["row"].to_numpy(np.int64)
-        # Integer codes make the B x B comparisons in positives_mask cheap.
-        self._utt = pd.factorize(self.recipes["utterance_id"])[0]
-        self._noise = pd.factorize(self.recipes["noise_id"])[0]
-        self._noise_offset = self.recipes["noise_offset"].to_numpy(np.int64)
-        self._crop_offset = self.recipes["crop_offset"].to_numpy(np.int64)
-        self._snr_a = self.recipes["snr_a"].to_numpy(np.float64)
+        self.distortion_steps = dict(distortion_steps or distortions.DEFAULT_STEPS)
+        # The columns same_percept compares; strings as integer codes, so the B x B
+        # comparisons in positives_mask are cheap.
+        self._percept: dict[str, np.ndarray] = {}
+        for c in ("snr_a", "dist_param_a"):
+            if c in self.recipes:
+                self._percept[c] = self.recipes[c].to_numpy(np.float64)
+        for c in _SEGMENT_KEYS + _REALISATION_KEYS:
+            if c in self.recipes and c != "distortion":
+                col = self.recipes[c]
+                self._percept[c] = col.to_numpy(np.int64) if col.dtype.kind in "iu" else pd.factorize(col)[0]
+        if "distortion" in self.recipes:
+            self._percept["distortion"] = self.recipes["distortion"].to_numpy(dtype=object)
         self._maps: dict[int, np.ndarray] = {}
 
     @property
@@ -696,7 +633,7 @@ class PairSet:
     def _shard_array(self, shard: int) -> np.ndarray:
         arr = self._maps.get(shard)
         if arr is None:
-            arr = np.load(_shard_stem(self.out_dir, shard).with_suffix(".npy"), mmap_mode="r")
+            arr = np.load(shard_stem(self.out_dir, shard).with_suffix(".npy"), mmap_mode="r")
             self._maps[shard] = arr
         return arr
 
@@ -711,28 +648,19 @@ class PairSet:
     def positives_mask(self, idx: np.ndarray) -> np.ndarray:
         """``[B, B]`` bool: which pairs of a batch are within one JND of each other.
 
-        Two pairs count as perceptually identical when they share utterance, crop, noise file
-        and noise offset and their a-member SNRs satisfy :func:`within_jnd`. The diagonal is
-        True. The pretraining loss uses this to keep such pairs out of the negatives.
+        The rule is :func:`same_percept` on the pairs' recipes (same utterance segment, a-member
+        SNRs within one JND, same distortion kind and realisation with parameters within its
+        step). The diagonal is True. The pretraining loss uses this to keep such pairs out of
+        the negatives.
         """
         idx = np.asarray(idx, dtype=np.int64)
         if idx.ndim != 1:
             raise IndexError(f"positives_mask: expected a 1-D index array, got shape {idx.shape}")
         if idx.size and (idx.min() < 0 or idx.max() >= self.n):
             raise IndexError(f"positives_mask: index out of range for {self.n} pairs")
-
-        def same(v: np.ndarray) -> np.ndarray:
-            col = v[idx]
-            return col[:, None] == col[None, :]
-
-        snr = self._snr_a[idx]
-        return (
-            same(self._utt)
-            & same(self._crop_offset)
-            & same(self._noise)
-            & same(self._noise_offset)
-            & within_jnd(snr[:, None], snr[None, :], self.jnd_db)
-        )
+        rows = {c: v[idx][:, None] for c, v in self._percept.items()}
+        cols = {c: v[idx][None, :] for c, v in self._percept.items()}
+        return same_percept(rows, cols, self.jnd_db, self.distortion_steps)
 
 
 def load_pairs(out_dir: Path) -> PairSet:
@@ -748,7 +676,10 @@ def load_pairs(out_dir: Path) -> PairSet:
         raise ManifestError(f"{out_dir}: pair set not readable ({exc})") from exc
     if len(recipes) != index.get("n_pairs"):
         raise ManifestError(f"{recipes_path}: {len(recipes)} rows but index.json says {index.get('n_pairs')}")
-    return PairSet(out_dir, recipes, index["segment_samples"], index["sample_rate"], index["jnd_db"])
+    return PairSet(
+        out_dir, recipes, index["segment_samples"], index["sample_rate"], index["jnd_db"],
+        index.get("distortion_steps"),
+    )
 
 
 __all__ = [
@@ -756,6 +687,7 @@ __all__ = [
     "DISTORTION_COLUMNS",
     "PLAN_COLUMNS",
     "PairSet",
+    "ShardJob",
     "crop",
     "generate_pairs",
     "load_pairs",
@@ -763,6 +695,9 @@ __all__ = [
     "plan_columns",
     "plan_pairs",
     "render_pair",
+    "render_shard",
+    "rir_paths",
+    "same_percept",
     "segment_samples",
     "utterance_seed",
     "within_jnd",

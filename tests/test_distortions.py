@@ -22,7 +22,7 @@ from jsqa.config import (
     ReverbConfig,
     params_from_dict,
 )
-from jsqa.errors import ConfigError
+from jsqa.errors import AudioError, ConfigError
 from jsqa.levels import active_speech_level
 from jsqa.pairs import (
     DISTORTION_COLUMNS,
@@ -260,8 +260,86 @@ def test_distorted_pair_sets_are_bit_identical_across_workers(distorted_corpus: 
         nz, _ = load_audio(distorted_corpus / rec["noise_path"], SR)
         a, b, _ = render_pair(rec, sp, nz, cfg, SR)
         assert np.max(np.abs(ps[i] - np.stack([a, b]))) <= 1.0 / 32768 + 1e-7
+    # In-batch positives never pair a clean with a distorted recipe, nor two kinds.
+    kinds = ps.recipes["distortion"].to_numpy()
+    m = ps.positives_mask(np.arange(ps.n))
+    assert not (m & (kinds[:, None] != kinds[None, :])).any()
+    assert ps.distortion_steps == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01}
     # Turning distortions off again re-renders: distorted shards are not kept as noise-only.
     plain = generate_pairs(distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", CFG, 21,
                            outs[0], SR, distorted_corpus)
     assert list(plain.recipes.columns[: len(PLAN_COLUMNS)]) == PLAN_COLUMNS
     assert "distortion" not in plain.recipes.columns
+
+
+# ---------------------------------------------------------------- measured room responses
+
+
+def write_rirs(folder: Path, rt60s: list[float]) -> list[Path]:
+    """Decaying-noise room responses at 8 kHz (so loading them resamples) as WAV files."""
+    from jsqa.audio import write_audio
+
+    paths = []
+    for i, rt60 in enumerate(rt60s):
+        h = D.synthetic_rir(rt60, 8000, seed=100 + i)
+        paths.append(folder / f"room{i}.wav")
+        write_audio(paths[-1], 0.9 * h / np.max(np.abs(h)), 8000, subtype="FLOAT")
+    return paths
+
+
+def test_user_rir_folder_is_used_and_recorded(distorted_corpus: Path, tmp_path: Path) -> None:
+    from jsqa.audio import load_audio
+
+    write_rirs(distorted_corpus / "rirs", [0.3, 0.6])
+    reverb = ReverbConfig(prob=1.0, rir_folder="rirs")
+    cfg = dataclasses.replace(CFG, clean_anchor_prob=0.0, distortions=DistortionsConfig(reverb=reverb), workers=2)
+    args = (distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet")
+    ps = generate_pairs(*args, cfg, 5, tmp_path / "out", SR, distorted_corpus)
+    r = ps.recipes
+    assert (r["distortion"] == "reverb").all()
+    # Each pair names the response it used, chosen by its seed; both rooms are used.
+    assert set(r["rir_path"]) == {"rirs/room0.wav", "rirs/room1.wav"}
+    assert (r["rir_path"] == np.array(["rirs/room0.wav", "rirs/room1.wav"])[r["dist_seed"] % 2]).all()
+    for i in range(ps.n):
+        rec = r.iloc[i]
+        sp, _ = load_audio(distorted_corpus / rec["clean_path"], SR)
+        nz, _ = load_audio(distorted_corpus / rec["noise_path"], SR)
+        rir = D.load_rir(distorted_corpus / rec["rir_path"], SR)
+        a, b, _ = render_pair(rec, sp, nz, cfg, SR, rir=rir)
+        assert np.max(np.abs(ps[i] - np.stack([a, b]))) <= 1.0 / 32768 + 1e-7
+    # The measured rooms, not synthetic ones, made the audio.
+    rec = r.iloc[0]
+    sp, _ = load_audio(distorted_corpus / rec["clean_path"], SR)
+    nz, _ = load_audio(distorted_corpus / rec["noise_path"], SR)
+    synthetic, _, _ = render_pair(rec.drop("rir_path"), sp, nz, cfg, SR)
+    assert np.max(np.abs(ps[0][0] - synthetic)) > 1e-3
+    # Without the response at hand a recipe that names one cannot be rebuilt.
+    with pytest.raises(AudioError, match="room0|room1"):
+        render_pair(rec, sp, nz, cfg, SR)
+
+
+def test_bad_rir_folder_fails_with_its_name(distorted_corpus: Path, tmp_path: Path) -> None:
+    args = (distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet")
+
+    def run(folder: str) -> None:
+        reverb = ReverbConfig(prob=0.5, rir_folder=folder)
+        cfg = dataclasses.replace(CFG, distortions=DistortionsConfig(reverb=reverb), workers=1)
+        generate_pairs(*args, cfg, 5, tmp_path / "out", SR, distorted_corpus)
+
+    with pytest.raises(ConfigError, match="rir_folder.*no-such"):
+        run("no-such")
+    (distorted_corpus / "empty-rirs").mkdir()
+    with pytest.raises(ConfigError, match="no .wav or .flac"):
+        run("empty-rirs")
+    bad = distorted_corpus / "bad-rirs"
+    write_rirs(bad, [0.4])
+    (bad / "broken.wav").write_bytes(b"RIFF0000WAVEnot audio")
+    with pytest.raises(AudioError, match="broken.wav"):
+        run("bad-rirs")
+    flat = distorted_corpus / "flat-rirs"
+    flat.mkdir()
+    from jsqa.audio import write_audio
+
+    write_audio(flat / "flat.wav", np.full(10, 0.5), SR)  # too short to decay 25 dB: not a room response
+    with pytest.raises(AudioError, match="flat.wav.*not a usable room response"):
+        run("flat-rirs")

@@ -391,3 +391,32 @@ def test_positives_mask_on_generated_pairs(rendered: Path) -> None:
     snr = r["snr_a"].to_numpy()
     # Pairs of one utterance share their segment, so the JND rule alone decides.
     assert np.array_equal(m, same_utt & within_jnd(snr[:, None], snr[None, :], CFG.jnd_db))
+
+
+def test_positives_mask_accounts_for_distortions(tmp_path: Path) -> None:
+    # One segment, SNRs all within one JND; only the distortion differs.
+    kinds = ["none", "lowpass", "lowpass", "lowpass", "lowpass", "packet_loss", "packet_loss"]
+    params = [0.0, 3000.0, 3100.0, 3300.0, 3000.0, 0.05, 0.055]
+    seeds = [0, 7, 7, 7, 8, 7, 7]
+    n = len(kinds)
+    rec = pd.DataFrame(
+        {
+            "pair_id": range(n), "utterance_id": "u0", "speaker": "s", "clean_path": "c.wav",
+            "noise_id": "n0", "noise_path": "n.wav", "noise_offset": 5, "crop_offset": 0,
+            "snr_a": [10.0, 10.5, 11.0, 10.0, 10.0, 12.0, 11.0], "snr_b": 0.0, "seed": 1, "shard": 0,
+            "distortion": kinds, "dist_param_a": params, "dist_param_b": params, "dist_seed": seeds,
+            "rir_path": "", "row": range(n),
+        }
+    )
+    ps = PairSet(tmp_path, rec, T, SR, 3.0, {"lowpass": 0.05, "packet_loss": 0.01})
+    m = ps.positives_mask(np.arange(n))
+    assert np.array_equal(m, m.T) and m.diagonal().all()
+    # Clean vs distorted is never within one JND, whatever the SNRs.
+    assert not m[0, 1:].any()
+    # Lowpass 3000 vs 3100 Hz is within the 5% step; 3300 Hz (10%) is not; nor another seed.
+    assert m[1, 2] and not m[1, 3] and not m[1, 4]
+    # Packet loss 5% vs 5.5% is within its 1-point step; a different kind is not.
+    assert m[5, 6] and not m[1, 5]
+    # A tighter configured step is honoured: 3000 vs 3100 Hz is 3.3% apart.
+    tight = PairSet(tmp_path, rec, T, SR, 3.0, {"lowpass": 0.02, "packet_loss": 0.01})
+    assert not tight.positives_mask(np.array([1, 2]))[0, 1]

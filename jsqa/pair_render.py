@@ -1,0 +1,353 @@
+"""Rendering planned JND pairs into shards: the worker side of :mod:`jsqa.pairs`.
+
+Pool workers import this module (and so everything it imports) once per process, and its
+import time is CPU time of every run: it must stay light. Only numpy, soundfile, pyarrow
+and light jsqa modules are imported here; pandas and scipy are not (scipy is imported
+lazily by the distortions that need it).
+
+Rendering draws nothing: every random choice is in the recipe (:func:`jsqa.pairs.plan_pairs`).
+Members are mixed in float32 at int16 scale and rounded once, so the stored samples are
+the float render of :func:`render_pair` rounded to the nearest int16 step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jsqa import distortions
+from jsqa.audio import load_audio
+from jsqa.config import PairsConfig
+from jsqa.errors import AudioError
+from jsqa.io import atomic_path, write_json
+from jsqa.levels import active_speech_level, noise_gain, rms_db
+
+# Columns decided by the plan (compared on resume) and added by rendering.
+PLAN_COLUMNS = [
+    "pair_id",
+    "utterance_id",
+    "speaker",
+    "clean_path",
+    "noise_id",
+    "noise_path",
+    "noise_offset",
+    "crop_offset",
+    "snr_a",
+    "snr_b",
+    "seed",
+    "shard",
+]
+# Planned too, but only present when some distortion is enabled. rir_path: the measured room
+# response of a reverb pair ("" when synthetic or not reverb).
+DISTORTION_COLUMNS = ["distortion", "dist_param_a", "dist_param_b", "dist_seed", "rir_path"]
+GAIN_COLUMNS = ["speech_gain", "noise_gain_a", "noise_gain_b"]
+
+# Bump when rendering changes in a way the plan does not show, so old shards are redone.
+# 2: float32 mixing at int16 scale, activity decided per 1 ms block in the speech level.
+RENDER_FORMAT = 2
+INT16_SCALE = 32768.0
+_INT16_MIN, _INT16_MAX = -32768.0, 32767.0
+
+
+def segment_samples(cfg: PairsConfig, sample_rate: int) -> int:
+    """Length in samples of each pair member."""
+    return int(round(cfg.segment_seconds * sample_rate))
+
+
+def crop(x: np.ndarray, offset: int, length: int) -> np.ndarray:
+    """``x[offset:offset + length]``, zero-padded at the end when ``x`` runs out."""
+    part = x[offset : offset + length]
+    if part.size == length:
+        return part
+    out = np.zeros(length, dtype=x.dtype)
+    out[: part.size] = part
+    return out
+
+
+def loop_segment(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
+    """``length`` samples of ``noise`` from ``offset``, wrapping round (noise loops)."""
+    if noise.size == 0:
+        raise AudioError("loop_segment: noise is empty")
+    offset %= noise.size
+    if offset + length <= noise.size:
+        return noise[offset : offset + length]
+    return noise[(offset + np.arange(length)) % noise.size]
+
+
+def _mix_group(
+    rows: Mapping[str, Any],
+    sel: slice | np.ndarray,
+    clean_seg: np.ndarray,
+    noise_seg: np.ndarray,
+    speech_gain: float,
+    cfg: PairsConfig,
+    sample_rate: int,
+    rirs: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Members of the pairs ``rows[...][sel]`` that share one clean and one noise segment.
+
+    Returns float32 ``[k, 2, seg]`` at int16 scale (not rounded) and the noise gains ``[k, 2]``.
+    Raises AudioError for a noise segment of zero energy.
+    """
+    noise_db = rms_db(noise_seg)
+    if noise_db == -math.inf:
+        raise AudioError("noise segment has zero energy")
+    snrs = np.stack([np.asarray(rows["snr_a"][sel], np.float64), np.asarray(rows["snr_b"][sel], np.float64)], 1)
+    gains = noise_gain(cfg.speech_level_dbov, snrs, noise_db)
+    scaled = (gains * INT16_SCALE).astype(np.float32)
+    buf = np.multiply(scaled[:, :, None], noise_seg.astype(np.float32, copy=False)[None, None, :])
+    # The clean part once per group and in float64, so a clean member is exactly the scaled
+    # speech rounded to float32.
+    buf += (clean_seg.astype(np.float64) * (speech_gain * INT16_SCALE)).astype(np.float32)
+    if "distortion" in rows:
+        kinds = rows["distortion"][sel]
+        for i in np.flatnonzero(kinds != distortions.NONE):
+            kind = str(kinds[i])
+            seed = int(rows["dist_seed"][sel][i])
+            rir_path = str(rows["rir_path"][sel][i]) if "rir_path" in rows else ""
+            rir = rirs[rir_path] if rir_path else None
+            for m, col in enumerate(("dist_param_a", "dist_param_b")):
+                member = buf[i, m] * np.float32(1.0 / INT16_SCALE)
+                y = distortions.apply(kind, member, float(rows[col][sel][i]), sample_rate, seed, rir)
+                buf[i, m] = y * np.float32(INT16_SCALE)
+    return buf, gains
+
+
+def render_pair(
+    recipe_row: Mapping[str, Any],
+    speech: np.ndarray,
+    noise: np.ndarray,
+    cfg: PairsConfig,
+    sample_rate: int,
+    speech_level_db: float | None = None,
+    rir: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Render one pair from its recipe: no randomness.
+
+    The whole utterance ``speech`` is scaled to ``cfg.speech_level_dbov`` active level
+    (``speech_level_db`` may pass its already measured level), then cropped; the noise
+    segment is taken at ``noise_offset`` (looping) and mixed at ``snr_a`` and ``snr_b``
+    against that level. Returns (member a, member b) as float32 of the segment length and
+    the gains {speech_gain, noise_gain_a, noise_gain_b}. Raises AudioError for silent speech
+    or a noise segment of zero energy. Shards store exactly these members rounded to int16.
+
+    A recipe with a ``distortion`` other than "none" then gets it applied to each member with
+    its own parameter (``dist_param_a`` / ``dist_param_b``) and the shared ``dist_seed``;
+    ``rir`` is the measured room response the recipe's ``rir_path`` names (reverb only).
+    """
+    seg = segment_samples(cfg, sample_rate)
+    speech = np.asarray(speech)
+    level = active_speech_level(speech, sample_rate) if speech_level_db is None else speech_level_db
+    speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
+    clean_seg = crop(speech, int(recipe_row["crop_offset"]), seg)
+    noise_seg = loop_segment(np.asarray(noise), int(recipe_row["noise_offset"]), seg)
+    cols = ["snr_a", "snr_b"]
+    if str(recipe_row.get("distortion", distortions.NONE)) != distortions.NONE:
+        cols += ["distortion", "dist_param_a", "dist_param_b", "dist_seed", "rir_path"]
+    rows = {c: np.array([recipe_row[c] if c != "rir_path" else recipe_row.get(c, "")]) for c in cols}
+    rir_path = str(rows["rir_path"][0]) if "rir_path" in rows else ""
+    if rir_path and rir is None:
+        raise AudioError(f"render_pair: recipe uses room response {rir_path}; pass it as rir")
+    rirs = {rir_path: rir} if rir_path else {}
+    buf, gains = _mix_group(rows, slice(0, 1), clean_seg, noise_seg, speech_gain, cfg, sample_rate, rirs)
+    a, b = buf[0] * np.float32(1.0 / INT16_SCALE)
+    return a, b, {"speech_gain": speech_gain, "noise_gain_a": float(gains[0, 0]), "noise_gain_b": float(gains[0, 1])}
+
+
+# ---------------------------------------------------------------- shards
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to render: its planned rows (column name -> numpy array, in pair order),
+    the audio files they name (manifest path -> path to read) and where the shard goes."""
+
+    shard: int
+    rows: dict[str, np.ndarray]
+    cfg: PairsConfig
+    sample_rate: int
+    sources: dict[str, str]
+    out_dir: Path
+
+    @property
+    def n_rows(self) -> int:
+        """Number of planned pairs in the shard."""
+        return len(self.rows["pair_id"])
+
+
+def shard_stem(out_dir: Path, shard: int) -> Path:
+    """``out_dir/shard-NNNNN`` (add .npy, .json or .parquet)."""
+    return Path(out_dir) / f"shard-{shard:05d}"
+
+
+def render_key(cfg: PairsConfig, sample_rate: int) -> dict[str, Any]:
+    """Settings that change the audio without changing the plan."""
+    return {
+        "format": RENDER_FORMAT,
+        "sample_rate": int(sample_rate),
+        "segment_samples": segment_samples(cfg, sample_rate),
+        "speech_level_dbov": float(cfg.speech_level_dbov),
+    }
+
+
+def _quantise_into(buf: np.ndarray, out: np.ndarray) -> int | None:
+    """Round ``buf`` (int16 scale) into ``out``; the count of clipped samples, None if not finite."""
+    np.rint(buf, out=buf)
+    lo, hi = float(buf.min()), float(buf.max())
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    clipped = 0
+    # A full count and clip only when some sample is out of range (rare at -26 dBov).
+    if lo < _INT16_MIN or hi > _INT16_MAX:
+        clipped = int(np.count_nonzero((buf < _INT16_MIN) | (buf > _INT16_MAX)))
+        np.clip(buf, _INT16_MIN, _INT16_MAX, out=buf)
+    out[...] = buf
+    return clipped
+
+
+def _groups(rows: Mapping[str, np.ndarray]) -> list[tuple[int, int]]:
+    """[start, end) runs of consecutive rows sharing clean file, crop, noise file and offset."""
+    n = len(rows["pair_id"])
+    if n == 0:
+        return []
+    keys = ("clean_path", "crop_offset", "noise_path", "noise_offset")
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    for k in keys:
+        v = rows[k]
+        change[1:] |= v[1:] != v[:-1]
+    starts = np.flatnonzero(change).tolist()
+    return list(zip(starts, starts[1:] + [n]))
+
+
+@functools.lru_cache(maxsize=4)
+def _rir_cache(path: str, sample_rate: int) -> np.ndarray:
+    # A worker renders many shards: each room response is read once per process.
+    return distortions.load_rir(path, sample_rate)
+
+
+def render_shard(job: ShardJob) -> dict[str, Any]:
+    """Render one shard and write its .npy, .json and (last) .parquet; return its summary.
+
+    Pairs whose clean or noise audio is unreadable or silent are left out and listed in
+    the summary's ``skipped``; an unusable room response is an error (a broken setting).
+    """
+    rows, cfg, sr = job.rows, job.cfg, job.sample_rate
+    seg = segment_samples(cfg, sr)
+    pcm = np.empty((job.n_rows, 2, seg), dtype=np.int16)
+    gains = np.empty((job.n_rows, 3), dtype=np.float64)
+    kept = np.zeros(job.n_rows, dtype=bool)
+    skipped: list[dict[str, Any]] = []
+    clipped = 0
+    rirs: dict[str, np.ndarray] = {}
+    if "rir_path" in rows:
+        for p in sorted({str(p) for p in rows["rir_path"] if p}):
+            rirs[p] = _rir_cache(job.sources[p], sr)
+
+    def unreadable(path: str, exc: AudioError) -> str:
+        # Name the file as the manifest does, so skipped.csv does not depend on the checkout.
+        return str(exc).replace(job.sources[path], path)
+
+    # Rows of one utterance are consecutive: only the current speech is kept in memory.
+    speech_path: str | None = None
+    speech: tuple[np.ndarray, float] | str = ""
+    noise_cache: dict[str, np.ndarray | str] = {}
+    n_out = 0
+    for start, end in _groups(rows):
+        clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
+        if clean_path != speech_path:
+            speech_path = clean_path
+            try:
+                x = load_audio(job.sources[clean_path], sr)[0]
+            except AudioError as exc:
+                speech = f"clean audio unreadable: {unreadable(clean_path, exc)}"
+            else:
+                try:
+                    speech = (x, active_speech_level(x, sr))
+                except AudioError as exc:
+                    speech = f"clean audio unusable: {clean_path}: {exc}"
+        if noise_path not in noise_cache:
+            try:
+                noise_cache[noise_path] = load_audio(job.sources[noise_path], sr)[0]
+            except AudioError as exc:
+                noise_cache[noise_path] = f"noise audio unreadable: {unreadable(noise_path, exc)}"
+        noise = noise_cache[noise_path]
+        reason = speech if isinstance(speech, str) else noise if isinstance(noise, str) else None
+        if reason is None:
+            x, level = speech
+            speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
+            try:
+                buf, noise_gains = _mix_group(
+                    rows, slice(start, end), crop(x, int(rows["crop_offset"][start]), seg),
+                    loop_segment(noise, int(rows["noise_offset"][start]), seg), speech_gain, cfg, sr, rirs,
+                )
+            except AudioError as exc:
+                reason = f"pair not renderable: {clean_path} + {noise_path}: {exc}"
+            else:
+                k = end - start
+                n_clip = _quantise_into(buf, pcm[n_out : n_out + k])
+                if n_clip is None:
+                    reason = f"pair not renderable: non-finite samples from {clean_path}"
+                else:
+                    clipped += n_clip
+                    gains[start:end, 0] = speech_gain
+                    gains[start:end, 1:] = noise_gains
+                    kept[start:end] = True
+                    n_out += k
+        if reason is not None:
+            skipped.extend(
+                {"pair_id": int(rows["pair_id"][i]), "utterance_id": str(rows["utterance_id"][i]), "reason": reason}
+                for i in range(start, end)
+            )
+
+    stem = shard_stem(job.out_dir, job.shard)
+    with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, pcm[:n_out])
+    summary = {
+        "shard": job.shard,
+        "render": render_key(cfg, sr),
+        "n_planned": job.n_rows,
+        "n_rendered": n_out,
+        "n_clipped_samples": clipped,
+        "skipped": skipped,
+    }
+    write_json(stem.with_suffix(".json"), summary)
+    _write_recipes(stem.with_suffix(".parquet"), rows, kept, gains)
+    return summary
+
+
+def _write_recipes(path: Path, rows: Mapping[str, np.ndarray], kept: np.ndarray, gains: np.ndarray) -> None:
+    """The shard's kept recipes with their gains and ``row`` (position in the .npy), as parquet."""
+    import pyarrow as pa  # light next to pandas; only this function needs it
+    import pyarrow.parquet as pq
+
+    cols: dict[str, Any] = {c: rows[c][kept] for c in rows}
+    for j, c in enumerate(GAIN_COLUMNS):
+        cols[c] = gains[kept, j]
+    cols["row"] = np.arange(int(kept.sum()), dtype=np.int64)
+    table = pa.table({c: pa.array(v) for c, v in cols.items()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+__all__ = [
+    "DISTORTION_COLUMNS",
+    "GAIN_COLUMNS",
+    "INT16_SCALE",
+    "PLAN_COLUMNS",
+    "RENDER_FORMAT",
+    "ShardJob",
+    "crop",
+    "loop_segment",
+    "render_key",
+    "render_pair",
+    "render_shard",
+    "segment_samples",
+    "shard_stem",
+]
