@@ -42,10 +42,10 @@ CHUNK_TIME_CONSTANTS = 500.0
 
 def rms_db(x: np.ndarray) -> float:
     """RMS level of ``x`` in dBov; ``-inf`` for an all-zero signal."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
     if x.size == 0:
         raise AudioError("rms_db: signal is empty (0 samples)")
-    ms = float(np.mean(x * x))
+    ms = float(np.add.reduce(np.square(x, dtype=np.float64), axis=None)) / x.size
     return 10.0 * math.log10(ms) if ms > 0.0 else -math.inf
 
 

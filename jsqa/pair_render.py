@@ -1,9 +1,9 @@
 """Rendering planned JND pairs into shards: the worker side of :mod:`jsqa.pairs`.
 
-Pool workers import this module (and so everything it imports) once per process, and its
-import time is CPU time of every run: it must stay light. Only numpy, soundfile, pyarrow
-and light jsqa modules are imported here; pandas and scipy are not (scipy is imported
-lazily by the distortions that need it).
+Pool workers fork from a server that imports this module (and so everything it imports)
+once, and that import is CPU time of every run: it must stay light. Only numpy, soundfile,
+pyarrow and light jsqa modules are imported here; pandas and scipy are not (scipy is
+imported lazily by the distortions that need it).
 
 Rendering draws nothing: every random choice is in the recipe (:func:`jsqa.pairs.plan_pairs`).
 Members are mixed in float32 at int16 scale and rounded once, so the stored samples are
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa  # imported here so the forkserver pays it once, not every worker
+import pyarrow.parquet as pq
 
 from jsqa import distortions
 from jsqa.audio import load_audio
@@ -89,10 +91,11 @@ def _mix_group(
     cfg: PairsConfig,
     sample_rate: int,
     rirs: Mapping[str, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Members of the pairs ``rows[...][sel]`` that share one clean and one noise segment.
 
-    Returns float32 ``[k, 2, seg]`` at int16 scale (not rounded) and the noise gains ``[k, 2]``.
+    Returns float32 ``[k, 2, seg]`` at int16 scale (not rounded), the noise gains ``[k, 2]``
+    and a bound on the members' absolute values (inf when a distortion makes it unknown).
     Raises AudioError for a noise segment of zero energy.
     """
     noise_db = rms_db(noise_seg)
@@ -101,11 +104,16 @@ def _mix_group(
     snrs = np.stack([np.asarray(rows["snr_a"][sel], np.float64), np.asarray(rows["snr_b"][sel], np.float64)], 1)
     gains = noise_gain(cfg.speech_level_dbov, snrs, noise_db)
     scaled = (gains * INT16_SCALE).astype(np.float32)
-    buf = np.multiply(scaled[:, :, None], noise_seg.astype(np.float32, copy=False)[None, None, :])
+    noise32 = noise_seg.astype(np.float32, copy=False)
+    buf = np.multiply(scaled[:, :, None], noise32[None, None, :])
     # The clean part once per group and in float64, so a clean member is exactly the scaled
     # speech rounded to float32.
-    buf += (clean_seg.astype(np.float64) * (speech_gain * INT16_SCALE)).astype(np.float32)
-    if "distortion" in rows:
+    clean32 = (clean_seg.astype(np.float64) * (speech_gain * INT16_SCALE)).astype(np.float32)
+    buf += clean32
+    # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
+    bound = float(np.abs(clean32).max()) + float(scaled.max()) * float(np.abs(noise32).max()) + 1.0
+    if "distortion" in rows and np.any(rows["distortion"][sel] != distortions.NONE):
+        bound = math.inf
         kinds = rows["distortion"][sel]
         for i in np.flatnonzero(kinds != distortions.NONE):
             kind = str(kinds[i])
@@ -116,7 +124,7 @@ def _mix_group(
                 member = buf[i, m] * np.float32(1.0 / INT16_SCALE)
                 y = distortions.apply(kind, member, float(rows[col][sel][i]), sample_rate, seed, rir)
                 buf[i, m] = y * np.float32(INT16_SCALE)
-    return buf, gains
+    return buf, gains, bound
 
 
 def render_pair(
@@ -155,7 +163,7 @@ def render_pair(
     if rir_path and rir is None:
         raise AudioError(f"render_pair: recipe uses room response {rir_path}; pass it as rir")
     rirs = {rir_path: rir} if rir_path else {}
-    buf, gains = _mix_group(rows, slice(0, 1), clean_seg, noise_seg, speech_gain, cfg, sample_rate, rirs)
+    buf, gains, _ = _mix_group(rows, slice(0, 1), clean_seg, noise_seg, speech_gain, cfg, sample_rate, rirs)
     a, b = buf[0] * np.float32(1.0 / INT16_SCALE)
     return a, b, {"speech_gain": speech_gain, "noise_gain_a": float(gains[0, 0]), "noise_gain_b": float(gains[0, 1])}
 
@@ -196,9 +204,15 @@ def render_key(cfg: PairsConfig, sample_rate: int) -> dict[str, Any]:
     }
 
 
-def _quantise_into(buf: np.ndarray, out: np.ndarray) -> int | None:
-    """Round ``buf`` (int16 scale) into ``out``; the count of clipped samples, None if not finite."""
+def _quantise_into(buf: np.ndarray, out: np.ndarray, bound: float = math.inf) -> int | None:
+    """Round ``buf`` (int16 scale) into ``out``; the count of clipped samples, None if not finite.
+
+    ``bound`` (a known bound on ``|buf|``) below the int16 range skips the range scan.
+    """
     np.rint(buf, out=buf)
+    if bound < _INT16_MAX:
+        out[...] = buf
+        return 0
     lo, hi = float(buf.min()), float(buf.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return None
@@ -283,7 +297,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
             x, level = speech
             speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
             try:
-                buf, noise_gains = _mix_group(
+                buf, noise_gains, bound = _mix_group(
                     rows, slice(start, end), crop(x, int(rows["crop_offset"][start]), seg),
                     loop_segment(noise, int(rows["noise_offset"][start]), seg), speech_gain, cfg, sr, rirs,
                 )
@@ -291,7 +305,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
                 reason = f"pair not renderable: {clean_path} + {noise_path}: {exc}"
             else:
                 k = end - start
-                n_clip = _quantise_into(buf, pcm[n_out : n_out + k])
+                n_clip = _quantise_into(buf, pcm[n_out : n_out + k], bound)
                 if n_clip is None:
                     reason = f"pair not renderable: non-finite samples from {clean_path}"
                 else:
@@ -324,9 +338,6 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
 
 def _write_recipes(path: Path, rows: Mapping[str, np.ndarray], kept: np.ndarray, gains: np.ndarray) -> None:
     """The shard's kept recipes with their gains and ``row`` (position in the .npy), as parquet."""
-    import pyarrow as pa  # light next to pandas; only this function needs it
-    import pyarrow.parquet as pq
-
     cols: dict[str, Any] = {c: rows[c][kept] for c in rows}
     for j, c in enumerate(GAIN_COLUMNS):
         cols[c] = gains[kept, j]

@@ -373,7 +373,8 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     starting workers is cheap; that module avoids pandas and scipy, whose imports alone
     would cost more CPU than rendering a small corpus."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([render_shard.__module__])
+    # "__main__" as well (the default list): else every worker re-runs the main script.
+    ctx.set_forkserver_preload(["__main__", render_shard.__module__])
     return ctx
 
 
