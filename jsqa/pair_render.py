@@ -28,7 +28,7 @@ from jsqa.audio import load_audio
 from jsqa.config import PairsConfig
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
-from jsqa.levels import active_speech_level, noise_gain, rms_db
+from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db
 
 # Columns decided by the plan (compared on resume) and added by rendering.
 PLAN_COLUMNS = [
@@ -240,9 +240,10 @@ def _groups(rows: Mapping[str, np.ndarray]) -> list[tuple[int, int]]:
     return list(zip(starts, starts[1:] + [n]))
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=64)
 def _rir_cache(path: str, sample_rate: int) -> np.ndarray:
-    # A worker renders many shards: each room response is read once per process.
+    # A worker renders many shards: a room response is read once per process (up to 64 of
+    # them, ~100 kB each, so memory stays bounded whatever the folder holds).
     return distortions.load_rir(path, sample_rate)
 
 
@@ -268,33 +269,32 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         # Name the file as the manifest does, so skipped.csv does not depend on the checkout.
         return str(exc).replace(job.sources[path], path)
 
-    # Rows of one utterance are consecutive: only the current speech is kept in memory.
-    speech_path: str | None = None
-    speech: tuple[np.ndarray, float] | str = ""
+    # The shard's utterances are decoded first and their levels measured together (far
+    # fewer numpy calls than one by one); a shard bounds how many are held at once.
+    speech: dict[str, tuple[np.ndarray, float] | str] = {}
+    decoded: list[tuple[str, np.ndarray]] = []
+    for path in dict.fromkeys(rows["clean_path"].tolist()):
+        try:
+            decoded.append((path, load_audio(job.sources[path], sr)[0]))
+        except AudioError as exc:
+            speech[path] = f"clean audio unreadable: {unreadable(path, exc)}"
+    for (path, x), level in zip(decoded, active_speech_levels([x for _, x in decoded], sr)):
+        speech[path] = f"clean audio unusable: {path}: {level}" if isinstance(level, str) else (x, level)
+    del decoded
+
     noise_cache: dict[str, np.ndarray | str] = {}
     n_out = 0
     for start, end in _groups(rows):
         clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
-        if clean_path != speech_path:
-            speech_path = clean_path
-            try:
-                x = load_audio(job.sources[clean_path], sr)[0]
-            except AudioError as exc:
-                speech = f"clean audio unreadable: {unreadable(clean_path, exc)}"
-            else:
-                try:
-                    speech = (x, active_speech_level(x, sr))
-                except AudioError as exc:
-                    speech = f"clean audio unusable: {clean_path}: {exc}"
         if noise_path not in noise_cache:
             try:
                 noise_cache[noise_path] = load_audio(job.sources[noise_path], sr)[0]
             except AudioError as exc:
                 noise_cache[noise_path] = f"noise audio unreadable: {unreadable(noise_path, exc)}"
-        noise = noise_cache[noise_path]
-        reason = speech if isinstance(speech, str) else noise if isinstance(noise, str) else None
+        noise, sp = noise_cache[noise_path], speech[clean_path]
+        reason = sp if isinstance(sp, str) else noise if isinstance(noise, str) else None
         if reason is None:
-            x, level = speech
+            x, level = sp
             speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
             try:
                 buf, noise_gains, bound = _mix_group(

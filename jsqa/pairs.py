@@ -18,6 +18,8 @@ Stages:
 * :func:`plan_pairs` makes every random choice, deterministically from (seed, utterance index),
   so the plan does not depend on the number of workers or on other utterances.
 * :func:`render_pair` turns one recipe row plus audio into the two members; it draws nothing.
+  It and the shard renderer live in :mod:`jsqa.pair_render`, the light module pool workers
+  import (re-exported here).
 * :func:`generate_pairs` plans, renders shards in parallel (resumable), and writes the pair set;
   :func:`load_pairs` / :class:`PairSet` read it back for training.
 
