@@ -1,9 +1,10 @@
 """Rendering planned JND pairs into shards: the worker side of :mod:`jsqa.pairs`.
 
 Pool workers fork from a server that imports this module (and so everything it imports)
-once, and that import is CPU time of every run: it must stay light. Only numpy, soundfile,
-pyarrow and light jsqa modules are imported here; pandas and scipy are not (scipy is
-imported lazily by the distortions that need it).
+once, and that import is CPU time of every run: it must stay light. Only numpy, soundfile
+and light jsqa modules are imported here; pandas, pyarrow (which imports pandas as soon as
+it converts an array) and scipy are not (scipy is imported lazily by the distortions that
+need it). So a worker writes a shard's audio and summary; the caller writes its recipes.
 
 Rendering draws nothing: every random choice is in the recipe (:func:`jsqa.pairs.plan_pairs`).
 Members are mixed in float32 at int16 scale and rounded once, so the stored samples are
@@ -14,14 +15,14 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa  # imported here so the forkserver pays it once, not every worker
-import pyarrow.parquet as pq
 
 from jsqa import distortions
 from jsqa.audio import load_audio
@@ -189,6 +190,17 @@ class ShardJob:
         return len(self.rows["pair_id"])
 
 
+def worker_init() -> None:
+    """Initializer of pool workers. It lives here, not in :mod:`jsqa.pairs`: a worker imports
+    the initializer's module, and that one imports pandas."""
+    # Each worker renders whole shards, so any thread pool inside it would only oversubscribe.
+    # torch is loaded only if resampling needs it; limit its threads then, not import it here.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def shard_stem(out_dir: Path, shard: int) -> Path:
     """``out_dir/shard-NNNNN`` (add .npy, .json or .parquet)."""
     return Path(out_dir) / f"shard-{shard:05d}"
@@ -248,7 +260,9 @@ def _rir_cache(path: str, sample_rate: int) -> np.ndarray:
 
 
 def render_shard(job: ShardJob) -> dict[str, Any]:
-    """Render one shard and write its .npy, .json and (last) .parquet; return its summary.
+    """Render one shard and write its .npy and .json; return its summary plus ``kept`` (bool
+    per planned row) and ``gains`` (``[n_kept, 3]``, :data:`GAIN_COLUMNS`), from which the
+    caller writes the shard's recipes (:func:`jsqa.pairs.generate_pairs` does).
 
     Pairs whose clean or noise audio is unreadable or silent are left out and listed in
     the summary's ``skipped``; an unusable room response is an error (a broken setting).
@@ -332,19 +346,8 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         "skipped": skipped,
     }
     write_json(stem.with_suffix(".json"), summary)
-    _write_recipes(stem.with_suffix(".parquet"), rows, kept, gains)
-    return summary
-
-
-def _write_recipes(path: Path, rows: Mapping[str, np.ndarray], kept: np.ndarray, gains: np.ndarray) -> None:
-    """The shard's kept recipes with their gains and ``row`` (position in the .npy), as parquet."""
-    cols: dict[str, Any] = {c: rows[c][kept] for c in rows}
-    for j, c in enumerate(GAIN_COLUMNS):
-        cols[c] = gains[kept, j]
-    cols["row"] = np.arange(int(kept.sum()), dtype=np.int64)
-    table = pa.table({c: pa.array(v) for c, v in cols.items()})
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    # For the caller's recipes (.parquet, the shard's completion mark); not in the .json.
+    return {**summary, "kept": kept, "gains": gains[kept]}
 
 
 __all__ = [
@@ -361,4 +364,5 @@ __all__ = [
     "render_shard",
     "segment_samples",
     "shard_stem",
+    "worker_init",
 ]

@@ -71,6 +71,7 @@ from jsqa.pair_render import (
     render_shard,
     segment_samples,
     shard_stem,
+    worker_init,
 )
 
 log = logging.getLogger(__name__)
@@ -360,15 +361,6 @@ def rir_paths(cfg: PairsConfig, sample_rate: int, root: Path = Path(".")) -> lis
 ShardMap = Callable[[Callable[["ShardJob"], dict], list["ShardJob"]], Iterable[dict]]
 
 
-def _worker_init() -> None:
-    # Each worker renders whole shards, so any thread pool inside it would only oversubscribe.
-    # torch is loaded only if resampling needs it; limit its threads then, not import it here.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
-
-
 def _pool_context() -> multiprocessing.context.BaseContext:
     """forkserver: workers fork from a clean server (a plain fork of a process that already
     runs torch or other threads can deadlock) that imports the rendering module once, so
@@ -456,6 +448,20 @@ def _skipped_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
+def _write_shard_recipes(out_dir: Path, rows: pd.DataFrame, rendered: dict[str, Any]) -> dict[str, Any]:
+    """Write a rendered shard's recipes (its planned ``rows`` that were kept, with gains and
+    ``row``, the position in the .npy): the shard's completion mark, written after its audio
+    and summary. Returns the summary without the arrays."""
+    summary = {k: v for k, v in rendered.items() if k not in ("kept", "gains")}
+    recipes = rows[plan_columns(rows)][np.asarray(rendered["kept"], dtype=bool)].reset_index(drop=True)
+    gains = np.asarray(rendered["gains"], dtype=np.float64).reshape(len(recipes), len(GAIN_COLUMNS))
+    for j, c in enumerate(GAIN_COLUMNS):
+        recipes[c] = gains[:, j]
+    recipes["row"] = np.arange(len(recipes), dtype=np.int64)
+    write_parquet(shard_stem(out_dir, summary["shard"]).with_suffix(".parquet"), recipes)
+    return summary
+
+
 def _distortion_steps(cfg: PairsConfig) -> dict[str, float]:
     """Each distortion kind's within-one-JND step as configured (kept in index.json)."""
     return {s.kind: float(s.step) for s in distortions.specs(cfg.distortions)}
@@ -518,31 +524,34 @@ def generate_pairs(
     _remove_stale_shards(out_dir, n_shards)
 
     summaries: dict[int, dict[str, Any]] = {}
-    to_render: list[int] = []
+    to_render: dict[int, pd.DataFrame] = {}
     for shard, rows in plan.groupby("shard", sort=True):
         rows = rows.reset_index(drop=True)
         meta = _finished_shard(out_dir, int(shard), rows, key, seg)
         if meta is not None:
             summaries[int(shard)] = meta
         else:
-            to_render.append(int(shard))
-    jobs = _shard_jobs(plan, to_render, cfg, sample_rate, Path(root), out_dir)
+            to_render[int(shard)] = rows
+    jobs = _shard_jobs(plan, list(to_render), cfg, sample_rate, Path(root), out_dir)
     log.info(
         "pairs: %d planned in %d shards; %d shards kept, %d to render",
         len(plan), n_shards, len(summaries), len(jobs),
     )
 
+    def finish(summary: dict[str, Any]) -> None:
+        summaries[summary["shard"]] = _write_shard_recipes(out_dir, to_render[summary["shard"]], summary)
+
     if shard_map is not None:
         for summary in shard_map(render_shard, jobs):
-            summaries[summary["shard"]] = summary
+            finish(summary)
     elif cfg.workers > 1 and len(jobs) > 1:
         ctx = _pool_context()
-        with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=ctx, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=ctx, initializer=worker_init) as pool:
             for summary in pool.map(render_shard, jobs):
-                summaries[summary["shard"]] = summary
+                finish(summary)
     else:
         for job in jobs:
-            summaries[job.shard] = render_shard(job)
+            finish(render_shard(job))
 
     ordered = [summaries[s] for s in range(n_shards)]
     skipped = _skipped_table(ordered)
