@@ -401,8 +401,9 @@ def _npy_shape(path: Path) -> tuple[int, ...] | None:
 
 def _finished_shard(
     out_dir: Path, shard: int, planned: pd.DataFrame, render_key: dict[str, Any], seg: int
-) -> dict[str, Any] | None:
-    """The shard's summary when its files on disk match the plan and settings, else None."""
+) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    """The shard's summary and recipes when its files on disk match the plan and settings,
+    else None."""
     stem = shard_stem(out_dir, shard)
     parquet, meta_path = stem.with_suffix(".parquet"), stem.with_suffix(".json")
     if not (parquet.exists() and meta_path.exists()):
@@ -421,7 +422,7 @@ def _finished_shard(
         return None
     if _npy_shape(stem.with_suffix(".npy")) != (len(done), 2, seg):
         return None
-    return meta
+    return meta, done
 
 
 def _remove_stale_shards(out_dir: Path, n_shards: int) -> None:
@@ -448,10 +449,12 @@ def _skipped_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-def _write_shard_recipes(out_dir: Path, rows: pd.DataFrame, rendered: dict[str, Any]) -> dict[str, Any]:
+def _write_shard_recipes(
+    out_dir: Path, rows: pd.DataFrame, rendered: dict[str, Any]
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """Write a rendered shard's recipes (its planned ``rows`` that were kept, with gains and
     ``row``, the position in the .npy): the shard's completion mark, written after its audio
-    and summary. Returns the summary without the arrays."""
+    and summary. Returns the summary without the arrays, and the recipes."""
     summary = {k: v for k, v in rendered.items() if k not in ("kept", "gains")}
     recipes = rows[plan_columns(rows)][np.asarray(rendered["kept"], dtype=bool)].reset_index(drop=True)
     gains = np.asarray(rendered["gains"], dtype=np.float64).reshape(len(recipes), len(GAIN_COLUMNS))
@@ -459,7 +462,7 @@ def _write_shard_recipes(out_dir: Path, rows: pd.DataFrame, rendered: dict[str, 
         recipes[c] = gains[:, j]
     recipes["row"] = np.arange(len(recipes), dtype=np.int64)
     write_parquet(shard_stem(out_dir, summary["shard"]).with_suffix(".parquet"), recipes)
-    return summary
+    return summary, recipes
 
 
 def _distortion_steps(cfg: PairsConfig) -> dict[str, float]:
@@ -524,12 +527,14 @@ def generate_pairs(
     _remove_stale_shards(out_dir, n_shards)
 
     summaries: dict[int, dict[str, Any]] = {}
+    # Each shard's recipes as on disk, kept in memory rather than read back at the end.
+    shard_recipes: dict[int, pd.DataFrame] = {}
     to_render: dict[int, pd.DataFrame] = {}
     for shard, rows in plan.groupby("shard", sort=True):
         rows = rows.reset_index(drop=True)
-        meta = _finished_shard(out_dir, int(shard), rows, key, seg)
-        if meta is not None:
-            summaries[int(shard)] = meta
+        finished = _finished_shard(out_dir, int(shard), rows, key, seg)
+        if finished is not None:
+            summaries[int(shard)], shard_recipes[int(shard)] = finished
         else:
             to_render[int(shard)] = rows
     jobs = _shard_jobs(plan, list(to_render), cfg, sample_rate, Path(root), out_dir)
@@ -538,8 +543,9 @@ def generate_pairs(
         len(plan), n_shards, len(summaries), len(jobs),
     )
 
-    def finish(summary: dict[str, Any]) -> None:
-        summaries[summary["shard"]] = _write_shard_recipes(out_dir, to_render[summary["shard"]], summary)
+    def finish(rendered: dict[str, Any]) -> None:
+        shard = rendered["shard"]
+        summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, to_render[shard], rendered)
 
     if shard_map is not None:
         for summary in shard_map(render_shard, jobs):
@@ -562,8 +568,7 @@ def generate_pairs(
         log.warning("pairs: %d samples clipped to int16 range (lower pairs.speech_level_dbov)", clipped)
 
     write_csv(out_dir / "skipped.csv", skipped)
-    frames = [pd.read_parquet(shard_stem(out_dir, s).with_suffix(".parquet")) for s in range(n_shards)]
-    recipes = pd.concat(frames, ignore_index=True)
+    recipes = pd.concat([shard_recipes[s] for s in range(n_shards)], ignore_index=True)
     if len(recipes) == 0:
         raise AudioError(f"{out_dir}: no pair could be rendered (reasons in skipped.csv)")
     write_parquet(out_dir / "pairs.parquet", recipes)
