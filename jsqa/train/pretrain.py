@@ -62,7 +62,7 @@ from jsqa.train.distributed import (
     steps_per_epoch,
 )
 from jsqa.train.pair_batches import PairBatch, PairBatchLoader
-from jsqa.train.signals import stop_on_signals
+from jsqa.train.signals import StopRequest, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,17 @@ def pretrain(
     every epoch's means. Raises :class:`TrainingInterrupted` after saving a checkpoint when
     SIGTERM/SIGINT arrives; ``resume=True`` continues from ``checkpoint_dir``.
     """
-    ctx = dist_ctx or DistContext()
+    # Handlers go in before the slow setup (the first optimizer pulls in torch's lazy imports),
+    # so a signal at any time ends the run at a step boundary with a checkpoint.
+    with stop_on_signals() as stop:
+        return _pretrain(pairs_dir, model_cfg, cfg, seed, out_path, on_epoch, on_step, checkpoint_dir, resume,
+                         dist_ctx or DistContext(), stop)
+
+
+def _pretrain(
+    pairs_dir: Path, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, out_path: Path, on_epoch: EpochCallback,
+    on_step: StepCallback, checkpoint_dir: Path | None, resume: bool, ctx: DistContext, stop: StopRequest,
+) -> dict[str, float]:
     data_rng = seed_everything(seed, cfg.threads)
     pairs = load_pairs(pairs_dir)
     if pairs.n < 2:
@@ -228,41 +238,40 @@ def pretrain(
             })
 
     metrics: dict[str, float] = {}
-    with stop_on_signals() as stop:
-        for epoch in range(start_epoch, cfg.epochs):
-            epoch_rng = generator_state(data_rng)
-            pos = start_pos if epoch == start_epoch else 0
-            if epoch != start_epoch:
-                sums = dict.fromkeys(METRIC_KEYS, 0.0)
-            plan = shard_batches(grouped_batches(utt, cfg.batch_size, cfg.group_size, data_rng), ctx)
-            net.train()
-            with PairBatchLoader(pairs, plan[pos:], device, cfg.mask_jnd_negatives) as loader:
-                for batch in loader:
-                    torch.manual_seed(step_seed(seed, step, ctx.rank))
-                    loss, za, zb = contrastive_loss(net, batch, cfg.temperature, amp)
-                    optimizer_step(net, loss, opt, sched, cfg.clip_norm)
-                    stats = _batch_stats(loss, za, zb)
-                    for k in METRIC_KEYS:
-                        sums[k] += stats[k]
-                    step, pos = step + 1, pos + 1
-                    if ctx.is_main:
-                        on_step(step, {"loss": stats["loss"], "lr": float(sched.get_last_lr()[0])})
-                    signum = agree_max(stop.signum, ctx, device)
-                    if signum or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
-                        save(epoch, pos, epoch_rng)
-                    if signum:
-                        name = signal_name(signum)
-                        msg = (f"stopped by {name} at step {step} of {total}: checkpoint saved in {ckpt_dir}; "
-                               "run again with --resume to continue")
-                        log.warning(msg)
-                        shutdown_distributed(ctx)
-                        raise TrainingInterrupted(msg, signum, step)
-            means = mean_over_ranks([sums[k] / max(len(plan), 1) for k in METRIC_KEYS], ctx, device)
-            metrics = dict(zip(METRIC_KEYS, means))
-            metrics["lr"] = float(sched.get_last_lr()[0])
-            if ctx.is_main:
-                log.info("pretrain epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
-                on_epoch(epoch + 1, metrics)
+    for epoch in range(start_epoch, cfg.epochs):
+        epoch_rng = generator_state(data_rng)
+        pos = start_pos if epoch == start_epoch else 0
+        if epoch != start_epoch:
+            sums = dict.fromkeys(METRIC_KEYS, 0.0)
+        plan = shard_batches(grouped_batches(utt, cfg.batch_size, cfg.group_size, data_rng), ctx)
+        net.train()
+        with PairBatchLoader(pairs, plan[pos:], device, cfg.mask_jnd_negatives) as loader:
+            for batch in loader:
+                torch.manual_seed(step_seed(seed, step, ctx.rank))
+                loss, za, zb = contrastive_loss(net, batch, cfg.temperature, amp)
+                optimizer_step(net, loss, opt, sched, cfg.clip_norm)
+                stats = _batch_stats(loss, za, zb)
+                for k in METRIC_KEYS:
+                    sums[k] += stats[k]
+                step, pos = step + 1, pos + 1
+                signum = agree_max(stop.signum, ctx, device)
+                if signum or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
+                    save(epoch, pos, epoch_rng)
+                if ctx.is_main:
+                    on_step(step, {"loss": stats["loss"], "lr": float(sched.get_last_lr()[0])})
+                if signum:
+                    name = signal_name(signum)
+                    msg = (f"stopped by {name} at step {step} of {total}: checkpoint saved in {ckpt_dir}; "
+                           "run again with --resume to continue")
+                    log.warning(msg)
+                    shutdown_distributed(ctx)
+                    raise TrainingInterrupted(msg, signum, step)
+        means = mean_over_ranks([sums[k] / max(len(plan), 1) for k in METRIC_KEYS], ctx, device)
+        metrics = dict(zip(METRIC_KEYS, means))
+        metrics["lr"] = float(sched.get_last_lr()[0])
+        if ctx.is_main:
+            log.info("pretrain epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            on_epoch(epoch + 1, metrics)
     if ctx.is_main:
         save_checkpoint(
             out_path,
