@@ -260,8 +260,7 @@ def _pretrain(
                 if ctx.is_main:
                     on_step(step, {"loss": stats["loss"], "lr": float(sched.get_last_lr()[0])})
                 if signum:
-                    name = signal_name(signum)
-                    msg = (f"stopped by {name} at step {step} of {total}: checkpoint saved in {ckpt_dir}; "
+                    msg = (f"stopped by {signal.Signals(signum).name} at step {step} of {total}: checkpoint saved in {ckpt_dir}; "
                            "run again with --resume to continue")
                     log.warning(msg)
                     shutdown_distributed(ctx)
@@ -288,8 +287,3 @@ def _pretrain(
     shutdown_distributed(ctx)
     return {**metrics, "n_parameters": float(n_params), "n_pairs": float(pairs.n), "steps": float(step),
             "world_size": float(ctx.world_size)}
-
-
-def signal_name(signum: int) -> str:
-    """'SIGTERM' for 15, and so on."""
-    return signal.Signals(signum).name
