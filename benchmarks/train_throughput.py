@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/train_throughput.py [--device cpu|cuda] [--sizes small,paper]
      [--batch 32] [--seconds 1.0] [--steps 10] [--threads 2] [--bf16]
-     [--pretrain-only] [--paper-steps 3]
+     [--pretrain-only] [--paper-steps 3] [--paper-batch 4]
 Prints, per size, samples (pairs or clips) per second and audio seconds per second. Synthetic
 waveforms in memory, so the figure is the model's cost alone, not the loader's. The pretraining
 step is the training loop's own (jsqa.train.pretrain: forward under autocast, NT-Xent in fp32,
@@ -99,6 +99,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--paper-steps", type=int, default=None, help="timed steps for 'paper' (default --steps)")
+    ap.add_argument("--paper-batch", type=int, default=None,
+                    help="batch for 'paper' (default --batch; on a CPU batch 32 needs ~13 GB)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU)")
     ap.add_argument("--pretrain-only", action="store_true", help="skip the fine-tuning step")
@@ -110,13 +112,14 @@ def main() -> None:
     print(f"device: {where}; batch {args.batch} x {args.seconds:g} s; {'bf16 autocast' if args.bf16 else 'fp32'}")
     for size in args.sizes.split(","):
         steps = args.paper_steps if size == "paper" and args.paper_steps else args.steps
-        r = bench(size, device, args.batch, args.seconds, steps, args.bf16, finetune=not args.pretrain_only)
+        batch = args.paper_batch if size == "paper" and args.paper_batch else args.batch
+        r = bench(size, device, batch, args.seconds, steps, args.bf16, finetune=not args.pretrain_only)
         line = (f"{size:6s} {r['params']:>11,d} params | pretrain {r['pretrain_pairs_per_s']:8.1f} pairs/s "
                 f"({r['pretrain_audio_s_per_s']:8.1f} audio s/s)")
         if "finetune_clips_per_s" in r:
             line += (f" | finetune {r['finetune_clips_per_s']:8.1f} clips/s "
                      f"({r['finetune_audio_s_per_s']:8.1f} audio s/s)")
-        print(line + f" [{steps} steps]")
+        print(line + f" [{steps} steps of {batch}]")
 
 
 if __name__ == "__main__":

@@ -165,3 +165,15 @@ def test_bf16_autocast_is_chosen_only_where_it_pays_and_stays_close_to_fp32(smal
         bf16, za, _ = contrastive_loss(model, batch, 0.1, torch.bfloat16)
     assert za.dtype == torch.float32  # the loss is always computed in fp32
     assert float(bf16) != float(fp32) and float(bf16) == pytest.approx(float(fp32), rel=0.05)
+
+
+def test_stop_on_signals_sets_a_flag_and_restores_the_previous_handlers():
+    from jsqa.train.signals import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # Python runs handlers between bytecodes of the main thread
+        assert stop.requested and stop.name == "SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is before

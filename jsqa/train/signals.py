@@ -46,7 +46,8 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopReq
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name} while stopping")
         req.signum = signum
 
-    previous = {s: signal.getsignal(s) for s in signals}
+    # A signal the parent chose to ignore (nohup, a background job's SIGINT) stays ignored.
+    previous = {s: h for s in signals if (h := signal.getsignal(s)) is not signal.SIG_IGN}
     for s in signals:
         signal.signal(s, handler)
     try:
