@@ -161,6 +161,10 @@ class PretrainConfig:
     mask_jnd_negatives: bool = True
     threads: int = 2
     device: str = "auto"
+    precision: str = "auto"
+    warmup_steps: int = 0
+    clip_norm: float = 5.0
+    checkpoint_every: int = 500
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,7 @@ _CHOICES = {
     "model.size": ("small", "paper"),
     "finetune.loss": ("mse", "l1"),
     "pretrain.device": ("auto", "cpu", "cuda"),
+    "pretrain.precision": ("auto", "fp32", "bf16"),
     "finetune.device": ("auto", "cpu", "cuda"),
 }
 

@@ -662,6 +662,21 @@ class PairSet:
         arr = self._shard_array(int(self._shard[i]))
         return np.asarray(arr[self._row[i]], dtype=np.float32) / np.float32(INT16_SCALE)
 
+    def int16_batch(self, idx: np.ndarray) -> np.ndarray:
+        """Pairs ``idx`` as int16 ``[B, 2, segment_samples]``, one fancy-index read per shard.
+
+        Training converts to float on its own device; reading int16 halves the bytes moved.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < -self.n or idx.max() >= self.n):
+            raise IndexError(f"int16_batch: index out of range for {self.n} pairs")
+        out = np.empty((len(idx), 2, self.segment_samples), dtype=np.int16)
+        shards = self._shard[idx]
+        for s in np.unique(shards):
+            sel = np.flatnonzero(shards == s)
+            out[sel] = self._shard_array(int(s))[self._row[idx[sel]]]
+        return out
+
     def positives_mask(self, idx: np.ndarray) -> np.ndarray:
         """``[B, B]`` bool: which pairs of a batch are within one JND of each other.
 

@@ -54,3 +54,15 @@ def prefect_server():
         mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
         with prefect_test_harness(server_startup_timeout=120):
             yield
+
+
+@pytest.fixture(scope="session")
+def small_pairs(small_corpus, tmp_path_factory) -> Path:
+    """48 JND pairs of 0.5 s rendered from ``small_corpus`` (6 batches of 8 for pretraining)."""
+    from jsqa.config import PairsConfig
+    from jsqa.pairs import generate_pairs
+
+    out = tmp_path_factory.mktemp("small-pairs")
+    cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=0.5, shard_size=32, workers=1)
+    generate_pairs(small_corpus["clean"], small_corpus["noise"], cfg, 11, out, root=small_corpus["root"])
+    return out

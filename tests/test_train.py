@@ -11,9 +11,10 @@ from jsqa.data.manifests import read_manifest
 from jsqa.inference import score_waveforms
 from jsqa.metrics import mos_metrics
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
-from jsqa.pairs import generate_pairs
+from jsqa.pairs import generate_pairs, load_pairs
 from jsqa.train.clips import load_clips
 from jsqa.train.finetune import finetune
+from jsqa.train.pair_batches import PairBatchLoader
 from jsqa.train.pretrain import grouped_batches, pretrain
 
 MODEL = ModelConfig(size="small", projection_head=True)
@@ -87,3 +88,22 @@ def test_finetune_from_a_pretrained_encoder_starts_from_its_weights(pairs_dir, s
             continue  # BatchNorm statistics move in train mode even at lr 0
         torch.testing.assert_close(a, b, msg=k)
     assert load_checkpoint(tmp_path / "mos.pt")["init"] == "pretrained"
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_pair_batch_loader_yields_the_pair_sets_audio_and_masks_in_plan_order(small_pairs, prefetch):
+    pairs = load_pairs(small_pairs)
+    plan = grouped_batches(pairs.recipes["utterance_id"].to_numpy(), 8, 4, np.random.default_rng(0))
+    loader = PairBatchLoader(pairs, plan, torch.device("cpu"), with_mask=True, prefetch=prefetch)
+    batches = list(loader)
+    assert [b.idx.tolist() for b in batches] == [p.tolist() for p in plan]
+    for b in batches:
+        ref = np.stack([pairs[int(i)] for i in b.idx])
+        assert b.a.dtype == torch.float32
+        np.testing.assert_array_equal(b.a.numpy(), ref[:, 0])
+        np.testing.assert_array_equal(b.b.numpy(), ref[:, 1])
+        np.testing.assert_array_equal(b.mask.numpy(), pairs.positives_mask(b.idx))
+    # leaving the loop early must not leave the read-ahead thread behind
+    with PairBatchLoader(pairs, plan, torch.device("cpu"), with_mask=False, prefetch=prefetch) as early:
+        first = next(iter(early))
+    assert first.mask is None and early._thread is None

@@ -1,7 +1,8 @@
-"""Pieces the training loops share: seeding, thread count, a per-epoch callback type."""
+"""Pieces the training loops share: seeding, thread count, device and precision, callback types."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ import torch
 from jsqa.errors import JsqaError
 
 EpochCallback = Callable[[int, dict[str, float]], None]
+StepCallback = Callable[[int, dict[str, float]], None]
 
 
 def seed_everything(seed: int, threads: int | None = None) -> np.random.Generator:
@@ -34,3 +36,30 @@ def pick_device(name: str) -> torch.device:
 
 def no_callback(epoch: int, metrics: dict[str, float]) -> None:
     """Default per-epoch callback: do nothing."""
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting: None means plain fp32.
+
+    'auto' is bf16 on a GPU that supports it and fp32 elsewhere (bf16 on CPUs is slower than
+    fp32 on most of them); 'bf16' forces it on any device.
+    """
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    raise JsqaError(f"unknown precision '{precision}' (choose auto, fp32 or bf16)")
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Mixed-precision context for the forward pass; a no-op for fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A torch seed for one optimizer step of one rank, so dropout is reproducible on resume."""
+    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)

@@ -3,24 +3,66 @@
 Batches are built from groups of pairs of the same utterance: those pairs share content and
 differ in SNR by more than the within-pair JND (they are drawn across the SNR range), so they
 are the hard negatives that force the encoder to attend to quality rather than to content.
+
+A run is resumable: every ``checkpoint_every`` optimizer steps, and at the step boundary after
+SIGTERM/SIGINT, the full training state goes to a run directory (``<out>.ckpt/`` by default),
+and ``resume=True`` continues from it bit-for-bit on the same machine. Under ``torchrun`` the
+batches are shared across ranks (see :mod:`jsqa.train.distributed`); rank 0 alone writes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import signal
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from jsqa.config import ModelConfig, PretrainConfig
 from jsqa.losses import nt_xent
 from jsqa.models.encoder import count_parameters
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
-from jsqa.pairs import PairSet, load_pairs
-from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
+from jsqa.pairs import load_pairs
+from jsqa.train.checkpointing import (
+    TrainingInterrupted,
+    capture_rng,
+    checkpoint_dir_for,
+    clear_checkpoints,
+    generator_state,
+    load_train_state,
+    params_hash,
+    restore_rng,
+    save_train_state,
+    set_generator_state,
+)
+from jsqa.train.common import (
+    EpochCallback,
+    StepCallback,
+    autocast,
+    autocast_dtype,
+    no_callback,
+    pick_device,
+    seed_everything,
+    step_seed,
+)
+from jsqa.train.distributed import (
+    DistContext,
+    agree_max,
+    init_distributed,
+    mean_over_ranks,
+    shard_batches,
+    shutdown_distributed,
+    steps_per_epoch,
+)
+from jsqa.train.pair_batches import PairBatch, PairBatchLoader
+from jsqa.train.signals import StopRequest, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +93,65 @@ def grouped_batches(
     return batches
 
 
-def _batch_tensors(pairs: PairSet, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    audio = np.stack([pairs[int(i)] for i in idx])  # [B, 2, T]
-    t = torch.from_numpy(audio)
-    return t[:, 0], t[:, 1]
+METRIC_KEYS = ("loss", "pos_sim", "neg_sim", "top1")
+# Parameters that change neither the data order nor the numbers: resuming may change them.
+RESUME_FREE = ("threads", "device", "checkpoint_every")
+
+
+def lr_factor(total: int, warmup: int) -> Callable[[int], float]:
+    """Linear warmup over ``warmup`` steps, then cosine decay to 0 at ``total`` steps."""
+
+    def f(s: int) -> float:
+        return min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+
+    return f
+
+
+def contrastive_loss(
+    model: nn.Module, batch: PairBatch, temperature: float, amp: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """NT-Xent of one batch (forward under autocast, loss in fp32); returns (loss, z_a, z_b)."""
+    n = len(batch.idx)
+    with autocast(batch.a.device, amp):
+        z = model(torch.cat([batch.a, batch.b]))
+    z = z.float()
+    za, zb = z[:n], z[n:]
+    return nt_xent(za, zb, temperature, batch.mask), za, zb
+
+
+def optimizer_step(
+    model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+    clip_norm: float,
+) -> None:
+    """Backward, optional global-norm clipping, optimizer and scheduler step."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+    opt.step()
+    sched.step()
+
+
+@torch.no_grad()
+def _batch_stats(loss: torch.Tensor, za: torch.Tensor, zb: torch.Tensor) -> dict[str, float]:
+    sims = za @ zb.t()
+    eye = torch.eye(len(za), dtype=torch.bool, device=za.device)
+    top1 = (sims.argmax(dim=1) == torch.arange(len(za), device=za.device)).float().mean()
+    return {"loss": loss.item(), "pos_sim": float(sims[eye].mean()), "neg_sim": float(sims[~eye].mean()),
+            "top1": float(top1)}
+
+
+def _run_params(model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, world: int, amp: torch.dtype | None,
+                pairs_dir: Path) -> dict:
+    index = Path(pairs_dir) / "index.json"
+    return {
+        "seed": seed,
+        **{f"model.{k}": v for k, v in asdict(model_cfg).items()},
+        **{f"pretrain.{k}": v for k, v in asdict(cfg).items() if k not in RESUME_FREE},
+        "precision": str(amp or "fp32"),
+        "world_size": world,
+        "pairs": hashlib.sha256(index.read_bytes()).hexdigest()[:16] if index.exists() else "",
+    }
 
 
 def pretrain(
@@ -64,65 +161,129 @@ def pretrain(
     seed: int,
     out_path: Path,
     on_epoch: EpochCallback = no_callback,
+    *,
+    on_step: StepCallback = no_callback,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    dist_ctx: DistContext | None = None,
 ) -> dict[str, float]:
     """Train the encoder (and projection head) contrastively; save an 'encoder' checkpoint.
 
     Returns the final epoch's metrics: loss, positive/negative cosine similarity and top-1
-    retrieval accuracy (how often a view's nearest neighbour is its JND partner).
+    retrieval accuracy (how often a view's nearest neighbour is its JND partner), plus counts.
+    ``on_step(step, {"loss", "lr"})`` sees every optimizer step (rank 0 only), ``on_epoch``
+    every epoch's means. Raises :class:`TrainingInterrupted` after saving a checkpoint when
+    SIGTERM/SIGINT arrives; ``resume=True`` continues from ``checkpoint_dir``.
     """
-    rng = seed_everything(seed, cfg.threads)
+    # Handlers go in before the slow setup (the first optimizer pulls in torch's lazy imports),
+    # so a signal at any time ends the run at a step boundary with a checkpoint.
+    with stop_on_signals() as stop:
+        return _pretrain(pairs_dir, model_cfg, cfg, seed, out_path, on_epoch, on_step, checkpoint_dir, resume,
+                         dist_ctx or DistContext(), stop)
+
+
+def _pretrain(
+    pairs_dir: Path, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, out_path: Path, on_epoch: EpochCallback,
+    on_step: StepCallback, checkpoint_dir: Path | None, resume: bool, ctx: DistContext, stop: StopRequest,
+) -> dict[str, float]:
+    data_rng = seed_everything(seed, cfg.threads)
     pairs = load_pairs(pairs_dir)
     if pairs.n < 2:
         raise ValueError(f"{pairs_dir}: need at least 2 pairs to pretrain, found {pairs.n}")
     spec = encoder_spec(model_cfg.size)
-    device = pick_device(cfg.device)
+    device = init_distributed(ctx, pick_device(cfg.device))
+    amp = autocast_dtype(cfg.precision, device)
     model = PretrainModel(spec, projection_head=model_cfg.projection_head).to(device)
     n_params = count_parameters(model.encoder)
-    log.info("encoder '%s': %s trainable parameters", model_cfg.size, f"{n_params:,}")
+    if ctx.is_main:
+        log.info("encoder '%s': %s trainable parameters; %s on %s, %d process(es)", model_cfg.size,
+                 f"{n_params:,}", "bf16 autocast" if amp else "fp32", device, ctx.world_size)
+    net: nn.Module = model
+    if ctx.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     utt = pairs.recipes["utterance_id"].to_numpy()
-    steps_per_epoch = len(grouped_batches(utt, cfg.batch_size, cfg.group_size, np.random.default_rng(0)))
-    total = max(1, steps_per_epoch * cfg.epochs)
-    warmup = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
-    )
+    n_batches = len(grouped_batches(utt, cfg.batch_size, cfg.group_size, np.random.default_rng(0)))
+    total = max(1, steps_per_epoch(n_batches, ctx.world_size) * cfg.epochs)
+    warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(total, warmup))
+
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else checkpoint_dir_for(out_path)
+    run_params = _run_params(model_cfg, cfg, seed, ctx.world_size, amp, pairs_dir)
+    run_hash = params_hash(run_params)
+    step, start_epoch, start_pos = 0, 0, 0
+    sums = dict.fromkeys(METRIC_KEYS, 0.0)
+    if resume:
+        state = load_train_state(ckpt_dir, run_hash, run_params)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, start_epoch, start_pos = int(state["step"]), int(state["epoch"]), int(state["position"])
+        sums = {k: float(v) for k, v in state["epoch_sums"].items()}
+        set_generator_state(data_rng, state["epoch_rng"])
+        restore_rng(state["rng"])
+        if ctx.is_main:
+            log.info("resuming from %s: step %d of %d (epoch %d, batch %d)", ckpt_dir / "last.pt", step, total,
+                     start_epoch + 1, start_pos)
+    elif ctx.is_main and clear_checkpoints(ckpt_dir):
+        log.info("starting afresh: removed the checkpoints of an earlier run in %s (--resume continues one)", ckpt_dir)
+
+    def save(epoch: int, pos: int, epoch_rng: str) -> None:
+        if ctx.is_main:
+            save_train_state(ckpt_dir, {
+                "params_hash": run_hash, "params": json.dumps(run_params, default=str), "step": step,
+                "epoch": epoch, "position": pos, "epoch_rng": epoch_rng, "epoch_sums": dict(sums),
+                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": capture_rng(),
+            })
+
     metrics: dict[str, float] = {}
-    for epoch in range(cfg.epochs):
-        model.train()
-        sums = {"loss": 0.0, "pos_sim": 0.0, "neg_sim": 0.0, "top1": 0.0}
-        n_batches = 0
-        for idx in grouped_batches(utt, cfg.batch_size, cfg.group_size, rng):
-            a, b = (t.to(device, non_blocking=True) for t in _batch_tensors(pairs, idx))
-            mask = torch.from_numpy(pairs.positives_mask(idx)).to(device) if cfg.mask_jnd_negatives else None
-            z = model(torch.cat([a, b]))
-            za, zb = z[: len(idx)], z[len(idx) :]
-            loss = nt_xent(za, zb, cfg.temperature, mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            with torch.no_grad():
-                sims = za @ zb.t()
-                eye = torch.eye(len(idx), dtype=torch.bool, device=device)
-                sums["loss"] += loss.item()
-                sums["pos_sim"] += float(sims[eye].mean())
-                sums["neg_sim"] += float(sims[~eye].mean())
-                sums["top1"] += float((sims.argmax(dim=1) == torch.arange(len(idx), device=device)).float().mean())
-            n_batches += 1
-        metrics = {k: v / max(n_batches, 1) for k, v in sums.items()}
+    for epoch in range(start_epoch, cfg.epochs):
+        epoch_rng = generator_state(data_rng)
+        pos = start_pos if epoch == start_epoch else 0
+        if epoch != start_epoch:
+            sums = dict.fromkeys(METRIC_KEYS, 0.0)
+        plan = shard_batches(grouped_batches(utt, cfg.batch_size, cfg.group_size, data_rng), ctx)
+        net.train()
+        with PairBatchLoader(pairs, plan[pos:], device, cfg.mask_jnd_negatives) as loader:
+            for batch in loader:
+                torch.manual_seed(step_seed(seed, step, ctx.rank))
+                loss, za, zb = contrastive_loss(net, batch, cfg.temperature, amp)
+                optimizer_step(net, loss, opt, sched, cfg.clip_norm)
+                stats = _batch_stats(loss, za, zb)
+                for k in METRIC_KEYS:
+                    sums[k] += stats[k]
+                step, pos = step + 1, pos + 1
+                signum = agree_max(stop.signum, ctx, device)
+                if signum or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
+                    save(epoch, pos, epoch_rng)
+                if ctx.is_main:
+                    on_step(step, {"loss": stats["loss"], "lr": float(sched.get_last_lr()[0])})
+                if signum:
+                    msg = (f"stopped by {signal.Signals(signum).name} at step {step} of {total}: checkpoint saved in {ckpt_dir}; "
+                           "run again with --resume to continue")
+                    log.warning(msg)
+                    shutdown_distributed(ctx)
+                    raise TrainingInterrupted(msg, signum, step)
+        means = mean_over_ranks([sums[k] / max(len(plan), 1) for k in METRIC_KEYS], ctx, device)
+        metrics = dict(zip(METRIC_KEYS, means))
         metrics["lr"] = float(sched.get_last_lr()[0])
-        log.info("pretrain epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
-        on_epoch(epoch + 1, metrics)
-    save_checkpoint(
-        out_path,
-        "encoder",
-        model,
-        spec,
-        projection_head=model_cfg.projection_head,
-        config=asdict(cfg),
-        metrics=metrics,
-        n_parameters=n_params,
-    )
-    return {**metrics, "n_parameters": float(n_params), "n_pairs": float(pairs.n)}
+        if ctx.is_main:
+            log.info("pretrain epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            on_epoch(epoch + 1, metrics)
+    if ctx.is_main:
+        save_checkpoint(
+            out_path,
+            "encoder",
+            model,
+            spec,
+            projection_head=model_cfg.projection_head,
+            config=asdict(cfg),
+            metrics=metrics,
+            n_parameters=n_params,
+        )
+        if clear_checkpoints(ckpt_dir):
+            log.info("run complete: removed its checkpoints in %s", ckpt_dir)
+    shutdown_distributed(ctx)
+    return {**metrics, "n_parameters": float(n_params), "n_pairs": float(pairs.n), "steps": float(step),
+            "world_size": float(ctx.world_size)}
