@@ -8,21 +8,29 @@ import numpy as np
 import torch
 
 
-
 def windows(n: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """Start/end of windows covering [0, n); the last one is aligned to the end."""
+    """Start/end of windows covering [0, n).
+
+    Overlapping (hop < window): full windows, the last one aligned to the end. Tiling
+    (hop >= window): consecutive windows, each sample in exactly one; a remainder shorter than
+    half a window joins the last window instead of being scored alone.
+    """
     if n <= window:
         return [(0, n)]
-    starts = list(range(0, n - window + 1, hop))
-    if starts[-1] + window < n:
-        starts.append(n - window)
-    return [(s, s + window) for s in starts]
+    if hop < window:
+        starts = list(range(0, n - window + 1, hop))
+        if starts[-1] + window < n:
+            starts.append(n - window)
+        return [(s, s + window) for s in starts]
+    spans = [(s, min(s + window, n)) for s in range(0, n, window)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < window / 2:
+        spans[-2:] = [(spans[-2][0], n)]
+    return spans
 
 
 WINDOW_S = 8.0
-# Non-overlapping windows (the last one aligned to the end): every sample is scored about once,
-# so a long file costs about what its length does; 50% overlap doubled the cost for no change
-# in what the mean over windows measures.
+# Tiling windows: every sample is scored once, so scoring costs what the audio's length does
+# (50% overlap, used before, doubled the cost of long files, and a 10 s clip cost 16 s).
 HOP_S = 8.0
 # Windows per forward pass: bounds memory (a 1-hour file is 450 windows) while still batching.
 CHUNK_WINDOWS = 8
@@ -44,9 +52,7 @@ def windowed_mean(
     params = next(fn.parameters(), None) if isinstance(fn, torch.nn.Module) else None
     device = params.device if params is not None else torch.device("cpu")
     total: torch.Tensor | None = None
-    for i in range(0, len(spans), max(chunk, 1)):
-        part = spans[i : i + max(chunk, 1)]
-        # All windows are full length except a lone one of a short clip; each chunk is one batch.
+    for part in _batches(spans, max(chunk, 1)):
         batch = torch.from_numpy(np.stack([x[a:b] for a, b in part])).to(device)
         out = fn(batch).cpu().double()
         w = torch.tensor([b - a for a, b in part], dtype=torch.float64).reshape(-1, *([1] * (out.dim() - 1)))
@@ -54,6 +60,17 @@ def windowed_mean(
         total = step if total is None else total + step
     assert total is not None
     return total / sum(b - a for a, b in spans)
+
+
+def _batches(spans: list[tuple[int, int]], chunk: int) -> list[list[tuple[int, int]]]:
+    """Runs of at most ``chunk`` consecutive spans of one length (a batch needs equal lengths)."""
+    out: list[list[tuple[int, int]]] = []
+    for span in spans:
+        if out and len(out[-1]) < chunk and out[-1][0][1] - out[-1][0][0] == span[1] - span[0]:
+            out[-1].append(span)
+        else:
+            out.append([span])
+    return out
 
 
 def score_waveform(

@@ -40,6 +40,17 @@ def test_windows_cover_the_clip_and_end_aligned():
     assert all(b - a == 300 for a, b in spans)
 
 
+def test_tiling_windows_score_each_sample_once_and_fold_a_short_tail_into_the_last():
+    assert windows(1000, 300, 300) == [(0, 300), (300, 600), (600, 1000)]  # 100-sample tail joins
+    assert windows(1200, 300, 300) == [(0, 300), (300, 600), (600, 900), (900, 1200)]
+    assert windows(1050, 300, 300)[-1] == (900, 1050)  # a tail of half a window or more stands alone
+    assert windows(350, 300, 300) == [(0, 350)]
+    for n in (301, 999, 4321):
+        spans = windows(n, 300, 300)
+        assert spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a2 == b1 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+
+
 def test_bootstrap_interval_brackets_the_estimate_is_seeded_and_narrows_with_more_clips():
     rng = np.random.default_rng(0)
     y = rng.uniform(1, 5, 400)
