@@ -165,7 +165,7 @@ def metrics_markdown(project_dir: str | Path) -> str | None:
     if evaluation is not None:
         if not isinstance(evaluation.get("models") or {}, dict):
             raise JsqaError(f"{root / 'metrics' / 'evaluate.json'}: 'models' must be an object")
-        lines += ["## Evaluation", "", evaluation_tables(evaluation, "markdown").replace("\n## ", "\n### ")]
+        lines += ["## Evaluation", "", evaluation_tables(evaluation, "markdown", level=3)]
     if register is not None:
         lines += ["", "## Registration", "", "| key | value |", "|---|---|"]
         lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in register.items()]

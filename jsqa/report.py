@@ -51,13 +51,14 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str, names
     ]
 
 
-def _heading(title: str, fmt: str) -> list[str]:
-    return ["", f"## {title}", ""] if fmt == "markdown" else ["", title]
+def _heading(title: str, fmt: str, level: int) -> list[str]:
+    return ["", f"{'#' * level} {title}", ""] if fmt == "markdown" else ["", title]
 
 
-def evaluation_tables(report: dict, fmt: str = "text") -> str:
+def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     """The evaluation report as tables: primary model (with 95% bootstrap interval), mean ± std
-    over seeds, and the relative change against the baseline. ``fmt``: 'text' or 'markdown'."""
+    over seeds, and the relative change against the baseline. ``fmt``: 'text' or 'markdown'
+    (titles as headings of ``level``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format '{fmt}' (choose {', '.join(FORMATS)})")
     digits = 4 if fmt == "markdown" else 3
@@ -85,9 +86,9 @@ def evaluation_tables(report: dict, fmt: str = "text") -> str:
             rows.append([str(db), str(name), *cells, str(n) if isinstance(n, int) else "–"])
     title = "Primary model per test set"
     if ci:
-        level = (report.get("bootstrap") or {}).get("level", 0.95)
-        title += f", [{level:.0%} bootstrap interval over test clips]"
-    lines += _heading(title, fmt)
+        ci_level = (report.get("bootstrap") or {}).get("level", 0.95)
+        title += f", [{ci_level:.0%} bootstrap interval over test clips]"
+    lines += _heading(title, fmt, level)
     lines += _table(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
 
     if stats:
@@ -99,14 +100,14 @@ def evaluation_tables(report: dict, fmt: str = "text") -> str:
                 rows.append([str(db), label, *(
                     f"{_num(st.get(k, {}).get('mean'), digits)} ± {_num(st.get(k, {}).get('std'), digits)}"
                     for k in METRICS)])
-        lines += _heading("Mean ± std over seeds", fmt)
+        lines += _heading("Mean ± std over seeds", fmt, level)
         lines += _table(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)
 
     change = report.get("relative_change") or {}
     if isinstance(change, dict) and change:
         what = report.get("relative_change_of", "pretrained vs scratch")
         basis = " (of the seed means)" if stats else ""
-        lines += _heading(f"Relative change, {what}{basis}: RMSE/MAE as reduction, PCC/SRCC as increase", fmt)
+        lines += _heading(f"Relative change, {what}{basis}: RMSE/MAE as reduction, PCC/SRCC as increase", fmt, level)
         rows = [[str(db), *(_pct((change[db] or {}).get(k)) for k in METRICS)]
                 for db in sorted(change, key=lambda n: n == "pooled")]
         lines += _table(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)
