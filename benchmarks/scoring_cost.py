@@ -1,14 +1,22 @@
-"""Scoring cost: CPU milliseconds per second of audio for each encoder size.
+"""Scoring cost: CPU milliseconds per second of audio for each encoder size, and what lowers it.
 
-Run: .venv/bin/python benchmarks/scoring_cost.py [--threads 2] [--seconds 10] [--repeats 5]
-Prints one line per size. CPU time (process_time) rather than wall time, so the figure does not
-depend on what else the machine is doing; the ratio between sizes is the robust number.
+Run: .venv/bin/python benchmarks/scoring_cost.py [--threads 2] [--seconds 10] [--repeats 3]
+                                                 [--sizes small,paper] [--variants overlap,tiled,frozen,bf16]
+Prints one line per size and variant. CPU time (process_time) rather than wall time, so the
+figure depends less on what else the machine is doing; the ratios between variants are the
+robust numbers. Variants (none changes the architecture or the parameter count):
+
+- overlap: 8 s windows at 4 s hop, the last aligned to the end (the scoring before issue 5);
+- tiled:   8 s windows that tile the clip (jsqa.inference's default now), inference_mode;
+- frozen:  tiled, through a traced + ``torch.jit.freeze``-d model (BatchNorm folded into convs);
+- bf16:    tiled under CPU bf16 autocast; prints the largest MOS change against fp32.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -17,32 +25,63 @@ from jsqa.inference import score_waveform
 from jsqa.models.encoder import ENCODER_SIZES, count_parameters
 from jsqa.models.mos import MOSModel
 
+VARIANTS = ("overlap", "tiled", "frozen", "bf16")
 
-def measure(size: str, seconds: float, repeats: int) -> float:
+
+def _frozen(model: MOSModel) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model.eval(), torch.zeros(1, 16000))
+        return torch.jit.freeze(traced)
+
+
+def _scorer(model: MOSModel, variant: str):
+    if variant == "overlap":
+        return lambda x: score_waveform(model, x, hop_s=4.0)
+    if variant == "tiled":
+        return lambda x: score_waveform(model, x)
+    if variant == "frozen":
+        frozen = _frozen(model)
+        return lambda x: score_waveform(frozen, x)
+
+    def bf16(x: np.ndarray) -> float:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return score_waveform(model, x)
+
+    return bf16
+
+
+def measure(size: str, variant: str, seconds: float, repeats: int) -> tuple[float, float]:
+    """(CPU ms per second of audio, best of ``repeats``; MOS minus the fp32 tiled MOS)."""
+    torch.manual_seed(0)
     model = MOSModel(ENCODER_SIZES[size]).eval()
     x = np.random.default_rng(0).standard_normal(int(seconds * 16000)).astype(np.float32) * 0.1
-    score_waveform(model, x)  # warm-up
-    best = float("inf")
+    score = _scorer(model, variant)
+    score(x[:16000])  # warm-up (allocator, oneDNN primitive cache) on a short clip
+    best, value = float("inf"), 0.0
     for _ in range(repeats):
         t0 = time.process_time()
-        score_waveform(model, x)
+        value = score(x)
         best = min(best, time.process_time() - t0)
-    return best * 1000.0 / seconds
+    return best * 1000.0 / seconds, value - score_waveform(model, x)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="small,paper")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     for size in args.sizes.split(","):
-        ms = measure(size, args.seconds, args.repeats)
         n = count_parameters(MOSModel(ENCODER_SIZES[size]).encoder)
-        print(f"{size:6s} encoder {n:>11,d} params: {ms:8.1f} CPU ms per second of audio "
-              f"({args.threads} threads, best of {args.repeats}, {args.seconds:g} s clip)")
+        for variant in args.variants.split(","):
+            ms, delta = measure(size, variant, args.seconds, args.repeats)
+            print(f"{size:6s} encoder {n:>11,d} params  {variant:8s} {ms:8.1f} CPU ms per second of audio  "
+                  f"(MOS vs fp32 tiled {delta:+.4f}; {args.threads} threads, best of {args.repeats}, "
+                  f"{args.seconds:g} s clip)", flush=True)
 
 
 if __name__ == "__main__":

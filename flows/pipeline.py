@@ -28,12 +28,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
 from jsqa.errors import ConfigError, JsqaError
+from jsqa.report import evaluation_tables
 
 log = logging.getLogger(__name__)
 
 ARTIFACT_KEY = "jsqa-metrics"
 TAIL_LINES = 20
-METRICS = ("rmse", "mae", "pcc", "srcc")
 # Only stages that reach outside the machine (downloads) are worth retrying; the others are
 # deterministic, so a retry would fail the same way. Value: (retries, delay before each retry, s).
 RETRIED_STAGES: dict[str, tuple[int, list[float]]] = {"acquire": (2, [2.0, 10.0])}
@@ -142,20 +142,6 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _pct(value: Any) -> str:
-    return f"{value:+.2f}%" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
-
-
-def _test_sets(models: dict[str, Any]) -> list[str]:
-    names: list[str] = []
-    for per_set in models.values():
-        for name in per_set if isinstance(per_set, dict) else ():
-            if name not in names:
-                names.append(name)
-    # The pooled row summarises the others, so it reads best last.
-    return sorted(names, key=lambda n: n == "pooled")
-
-
 def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
@@ -177,25 +163,9 @@ def metrics_markdown(project_dir: str | Path) -> str | None:
         return None
     lines = ["# JSQA pipeline metrics", ""]
     if evaluation is not None:
-        models = evaluation.get("models") or {}
-        if not isinstance(models, dict):
+        if not isinstance(evaluation.get("models") or {}, dict):
             raise JsqaError(f"{root / 'metrics' / 'evaluate.json'}: 'models' must be an object")
-        lines += ["## Evaluation", "", "| test set | model | RMSE | MAE | PCC | SRCC | n |",
-                  "|---|---|---|---|---|---|---|"]
-        for test_set in _test_sets(models):
-            for model, per_set in models.items():
-                row = per_set.get(test_set) if isinstance(per_set, dict) else None
-                if not isinstance(row, dict):
-                    continue
-                cells = [_cell(row.get(m)) for m in (*METRICS, "n")]
-                lines.append(f"| {_cell(test_set)} | {_cell(model)} | " + " | ".join(cells) + " |")
-        change = evaluation.get("relative_change") or {}
-        if isinstance(change, dict) and change:
-            lines += ["", "## Relative change, pretrained vs scratch", "",
-                      "| test set | RMSE | MAE | PCC | SRCC |", "|---|---|---|---|---|"]
-            for test_set in sorted(change, key=lambda n: n == "pooled"):
-                row = change[test_set] if isinstance(change[test_set], dict) else {}
-                lines.append(f"| {_cell(test_set)} | " + " | ".join(_pct(row.get(m)) for m in METRICS) + " |")
+        lines += ["## Evaluation", "", evaluation_tables(evaluation, "markdown", level=3)]
     if register is not None:
         lines += ["", "## Registration", "", "| key | value |", "|---|---|"]
         lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in register.items()]

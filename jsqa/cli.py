@@ -128,38 +128,60 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mos_manifest(args: argparse.Namespace):
+    """The MOS manifest from --csv (NISQA layout, audio under --audio-root) or --manifest (parquet)."""
+    from jsqa.data.manifests import mos_manifest_from_csv, read_manifest
+
+    if getattr(args, "csv", None):
+        manifest, _ = mos_manifest_from_csv(args.csv, args.audio_root, root=args.root)  # skips are logged
+        if manifest.empty:
+            raise JsqaError(f"{args.csv}: no readable clips")
+        return manifest
+    return read_manifest(args.manifest, "mos")
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     import mlflow
 
-    from jsqa.data.manifests import read_manifest
     from jsqa.io import write_json
     from jsqa.tracking import log_epoch, stage_run
-    from jsqa.train.finetune import finetune
+    from jsqa.train.finetune import finetune_seeds
 
     p = _params(args)
     encoder = Path(args.encoder) if args.encoder else None
     stage = "finetune" if encoder else "finetune_scratch"
     flat = {"seed": p.seed, "init": "pretrained" if encoder else "scratch",
             **to_flat_dict(p.model, "model."), **to_flat_dict(p.finetune, "finetune.")}
-    manifest = read_manifest(args.manifest, "mos")
+    manifest = _mos_manifest(args)
+
+    def on_epoch(seed: int):
+        # The primary seed logs plain names (as with one seed); the others are prefixed.
+        prefix = "" if seed == p.seed else f"seed{seed}_"
+        return lambda e, m: log_epoch({prefix + k: v for k, v in m.items()}, e)
+
     with stage_run(stage, flat, args.root):
-        best = finetune(manifest, p.model, p.finetune, p.seed, Path(args.out), encoder_ckpt=encoder,
-                        sample_rate=p.data.sample_rate, root=args.root, on_epoch=lambda e, m: log_epoch(m, e))
+        summary = finetune_seeds(manifest, p.model, p.finetune, p.seed, Path(args.out), encoder_ckpt=encoder,
+                                 sample_rate=p.data.sample_rate, root=args.root, on_epoch=on_epoch)
+        best = {k: v for k, v in summary.items() if isinstance(v, float)}
         mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
-        write_json(args.metrics, best)
+        mlflow.log_metrics({f"seeds_{k}_{s}": v for s in ("mean", "std") for k, v in summary[f"seed_{s}"].items()})
+        write_json(args.metrics, summary)
         mlflow.log_artifact(args.out)
-    print(f"{stage}: model saved to {args.out} (val RMSE {best['val_rmse']:.3f}, PCC {best['val_pcc']:.3f})")
+    mean, std = summary["seed_mean"], summary["seed_std"]
+    print(f"{stage}: model saved to {args.out} (val RMSE {best['val_rmse']:.3f}, PCC {best['val_pcc']:.3f}); "
+          f"{len(summary['seeds'])} seeds: val RMSE {mean['val_rmse']:.3f} ± {std['val_rmse']:.3f}, "
+          f"PCC {mean['val_pcc']:.3f} ± {std['val_pcc']:.3f}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import mlflow
 
-    from jsqa.data.manifests import read_manifest
     from jsqa.evaluate import evaluate_models, flat_metrics, scatter_plot
     from jsqa.io import write_csv, write_json
     from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
     from jsqa.tracking import stage_run
+    from jsqa.train.finetune import seed_checkpoints
 
     p = _params(args)
     models = {}
@@ -167,11 +189,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         name, _, path = spec.partition("=")
         if not path:
             raise JsqaError(f"--model expects NAME=CHECKPOINT, got '{spec}'")
-        models[name] = mos_model_from_checkpoint(load_checkpoint(path))
-    manifest = read_manifest(args.manifest, "mos")
+        models[name] = {s: mos_model_from_checkpoint(load_checkpoint(f)) for s, f in seed_checkpoints(path).items()}
+    manifest = _mos_manifest(args)
     test_sets = args.test_sets.split(",") if args.test_sets else list(p.evaluate.test_sets)
-    with stage_run("evaluate", {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models)}, args.root):
-        report, preds = evaluate_models(models, manifest, test_sets, sample_rate=p.data.sample_rate, root=args.root)
+    run_params = {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models),
+                  "seeds": ",".join(str(len(m)) for m in models.values()),
+                  "bootstrap_resamples": p.evaluate.bootstrap_resamples}
+    with stage_run("evaluate", run_params, args.root):
+        report, preds = evaluate_models(models, manifest, test_sets, sample_rate=p.data.sample_rate, root=args.root,
+                                        resamples=p.evaluate.bootstrap_resamples, seed=p.seed)
         write_json(args.metrics, report)
         plots = Path(args.plots)
         write_csv(plots / "predictions.csv", preds)
@@ -184,17 +210,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluation_table(report: dict) -> str:
-    lines = [f"{'model':<12} {'test set':<20} {'RMSE':>6} {'MAE':>6} {'PCC':>6} {'SRCC':>6} {'n':>5}"]
-    for name, per in report["models"].items():
-        for db, m in per.items():
-            lines.append(f"{name:<12} {db:<20} {m['rmse']:6.3f} {m['mae']:6.3f} {m['pcc']:6.3f} {m['srcc']:6.3f} {m['n']:5d}")
-    if "relative_change" in report:
-        pooled = report["relative_change"].get("pooled", {})
-        lines.append(
-            f"{report['relative_change_of']} (pooled): RMSE {pooled.get('rmse', 0):+.1f}% lower, "
-            f"MAE {pooled.get('mae', 0):+.1f}% lower, PCC {pooled.get('pcc', 0):+.1f}%, SRCC {pooled.get('srcc', 0):+.1f}%"
-        )
-    return "\n".join(lines)
+    from jsqa.report import evaluation_tables
+
+    return evaluation_tables(report, "text").rstrip("\n")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from jsqa.export import export_model
+
+    out = export_model(Path(args.model), Path(args.out), args.format)
+    print(f"export: {args.model} -> {out} ({args.format})")
+    return 0
 
 
 def cmd_register(args: argparse.Namespace) -> int:
@@ -219,7 +245,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = audio_files(args.inputs)
     model, what = load_model(args.model, Path(args.root))
     log.info("scoring %d file(s) with %s", len(files), what)
-    rows = score_files(model, files)
+    rows = score_files(model, files, progress=sys.stderr.isatty())
     print(format_rows(rows, args.format))
     return 1 if any(r["error"] for r in rows) else 0
 
@@ -260,12 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = stage("finetune", cmd_finetune, "fine-tune for MOS (from --encoder, or from scratch without it)")
     sp.add_argument("--manifest", default="data/manifests/mos.parquet", help="MOS manifest (train/val splits)")
+    _csv_args(sp)
     sp.add_argument("--encoder", default=None, help="pretrained encoder checkpoint; omit for the scratch baseline")
     sp.add_argument("--out", default="models/mos_pretrained.pt")
     sp.add_argument("--metrics", default="metrics/finetune_pretrained.json")
 
     sp = stage("evaluate", cmd_evaluate, "RMSE, MAE, PCC, SRCC per test set, plots, change vs scratch")
     sp.add_argument("--manifest", default="data/manifests/mos.parquet")
+    _csv_args(sp)
     sp.add_argument("--model", action="append", default=None, metavar="NAME=CHECKPOINT",
                     help="model to score (repeatable); default pretrained and scratch")
     sp.add_argument("--test-sets", default="", help="comma-separated db names (default: params)")
@@ -278,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--evaluation", default="metrics/evaluate.json")
     sp.add_argument("--out", default="metrics/register.json")
 
+    sp = sub.add_parser("export", help="export a MOS checkpoint as a TorchScript file (waveform batch -> MOS)")
+    sp.add_argument("--model", required=True, help="MOS checkpoint (.pt)")
+    sp.add_argument("--format", choices=("torchscript",), default="torchscript",
+                    help="torchscript (ONNX needs the onnx package, which is not in the stack)")
+    sp.add_argument("--out", required=True, help="output file, e.g. model.ts")
+    sp.set_defaults(func=cmd_export)
+
     sp = sub.add_parser("predict", help="print a MOS for each audio file (folders are searched)")
     sp.add_argument("inputs", nargs="+", help="audio files or folders")
     sp.add_argument("--model", default="models:/jsqa-mos@champion",
@@ -286,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
     sp.set_defaults(func=cmd_predict)
     return parser
+
+
+def _csv_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--csv", default=None, help="MOS dataset in the NISQA CSV layout (filepath_deg, mos, db); "
+                    "replaces --manifest")
+    sp.add_argument("--audio-root", default=None, help="folder filepath_deg is relative to (default: the CSV's)")
 
 
 def _quiet_libraries() -> None:

@@ -180,11 +180,13 @@ class FinetuneConfig:
     patience: int = 5
     threads: int = 2
     device: str = "auto"
+    seeds: int = 3
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     test_sets: tuple[str, ...] = ()
+    bootstrap_resamples: int = 1000
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Scoring waveforms with a MOS model: windowed for long clips, batched for equal lengths."""
+"""Scoring waveforms with a MOS model: windowed for long clips, windows batched in bounded chunks."""
 
 from __future__ import annotations
 
@@ -7,50 +7,81 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from jsqa.models.mos import MOSModel
-
 
 def windows(n: int, window: int, hop: int) -> list[tuple[int, int]]:
-    """Start/end of windows covering [0, n); the last one is aligned to the end."""
+    """Start/end of windows covering [0, n).
+
+    Overlapping (hop < window): full windows, the last one aligned to the end. Tiling
+    (hop >= window): consecutive windows, each sample in exactly one; a remainder shorter than
+    half a window joins the last window instead of being scored alone.
+    """
     if n <= window:
         return [(0, n)]
-    starts = list(range(0, n - window + 1, hop))
-    if starts[-1] + window < n:
-        starts.append(n - window)
-    return [(s, s + window) for s in starts]
+    if hop < window:
+        starts = list(range(0, n - window + 1, hop))
+        if starts[-1] + window < n:
+            starts.append(n - window)
+        return [(s, s + window) for s in starts]
+    spans = [(s, min(s + window, n)) for s in range(0, n, window)]
+    if len(spans) > 1 and spans[-1][1] - spans[-1][0] < window / 2:
+        spans[-2:] = [(spans[-2][0], n)]
+    return spans
+
+
+WINDOW_S = 8.0
+# Tiling windows: every sample is scored once, so scoring costs what the audio's length does
+# (50% overlap, used before, doubled the cost of long files, and a 10 s clip cost 16 s).
+HOP_S = 8.0
+# Windows per forward pass: bounds memory (a 1-hour file is 450 windows) while still batching.
+CHUNK_WINDOWS = 8
 
 
 @torch.inference_mode()
 def windowed_mean(
     fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, sample_rate: int = 16000,
-    window_s: float = 8.0, hop_s: float = 4.0,
+    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS,
 ) -> torch.Tensor:
-    """``fn`` over overlapping windows of a mono clip, averaged with weights by window length.
+    """``fn`` over windows of a mono clip, averaged with weights by window length.
 
-    ``fn`` maps a batch [B, T] to [B, ...]; equal-length windows go through in one batch, so
-    a clip of any length costs memory for one batch of windows only.
+    ``fn`` maps a batch [B, T] to [B, ...]; windows go through ``chunk`` at a time, so a clip of
+    any length costs memory for one chunk of windows only.
     """
     win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
     spans = windows(len(x), win, hop)
     # Inputs go where the module's weights are (the GPU during GPU training).
     params = next(fn.parameters(), None) if isinstance(fn, torch.nn.Module) else None
     device = params.device if params is not None else torch.device("cpu")
-    if len(spans) > 1 and all(b - a == win for a, b in spans):
-        out = fn(torch.from_numpy(np.stack([x[a:b] for a, b in spans])).to(device))
-    else:
-        out = torch.cat([fn(torch.from_numpy(np.ascontiguousarray(x[a:b]))[None].to(device)) for a, b in spans])
-    out = out.cpu()
-    w = torch.tensor([b - a for a, b in spans], dtype=torch.float64)
-    w = w.reshape(-1, *([1] * (out.dim() - 1)))
-    return (out.double() * w).sum(0) / w.sum()
+    total: torch.Tensor | None = None
+    for part in _batches(spans, max(chunk, 1)):
+        batch = torch.from_numpy(np.stack([x[a:b] for a, b in part])).to(device)
+        out = fn(batch).cpu().double()
+        w = torch.tensor([b - a for a, b in part], dtype=torch.float64).reshape(-1, *([1] * (out.dim() - 1)))
+        step = (out * w).sum(0)
+        total = step if total is None else total + step
+    assert total is not None
+    return total / sum(b - a for a, b in spans)
 
 
-def score_waveform(model: MOSModel, x: np.ndarray, sample_rate: int = 16000, window_s: float = 8.0, hop_s: float = 4.0) -> float:
-    """MOS of one mono 16 kHz clip: the mean over overlapping windows, so length is unbounded."""
+def _batches(spans: list[tuple[int, int]], chunk: int) -> list[list[tuple[int, int]]]:
+    """Runs of at most ``chunk`` consecutive spans of one length (a batch needs equal lengths)."""
+    out: list[list[tuple[int, int]]] = []
+    for span in spans:
+        if out and len(out[-1]) < chunk and out[-1][0][1] - out[-1][0][0] == span[1] - span[0]:
+            out[-1].append(span)
+        else:
+            out.append([span])
+    return out
+
+
+def score_waveform(
+    model: torch.nn.Module, x: np.ndarray, sample_rate: int = 16000, window_s: float = WINDOW_S,
+    hop_s: float = HOP_S,
+) -> float:
+    """MOS of one mono 16 kHz clip: the mean over windows, so length is unbounded."""
     model.eval()
     return float(np.clip(windowed_mean(model, x, sample_rate, window_s, hop_s).item(), 1.0, 5.0))
 
 
-def score_waveforms(model: MOSModel, clips: Sequence[np.ndarray], sample_rate: int = 16000) -> np.ndarray:
+def score_waveforms(model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int = 16000) -> np.ndarray:
     """MOS for each clip (see :func:`score_waveform`)."""
     return np.asarray([score_waveform(model, c, sample_rate) for c in clips], dtype=np.float64)

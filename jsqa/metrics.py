@@ -54,3 +54,47 @@ def relative_change(model: dict[str, float], baseline: dict[str, float]) -> dict
         change = (model[m] - b) / abs(b) * 100.0
         out[m] = float(-change if LOWER_IS_BETTER[m] else change)
     return out
+
+
+def seed_stats(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value) of one metric over seeds."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("no values to summarise")
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+
+
+def _rowwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=1, keepdims=True)
+    b = b - b.mean(axis=1, keepdims=True)
+    denom = np.sqrt((a**2).sum(axis=1) * (b**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(axis=1) / denom
+    # A resample of identical items has no correlation; treated like mos_metrics does (0).
+    return np.where(denom > 0, r, 0.0)
+
+
+def bootstrap_ci(
+    y_true: np.ndarray, y_pred: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, dict[str, float]]:
+    """Percentile bootstrap interval of each metric: resample the clips with replacement.
+
+    Returns {metric: {"lo", "hi"}}; deterministic for a given seed.
+    """
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_pred, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"y_true and y_pred must be 1-D of one non-zero length, got {y.shape} and {p.shape}")
+    if resamples < 1 or not 0.0 < level < 1.0:
+        raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples} and {level}")
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    ys, ps = y[idx], p[idx]
+    err = ps - ys
+    dist = {
+        "rmse": np.sqrt((err**2).mean(axis=1)),
+        "mae": np.abs(err).mean(axis=1),
+        "pcc": _rowwise_pearson(ys, ps),
+        "srcc": _rowwise_pearson(stats.rankdata(ys, axis=1), stats.rankdata(ps, axis=1)),
+    }
+    tail = (1.0 - level) / 2.0 * 100.0
+    return {m: {"lo": float(np.percentile(d, tail)), "hi": float(np.percentile(d, 100.0 - tail))} for m, d in dist.items()}

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 import mlflow
 import yaml
+from tqdm import tqdm
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -133,10 +135,15 @@ def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def score_files(model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000) -> list[dict]:
-    """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash."""
+def score_files(
+    model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000, progress: bool = False
+) -> list[dict]:
+    """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash.
+
+    ``progress`` draws a tqdm bar on stderr (the CLI turns it on when stderr is a terminal).
+    """
     rows: list[dict] = []
-    for f in files:
+    for f in tqdm(files, disable=not progress, file=sys.stderr, unit="file", desc="scoring"):
         try:
             x, _ = load_audio(f, sample_rate)
             rows.append({"path": str(f), "mos": score_waveform(model, x, sample_rate), "error": None})

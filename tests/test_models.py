@@ -41,6 +41,20 @@ def test_checkpoint_round_trip_preserves_predictions(tmp_path):
     torch.testing.assert_close(m(x), m2(x))
 
 
+def test_projection_head_switch_sets_what_the_mos_head_reads_and_old_checkpoints_still_load(tmp_path):
+    spec = encoder_spec("small")
+    on, off = MOSModel(spec, projection=True).eval(), MOSModel(spec, projection=False).eval()
+    assert on.projection is not None and off.projection is None
+    assert on.head.net[0].in_features == 32 and off.head.net[0].in_features == spec.embedding_dim
+    save_checkpoint(tmp_path / "on.pt", "mos", on, spec, head=on.head_config)
+    x = torch.randn(2, 9000)
+    torch.testing.assert_close(mos_model_from_checkpoint(load_checkpoint(tmp_path / "on.pt"))(x), on(x))
+    # a checkpoint written before the switch existed has no "projection" key: encoder embedding
+    legacy = {k: v for k, v in off.head_config.items() if k != "projection"}
+    save_checkpoint(tmp_path / "old.pt", "mos", off, spec, head=legacy)
+    assert mos_model_from_checkpoint(load_checkpoint(tmp_path / "old.pt")).projection is None
+
+
 def test_encoder_weights_carry_from_pretraining_to_fine_tuning(tmp_path):
     spec = encoder_spec("small")
     pre = PretrainModel(spec, projection_head=True).eval()

@@ -88,6 +88,13 @@ def test_finetune_from_a_pretrained_encoder_starts_from_its_weights(pairs_dir, s
             continue  # BatchNorm statistics move in train mode even at lr 0
         torch.testing.assert_close(a, b, msg=k)
     assert load_checkpoint(tmp_path / "mos.pt")["init"] == "pretrained"
+    # projection_head on: the MOS head reads the pretrained projection (the paper's ablation switch)
+    pre_proj = {k: v for k, v in load_checkpoint(tmp_path / "enc.pt")["state_dict"].items() if k.startswith("projection.")}
+    tuned_proj = {k: v for k, v in load_checkpoint(tmp_path / "mos.pt")["state_dict"].items() if k.startswith("projection.")}
+    assert pre_proj and set(pre_proj) == set(tuned_proj)
+    for k, v in pre_proj.items():
+        if "running" not in k and "num_batches" not in k:
+            torch.testing.assert_close(v, tuned_proj[k], msg=k)
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])

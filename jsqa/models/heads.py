@@ -20,6 +20,10 @@ class ProjectionHead(nn.Module):
             nn.Linear(hidden, out_dim),
         )
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The projection before L2 normalisation: what a MOS head reads when fine-tuning on it."""
+        return self.net(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x), dim=-1)
 

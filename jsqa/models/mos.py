@@ -36,16 +36,33 @@ def projection_dims(spec: EncoderSpec) -> tuple[int, int]:
 
 
 class MOSModel(nn.Module):
-    """Waveform [B, T] at 16 kHz -> MOS [B]."""
+    """Waveform [B, T] at 16 kHz -> MOS [B].
 
-    def __init__(self, spec: EncoderSpec, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0) -> None:
+    ``projection=True`` puts the pretraining projection head between encoder and MOS head (the
+    MOS head reads its output before L2 normalisation); ``False`` regresses MOS directly on the
+    encoder embedding. Comparing the two is the paper's projection-head ablation.
+    """
+
+    def __init__(
+        self, spec: EncoderSpec, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0,
+        projection: bool = False,
+    ) -> None:
         super().__init__()
         self.encoder = Encoder(spec)
-        self.head = MOSHead(spec.embedding_dim, hidden=hidden, dropout=dropout, init_mos=init_mos)
-        self.head_config = {"hidden": hidden, "dropout": dropout, "init_mos": init_mos}
+        in_dim = spec.embedding_dim
+        self.projection: ProjectionHead | None = None
+        if projection:
+            proj_hidden, in_dim = projection_dims(spec)
+            self.projection = ProjectionHead(spec.embedding_dim, proj_hidden, in_dim)
+        self.head = MOSHead(in_dim, hidden=hidden, dropout=dropout, init_mos=init_mos)
+        # Checkpoints without "projection" (older ones) rebuild as projection=False.
+        self.head_config = {"hidden": hidden, "dropout": dropout, "init_mos": init_mos, "projection": projection}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+        z = self.encoder(x)
+        if self.projection is not None:
+            z = self.projection.features(z)
+        return self.head(z)
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,13 +17,17 @@ import pandas as pd
 import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig
+from jsqa.errors import ConfigError
 from jsqa.inference import score_waveforms
-from jsqa.metrics import mos_metrics
+from jsqa.io import atomic_dir, read_json, write_json
+from jsqa.metrics import mos_metrics, seed_stats
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, encoder_spec, load_checkpoint, save_checkpoint
 from jsqa.train.clips import ClipSet, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
 
 log = logging.getLogger(__name__)
+
+SEEDS_INDEX = "seeds.json"
 
 
 def _loss_fn(name: str) -> torch.nn.Module:
@@ -30,14 +35,27 @@ def _loss_fn(name: str) -> torch.nn.Module:
 
 
 def build_model(model_cfg: ModelConfig, cfg: FinetuneConfig, init_mos: float, encoder_ckpt: Path | None) -> MOSModel:
-    """A MOS model whose encoder is random (scratch) or loaded from a pretraining checkpoint."""
+    """A MOS model whose encoder is random (scratch) or loaded from a pretraining checkpoint.
+
+    With ``model.projection_head`` on, the MOS head sits on the projection head, which is also
+    taken from the pretraining checkpoint; off, it sits on the encoder embedding.
+    """
+    projection = model_cfg.projection_head
     if encoder_ckpt is None:
         spec = encoder_spec(model_cfg.size)
-        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos)
+        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection)
     payload = load_checkpoint(encoder_ckpt)
     encoder = encoder_from_checkpoint(payload)
-    model = MOSModel(encoder.spec, dropout=cfg.dropout, init_mos=init_mos)
+    model = MOSModel(encoder.spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection)
     model.encoder.load_state_dict(encoder.state_dict())
+    if model.projection is not None:
+        prefix = "projection."
+        proj = {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+        if not proj:
+            raise ConfigError(
+                f"{encoder_ckpt}: pretrained without a projection head but model.projection_head is true"
+            )
+        model.projection.load_state_dict(proj)
     return model
 
 
@@ -128,5 +146,69 @@ def finetune(
         init=init,
         config=asdict(cfg),
         metrics=best,
+        seed=seed,
     )
     return best
+
+
+def seeds_dir(out_path: str | Path) -> Path:
+    """Where the checkpoints of the other seeds live: ``models/mos_x.pt`` -> ``models/mos_x.seeds/``."""
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.seeds")
+
+
+def seed_checkpoints(out_path: str | Path) -> dict[int, Path]:
+    """Every seed's checkpoint of a multi-seed run, primary first: {seed: path}.
+
+    A checkpoint without a seeds folder (K = 1, or trained before seeds existed) is one entry.
+    """
+    out_path = Path(out_path)
+    primary = int(load_checkpoint(out_path).get("seed", -1))
+    found = {primary: out_path}
+    folder = seeds_dir(out_path)
+    index = folder / SEEDS_INDEX
+    if index.is_file():
+        for s in read_json(index)["seeds"]:
+            if int(s) != primary:
+                found[int(s)] = folder / f"seed-{int(s)}.pt"
+    return found
+
+
+def finetune_seeds(
+    manifest: pd.DataFrame,
+    model_cfg: ModelConfig,
+    cfg: FinetuneConfig,
+    seed: int,
+    out_path: Path,
+    encoder_ckpt: Path | None = None,
+    sample_rate: int = 16000,
+    root: str | Path = ".",
+    on_epoch: Callable[[int], EpochCallback] = lambda s: no_callback,
+) -> dict:
+    """Fine-tune ``cfg.seeds`` models (seeds ``seed``, ``seed + 1``, ...) under one schedule.
+
+    The first seed's model goes to ``out_path`` (the one registered and scored by default: a
+    fixed choice, so picking the best of K on validation cannot flatter it); the others go to
+    ``seeds_dir(out_path)/seed-N.pt`` with ``seeds.json`` listing every seed. Returns the first
+    seed's best validation metrics plus ``seeds`` ({seed: metrics}) and ``seed_mean`` /
+    ``seed_std`` (sample std; 0 for one seed) of each validation metric.
+    """
+    if cfg.seeds < 1:
+        raise ConfigError(f"finetune.seeds must be at least 1, got {cfg.seeds}")
+    seeds = [seed + i for i in range(cfg.seeds)]
+    per_seed: dict[str, dict[str, float]] = {}
+    with atomic_dir(seeds_dir(out_path)) as folder:
+        for s in seeds:
+            target = out_path if s == seeds[0] else folder / f"seed-{s}.pt"
+            log.info("fine-tuning seed %d of %s (%s)", s, seeds, "pretrained" if encoder_ckpt else "scratch")
+            per_seed[str(s)] = finetune(manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root,
+                                        on_epoch(s))
+        write_json(folder / SEEDS_INDEX, {"primary": seeds[0], "seeds": seeds})
+    keys = [k for k in per_seed[str(seeds[0])] if k.startswith("val_")]
+    stats = {k: seed_stats([m[k] for m in per_seed.values()]) for k in keys}
+    return {
+        **per_seed[str(seeds[0])],
+        "seeds": per_seed,
+        "seed_mean": {k: v["mean"] for k, v in stats.items()},
+        "seed_std": {k: v["std"] for k, v in stats.items()},
+    }
