@@ -185,6 +185,7 @@ class RegisterConfig:
     alias: str = "champion"
     metric: str = "val_rmse"
     min_improvement: float = 0.0
+    direction: str = "lower"
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ _CHOICES = {
     "finetune.loss": ("mse", "l1"),
     "pretrain.device": ("auto", "cpu", "cuda"),
     "finetune.device": ("auto", "cpu", "cuda"),
+    "register.direction": ("higher", "lower"),
 }
 
 
