@@ -205,10 +205,12 @@ def _print_moves(verb: str, moves: dict, alias: str) -> None:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from jsqa.champion import format_versions, list_versions
+    from jsqa.champion import champion_history, format_versions, list_versions
 
     p = _params(args)
-    print(format_versions(list_versions(_registry_client(args), args.name or p.register.mos_name)))
+    client, name = _registry_client(args), args.name or p.register.mos_name
+    print(format_versions(list_versions(client, name)))
+    print(f"@{p.register.alias} history (oldest first): {', '.join(champion_history(client, name)) or '-'}")
     return 0
 
 
