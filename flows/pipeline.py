@@ -24,7 +24,7 @@ import subprocess
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from prefect import flow, get_run_logger, task
@@ -226,7 +226,7 @@ def jsqa_pipeline(
     stages: list[str] | None = None,
     force: list[str] | None = None,
     force_downstream: bool = False,
-    profile: Literal["demo", "paper"] | None = None,
+    profile: str | None = None,
     wait_s: float = 0.0,
     mlflow_ui: str | None = None,
 ) -> dict[str, str]:
@@ -234,7 +234,7 @@ def jsqa_pipeline(
 
     ``force`` re-runs the named stages even if unchanged (``force_downstream``: and every stage
     after the first of them); ``profile`` switches ``data.profile`` in params.yaml first (the
-    change stays, as with ``dvc exp run -S``); ``wait_s`` is how long to wait for another run of
+    change stays, as with ``dvc exp run -S``; "demo" or "paper"); ``wait_s`` is how long to wait for another run of
     this project to finish before failing; ``mlflow_ui`` is the MLflow UI address the run link
     points at (default: an http MLFLOW_TRACKING_URI, else http://127.0.0.1:5000).
     Returns {stage: "ran" | "skipped"}; "skipped" means DVC found the stage unchanged (or
