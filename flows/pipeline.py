@@ -44,9 +44,13 @@ log = logging.getLogger(__name__)
 ARTIFACT_KEY = "jsqa-metrics"
 TAIL_LINES = 20
 METRICS = ("rmse", "mae", "pcc", "srcc")
-# Only stages that reach outside the machine (downloads) are worth retrying; the others are
-# deterministic, so a retry would fail the same way. Value: (retries, delay before each retry, s).
-RETRIED_STAGES: dict[str, tuple[int, list[float]]] = {"acquire": (2, [2.0, 10.0])}
+# Only stages that reach outside the machine (downloads; the MLflow server when
+# MLFLOW_TRACKING_URI is remote) are worth retrying; the others are deterministic, so a retry
+# would fail the same way. Value: (retries, delay before each retry, s). A retried register may
+# leave one extra, unpromoted version behind; the champion decision is taken afresh.
+RETRIED_STAGES: dict[str, tuple[int, list[float]]] = {"acquire": (2, [2.0, 10.0]), "register": (1, [10.0])}
+# A scheduled run waits this long for a manual run of the same project to finish.
+SERVE_WAIT_S = 3600.0
 # Deployment runs of one project must not overlap (DVC's lock would fail the second part-way).
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
@@ -233,10 +237,11 @@ def jsqa_pipeline(
     """Run the selected DVC stages in dvc.yaml order, one at a time; publish the artifacts.
 
     ``force`` re-runs the named stages even if unchanged (``force_downstream``: and every stage
-    after the first of them); ``profile`` switches ``data.profile`` in params.yaml first (the
-    change stays, as with ``dvc exp run -S``; "demo" or "paper"); ``wait_s`` is how long to wait for another run of
-    this project to finish before failing; ``mlflow_ui`` is the MLflow UI address the run link
-    points at (default: an http MLFLOW_TRACKING_URI, else http://127.0.0.1:5000).
+    after the first of them). ``profile`` ("demo" | "paper") switches ``data.profile`` in
+    params.yaml first; the change stays, as with ``dvc exp run -S``. ``wait_s`` is how long to
+    wait for another run of this project to finish before failing. ``mlflow_ui`` is the MLflow
+    UI address the run link points at (default: an http MLFLOW_TRACKING_URI, else
+    http://127.0.0.1:5000).
     Returns {stage: "ran" | "skipped"}; "skipped" means DVC found the stage unchanged (or
     restored its outputs from the run cache) and did not execute its command.
     """
@@ -280,8 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also force every stage after the first forced one")
     common.add_argument("--profile", choices=("demo", "paper"), default=None,
                         help="set data.profile in params.yaml before running (default: leave it)")
-    common.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                        help="wait this long for another run of the project to finish (default: 0, refuse)")
+    common.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                        help="wait this long for another run of the project to finish "
+                             f"(default: run 0, i.e. refuse; serve {SERVE_WAIT_S:g})")
     common.add_argument("--mlflow-ui", default=None, metavar="URL",
                         help="MLflow UI address for the run link (default: http MLFLOW_TRACKING_URI or "
                              "http://127.0.0.1:5000)")
@@ -330,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "force": _names(args.force),
         "force_downstream": args.force_downstream,
         "profile": args.profile,
-        "wait_s": args.wait,
+        "wait_s": args.wait if args.wait is not None else (SERVE_WAIT_S if args.command == "serve" else 0.0),
         "mlflow_ui": args.mlflow_ui,
     }
     try:

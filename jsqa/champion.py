@@ -126,7 +126,9 @@ def rollback(client: MlflowClient, cfg: RegisterConfig, name: str) -> dict[str, 
         raise JsqaError(f"{name} has no @{cfg.alias} to roll back")
     history = _pop(champion_history(client, name), current)
     if not history:
-        raise JsqaError(f"{name}@{cfg.alias} is v{current} and no earlier champion is recorded: nothing to roll back to")
+        raise JsqaError(
+            f"{name}@{cfg.alias} is v{current} and no earlier champion is recorded: nothing to roll back to"
+        )
     moves: dict[str, dict[str, str | None]] = {}
     for model, ver in _units(client, cfg, name, history[-1]):
         before = champion_version(client, model, cfg.alias)
@@ -153,7 +155,8 @@ def list_versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     rows = []
     for mv in client.search_model_versions(f"name='{name}'"):
         created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.timezone.utc)
-        row: dict[str, Any] = {"version": str(mv.version), "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
+        row: dict[str, Any] = {"version": str(mv.version),
+                               "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
                                "created": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
         row.update({t: mv.tags.get(t, "") for t in LIST_TAGS})
         row.update({k: v for k, v in sorted(mv.tags.items()) if k.startswith(("val_", "test_"))})

@@ -25,7 +25,8 @@ from flows.pipeline import ARTIFACT_KEY
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "jsqa-pipeline/test-nightly"
 CRON = "0 3 * * *"
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
 REGISTER = '{"promoted": true, "mos_model": "jsqa-mos", "mos_version": "2", "run_id": "ab12", "experiment_id": "3"}'
 
 
@@ -100,6 +101,7 @@ def test_deployment_has_schedule_parameters_and_a_limit_of_one(served):
     assert [s.schedule.cron for s in dep.schedules] == [CRON]
     assert dep.parameters["project_dir"] == str(root)
     assert dep.parameters["mlflow_ui"] == "http://mlflow.test:5000"
+    assert dep.parameters["wait_s"] == 3600  # a nightly run waits for a manual one rather than failing
     schema = dep.parameter_openapi_schema["properties"]
     assert {"project_dir", "stages", "force", "force_downstream", "profile", "wait_s"} <= set(schema)
     assert dep.global_concurrency_limit is not None and dep.global_concurrency_limit.limit == 1

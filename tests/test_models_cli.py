@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -44,7 +43,8 @@ def project(tmp_path_factory, empty_mlflow_store):
     root = tmp_path_factory.mktemp("models") / "proj"
     (root / "data" / "manifests").mkdir(parents=True)
     for name in ("clean", "mos"):
-        pd.DataFrame({"id": [name], "path": [f"{name}.wav"]}).to_parquet(root / "data" / "manifests" / f"{name}.parquet")
+        frame = pd.DataFrame({"id": [name], "path": [f"{name}.wav"]})
+        frame.to_parquet(root / "data" / "manifests" / f"{name}.parquet")
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     (root / "metrics").mkdir()
     (root / "metrics" / "evaluate.json").write_text(json.dumps(EVALUATION))
