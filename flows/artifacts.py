@@ -3,7 +3,8 @@ registered the models, and the predicted-vs-true scatter plot.
 
 The plot goes into a markdown artifact as a ``data:`` URI rather than an image artifact: Prefect
 image artifacts hold only a URL, and the one URL we have (MLflow's artifact endpoint) works only
-while an MLflow server is up, whereas the embedded PNG renders in the UI on its own.
+while an MLflow server is up, whereas the embedded PNG renders in the UI on its own (the UI's
+markdown renderer, prefect 3.8.8, turns an image into ``<img src=...>`` with no URL filtering).
 """
 
 from __future__ import annotations
