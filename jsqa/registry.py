@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -30,7 +29,7 @@ from mlflow.types import ColSpec, Schema
 import jsqa
 from jsqa import tracking
 from jsqa.audio import decode_audio, load_audio
-from jsqa.champion import promote
+from jsqa.champion import champion_version, promote
 from jsqa.errors import AudioError, ConfigError, JsqaError
 from jsqa.inference import score_waveform, windowed_mean
 from jsqa.models.encoder import Encoder
@@ -257,15 +256,14 @@ def _candidate_metrics(mos_ckpt: Path, metric: str) -> tuple[dict[str, float], s
 
 def _champion(client: MlflowClient, name: str, alias: str, metric: str) -> tuple[str | None, float | None]:
     """(version, metric value) of ``name@alias``; (None, None) when there is none."""
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    version = champion_version(client, name, alias)
+    if version is None:
         return None, None
-    raw = mv.tags.get(metric)
+    raw = client.get_model_version(name, version).tags.get(metric)
     try:
-        return mv.version, float(raw) if raw is not None else None
+        return version, float(raw) if raw is not None else None
     except ValueError:
-        return mv.version, None
+        return version, None
 
 
 def evaluation_tags(evaluation: dict, model: str = "pretrained") -> dict[str, str]:

@@ -194,7 +194,8 @@ def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp
 
     from jsqa.runlock import PipelineBusy, run_lock
 
-    root = first_run[0]
+    root = tmp_path / "proj"
+    shutil.copytree(first_run[0], root, symlinks=True)
     with run_lock(root, label="nightly run"):
         with pytest.raises(PipelineBusy, match=r"a pipeline run is already going .*nightly run"):
             jsqa_pipeline(project_dir=str(root), stages=["prepare"])
