@@ -17,6 +17,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 from flows.artifacts import LINK_KEY, PLOT_KEY
@@ -31,17 +32,15 @@ REGISTER = '{"promoted": true, "mos_model": "jsqa-mos", "mos_version": "2", "run
 
 
 def _stages() -> dict:
-    # `work` fails if another copy of itself is running (a marker file), then takes 2 s.
-    work = ("import time, sys; m = pathlib.Path('busy'); m.exists() and sys.exit('overlap'); m.touch(); "
-            "time.sleep(2); pathlib.Path('work.txt').write_text(str(time.time())); m.unlink()")
-    report = ("import json; pathlib.Path('work.txt').read_text(); pathlib.Path('metrics').mkdir(exist_ok=True); "
-              "pathlib.Path('metrics/evaluate.json').write_text(json.dumps({'models': {}})); "
-              f"pathlib.Path('metrics/register.json').write_text({REGISTER!r})")
-    return {
-        "work": {"cmd": stage_cmd("work", work), "outs": ["work.txt"]},
-        "report": {"cmd": stage_cmd("report", report), "deps": ["work.txt"],
-                   "metrics": [{"metrics/register.json": {"cache": False}}]},
-    }
+    # One stage (each `dvc repro` costs seconds here). It fails if another copy of itself is
+    # running (a marker file), holds until the test creates `release` (at most 120 s: so a second trigger
+    # certainly arrives while it runs), then writes what the artifacts are made from.
+    work = ("import json, time, sys; m = pathlib.Path('busy'); m.exists() and sys.exit('overlap'); m.touch(); "
+            "any(pathlib.Path('release').exists() or time.sleep(0.2) for _ in range(600)); "
+            "pathlib.Path('metrics').mkdir(exist_ok=True); "
+            "pathlib.Path('metrics/evaluate.json').write_text(json.dumps({'models': {}})); "
+            f"pathlib.Path('metrics/register.json').write_text({REGISTER!r}); m.unlink()")
+    return {"work": {"cmd": stage_cmd("work", work), "metrics": [{"metrics/register.json": {"cache": False}}]}}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +63,7 @@ def served(prefect_server, blank_project, tmp_path_factory):
                 try:
                     client.read_deployment_by_name(DEPLOYMENT)
                     break
-                except Exception:
+                except ObjectNotFound:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise AssertionError("serve did not register the deployment:\n"
                                              + (root.parent / "serve.log").read_text()[-3000:]) from None
@@ -79,20 +78,37 @@ def served(prefect_server, blank_project, tmp_path_factory):
         log.close()
 
 
+def _until(what: str, done, root: Path, timeout: float):
+    deadline = time.monotonic() + timeout
+    while not (result := done()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n" + (root.parent / "serve.log").read_text()[-3000:])
+        time.sleep(0.5)
+    return result
+
+
 @pytest.fixture(scope="module")
 def two_runs(served):
-    """Two runs triggered at once (each forcing the 2-second stage), waited to a final state."""
+    """A second run triggered while the first is inside its stage; both waited to a final state."""
     root, client = served
-    ids = [run_deployment(DEPLOYMENT, parameters={"force": ["work"]}, timeout=0).id for _ in range(2)]
-    deadline = time.monotonic() + 150
-    while True:
-        runs = [client.read_flow_run(i) for i in ids]
-        if all(r.state.is_final() for r in runs):
-            return runs
-        if time.monotonic() > deadline:
-            raise AssertionError(f"runs not finished: {[r.state.name for r in runs]}\n"
-                                 + (root.parent / "serve.log").read_text()[-3000:])
-        time.sleep(1)
+
+    def trigger():
+        return run_deployment(DEPLOYMENT, parameters={"force": ["work"]}, timeout=0).id
+
+    first = trigger()
+    _until("the first run's stage to start",
+           lambda: (root / "busy").exists() or client.read_flow_run(first).state.is_final(), root, 120)
+    assert (root / "busy").exists(), client.read_flow_run(first).state.message
+    second = trigger()
+    _until("the second run to wait for the slot", lambda: any(
+        s.name == "AwaitingConcurrencySlot" for s in client.read_flow_run_states(second)), root, 60)
+    (root / "release").touch()
+
+    def finished():
+        runs = [client.read_flow_run(i) for i in (first, second)]
+        return runs if all(r.state.is_final() for r in runs) else None
+
+    return _until("both runs to finish", finished, root, 150)
 
 
 def test_deployment_has_schedule_parameters_and_a_limit_of_one(served):
@@ -108,14 +124,15 @@ def test_deployment_has_schedule_parameters_and_a_limit_of_one(served):
     assert dep.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.ENQUEUE
 
 
-def test_two_triggers_both_complete_one_after_the_other(served, two_runs):
+def test_second_trigger_waits_for_the_first_and_both_complete(served, two_runs):
     _, client = served
+    first, second = two_runs
     assert [r.state.name for r in two_runs] == ["Completed", "Completed"]
-    first, second = sorted(two_runs, key=lambda r: r.start_time)
-    assert first.end_time <= second.start_time  # never overlapping
-    # The later one waited for the slot, visibly: its history holds the waiting state.
-    waited = [any(s.name == "AwaitingConcurrencySlot" for s in client.read_flow_run_states(r.id)) for r in two_runs]
-    assert waited.count(True) >= 1
+    assert first.end_time <= second.start_time  # never overlapping (the stage would also have failed)
+    # The UI shows why the second one is not running yet: its history holds the waiting state.
+    states = [s.name for s in client.read_flow_run_states(second.id)]
+    assert "AwaitingConcurrencySlot" in states and states[-1] == "Completed"
+    assert "AwaitingConcurrencySlot" not in [s.name for s in client.read_flow_run_states(first.id)]
 
 
 def test_each_run_publishes_metrics_link_and_plot(served, two_runs):
