@@ -40,8 +40,10 @@ ui-mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000
 ui-prefect: $(STAMP)  ## Prefect server + UI on http://127.0.0.1:4200
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
-serve: $(STAMP)  ## serve the flow on a nightly cron (needs `make ui-prefect` running)
-	PREFECT_API_URL=http://127.0.0.1:4200/api $(BIN)/python -m flows.pipeline serve --cron "0 3 * * *"
+CRON ?= 0 3 * * *
+SERVE_ARGS ?=
+serve: $(STAMP)  ## serve the flow as a deployment on CRON (needs `make ui-prefect` running); SERVE_ARGS="--profile paper ..."
+	PREFECT_API_URL=$${PREFECT_API_URL:-http://127.0.0.1:4200/api} $(BIN)/python -m flows.pipeline serve --project-dir . --cron "$(CRON)" $(SERVE_ARGS)
 
 lock: $(STAMP)  ## re-freeze requirements.lock from the current .venv
 	( echo "# Frozen, tested set (Python 3.11, x86_64). Regenerate: make lock"; \

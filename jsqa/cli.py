@@ -225,17 +225,59 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_register(args: argparse.Namespace) -> int:
     from jsqa.io import read_json, write_json
-    from jsqa.registry import register
+    from jsqa.registry import evaluation_tags, register
 
     p = _params(args)
     tags = {}
     if args.evaluation and Path(args.evaluation).exists():
-        pooled = read_json(args.evaluation)["models"].get("pretrained", {}).get("pooled", {})
-        tags = {f"test_{k}": f"{v:.4f}" for k, v in pooled.items() if k != "n"}
-    result = register(Path(args.encoder), Path(args.mos), p.register, Path(args.root), extra_tags=tags)
+        tags = evaluation_tags(read_json(args.evaluation))
+    result = register(Path(args.encoder), Path(args.mos), p.register, Path(args.root), extra_tags=tags,
+                      manifests=Path(args.manifests))
     write_json(args.out, result)
     verdict = "promoted to @" + p.register.alias if result["promoted"] else "not promoted"
     print(f"register: {result['mos_model']} v{result['mos_version']} {verdict} ({result['reason']})")
+    return 0
+
+
+def _registry_client(args: argparse.Namespace):
+    from mlflow.tracking import MlflowClient
+
+    from jsqa.tracking import configure
+
+    configure(args.root)
+    return MlflowClient()
+
+
+def _print_moves(verb: str, moves: dict, alias: str) -> None:
+    for model, move in moves.items():
+        print(f"{verb}: {model}@{alias} v{move['from'] or '-'} -> v{move['to']}")
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from jsqa.champion import champion_history, format_versions, list_versions
+
+    p = _params(args)
+    client, name = _registry_client(args), args.name or p.register.mos_name
+    print(format_versions(list_versions(client, name)))
+    print(f"@{p.register.alias} history (oldest first): {', '.join(champion_history(client, name)) or '-'}")
+    return 0
+
+
+def cmd_models_promote(args: argparse.Namespace) -> int:
+    from jsqa.champion import promote
+
+    p = _params(args)
+    moves = promote(_registry_client(args), p.register, args.name or p.register.mos_name, args.version)
+    _print_moves("promote", moves, p.register.alias)
+    return 0
+
+
+def cmd_models_rollback(args: argparse.Namespace) -> int:
+    from jsqa.champion import rollback
+
+    p = _params(args)
+    moves = rollback(_registry_client(args), p.register, args.name or p.register.mos_name)
+    _print_moves("rollback", moves, p.register.alias)
     return 0
 
 
@@ -305,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mos", default="models/mos_pretrained.pt")
     sp.add_argument("--evaluation", default="metrics/evaluate.json")
     sp.add_argument("--out", default="metrics/register.json")
+    sp.add_argument("--manifests", default="data/manifests", help="manifests whose hashes tag the versions")
 
     sp = sub.add_parser("export", help="export a MOS checkpoint as a TorchScript file (waveform batch -> MOS)")
     sp.add_argument("--model", required=True, help="MOS checkpoint (.pt)")
@@ -320,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
     sp.set_defaults(func=cmd_predict)
+    _add_models_parser(sub)
     return parser
 
 
@@ -327,6 +371,24 @@ def _csv_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--csv", default=None, help="MOS dataset in the NISQA CSV layout (filepath_deg, mos, db); "
                     "replaces --manifest")
     sp.add_argument("--audio-root", default=None, help="folder filepath_deg is relative to (default: the CSV's)")
+
+
+def _add_models_parser(sub: argparse._SubParsersAction) -> None:
+    """`jsqa models list|promote|rollback`: the registry's versions and the champion alias."""
+    models = sub.add_parser("models", help="list registered versions; move or roll back @champion")
+    group = models.add_subparsers(dest="models_command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default=None, help="registered model (default: register.mos_name); "
+                        "the encoder and MOS model move together")
+    common.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
+    common.add_argument("--root", default=".", help="project root holding mlflow.db")
+    sp = group.add_parser("list", parents=[common], help="versions, aliases, provenance tags and metrics")
+    sp.set_defaults(func=cmd_models_list)
+    sp = group.add_parser("promote", parents=[common], help="point @champion at VERSION (and its encoder)")
+    sp.add_argument("version", help="version number of --name")
+    sp.set_defaults(func=cmd_models_promote)
+    sp = group.add_parser("rollback", parents=[common], help="point @champion back at the previous champion")
+    sp.set_defaults(func=cmd_models_rollback)
 
 
 def _quiet_libraries() -> None:

@@ -196,6 +196,7 @@ class RegisterConfig:
     alias: str = "champion"
     metric: str = "val_rmse"
     min_improvement: float = 0.0
+    direction: str = "lower"
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,7 @@ _CHOICES = {
     "pretrain.device": ("auto", "cpu", "cuda"),
     "pretrain.precision": ("auto", "fp32", "bf16"),
     "finetune.device": ("auto", "cpu", "cuda"),
+    "register.direction": ("higher", "lower"),
 }
 
 

@@ -34,12 +34,9 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
-import os
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +59,6 @@ from jsqa.pair_render import (
     GAIN_COLUMNS,
     INT16_SCALE,
     PLAN_COLUMNS,
-    RENDER_FORMAT,
     ShardJob,
     crop,
     loop_segment,

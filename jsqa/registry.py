@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -30,10 +29,12 @@ from mlflow.types import ColSpec, Schema
 import jsqa
 from jsqa import tracking
 from jsqa.audio import decode_audio, load_audio
+from jsqa.champion import champion_version, promote
 from jsqa.errors import AudioError, ConfigError, JsqaError
 from jsqa.inference import score_waveform, windowed_mean
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
+from jsqa.provenance import provenance_tags
 
 if TYPE_CHECKING:
     from jsqa.config import RegisterConfig
@@ -199,13 +200,34 @@ def higher_is_better(metric: str) -> bool:
     return _HIGHER_IS_BETTER[base]
 
 
+def check_direction(metric: str, direction: str) -> bool:
+    """True when ``direction`` is "higher"; ConfigError when it contradicts a metric we know
+    (val_rmse with "higher" would promote ever worse models)."""
+    if direction not in ("higher", "lower"):
+        raise ConfigError(f"register.direction: '{direction}' is not 'higher' or 'lower'")
+    up = direction == "higher"
+    try:
+        known = higher_is_better(metric)
+    except ConfigError:
+        return up  # a metric of the user's own: trust the configured direction
+    if known != up:
+        word = "higher" if known else "lower"
+        raise ConfigError(f"register.direction: '{direction}' contradicts {metric} ({word} is better)")
+    return up
+
+
 def decide(
-    candidate: float, champion: float | None, metric: str, min_improvement: float = 0.0
+    candidate: float, champion: float | None, metric: str, min_improvement: float = 0.0,
+    direction: str | None = None,
 ) -> tuple[bool, str]:
-    """Whether the candidate replaces the champion, and why (one line)."""
+    """Whether the candidate replaces the champion, and why (one line).
+
+    ``direction`` ("higher" | "lower") says which way ``metric`` improves; None infers it
+    from the metric's name.
+    """
     if champion is None:
         return True, "no champion yet"
-    up = higher_is_better(metric)
+    up = higher_is_better(metric) if direction is None else check_direction(metric, direction)
     gain = candidate - champion if up else champion - candidate
     # A tolerance so that e.g. 0.5 -> 0.4 counts as an improvement of 0.1.
     promoted = gain >= min_improvement - 1e-9
@@ -234,26 +256,34 @@ def _candidate_metrics(mos_ckpt: Path, metric: str) -> tuple[dict[str, float], s
 
 def _champion(client: MlflowClient, name: str, alias: str, metric: str) -> tuple[str | None, float | None]:
     """(version, metric value) of ``name@alias``; (None, None) when there is none."""
-    try:
-        mv = client.get_model_version_by_alias(name, alias)
-    except MlflowException:
+    version = champion_version(client, name, alias)
+    if version is None:
         return None, None
-    raw = mv.tags.get(metric)
+    raw = client.get_model_version(name, version).tags.get(metric)
     try:
-        return mv.version, float(raw) if raw is not None else None
+        return version, float(raw) if raw is not None else None
     except ValueError:
-        return mv.version, None
+        return version, None
+
+
+def evaluation_tags(evaluation: dict, model: str = "pretrained") -> dict[str, str]:
+    """``test_<metric>`` tags from an evaluate.json document: the pooled test metrics of ``model``."""
+    pooled = (evaluation.get("models") or {}).get(model, {}).get("pooled", {})
+    return {f"test_{k}": f"{float(v):.4f}" for k, v in pooled.items() if k != "n"}
 
 
 def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path = Path("."),
-             extra_tags: dict | None = None) -> dict:
+             extra_tags: dict | None = None, manifests: Path | None = None) -> dict:
     """Log and register both models, then promote them to ``@cfg.alias`` if the MOS model wins.
 
+    Each version is tagged with its provenance (git commit, dvc.lock and manifest hashes, see
+    :func:`jsqa.provenance.provenance_tags`; manifests default to ``root/data/manifests``), its
+    validation metrics and ``extra_tags`` (the CLI adds the test metrics).
     Returns a JSON-able summary of the decision (see the keys below).
     """
     encoder_ckpt, mos_ckpt = Path(encoder_ckpt), Path(mos_ckpt)
     # Fail before anything is logged when the inputs cannot lead to a decision.
-    higher_is_better(cfg.metric)
+    check_direction(cfg.metric, cfg.direction)
     metrics, init = _candidate_metrics(mos_ckpt, cfg.metric)
     candidate = metrics[cfg.metric]
     enc_kind = load_checkpoint(encoder_ckpt).get("kind")
@@ -262,7 +292,7 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
 
     params = {
         "encoder_name": cfg.encoder_name, "mos_name": cfg.mos_name, "alias": cfg.alias,
-        "metric": cfg.metric, "min_improvement": cfg.min_improvement,
+        "metric": cfg.metric, "direction": cfg.direction, "min_improvement": cfg.min_improvement,
         "encoder_checkpoint": str(encoder_ckpt), "mos_checkpoint": str(mos_ckpt),
     }
     with tracking.stage_run("register", params, root) as run:
@@ -274,8 +304,8 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
         client = MlflowClient()
         champ_version, champion = _champion(client, cfg.mos_name, cfg.alias, cfg.metric)
 
-        commit = tracking.git_commit(root)
-        version_tags = {"git_commit": commit, "init": init, "run_id": run_id,
+        provenance = provenance_tags(root, manifests if manifests is not None else Path(root) / "data" / "manifests")
+        version_tags = {**provenance, "init": init, "run_id": run_id,
                         **{k: repr(v) for k, v in metrics.items()}, **extra}
         enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=version_tags)
         mos_mv = mlflow.register_model(
@@ -288,10 +318,9 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
                 f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
             )
         else:
-            promoted, reason = decide(candidate, champion, cfg.metric, cfg.min_improvement)
+            promoted, reason = decide(candidate, champion, cfg.metric, cfg.min_improvement, cfg.direction)
         if promoted:
-            client.set_registered_model_alias(cfg.encoder_name, cfg.alias, enc_mv.version)
-            client.set_registered_model_alias(cfg.mos_name, cfg.alias, mos_mv.version)
+            promote(client, cfg, cfg.mos_name, str(mos_mv.version))
         log.info("%s v%s %s: %s", cfg.mos_name, mos_mv.version,
                  f"promoted to @{cfg.alias}" if promoted else "not promoted", reason)
 
@@ -316,4 +345,5 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
         "encoder_model": cfg.encoder_name,
         "encoder_version": str(enc_mv.version),
         "run_id": run_id,
+        "experiment_id": run.info.experiment_id,
     }

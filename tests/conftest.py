@@ -52,6 +52,8 @@ def prefect_server():
     """One Prefect test server for the whole session: its start (~25 s here) dominates flow tests."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # offline: no telemetry
+        # A deployment run refused a concurrency slot retries after this long (server default 30 s).
+        mp.setenv("PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS", "3")
         with prefect_test_harness(server_startup_timeout=120):
             yield
 

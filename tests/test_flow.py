@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from dvc_projects import blank_project  # noqa: F401 - fixture
+from dvc_projects import make_project as _make_project
+from dvc_projects import runs as _runs
+from dvc_projects import stage_cmd as _cmd
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from flows.pipeline import ARTIFACT_KEY, jsqa_pipeline, main, read_stage_names
-
-# Each stage appends its name to runs.log (not a DVC output), so tests can see what executed.
-_LOG = "import pathlib; pathlib.Path('runs.log').open('a').write({name!r} + '\\n'); "
 
 EVALUATION = {
     "models": {
@@ -36,11 +34,6 @@ EVALUATION = {
     },
 }
 REGISTER = {"promoted": True, "mos_version": 3, "reason": "pcc improved on pooled"}
-
-
-def _cmd(name: str, body: str) -> str:
-    # sys.executable: the shell DVC spawns may not have this venv's python (or yaml) on PATH.
-    return shlex.join([sys.executable, "-c", _LOG.format(name=name) + body])
 
 
 def _three_stages() -> dict:
@@ -68,27 +61,6 @@ def _three_stages() -> dict:
             "metrics": [{"metrics/evaluate.json": {"cache": False}}, {"metrics/register.json": {"cache": False}}],
         },
     }
-
-
-@pytest.fixture(scope="session")
-def blank_project(tmp_path_factory) -> Path:
-    """An empty git + DVC repository; tests copy it (dvc init costs a second of CPU each time)."""
-    root = tmp_path_factory.mktemp("blank")
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
-    return root
-
-
-def _make_project(blank: Path, root: Path, stages: dict, params: dict | None = None) -> Path:
-    shutil.copytree(blank, root, symlinks=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params or {"featurize": {"scale": 1}}))
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
-    return root
-
-
-def _runs(root: Path) -> list[str]:
-    path = root / "runs.log"
-    return path.read_text().split() if path.exists() else []
 
 
 @pytest.fixture(autouse=True)
@@ -204,3 +176,95 @@ def test_cli_run_reports_outcomes_and_exits_1_with_one_line_on_failure(first_run
     assert main(["run", "--project-dir", str(root), "--stages", "prepare,nope"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "nope" in err and err.startswith("jsqa-pipeline: error:")
+
+
+def test_force_downstream_forces_every_later_selected_stage():
+    from flows.pipeline import select_stages
+
+    names = ["acquire", "pairs", "pretrain", "evaluate"]
+    assert select_stages(names, None, ["pairs"]) == (names, {"pairs"})
+    assert select_stages(names, None, ["pairs"], force_downstream=True) == (names, {"pairs", "pretrain", "evaluate"})
+    assert select_stages(names, ["acquire", "pretrain"], ["acquire"], True) == (["acquire", "pretrain"],
+                                                                                 {"acquire", "pretrain"})
+    assert select_stages(names, None, None, force_downstream=True) == (names, set())
+
+
+def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp_path, capsys):
+    import threading
+
+    from jsqa.runlock import PipelineBusy, run_lock
+
+    root = tmp_path / "proj"
+    shutil.copytree(first_run[0], root, symlinks=True)
+    with run_lock(root, label="nightly run"):
+        with pytest.raises(PipelineBusy, match=r"a pipeline run is already going .*nightly run"):
+            jsqa_pipeline(project_dir=str(root), stages=["prepare"])
+        assert main(["run", "--project-dir", str(root), "--stages", "prepare"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "already going" in err and "waited 0 s" in err
+    n_runs = len(_runs(root))
+
+    # With --wait the second run starts once the first lets go, instead of failing.
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with run_lock(root, label="first"):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(10)
+    threading.Timer(1.0, release.set).start()
+    assert jsqa_pipeline(project_dir=str(root), stages=["prepare"], force=["prepare"], wait_s=30) == {"prepare": "ran"}
+    thread.join()
+    assert _runs(root)[n_runs:] == ["prepare"]
+
+
+def test_profile_parameter_switches_params_yaml_keeping_comments(tmp_path):
+    from jsqa.errors import ConfigError
+    from jsqa.profile_switch import set_profile
+
+    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    path = tmp_path / "params.yaml"
+    shutil.copyfile(repo_params, path)
+    before = path.read_text()
+    assert set_profile(path, "paper") is True
+    after = path.read_text()
+    assert yaml.safe_load(after)["data"]["profile"] == "paper"
+    changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines()) if a != b]
+    assert changed == [("  profile: demo", "  profile: paper")]  # comments and everything else kept
+    assert set_profile(path, "paper") is False
+    with pytest.raises(ConfigError, match="data.profile.*'studio'"):
+        set_profile(path, "studio")
+    (tmp_path / "other.yaml").write_text("seed: 1\ndata:\n  sample_rate: 16000\nmodel:\n  profile: demo\n")
+    with pytest.raises(ConfigError, match="no data.profile line"):
+        set_profile(tmp_path / "other.yaml", "paper")
+
+
+def test_flow_links_the_mlflow_run_and_embeds_the_scatter_plot(first_run, tmp_path, monkeypatch):
+    from flows.artifacts import LINK_KEY, PLOT_KEY, mlflow_ui_base
+
+    root = tmp_path / "proj"
+    shutil.copytree(first_run[0], root, symlinks=True)
+    (root / "metrics" / "register.json").write_text(json.dumps(
+        {"promoted": True, "mos_model": "jsqa-mos", "mos_version": "4", "run_id": "0f1e2d", "experiment_id": "7"}))
+    (root / "plots").mkdir()
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
+    (root / "plots" / "scatter.png").write_bytes(png)
+    state = jsqa_pipeline(project_dir=str(root), stages=["prepare"], mlflow_ui="http://mlflow.test:5000/",
+                          return_state=True)
+    with get_client(sync_client=True) as client:
+        found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))}
+    assert found[LINK_KEY].type == "markdown"  # Prefect stores link artifacts as markdown links
+    assert "(http://mlflow.test:5000/#/experiments/7/runs/0f1e2d)" in found[LINK_KEY].data
+    assert "jsqa-mos v4" in found[LINK_KEY].data
+    import base64
+
+    assert f"(data:image/png;base64,{base64.b64encode(png).decode()})" in found[PLOT_KEY].data
+    # Without an explicit address: an http tracking server is the UI, else the local `make ui-mlflow`.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.org/")
+    assert mlflow_ui_base() == "https://mlflow.example.org"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    assert mlflow_ui_base() == "http://127.0.0.1:5000"

@@ -115,6 +115,31 @@ def test_versions_are_tagged_with_commit_metrics_init_and_link(scenario):
     assert mv.tags["trigger"] == "worse"
     ev = client.get_model_version("jsqa-encoder", r["encoder_version"])
     assert ev.tags["mos_version"] == r["mos_version"] and ev.tags["run_id"] == r["run_id"]
+    # No dvc.lock or manifests in this root: the tags say so rather than being left out.
+    assert mv.tags["dvc_lock_sha256"] == "none"
+    assert not any(k.startswith("manifest_") for k in mv.tags)
+    assert r["experiment_id"] == client.get_run(r["run_id"]).info.experiment_id
+
+
+def test_automatic_promotions_are_recorded_for_rollback(scenario):
+    from jsqa.champion import champion_history
+
+    client = scenario["client"]
+    # Promoted: first (v1), better (v3), exact_gain (v5); each names the champion it replaced.
+    for name in ("jsqa-mos", "jsqa-encoder"):
+        assert champion_history(client, name) == ["1", "3", "5"]
+        assert client.get_model_version(name, "3").tags["previous_champion"] == "1"
+        assert client.get_model_version(name, "1").tags["previous_champion"] == "none"
+        assert "previous_champion" not in client.get_model_version(name, "2").tags
+
+
+def test_direction_must_agree_with_a_known_metric():
+    from jsqa.registry import check_direction
+
+    assert check_direction("val_rmse", "lower") is False and check_direction("val_srcc", "higher") is True
+    assert check_direction("val_custom_score", "higher") is True  # unknown names trust the setting
+    with pytest.raises(ConfigError, match="register.direction.*val_rmse.*lower is better"):
+        check_direction("val_rmse", "higher")
 
 
 def test_missing_metric_fails_before_anything_is_logged(scenario, tmp_path):

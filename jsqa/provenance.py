@@ -1,0 +1,42 @@
+"""What a registered model was built from: git commit, dvc.lock hash and data manifest hashes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from jsqa.errors import JsqaError
+from jsqa.tracking import git_commit
+
+CHUNK = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes; JsqaError naming the file when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise JsqaError(f"{path}: cannot hash ({exc.strerror or exc.__class__.__name__})") from None
+    return digest.hexdigest()
+
+
+def provenance_tags(root: str | Path = ".", manifests: str | Path = "data/manifests") -> dict[str, str]:
+    """Tags naming the inputs of a model version, for the registry.
+
+    ``git_commit`` (with ``+dirty`` for uncommitted changes), ``dvc_lock_sha256`` (``"none"``
+    without a dvc.lock) and one ``manifest_<name>_sha256`` per ``<manifests>/*.parquet``
+    (``manifests`` is relative to ``root`` unless absolute).
+    """
+    root = Path(root)
+    lock = root / "dvc.lock"
+    tags = {
+        "git_commit": git_commit(root),
+        "dvc_lock_sha256": file_sha256(lock) if lock.is_file() else "none",
+    }
+    folder = Path(manifests) if Path(manifests).is_absolute() else root / manifests
+    for path in sorted(folder.glob("*.parquet")):
+        tags[f"manifest_{path.stem}_sha256"] = file_sha256(path)
+    return tags
