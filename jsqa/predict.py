@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from jsqa import tracking
-from jsqa.audio import load_audio
+from jsqa.audio import LIMITS, ScoringLimits, load_scoring_audio
 from jsqa.errors import JsqaError
 from jsqa.inference import score_waveform
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
@@ -133,12 +133,16 @@ def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def score_files(model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000) -> list[dict]:
-    """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash."""
+def score_files(model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000,
+                limits: ScoringLimits = LIMITS) -> list[dict]:
+    """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash.
+
+    Files go through the same checks as the served model (:func:`jsqa.audio.load_scoring_audio`).
+    """
     rows: list[dict] = []
     for f in files:
         try:
-            x, _ = load_audio(f, sample_rate)
+            x = load_scoring_audio(f, str(f), sample_rate, limits)
             rows.append({"path": str(f), "mos": score_waveform(model, x, sample_rate), "error": None})
         except JsqaError as exc:
             log.warning("%s", exc)
