@@ -18,6 +18,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from jsqa.audio import load_audio
+from jsqa.cli import main
 from jsqa.config import RegisterConfig
 from jsqa.errors import JsqaError
 from jsqa.models.mos import (
@@ -206,3 +207,14 @@ def test_downloaded_model_folder_loads_without_unpickling(env, scored, tmp_path)
     assert score_files(model, files[:1])[0]["mos"] == rows[0]["mos"]
     with pytest.raises(JsqaError, match="no such checkpoint"):
         load_model(str(tmp_path / "nothing_here.pt"))
+
+
+def test_cli_max_seconds_refuses_long_files_and_still_scores_the_rest(env, scored, capsys):
+    long40s, short = env["good"]["long40s"], env["good"]["mono16k"]
+    args = ["predict", "--model", str(env["mos_ckpt"]), "--format", "json", str(short), str(long40s)]
+    assert main([*args, "--max-seconds", "30"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["error"] is None and rows[0]["mos"] == scored[1][0]["mos"]
+    assert rows[1]["mos"] is None and "40.0 s long, over the 30 s limit" in rows[1]["error"]
+    assert main(args) == 0  # the default limit (600 s) lets 40 s through
+    assert json.loads(capsys.readouterr().out)[1]["mos"] == scored[1][3]["mos"]
