@@ -238,7 +238,8 @@ def load_scoring_audio(source: str | Path | bytes, name: str | None = None, targ
         path = Path(source)
         name = name or str(path)
         if not path.is_file():
-            raise AudioError(f"{name}: no such file")
+            # Devices and pipes (/dev/zero, a FIFO) would never end: only regular files are read.
+            raise AudioError(f"{name}: not a regular file" if path.exists() else f"{name}: no such file")
 
         def opener():
             return str(path)

@@ -1,5 +1,6 @@
 """Audio loading: every way a file can be unusable ends in an AudioError naming it."""
 
+import os
 import tracemalloc
 
 import numpy as np
@@ -136,3 +137,11 @@ def test_bytes_that_are_not_audio_or_are_cut_short_are_rejected(tmp_path):
         assert str(err.value).startswith("upload: ") and why in str(err.value)
     # Cut inside the samples: what is there is scored (and still passes every check).
     assert len(load_scoring_audio(raw[: 44 + 2 * 1000], "upload")) == 1000
+
+
+def test_devices_and_pipes_are_not_read(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(AudioError, match="not a regular file"):
+            load_scoring_audio(path)
