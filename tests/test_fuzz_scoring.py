@@ -1,4 +1,4 @@
-"""Fuzzing the scoring path that `jsqa predict` and the served model share (1,100 generated cases).
+"""Fuzzing the scoring path that `jsqa predict` and the served model share (1,000 generated cases).
 
 Whatever arrives (arrays of any dtype/shape/values, any sample rate, arbitrary or mutilated
 file bytes, malformed request rows) the outcome is either a finite MOS in [1, 5] or an
@@ -113,7 +113,7 @@ def _hostile(draw):
     return x, draw(_rates)
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=450)
 @given(case=st.one_of(_plausible(), _hostile()))
 def test_any_array_and_rate_scores_or_is_rejected_clearly(model, case):
     samples, rate = case
@@ -150,7 +150,7 @@ def _file_bytes(draw):
     return bytes(raw)
 
 
-@settings(FUZZ, max_examples=400)
+@settings(FUZZ, max_examples=350)
 @given(raw=_file_bytes())
 def test_any_file_bytes_score_or_are_rejected_clearly(model, raw):
     score, error, peak = _outcome(lambda: score_waveform(model, load_scoring_audio(raw, "fuzz.wav")))
