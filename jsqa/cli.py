@@ -287,9 +287,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = audio_files(args.inputs)
     model, what = load_model(args.model, Path(args.root))
     log.info("scoring %d file(s) with %s", len(files), what)
-    rows = score_files(model, files, progress=sys.stderr.isatty())
+    rows = score_files(model, files, limits=_scoring_limits(args), progress=sys.stderr.isatty())
     print(format_rows(rows, args.format))
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def _scoring_limits(args: argparse.Namespace):  # noqa: ANN202 (jsqa.audio is imported lazily)
+    from dataclasses import replace
+
+    from jsqa.audio import LIMITS
+
+    return LIMITS if args.max_seconds is None else replace(LIMITS, max_seconds=args.max_seconds)
 
 
 # --- parser ---------------------------------------------------------------------------------
@@ -362,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="checkpoint path or MLflow model URI (default: models:/jsqa-mos@champion)")
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
+    sp.add_argument("--max-seconds", type=float, default=None,
+                    help="refuse longer files, checked before decoding (default 600)")
     sp.set_defaults(func=cmd_predict)
     _add_models_parser(sub)
     return parser

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from jsqa import tracking
-from jsqa.audio import load_audio
+from jsqa.audio import LIMITS, ScoringLimits, load_scoring_audio
 from jsqa.errors import JsqaError
 from jsqa.inference import score_waveform
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
@@ -136,16 +136,18 @@ def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def score_files(
-    model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000, progress: bool = False
+    model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000,
+    limits: ScoringLimits = LIMITS, progress: bool = False,
 ) -> list[dict]:
     """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash.
 
+    Files go through the same checks as the served model (:func:`jsqa.audio.load_scoring_audio`);
     ``progress`` draws a tqdm bar on stderr (the CLI turns it on when stderr is a terminal).
     """
     rows: list[dict] = []
     for f in tqdm(files, disable=not progress, file=sys.stderr, unit="file", desc="scoring"):
         try:
-            x, _ = load_audio(f, sample_rate)
+            x = load_scoring_audio(f, str(f), sample_rate, limits)
             rows.append({"path": str(f), "mos": score_waveform(model, x, sample_rate), "error": None})
         except JsqaError as exc:
             log.warning("%s", exc)

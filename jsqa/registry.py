@@ -10,30 +10,24 @@ checkpoint with ``torch.load(weights_only=True)`` (see :mod:`jsqa.predict`).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
 import logging
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import mlflow
-import numpy as np
-import pandas as pd
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
 import jsqa
 from jsqa import tracking
-from jsqa.audio import decode_audio, load_audio
+from jsqa.errors import ConfigError, JsqaError
+from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint
+from jsqa.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
+from jsqa.serving import input_schema as _input_schema
 from jsqa.champion import champion_version, promote
-from jsqa.errors import AudioError, ConfigError, JsqaError
-from jsqa.inference import score_waveform, windowed_mean
-from jsqa.models.encoder import Encoder
-from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
 from jsqa.provenance import provenance_tags
 
 if TYPE_CHECKING:
@@ -41,8 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
-CHECKPOINT_ARTIFACT = "checkpoint"
 ENCODER_MODEL_NAME = "encoder"
 MOS_MODEL_NAME = "mos"
 
@@ -52,95 +44,7 @@ _HIGHER_IS_BETTER = {"pcc": True, "lcc": True, "srcc": True, "ktau": True, "r2":
 
 
 # ---------------------------------------------------------------------------------------------
-# pyfunc wrappers
-
-
-def _decode_base64_audio(text: str, row: int) -> np.ndarray:
-    """Mono float32 at 16 kHz from base64 WAV/FLAC bytes; AudioError names the row."""
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError, TypeError) as exc:
-        raise AudioError(f"row {row}: audio_base64 is not valid base64 ({exc})") from exc
-    return decode_audio(io.BytesIO(raw), f"row {row}: audio_base64", SAMPLE_RATE)[0]
-
-
-def input_waveforms(model_input: Any) -> list[np.ndarray]:
-    """One 16 kHz mono waveform per row of a DataFrame with a ``path`` or ``audio_base64`` column.
-
-    A row may use either column (the other empty); an unusable row raises AudioError naming it.
-    """
-    if isinstance(model_input, dict):
-        model_input = pd.DataFrame(model_input)
-    if not isinstance(model_input, pd.DataFrame):
-        raise JsqaError(f"model input must be a DataFrame, got {type(model_input).__name__}")
-    has_path = "path" in model_input.columns
-    has_b64 = "audio_base64" in model_input.columns
-    if not (has_path or has_b64):
-        raise JsqaError("model input needs a 'path' or 'audio_base64' column")
-    n = len(model_input)
-    paths = model_input["path"].tolist() if has_path else [None] * n
-    blobs = model_input["audio_base64"].tolist() if has_b64 else [None] * n
-    clips: list[np.ndarray] = []
-    for i, (path, b64) in enumerate(zip(paths, blobs)):
-        if _present(path):
-            try:
-                clips.append(load_audio(str(path), SAMPLE_RATE)[0])
-            except AudioError as exc:
-                raise AudioError(f"row {i}: {exc}") from exc
-        elif _present(b64):
-            clips.append(_decode_base64_audio(str(b64), i))
-        else:
-            raise JsqaError(f"row {i}: neither 'path' nor 'audio_base64' is set")
-    return clips
-
-
-def _present(v: Any) -> bool:
-    """False for None, NaN, pd.NA and "" (how a DataFrame marks the column a row does not use)."""
-    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
-        return False
-    return str(v) != ""
-
-
-def embed_waveform(encoder: Encoder, x: np.ndarray, sample_rate: int = SAMPLE_RATE,
-                   window_s: float = 8.0, hop_s: float = 4.0) -> np.ndarray:
-    """Embedding of one 16 kHz clip: the length-weighted mean over the same windows as scoring."""
-    encoder.eval()
-    return windowed_mean(encoder, x, sample_rate, window_s, hop_s).numpy()
-
-
-class MOSPyfunc(mlflow.pyfunc.PythonModel):
-    """Audio (paths or base64 bytes) -> MOS, for ``mlflow.pyfunc.load_model`` and serving."""
-
-    def load_context(self, context: Any) -> None:
-        self.model = mos_model_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT]))
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        clips = input_waveforms(model_input)
-        return pd.DataFrame({"mos": [score_waveform(self.model, c, SAMPLE_RATE) for c in clips]},
-                            dtype="float64")
-
-
-class EncoderPyfunc(mlflow.pyfunc.PythonModel):
-    """Audio (paths or base64 bytes) -> embedding columns e0..eD-1."""
-
-    def load_context(self, context: Any) -> None:
-        self.encoder = encoder_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])).eval()
-
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        clips = input_waveforms(model_input)
-        dim = self.encoder.embedding_dim
-        rows = np.stack([embed_waveform(self.encoder, c) for c in clips]) if clips else np.zeros((0, dim))
-        return pd.DataFrame(rows, columns=[f"e{i}" for i in range(dim)])
-
-
-# ---------------------------------------------------------------------------------------------
 # logging and registering
-
-
-def _input_schema() -> Schema:
-    # Either column may be used, so neither is required.
-    return Schema([ColSpec("string", "path", required=False),
-                   ColSpec("string", "audio_base64", required=False)])
 
 
 def _pip_requirements() -> list[str]:
@@ -164,9 +68,9 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path) -> dict[str, str]:
     reqs = _pip_requirements()
     encoder_dim = encoder_from_checkpoint(load_checkpoint(encoder_ckpt)).embedding_dim
     specs = {
-        ENCODER_MODEL_NAME: (EncoderPyfunc(), encoder_ckpt,
+        ENCODER_MODEL_NAME: (ENCODER_MODEL_CODE, encoder_ckpt,
                              Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)])),
-        MOS_MODEL_NAME: (MOSPyfunc(), mos_ckpt, Schema([ColSpec("double", "mos")])),
+        MOS_MODEL_NAME: (MOS_MODEL_CODE, mos_ckpt, Schema([ColSpec("double", "mos")])),
     }
     uris: dict[str, str] = {}
     for name, (wrapper, ckpt, outputs) in specs.items():

@@ -1,10 +1,21 @@
 """Audio loading: every way a file can be unusable ends in an AudioError naming it."""
 
+import os
+import tracemalloc
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from jsqa.audio import audio_info, load_audio, write_audio
+from jsqa.audio import (
+    ScoringLimits,
+    audio_info,
+    load_audio,
+    load_scoring_audio,
+    resample,
+    scoring_waveform,
+    write_audio,
+)
 from jsqa.errors import AudioError
 
 
@@ -41,3 +52,96 @@ def test_write_audio_is_atomic_and_clips(tmp_path):
     assert sr == 8000 and x.max() <= 1.0 and x.min() >= -1.0
     assert [p.name for p in tmp_path.iterdir()] == ["out.wav"]  # no temp file left behind
     assert audio_info(f)["frames"] == 3
+
+
+# --- the scoring path's checks (shared by `jsqa predict` and the served model) ---------------
+
+@pytest.mark.parametrize(
+    ("samples", "rate", "why"),
+    [
+        (np.zeros(0, np.float32), 16000, "empty (0 samples)"),
+        (np.full(1, 0.1, np.float32), 16000, "1 samples (0.06 ms) is too short"),
+        (np.full(1600, 0.1, np.float32), 7999, "sample rate 7999 Hz is outside 8000..192000"),
+        (np.full(1600, 0.1, np.float32), 16000.5, "whole number of Hz"),
+        (np.full(1600, 0.1, np.float32), "16000", "sample rate must be a number"),
+        (np.full(1600, 0.1, np.float32), True, "sample rate must be a number"),
+        (np.ones(1600, np.int16), 16000, "must be floats, got dtype int16 (scale integer PCM"),
+        (np.ones(1600, bool), 16000, "must be floats, got dtype bool"),
+        (np.array(["0.1"] * 1600), 16000, "must be floats, got dtype <U3"),
+        ([[0.1, 0.2], [0.3]], 16000, "not a rectangular array"),
+        (np.zeros((1600, 65), np.float32), 16000, "65 channels (at most 64"),
+        (np.zeros((4, 1600, 2), np.float32), 16000, "shaped (n,) or (n, channels)"),
+        (np.r_[np.zeros(1599), np.inf], 16000, "NaN or infinite"),
+        (np.r_[np.zeros(1599), 1e300], 16000, "NaN or infinite"),  # float64 beyond float32
+        (np.r_[np.zeros(1599), 32767.0], 16000, "peak sample 3.28e+04 is beyond ±10"),
+    ],
+)
+def test_hostile_samples_are_rejected_with_the_reason(samples, rate, why):
+    with pytest.raises(AudioError) as err:
+        scoring_waveform(samples, rate, "clip 7")
+    msg = str(err.value)
+    assert msg.startswith("clip 7: ") and why in msg and "\n" not in msg
+
+
+def test_usable_samples_of_any_float_width_rate_and_channels_come_back_mono_16k():
+    x = (0.5 * np.sin(np.arange(4410) / 10)).astype(np.float64)
+    stereo = np.stack([x, x], axis=1)
+    for samples, rate in [(x, 44100), (x.astype(np.float32), 44100), (stereo, 44100), (x.tolist(), 44100.0)]:
+        y = scoring_waveform(samples, rate, "ok")
+        assert y.dtype == np.float32 and y.ndim == 1 and abs(len(y) - 1600) <= 1
+        assert np.allclose(y, scoring_waveform(x, 44100, "ok"), atol=1e-6)
+
+
+def test_hours_long_input_is_refused_before_anything_is_allocated(tmp_path):
+    # Three hours of samples that take no memory (a zero-stride view).
+    hours = np.broadcast_to(np.float32(0.1), (3 * 3600 * 16000,))
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioError, match=r"10800\.0 s long, over the 600 s limit"):
+            scoring_waveform(hours, 16000, "long")
+        # A file is judged by its header: 5 s of 48 kHz stereo against a 2 s limit is never decoded.
+        f = tmp_path / "five_seconds.wav"
+        sf.write(f, np.zeros((5 * 48000, 2), np.int16), 48000)
+        tracemalloc.reset_peak()
+        with pytest.raises(AudioError, match=r"five_seconds\.wav: 5\.0 s long, over the 2 s limit"):
+            load_scoring_audio(f, limits=ScoringLimits(max_seconds=2.0))
+        assert tracemalloc.get_traced_memory()[1] < 256 * 1024  # the file holds 960 kB of samples
+    finally:
+        tracemalloc.stop()
+
+
+def test_co_prime_rate_resamples_in_bounded_memory():
+    # 47999 and 16000 share no factor: an exact sinc kernel would need ~3 GB; the ratio is
+    # approximated instead, with a length error under one sample and the tone intact.
+    sr = 47999
+    t = np.arange(sr) / sr
+    x = (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        y = resample(x, sr, 16000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert abs(len(y) - 16000) <= 1 and peak < 16 * 2**20
+    assert np.sqrt(np.mean(y[500:-500] ** 2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.01)
+
+
+def test_bytes_that_are_not_audio_or_are_cut_short_are_rejected(tmp_path):
+    f = tmp_path / "ok.wav"
+    sf.write(f, np.full(1600, 0.1, np.float32), 16000)
+    raw = f.read_bytes()
+    for blob, why in [(b"", "no bytes"), (b"%PDF-1.7 not audio", "not readable as audio"),
+                      (raw[:30], "not readable as audio"), (raw[:44], "empty (0 samples)")]:
+        with pytest.raises(AudioError) as err:
+            load_scoring_audio(blob, "upload")
+        assert str(err.value).startswith("upload: ") and why in str(err.value)
+    # Cut inside the samples: what is there is scored (and still passes every check).
+    assert len(load_scoring_audio(raw[: 44 + 2 * 1000], "upload")) == 1000
+
+
+def test_devices_and_pipes_are_not_read(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero"):
+        with pytest.raises(AudioError, match="not a regular file"):
+            load_scoring_audio(path)

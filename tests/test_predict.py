@@ -6,6 +6,7 @@ import base64
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 import mlflow
@@ -14,10 +15,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from mlflow.exceptions import MlflowException
 
 from jsqa.audio import load_audio
+from jsqa.cli import main
 from jsqa.config import RegisterConfig
-from jsqa.errors import AudioError, JsqaError
+from jsqa.errors import JsqaError
 from jsqa.models.mos import (
     MOSModel,
     PretrainModel,
@@ -27,7 +30,8 @@ from jsqa.models.mos import (
     save_checkpoint,
 )
 from jsqa.predict import audio_files, format_rows, load_model, score_files
-from jsqa.registry import embed_waveform, register
+from jsqa.registry import register
+from jsqa.serving import embed_waveform
 
 CHAMPION = "models:/jsqa-mos@champion"
 
@@ -109,21 +113,25 @@ def test_pyfunc_on_paths_and_base64_matches_score_files(env, scored):
     expected = [r["mos"] for r in rows]
     pyfunc = mlflow.pyfunc.load_model(CHAMPION)
     by_path = pyfunc.predict(pd.DataFrame({"path": [str(f) for f in files]}))
-    assert list(by_path.columns) == ["mos"]
+    assert list(by_path.columns) == ["mos", "error"]
+    assert by_path["error"].isna().all()
     np.testing.assert_allclose(by_path["mos"].to_numpy(), expected, rtol=1e-6)
     b64 = [base64.b64encode(Path(f).read_bytes()).decode("ascii") for f in files]
     by_bytes = pyfunc.predict(pd.DataFrame({"audio_base64": b64}))
     np.testing.assert_allclose(by_bytes["mos"].to_numpy(), expected, rtol=1e-6)
 
 
-def test_pyfunc_names_the_bad_row(env):
+def test_pyfunc_reports_the_bad_row_and_still_scores_the_others(env, scored):
     pyfunc = mlflow.pyfunc.load_model(CHAMPION)
-    df = pd.DataFrame({"path": [str(env["good"]["mono16k"]), str(env["bad"] / "empty.wav")]})
-    with pytest.raises(AudioError, match=r"row 1: .*empty\.wav.*empty"):
-        pyfunc.predict(df)
     junk = base64.b64encode(b"not audio at all").decode("ascii")
-    with pytest.raises(AudioError, match="row 0: audio_base64: not readable"):
-        pyfunc.predict(pd.DataFrame({"audio_base64": [junk]}))
+    df = pd.DataFrame({"path": [str(env["good"]["mono16k"]), str(env["bad"] / "empty.wav"), None],
+                       "audio_base64": [None, None, junk]})
+    out = pyfunc.predict(df)
+    assert out["mos"][0] == pytest.approx(scored[1][0]["mos"], rel=1e-6) and out["error"][0] is None
+    assert out["mos"][1] is None and re.match(r"row 1: .*empty\.wav.*empty", out["error"][1])
+    assert out["mos"][2] is None and out["error"][2].startswith("row 2: audio_base64: not readable")
+    with pytest.raises(MlflowException, match="needs a 'path', 'audio_base64' or 'audio'"):
+        pyfunc.predict(pd.DataFrame({"wav": ["a.wav"]}))
 
 
 def test_encoder_pyfunc_returns_the_embedding(env):
@@ -131,8 +139,9 @@ def test_encoder_pyfunc_returns_the_embedding(env):
     f = env["good"]["stereo8k"]
     out = pyfunc.predict(pd.DataFrame({"path": [str(f)]}))
     encoder = encoder_from_checkpoint(load_checkpoint(env["enc_ckpt"]))
-    assert list(out.columns) == [f"e{i}" for i in range(encoder.embedding_dim)]
-    np.testing.assert_allclose(out.iloc[0].to_numpy(), embed_waveform(encoder, load_audio(f)[0]),
+    assert list(out.columns) == [f"e{i}" for i in range(encoder.embedding_dim)] + ["error"]
+    assert out["error"][0] is None
+    np.testing.assert_allclose(out.drop(columns="error").iloc[0].to_numpy(dtype=float), embed_waveform(encoder, load_audio(f)[0]),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -190,10 +199,22 @@ def test_missing_store_is_reported_not_created(env, tmp_path, monkeypatch):
 
 def test_downloaded_model_folder_loads_without_unpickling(env, scored, tmp_path):
     local = Path(mlflow.artifacts.download_artifacts(CHAMPION, dst_path=str(tmp_path)))
-    # A corrupt pickle proves the wrapper is never unpickled on this path.
-    (local / "python_model.pkl").write_bytes(b"not a pickle")
+    # Logged from code: the model holds no pickle at all, only our entry file and the checkpoint.
+    assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
+    assert (local / "mos.py").is_file()
     model, desc = load_model(str(local))
     files, rows = scored
     assert score_files(model, files[:1])[0]["mos"] == rows[0]["mos"]
     with pytest.raises(JsqaError, match="no such checkpoint"):
         load_model(str(tmp_path / "nothing_here.pt"))
+
+
+def test_cli_max_seconds_refuses_long_files_and_still_scores_the_rest(env, scored, capsys):
+    long40s, short = env["good"]["long40s"], env["good"]["mono16k"]
+    args = ["predict", "--model", str(env["mos_ckpt"]), "--format", "json", str(short), str(long40s)]
+    assert main([*args, "--max-seconds", "30"]) == 1
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["error"] is None and rows[0]["mos"] == scored[1][0]["mos"]
+    assert rows[1]["mos"] is None and "40.0 s long, over the 30 s limit" in rows[1]["error"]
+    assert main(args) == 0  # the default limit (600 s) lets 40 s through
+    assert json.loads(capsys.readouterr().out)[1]["mos"] == scored[1][3]["mos"]

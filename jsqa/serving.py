@@ -1,0 +1,202 @@
+"""The served models: MLflow pyfunc wrappers that score audio sent as paths, bytes or samples.
+
+Each model is logged as "models from code": the model folder holds the small entry file from
+:mod:`jsqa.pyfunc_code` and the checkpoint, never a pickled Python object. Loading one runs our
+own code and opens the checkpoint with ``torch.load(weights_only=True)``.
+
+Input, one row per clip (a DataFrame, or what ``mlflow models serve`` builds from
+``dataframe_records`` / ``dataframe_split`` / ``inputs``), with exactly one of:
+
+- ``path``: a file readable by the server (disable with ``JSQA_SERVE_PATHS=0``);
+- ``audio_base64``: base64 of an encoded file (WAV, FLAC, OGG, ...);
+- ``audio`` (a list of float samples, or a list of per-frame channel lists) plus ``sample_rate``.
+
+Output: one row per input row, in order. A row that cannot be scored gets ``mos`` null and a
+one-line ``error``; the other rows are still scored. A request that is unusable as a whole (no
+known column, not a table) raises, which the scoring server answers with HTTP 400.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+from mlflow.types.schema import AnyType
+
+from jsqa.audio import LIMITS, ScoringLimits, load_scoring_audio, scoring_waveform
+from jsqa.errors import AudioError, JsqaError
+from jsqa.inference import score_waveform, windowed_mean
+from jsqa.models.encoder import Encoder
+from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+CHECKPOINT_ARTIFACT = "checkpoint"
+INPUT_COLUMNS = ("path", "audio_base64", "audio", "sample_rate")
+_CODE_DIR = Path(__file__).resolve().parent / "pyfunc_code"
+# "Models from code" entry files for mlflow.pyfunc.log_model(python_model=...).
+MOS_MODEL_CODE = str(_CODE_DIR / "mos.py")
+ENCODER_MODEL_CODE = str(_CODE_DIR / "encoder.py")
+
+
+def input_schema() -> Schema:
+    """The served input columns; all optional and untyped, because rows mix input kinds and
+    MLflow's typed enforcement would reject a whole batch for one row's missing value.
+    Types are checked per row by :func:`row_waveform` instead."""
+    return Schema([ColSpec(AnyType(), name, required=False) for name in INPUT_COLUMNS])
+
+
+def paths_allowed() -> bool:
+    """Whether ``path`` rows are accepted (``JSQA_SERVE_PATHS=0`` turns them off)."""
+    return os.environ.get("JSQA_SERVE_PATHS", "1").strip().lower() not in ("0", "false", "no")
+
+
+def as_frame(model_input: Any) -> pd.DataFrame:
+    """The model input as a DataFrame with at least one known column; JsqaError otherwise."""
+    if isinstance(model_input, list) and all(isinstance(r, dict) for r in model_input):
+        model_input = pd.DataFrame(model_input)
+    elif isinstance(model_input, dict):
+        try:
+            model_input = pd.DataFrame({k: list(v) if isinstance(v, (list, np.ndarray)) else [v]
+                                        for k, v in model_input.items()})
+        except ValueError as exc:
+            raise JsqaError(f"model input columns differ in length ({exc})") from exc
+    if not isinstance(model_input, pd.DataFrame):
+        raise JsqaError(f"model input must be a table of rows, got {type(model_input).__name__}")
+    if not any(c in model_input.columns for c in ("path", "audio_base64", "audio")):
+        raise JsqaError("model input needs a 'path', 'audio_base64' or 'audio' (+ 'sample_rate') column")
+    return model_input
+
+
+def _present(v: Any) -> bool:
+    """False for None, NaN, pd.NA and "" (how a DataFrame marks the column a row does not use)."""
+    if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+        return False
+    return not (isinstance(v, str) and v == "")
+
+
+def row_waveform(row: dict, i: int, target_sr: int = SAMPLE_RATE, limits: ScoringLimits = LIMITS) -> np.ndarray:
+    """The mono ``target_sr`` waveform of input row ``i``; AudioError saying "row i: why"."""
+    given = [c for c in ("path", "audio_base64", "audio") if _present(row.get(c))]
+    if len(given) != 1:
+        what = "none" if not given else ", ".join(given)
+        raise AudioError(f"row {i}: set exactly one of 'path', 'audio_base64', 'audio' (got {what})")
+    kind, value = given[0], row[given[0]]
+    if kind != "audio" and not isinstance(value, str):
+        raise AudioError(f"row {i}: '{kind}' must be a string, got {type(value).__name__}")
+    if kind == "path":
+        if not paths_allowed():
+            raise AudioError(f"row {i}: 'path' input is disabled on this server (JSQA_SERVE_PATHS=0)")
+        return load_scoring_audio(value, f"row {i}: {value}", target_sr, limits)
+    if kind == "audio_base64":
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise AudioError(f"row {i}: audio_base64 is not valid base64 ({exc})") from exc
+        return load_scoring_audio(raw, f"row {i}: audio_base64", target_sr, limits)
+    sr = row.get("sample_rate")
+    if not _present(sr):
+        raise AudioError(f"row {i}: 'audio' needs a 'sample_rate' in Hz")
+    if isinstance(value, str):
+        raise AudioError(f"row {i}: 'audio' must be a list of float samples, got a string")
+    return scoring_waveform(value, sr, f"row {i}: audio", target_sr, limits)
+
+
+def _rows(model_input: Any) -> list[dict]:
+    return as_frame(model_input).to_dict(orient="records")
+
+
+def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits = LIMITS) -> pd.DataFrame:
+    """One MOS per input row (columns ``mos``, ``error``); a bad row gets an error, not a crash.
+
+    ``mos`` is float64 when every row scored, else object with None where ``error`` is set (so
+    the JSON response never carries NaN). Raises JsqaError only for an unusable input table.
+    """
+    mos: list[float | None] = []
+    errors: list[str | None] = []
+    for i, row in enumerate(_rows(model_input)):
+        try:
+            value = score_waveform(model, row_waveform(row, i, SAMPLE_RATE, limits), SAMPLE_RATE)
+            if not math.isfinite(value):
+                raise AudioError(f"row {i}: the model gave a non-finite score")
+            mos.append(value)
+            errors.append(None)
+        except AudioError as exc:
+            log.warning("%s", exc)
+            mos.append(None)
+            errors.append(str(exc).splitlines()[0])
+    dtype = "float64" if all(e is None for e in errors) else "object"
+    return pd.DataFrame({"mos": pd.Series(mos, dtype=dtype), "error": pd.Series(errors, dtype="object")})
+
+
+def embed_waveform(encoder: Encoder, x: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                   window_s: float = 8.0, hop_s: float = 4.0) -> np.ndarray:
+    """Embedding of one 16 kHz clip: the length-weighted mean over the same windows as scoring."""
+    encoder.eval()
+    return windowed_mean(encoder, x, sample_rate, window_s, hop_s).numpy()
+
+
+def embed_rows(encoder: Encoder, model_input: Any, limits: ScoringLimits = LIMITS) -> pd.DataFrame:
+    """Embedding columns e0..eD-1 plus ``error`` per input row (None embeddings for a bad row)."""
+    dim = encoder.embedding_dim
+    cells: list[list[float | None]] = []
+    errors: list[str | None] = []
+    for i, row in enumerate(_rows(model_input)):
+        try:
+            cells.append([float(v) for v in embed_waveform(encoder, row_waveform(row, i, SAMPLE_RATE, limits))])
+            errors.append(None)
+        except AudioError as exc:
+            log.warning("%s", exc)
+            cells.append([None] * dim)
+            errors.append(str(exc).splitlines()[0])
+    dtype = "float64" if all(e is None for e in errors) else "object"
+    out = pd.DataFrame(cells, columns=[f"e{i}" for i in range(dim)], dtype=dtype)
+    out["error"] = pd.Series(errors, dtype="object")
+    return out
+
+
+def _bad_request(exc: JsqaError) -> MlflowException:
+    # The scoring server answers an MlflowException with its code (400) and this message;
+    # any other exception becomes a generic "unexpected error".
+    return MlflowException(str(exc).splitlines()[0], error_code=INVALID_PARAMETER_VALUE)
+
+
+class MOSPyfunc(mlflow.pyfunc.PythonModel):
+    """Audio rows -> MOS, for ``mlflow.pyfunc.load_model`` and ``mlflow models serve``."""
+
+    def load_context(self, context: Any) -> None:
+        self.model = mos_model_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT]))
+
+    # A DataFrame hint is one MLflow does not try to derive a schema from (the signature rules).
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Score each row (see the module docstring); HTTP 400 for an unusable table."""
+        try:
+            return score_rows(self.model, model_input)
+        except JsqaError as exc:
+            raise _bad_request(exc) from exc
+
+
+class EncoderPyfunc(mlflow.pyfunc.PythonModel):
+    """Audio rows -> embedding columns e0..eD-1 (and ``error``)."""
+
+    def load_context(self, context: Any) -> None:
+        self.encoder = encoder_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])).eval()
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        """Embed each row (see the module docstring); HTTP 400 for an unusable table."""
+        try:
+            return embed_rows(self.encoder, model_input)
+        except JsqaError as exc:
+            raise _bad_request(exc) from exc

@@ -1,0 +1,177 @@
+"""`mlflow models serve` on the registered champion answers real HTTP on loopback, and agrees
+with `jsqa predict` on the same audio (paths, base64 bytes, float arrays of any length)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from jsqa.cli import main
+from jsqa.config import RegisterConfig
+from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
+from jsqa.registry import register
+
+CHAMPION = "models:/jsqa-mos@champion"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_ping(url: str, proc: subprocess.Popen, log: Path, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"no answer from {url} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _post(url: str, payload: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=payload, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _signal(sr: int, seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    return (0.3 * np.sin(2 * np.pi * 180 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, empty_mlflow_store):
+    """A champion in a fresh SQLite store, served by the real `mlflow models serve` process."""
+    root = tmp_path_factory.mktemp("serving")
+    empty_mlflow_store(root / "mlflow.db")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    spec = encoder_spec("small")
+    torch.manual_seed(11)
+    m = MOSModel(spec)
+    save_checkpoint(root / "mos.pt", "mos", m, spec, head=m.head_config, metrics={"val_rmse": 0.5})
+    save_checkpoint(root / "enc.pt", "encoder", PretrainModel(spec), spec)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        register(root / "enc.pt", root / "mos.pt", RegisterConfig(), root=root)
+
+    port = _free_port()
+    log = root / "serve.log"
+    # The server execs `uvicorn` by name: it must find the one beside this interpreter.
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": bindir + os.pathsep + os.environ.get("PATH", "")}
+    env.pop("MLFLOW_REGISTRY_URI", None)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, "--env-manager", "local",
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_for_ping(f"http://127.0.0.1:{port}/ping", proc, log)
+        yield {"root": root, "uri": uri, "url": f"http://127.0.0.1:{port}/invocations"}
+    finally:
+        # The server forks workers into its own session: stop the whole group we started.
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def clips(server):
+    """A WAV at 16 kHz, a FLAC at 44.1 kHz, and float samples of a third length (as a FLOAT WAV)."""
+    audio = server["root"] / "audio"
+    audio.mkdir()
+    wav, flac, floats = audio / "a.wav", audio / "b.flac", audio / "c_floats.wav"
+    sf.write(wav, _signal(16000, 1.3, 0), 16000)
+    sf.write(flac, _signal(44100, 2.1, 1), 44100)
+    samples = _signal(22050, 0.7, 2)
+    sf.write(floats, samples, 22050, subtype="FLOAT")  # float32 round-trips exactly
+    return {"wav": wav, "flac": flac, "floats": floats, "samples": samples}
+
+
+def _cli_scores(server, files, capsys, monkeypatch) -> dict[str, float]:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
+    capsys.readouterr()
+    assert main(["predict", "--format", "json", "--root", str(server["root"]), *map(str, files)]) == 0
+    return {r["path"]: r["mos"] for r in json.loads(capsys.readouterr().out)}
+
+
+def test_http_scores_path_base64_and_float_array_like_jsqa_predict(server, clips, capsys, monkeypatch):
+    records = [
+        {"path": str(clips["wav"])},
+        {"audio_base64": base64.b64encode(clips["flac"].read_bytes()).decode("ascii")},
+        {"audio": clips["samples"].tolist(), "sample_rate": 22050},
+    ]
+    status, body = _post(server["url"], json.dumps({"dataframe_records": records}).encode())
+    assert status == 200, body
+    preds = body["predictions"]
+    assert [p["error"] for p in preds] == [None, None, None]
+    got = [p["mos"] for p in preds]
+    assert all(np.isfinite(got)) and all(1.0 <= v <= 5.0 for v in got)
+    cli = _cli_scores(server, [clips["wav"], clips["flac"], clips["floats"]], capsys, monkeypatch)
+    want = [cli[str(clips[k])] for k in ("wav", "flac", "floats")]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+    # The same rows in the other two JSON layouts give the same scores.
+    split = {"dataframe_split": {"columns": ["path"], "data": [[str(clips["wav"])]]}}
+    status, body = _post(server["url"], json.dumps(split).encode())
+    assert status == 200 and body["predictions"][0]["mos"] == pytest.approx(got[0], abs=1e-9)
+    status, body = _post(server["url"], json.dumps({"inputs": records[2:]}).encode())
+    assert status == 200 and body["predictions"][0]["mos"] == pytest.approx(got[2], abs=1e-9)
+
+
+def test_bad_rows_get_errors_and_good_rows_are_still_scored(server, clips):
+    records = [
+        {"audio_base64": base64.b64encode(b"RIFF\x24\x00\x00\x00WAVEfmt ").decode("ascii")},  # truncated
+        {"path": str(clips["wav"])},
+        {"audio": [0.1, float("nan"), 0.2] * 1000, "sample_rate": 16000},
+        {"audio": [1, 0, -1] * 1000, "sample_rate": 16000},
+        {"audio": [0.0] * 2000, "sample_rate": 3},
+        {"path": str(clips["wav"]), "audio_base64": "AAAA"},
+    ]
+    status, body = _post(server["url"], json.dumps({"dataframe_records": records}).encode())
+    assert status == 200, body
+    preds = body["predictions"]
+    assert preds[1]["error"] is None and np.isfinite(preds[1]["mos"])
+    reasons = {0: "row 0: audio_base64: not readable as audio", 2: "NaN or infinite",
+               3: "must be floats", 4: "sample rate 3 Hz is outside", 5: "set exactly one of"}
+    for i, why in reasons.items():
+        assert preds[i]["mos"] is None and why in preds[i]["error"], preds[i]
+        assert "\n" not in preds[i]["error"]
+
+
+def test_garbage_requests_get_a_clear_400(server):
+    status, body = _post(server["url"], json.dumps({"dataframe_records": [{"wav": "a.wav"}]}).encode())
+    assert status == 400 and "needs a 'path', 'audio_base64' or 'audio'" in body["message"]
+    status, body = _post(server["url"], b"\x00\x01 not json")
+    assert status == 400 and body.get("error_code") == "BAD_REQUEST"
