@@ -98,7 +98,8 @@ def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
         except MlflowException as exc:
             what = f"alias '{m['alias']}'" if m["alias"] else f"version {m['version']}"
             raise JsqaError(
-                f"no model '{name}' with {what} in {store}; run the pipeline's register stage"
+                f"no model '{name}' with {what} in {store}; run the pipeline's register stage "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             ) from exc
         # Download the resolved version, so an alias moved meanwhile cannot mix two versions.
         uri = f"models:/{name}/{mv.version}"

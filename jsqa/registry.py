@@ -1,11 +1,9 @@
 """The MLflow model registry: log the encoder and MOS model as pyfunc models, register a new
 version of each, and move the champion alias only when the candidate beats the champion.
 
-Security: the only pickles ever unpickled are this project's own pyfunc wrappers
-(``python_model``), and only when someone calls ``mlflow.pyfunc.load_model`` on a model this
-pipeline logged (for instance ``mlflow models serve``). The weights travel as a plain checkpoint
-artifact; ``jsqa predict`` never unpickles anything: it downloads the artifacts and opens the
-checkpoint with ``torch.load(weights_only=True)`` (see :mod:`jsqa.predict`).
+Security: nothing here is pickled. Both models are logged as MLflow "models from code" (the
+wrappers in :mod:`jsqa.serving`, entry files in ``jsqa/pyfunc_code/``); the weights travel as a
+plain checkpoint artifact opened with ``torch.load(weights_only=True)``. See docs/security.md.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from mlflow.types.schema import AnyType
 
 from jsqa.audio import LIMITS, ScoringLimits, load_scoring_audio, scoring_waveform
 from jsqa.errors import AudioError, JsqaError
-from jsqa.inference import score_waveform, windowed_mean
+from jsqa.inference import HOP_S, WINDOW_S, score_waveform, windowed_mean
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
 
@@ -142,7 +142,7 @@ def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits = LIMITS
 
 
 def embed_waveform(encoder: Encoder, x: np.ndarray, sample_rate: int = SAMPLE_RATE,
-                   window_s: float = 8.0, hop_s: float = 4.0) -> np.ndarray:
+                   window_s: float = WINDOW_S, hop_s: float = HOP_S) -> np.ndarray:
     """Embedding of one 16 kHz clip: the length-weighted mean over the same windows as scoring."""
     encoder.eval()
     return windowed_mean(encoder, x, sample_rate, window_s, hop_s).numpy()

@@ -21,9 +21,20 @@ DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
 
 
+# URIs this process derived itself. mlflow.set_tracking_uri / set_registry_uri also export
+# MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, so such a value in the environment is not the user's
+# choice and must not pin a later call (another project root) to an earlier store.
+_derived: dict[str, set[str]] = {"MLFLOW_TRACKING_URI": set(), "MLFLOW_REGISTRY_URI": set()}
+
+
+def _user_env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value if value and value not in _derived[name] else None
+
+
 def tracking_uri(root: str | Path = ".") -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else a SQLite file in the project root."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    """``MLFLOW_TRACKING_URI`` when the user set it, else a SQLite file in the project root."""
+    env = _user_env("MLFLOW_TRACKING_URI")
     if env:
         return env
     return f"sqlite:///{(Path(root).resolve() / DEFAULT_DB).as_posix()}"
@@ -32,8 +43,14 @@ def tracking_uri(root: str | Path = ".") -> str:
 def configure(root: str | Path = ".", experiment: str = EXPERIMENT) -> str:
     """Point MLflow at the tracking store and the experiment; return the experiment id."""
     uri = tracking_uri(root)
+    if uri != os.environ.get("MLFLOW_TRACKING_URI"):
+        _derived["MLFLOW_TRACKING_URI"].add(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    registry = _user_env("MLFLOW_REGISTRY_URI")
+    if registry is None:
+        registry = uri
+        _derived["MLFLOW_REGISTRY_URI"].add(uri)
+    mlflow.set_registry_uri(registry)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         # With the default SQLite store, keep artifacts beside it rather than in the cwd.

@@ -1,0 +1,23 @@
+"""Tracking configuration: which MLflow store a call talks to."""
+
+import mlflow
+from jsqa import tracking
+
+def test_switching_project_roots_in_one_process_follows_each_root(tmp_path, monkeypatch):
+    """mlflow exports the URIs it is given; a second root must not stay pinned to the first."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    tracking.configure(a)
+    assert mlflow.get_registry_uri().endswith("/a/mlflow.db")
+    tracking.configure(b)
+    assert mlflow.get_tracking_uri().endswith("/b/mlflow.db")
+    assert mlflow.get_registry_uri().endswith("/b/mlflow.db")
+    # a user's own setting still wins, and keeps winning on the next call
+    user = f"sqlite:///{tmp_path / 'user.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", user)
+    tracking.configure(b)
+    tracking.configure(b)
+    assert mlflow.get_tracking_uri() == user and mlflow.get_registry_uri() == user
