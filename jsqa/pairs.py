@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from jsqa import distortions
 from jsqa.config import PairsConfig
@@ -53,7 +55,7 @@ from jsqa.data.manifests import (
     resolve,
 )
 from jsqa.errors import AudioError, ConfigError, ManifestError
-from jsqa.io import read_json, write_csv, write_json, write_parquet
+from jsqa.io import atomic_path, read_json, write_csv, write_json, write_parquet
 from jsqa.pair_render import (
     DISTORTION_COLUMNS,
     GAIN_COLUMNS,
@@ -139,14 +141,24 @@ def same_percept(
     return out
 
 
-def utterance_seed(seed: int, index: int) -> int:
-    """63-bit seed of one utterance's generator, from the run seed and its manifest index.
+def plan_uniforms(seed: int, start: int, count: int, width: int) -> np.ndarray:
+    """The uniforms ``[count, width]`` that plan utterances ``start .. start + count - 1``.
 
-    ``numpy.random.default_rng(utterance_seed(seed, i))`` replays utterance ``i``'s draws; the
-    value is stored in the recipes' ``seed`` column.
+    Utterance ``i`` owns draws ``[i * width, (i + 1) * width)`` of ``default_rng(seed)``
+    (PCG64, one 64-bit output per double), so a row depends on (seed, i, width) only, the
+    whole plan comes from one vectorised draw, and one utterance is replayed alone by
+    advancing the stream ``i * width`` outputs (what ``start`` does).
     """
-    state = np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0]
-    return int(state >> np.uint64(1))
+    rng = np.random.default_rng(int(seed))
+    rng.bit_generator.advance(int(start) * int(width))
+    return rng.random((int(count), int(width)))
+
+
+def plan_width(cfg: PairsConfig) -> int:
+    """Uniforms drawn per utterance by :func:`plan_pairs` (the row width of :func:`plan_uniforms`)."""
+    k = cfg.pairs_per_utterance
+    draws = 1 if cfg.shared_segment else k
+    return 3 * draws + 4 * k + 2 * draws + 2 * k
 
 
 def _check_config(cfg: PairsConfig, sample_rate: int) -> None:
@@ -215,16 +227,17 @@ def plan_pairs(
 ) -> pd.DataFrame:
     """Draw the recipe of every pair (columns :data:`PLAN_COLUMNS`); all randomness is here.
 
-    Utterance ``i`` gets its own generator ``default_rng(utterance_seed(seed, i))`` and
-    ``cfg.pairs_per_utterance`` consecutive pair ids. Noise files are chosen uniformly, noise
+    Utterance ``i`` gets row ``i`` of :func:`plan_uniforms` (its own span of the run seed's
+    stream; the recipes' ``seed`` column is that run seed) and ``cfg.pairs_per_utterance``
+    consecutive pair ids. Noise files are chosen uniformly, noise
     offsets uniformly within the file (the noise loops), crop offsets uniformly so the
     segment fits (offset 0 and zero padding for a short utterance). With ``cfg.shared_segment``
     (the default) the pairs of one utterance share noise file, noise offset and crop, so
     they differ only in SNR: hard negatives that isolate quality. SNRs: see
     :func:`_snrs_from_uniforms` and the module docstring.
 
-    Distortions (when enabled) are drawn after those uniforms from the same generator, so
-    turning them on changes no other column: the kind and ``dist_seed`` per segment draw
+    Distortions (when enabled) take the last uniforms of the utterance's row, so turning
+    them on changes no other column: the kind and ``dist_seed`` per segment draw
     (shared by an utterance's pairs with ``shared_segment``), member a's parameter and b's
     within-step offset per pair. Columns :data:`DISTORTION_COLUMNS` are added only then.
     With ``pairs.distortions.reverb.rir_folder`` set, ``rir_paths`` are its room responses
@@ -251,12 +264,11 @@ def plan_pairs(
 
     n_utt, n = len(clean), len(clean) * k
     draws = 1 if cfg.shared_segment else k
-    # One block of uniforms per utterance from its own generator; everything else is
-    # vectorised over utterances.
-    seeds = np.array([utterance_seed(seed, i) for i in range(n_utt)], dtype=np.int64)
+    # One row of uniforms per utterance; everything else is vectorised over utterances.
     base = 3 * draws + 4 * k
-    # The distortion uniforms come last: the first `base` values are the same whatever follows.
-    u = np.stack([np.random.default_rng(int(s)).random(base + 2 * draws + 2 * k) for s in seeds])
+    # The distortion uniforms come last, and are drawn whether or not any distortion is on,
+    # so turning one on changes no other column.
+    u = plan_uniforms(seed, 0, n_utt, plan_width(cfg))
     seg_u = np.repeat(u[:, : 3 * draws].reshape(n_utt, draws, 3), k // draws, axis=1)
     noise_idx = _scaled_index(seg_u[..., 0], len(noise))
     noise_offset = _scaled_index(seg_u[..., 1], noise_len[noise_idx])
@@ -269,7 +281,7 @@ def plan_pairs(
         "crop_offset": crop_offset.ravel(),
         "snr_a": snr_a.ravel(),
         "snr_b": snr_b.ravel(),
-        "seed": np.repeat(seeds, k),
+        "seed": np.full(n, int(seed), dtype=np.int64),
     }
 
     pair_id = np.arange(n, dtype=np.int64)
@@ -368,14 +380,16 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+def _same_rows(expected: Mapping[str, np.ndarray], done: pa.Table) -> bool:
     """Column-by-column equality of the planned columns (inf equals inf; dtypes may differ)."""
-    if len(a) != len(b) or plan_columns(a) != plan_columns(b):
+    names = [c for c in PLAN_COLUMNS + DISTORTION_COLUMNS if c in expected]
+    n = len(expected["pair_id"])
+    if done.num_rows != n or [c for c in names if c in done.column_names] != names:
         return False
-    for c in plan_columns(a):
-        if c not in b.columns:
-            return False
-        x, y = a[c].to_numpy(), b[c].to_numpy()
+    if any(c in done.column_names for c in DISTORTION_COLUMNS if c not in expected):
+        return False
+    for c in names:
+        x, y = np.asarray(expected[c]), done.column(c).to_numpy(zero_copy_only=False)
         if x.dtype.kind == "f" or y.dtype.kind == "f":
             if not np.array_equal(x.astype(np.float64), y.astype(np.float64)):
                 return False
@@ -396,8 +410,8 @@ def _npy_shape(path: Path) -> tuple[int, ...] | None:
 
 
 def _finished_shard(
-    out_dir: Path, shard: int, planned: pd.DataFrame, render_key: dict[str, Any], seg: int
-) -> tuple[dict[str, Any], pd.DataFrame] | None:
+    out_dir: Path, shard: int, planned: Mapping[str, np.ndarray], render_key: dict[str, Any], seg: int
+) -> tuple[dict[str, Any], pa.Table] | None:
     """The shard's summary and recipes when its files on disk match the plan and settings,
     else None."""
     stem = shard_stem(out_dir, shard)
@@ -406,17 +420,17 @@ def _finished_shard(
         return None
     try:
         meta = read_json(meta_path)
-        done = pd.read_parquet(parquet)
-    except (OSError, ValueError) as exc:
+        done = pq.read_table(parquet)
+    except (OSError, ValueError, pa.ArrowException) as exc:
         log.info("shard %05d: unreadable (%s), rendering again", shard, exc)
         return None
-    if meta.get("render") != render_key:
+    if meta.get("render") != render_key or meta.get("n_planned") != len(planned["pair_id"]):
         return None
-    skipped_ids = {s["pair_id"] for s in meta.get("skipped", [])}
-    expected = planned[~planned["pair_id"].isin(skipped_ids)]
-    if not _same_rows(expected, done) or meta.get("n_planned") != len(planned):
+    skipped_ids = np.array([s["pair_id"] for s in meta.get("skipped", [])], dtype=np.int64)
+    keep = ~np.isin(planned["pair_id"], skipped_ids)
+    if not _same_rows({c: v[keep] for c, v in planned.items()}, done):
         return None
-    if _npy_shape(stem.with_suffix(".npy")) != (len(done), 2, seg):
+    if _npy_shape(stem.with_suffix(".npy")) != (done.num_rows, 2, seg):
         return None
     return meta, done
 
@@ -445,20 +459,32 @@ def _skipped_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
+def _arrow_column(values: np.ndarray) -> pa.Array:
+    # Text columns arrive as numpy object arrays; store them as plain parquet strings.
+    return pa.array(values, type=pa.string()) if values.dtype.kind in "OUS" else pa.array(values)
+
+
 def _write_shard_recipes(
-    out_dir: Path, rows: pd.DataFrame, rendered: dict[str, Any]
-) -> tuple[dict[str, Any], pd.DataFrame]:
+    out_dir: Path, shard: int, rows: Mapping[str, np.ndarray], rendered: dict[str, Any]
+) -> tuple[dict[str, Any], pa.Table]:
     """Write a rendered shard's recipes (its planned ``rows`` that were kept, with gains and
     ``row``, the position in the .npy): the shard's completion mark, written after its audio
-    and summary. Returns the summary without the arrays, and the recipes."""
+    and summary. Returns the summary without the arrays, and the recipes.
+
+    Built with pyarrow from the plan's numpy columns: through pandas, this bookkeeping cost
+    the main process more than a worker's rendering of the shard.
+    """
     summary = {k: v for k, v in rendered.items() if k not in ("kept", "gains")}
-    recipes = rows[plan_columns(rows)][np.asarray(rendered["kept"], dtype=bool)].reset_index(drop=True)
-    gains = np.asarray(rendered["gains"], dtype=np.float64).reshape(len(recipes), len(GAIN_COLUMNS))
+    kept = np.asarray(rendered["kept"], dtype=bool)
+    columns = {c: _arrow_column(rows[c][kept]) for c in PLAN_COLUMNS + DISTORTION_COLUMNS if c in rows}
+    gains = np.asarray(rendered["gains"], dtype=np.float64).reshape(int(kept.sum()), len(GAIN_COLUMNS))
     for j, c in enumerate(GAIN_COLUMNS):
-        recipes[c] = gains[:, j]
-    recipes["row"] = np.arange(len(recipes), dtype=np.int64)
-    write_parquet(shard_stem(out_dir, summary["shard"]).with_suffix(".parquet"), recipes)
-    return summary, recipes
+        columns[c] = pa.array(gains[:, j])
+    columns["row"] = pa.array(np.arange(len(gains), dtype=np.int64))
+    table = pa.table(columns)
+    with atomic_path(shard_stem(out_dir, shard).with_suffix(".parquet")) as tmp:
+        pq.write_table(table, tmp)
+    return summary, table
 
 
 def _distortion_steps(cfg: PairsConfig) -> dict[str, float]:
@@ -466,27 +492,32 @@ def _distortion_steps(cfg: PairsConfig) -> dict[str, float]:
     return {s.kind: float(s.step) for s in distortions.specs(cfg.distortions)}
 
 
-def _shard_jobs(
-    plan: pd.DataFrame, shards: Iterable[int], cfg: PairsConfig, sample_rate: int, root: Path, out_dir: Path
-) -> list[ShardJob]:
-    """Jobs of ``shards``: plain numpy columns and resolved paths, so a worker needs no pandas.
-
-    Columns are converted and paths resolved once for the whole plan (per shard, the string
-    columns' conversion would cost the main process more than a shard's rendering).
-    """
+def _plan_arrays(plan: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The planned columns as numpy arrays (text as object arrays) and the shard bounds:
+    shard ``s`` is rows ``bounds[s]:bounds[s + 1]``."""
     columns = {c: plan[c].to_numpy() for c in plan_columns(plan)}
-    path_columns = [c for c in ("clean_path", "noise_path", "rir_path") if c in columns]
+    n_shards = int(columns["shard"][-1]) + 1 if len(plan) else 0
+    return columns, np.searchsorted(columns["shard"], np.arange(n_shards + 1))
+
+
+def _shard_jobs(
+    shards: dict[int, dict[str, np.ndarray]], cfg: PairsConfig, sample_rate: int, root: Path, out_dir: Path
+) -> list[ShardJob]:
+    """Jobs of ``shards`` (shard -> its planned rows as numpy columns): a worker needs no pandas.
+
+    Each path is resolved once for the whole run, not once per shard that names it.
+    """
     resolved: dict[str, str] = {}
-    for c in path_columns:
-        for p in pd.unique(columns[c]):
-            if p and p not in resolved:
-                resolved[p] = str(resolve(p, root))
-    bounds = np.searchsorted(columns["shard"], np.arange(int(columns["shard"][-1]) + 2)) if len(plan) else [0]
     jobs = []
-    for shard in shards:
-        sl = slice(int(bounds[shard]), int(bounds[shard + 1]))
-        rows = {c: v[sl] for c, v in columns.items()}
-        names = set().union(*(rows[c].tolist() for c in path_columns)) - {""}
+    for shard, rows in shards.items():
+        names = set()
+        for c in ("clean_path", "noise_path", "rir_path"):
+            if c in rows:
+                names.update(rows[c].tolist())
+        names.discard("")
+        for p in names:
+            if p not in resolved:
+                resolved[p] = str(resolve(p, root))
         jobs.append(ShardJob(shard, rows, cfg, sample_rate, {p: resolved[p] for p in sorted(names)}, out_dir))
     return jobs
 
@@ -519,21 +550,22 @@ def generate_pairs(
 
     seg = segment_samples(cfg, sample_rate)
     key = render_key(cfg, sample_rate)
-    n_shards = int(plan["shard"].max()) + 1 if len(plan) else 0
+    columns, bounds = _plan_arrays(plan)
+    n_shards = len(bounds) - 1
     _remove_stale_shards(out_dir, n_shards)
 
     summaries: dict[int, dict[str, Any]] = {}
     # Each shard's recipes as on disk, kept in memory rather than read back at the end.
-    shard_recipes: dict[int, pd.DataFrame] = {}
-    to_render: dict[int, pd.DataFrame] = {}
-    for shard, rows in plan.groupby("shard", sort=True):
-        rows = rows.reset_index(drop=True)
-        finished = _finished_shard(out_dir, int(shard), rows, key, seg)
+    shard_recipes: dict[int, pa.Table] = {}
+    to_render: dict[int, dict[str, np.ndarray]] = {}
+    for shard in range(n_shards):
+        rows = {c: v[bounds[shard] : bounds[shard + 1]] for c, v in columns.items()}
+        finished = _finished_shard(out_dir, shard, rows, key, seg)
         if finished is not None:
-            summaries[int(shard)], shard_recipes[int(shard)] = finished
+            summaries[shard], shard_recipes[shard] = finished
         else:
-            to_render[int(shard)] = rows
-    jobs = _shard_jobs(plan, list(to_render), cfg, sample_rate, Path(root), out_dir)
+            to_render[shard] = rows
+    jobs = _shard_jobs(to_render, cfg, sample_rate, Path(root), out_dir)
     log.info(
         "pairs: %d planned in %d shards; %d shards kept, %d to render",
         len(plan), n_shards, len(summaries), len(jobs),
@@ -541,7 +573,7 @@ def generate_pairs(
 
     def finish(rendered: dict[str, Any]) -> None:
         shard = rendered["shard"]
-        summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, to_render[shard], rendered)
+        summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, shard, to_render[shard], rendered)
 
     if shard_map is not None:
         for summary in shard_map(render_shard, jobs):
@@ -564,10 +596,12 @@ def generate_pairs(
         log.warning("pairs: %d samples clipped to int16 range (lower pairs.speech_level_dbov)", clipped)
 
     write_csv(out_dir / "skipped.csv", skipped)
-    recipes = pd.concat([shard_recipes[s] for s in range(n_shards)], ignore_index=True)
-    if len(recipes) == 0:
+    table = pa.concat_tables([shard_recipes[s] for s in range(n_shards)], promote_options="permissive")
+    if table.num_rows == 0:
         raise AudioError(f"{out_dir}: no pair could be rendered (reasons in skipped.csv)")
-    write_parquet(out_dir / "pairs.parquet", recipes)
+    with atomic_path(out_dir / "pairs.parquet") as tmp:
+        pq.write_table(table, tmp)
+    recipes = table.to_pandas()
     index = {
         "n_pairs": len(recipes),
         "n_planned": len(plan),
@@ -727,6 +761,7 @@ __all__ = [
     "rir_paths",
     "same_percept",
     "segment_samples",
-    "utterance_seed",
+    "plan_uniforms",
+    "plan_width",
     "within_jnd",
 ]

