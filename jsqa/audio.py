@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -103,6 +104,90 @@ def load_audio(path: str | Path, target_sr: int | None = 16000) -> tuple[np.ndar
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
     return decode_audio(path, str(path), target_sr)
+
+
+# Formats whose samples decode identically whether a file is read whole or from a seek
+# (uncompressed PCM/float, and FLAC, which is lossless): only these are read segment by segment.
+_SEEK_EXACT_FORMATS = frozenset({"WAV", "WAVEX", "W64", "RF64", "AIFF", "CAF", "FLAC"})
+
+
+class LoopedSegments:
+    """Segments of one audio file, looping past its end, as mono float32 at ``target_sr``:
+    what :func:`load_audio` followed by wrap-around slicing gives, sample for sample.
+
+    A file in a seek-exact format at ``target_sr`` is read one segment at a time, so mixing a
+    second from a long noise recording costs a second of decoding, not the recording's
+    length; any other file, or one of which the caller ``expected`` to read at least half
+    (in samples), is decoded whole, once. Use as a context manager (or call :meth:`close`). Raises AudioError naming the file for a missing,
+    unreadable or empty file, and for a segment with non-finite samples.
+    """
+
+    def __init__(
+        self, path: str | Path, target_sr: int, name: str | None = None, expected: int = 0
+    ) -> None:
+        self.name = str(path) if name is None else name
+        self._file: sf.SoundFile | None = None
+        self._whole: np.ndarray | None = None
+        if not os.path.isfile(path):
+            raise AudioError(f"{self.name}: no such file")
+        try:
+            f = sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+            raise AudioError(f"{self.name}: not readable as audio ({exc})") from exc
+        if f.frames <= 0:
+            f.close()
+            raise AudioError(f"{self.name}: audio is empty (0 samples)")
+        self.frames = int(f.frames)
+        if f.samplerate == target_sr and f.format in _SEEK_EXACT_FORMATS and f.seekable() and 2 * expected < self.frames:
+            self._file = f
+        else:
+            f.close()
+            self._whole = decode_audio(Path(path), self.name, target_sr)[0]
+            self.frames = self._whole.size
+
+    def segment(self, offset: int, length: int) -> np.ndarray:
+        """``length`` samples from ``offset`` (modulo the file's length), wrapping round."""
+        if self._file is None or length >= self.frames:
+            if self._whole is None:
+                self._whole = self._read(0, self.frames)
+                self._close_file()
+            offset %= self.frames
+            if offset + length <= self.frames:
+                return self._whole[offset : offset + length]
+            return self._whole[(offset + np.arange(length)) % self.frames]
+        offset %= self.frames
+        head = self._read(offset, min(length, self.frames - offset))
+        if head.size == length:
+            return head
+        return np.concatenate([head, self._read(0, length - head.size)])
+
+    def _read(self, offset: int, n: int) -> np.ndarray:
+        assert self._file is not None
+        try:
+            self._file.seek(offset)
+            data = self._file.read(n, dtype="float32", always_2d=False)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise AudioError(f"{self.name}: not readable as audio ({exc})") from exc
+        x = to_mono(np.asarray(data))
+        if x.size != n:
+            raise AudioError(f"{self.name}: ends early (read {x.size} of {n} samples at {offset})")
+        check_signal(x, self.name)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        """Release the file handle (segments already returned stay valid)."""
+        self._close_file()
+
+    def __enter__(self) -> LoopedSegments:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def write_audio(path: str | Path, x: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:

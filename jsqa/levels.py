@@ -46,8 +46,17 @@ def rms_db(x: np.ndarray) -> float:
     x = np.asarray(x)
     if x.size == 0:
         raise AudioError("rms_db: signal is empty (0 samples)")
-    ms = float(np.add.reduce(np.square(x, dtype=np.float64), axis=None)) / x.size
-    return 10.0 * math.log10(ms) if ms > 0.0 else -math.inf
+    return float(rms_db_rows(x.reshape(1, -1))[0])
+
+
+def rms_db_rows(x: np.ndarray) -> np.ndarray:
+    """RMS level in dBov of each row of a 2-D ``x`` (``-inf`` for an all-zero row)."""
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise AudioError(f"rms_db_rows: expected non-empty rows, got shape {x.shape}")
+    ms = np.add.reduce(np.square(x, dtype=np.float64), axis=1) / x.shape[1]
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(ms)
 
 
 # Signals are measured in batches of similar length, padded to the longest: at most this many
@@ -249,15 +258,16 @@ def _speech_level(speech: np.ndarray, sr: int, speech_level_db: float | None) ->
 
 
 def noise_gain(
-    speech_level_db: float, snr_db: float | np.ndarray, noise_db: float
+    speech_level_db: float, snr_db: float | np.ndarray, noise_db: float | np.ndarray
 ) -> float | np.ndarray:
     """Linear gain on a noise of RMS level ``noise_db`` that puts it ``snr_db`` below speech of
     active level ``speech_level_db`` (the SNR of the module docstring); 0 where ``snr_db`` is
-    +inf. Elementwise on arrays."""
+    +inf. Elementwise on arrays (``noise_db`` broadcasts against ``snr_db``)."""
     snr = np.asarray(snr_db, dtype=np.float64)
+    noise = np.broadcast_to(np.asarray(noise_db, dtype=np.float64), snr.shape)
     gain = np.zeros(snr.shape)
     finite = ~np.isposinf(snr)
-    gain[finite] = 10.0 ** ((speech_level_db - snr[finite] - noise_db) / 20.0)
+    gain[finite] = 10.0 ** ((speech_level_db - snr[finite] - noise[finite]) / 20.0)
     return float(gain) if gain.ndim == 0 else gain
 
 

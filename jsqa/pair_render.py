@@ -13,6 +13,7 @@ the float render of :func:`render_pair` rounded to the nearest int16 step.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -25,11 +26,11 @@ from typing import Any
 import numpy as np
 
 from jsqa import distortions
-from jsqa.audio import load_audio
+from jsqa.audio import LoopedSegments, load_audio
 from jsqa.config import PairsConfig
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
-from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db
+from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db_rows
 
 # Columns decided by the plan (compared on resume) and added by rendering.
 PLAN_COLUMNS = [
@@ -83,49 +84,80 @@ def loop_segment(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
     return noise[(offset + np.arange(length)) % noise.size]
 
 
-def _mix_group(
-    rows: Mapping[str, Any],
-    sel: slice | np.ndarray,
-    clean_seg: np.ndarray,
-    noise_seg: np.ndarray,
-    speech_gain: float,
-    cfg: PairsConfig,
-    sample_rate: int,
-    rirs: Mapping[str, np.ndarray],
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Members of the pairs ``rows[...][sel]`` that share one clean and one noise segment.
+class _GroupMixer:
+    """Mixes groups of pairs that share one clean and one noise segment (an utterance's pairs,
+    with ``shared_segment``), every per-group quantity computed for all groups at once.
 
-    Returns float32 ``[k, 2, seg]`` at int16 scale (not rounded), the noise gains ``[k, 2]``
-    and a bound on the members' absolute values (inf when a distortion makes it unknown).
-    Raises AudioError for a noise segment of zero energy.
+    Group ``g`` is rows ``offsets[g]:offsets[g + 1]`` of ``snrs`` ``[n, 2]`` (and of ``dist``,
+    the distortion columns of those rows, if any); ``clean`` and ``noise`` are its segments
+    ``[G, seg]`` and ``speech_gains[g]`` the gain that puts its utterance at the target level.
+    After construction, ``gains`` ``[n, 2]`` are the noise gains, ``bounds[g]`` bounds the
+    absolute value of group ``g``'s members (inf when a distortion makes it unknown), and
+    ``silent[g]`` marks a noise segment of zero energy (nothing to scale to an SNR).
     """
-    noise_db = rms_db(noise_seg)
-    if noise_db == -math.inf:
-        raise AudioError("noise segment has zero energy")
-    snrs = np.stack([np.asarray(rows["snr_a"][sel], np.float64), np.asarray(rows["snr_b"][sel], np.float64)], 1)
-    gains = noise_gain(cfg.speech_level_dbov, snrs, noise_db)
-    scaled = (gains * INT16_SCALE).astype(np.float32)
-    noise32 = noise_seg.astype(np.float32, copy=False)
-    buf = np.multiply(scaled[:, :, None], noise32[None, None, :])
-    # The clean part once per group and in float64, so a clean member is exactly the scaled
-    # speech rounded to float32.
-    clean32 = (clean_seg.astype(np.float64) * (speech_gain * INT16_SCALE)).astype(np.float32)
-    buf += clean32
-    # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
-    bound = float(np.abs(clean32).max()) + float(scaled.max()) * float(np.abs(noise32).max()) + 1.0
-    if "distortion" in rows and np.any(rows["distortion"][sel] != distortions.NONE):
-        bound = math.inf
-        kinds = rows["distortion"][sel]
-        for i in np.flatnonzero(kinds != distortions.NONE):
-            kind = str(kinds[i])
-            seed = int(rows["dist_seed"][sel][i])
-            rir_path = str(rows["rir_path"][sel][i]) if "rir_path" in rows else ""
-            rir = rirs[rir_path] if rir_path else None
-            for m, col in enumerate(("dist_param_a", "dist_param_b")):
-                member = buf[i, m] * np.float32(1.0 / INT16_SCALE)
-                y = distortions.apply(kind, member, float(rows[col][sel][i]), sample_rate, seed, rir)
-                buf[i, m] = y * np.float32(INT16_SCALE)
-    return buf, gains, bound
+
+    def __init__(
+        self,
+        snrs: np.ndarray,
+        offsets: np.ndarray,
+        clean: np.ndarray,
+        noise: np.ndarray,
+        speech_gains: np.ndarray,
+        cfg: PairsConfig,
+        sample_rate: int,
+        dist: Mapping[str, np.ndarray] | None = None,
+        rirs: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
+        self.offsets, self.cfg, self.sample_rate = offsets, cfg, sample_rate
+        self.speech_gains = np.asarray(speech_gains, dtype=np.float64)
+        self.dist, self.rirs = dist, rirs or {}
+        self.noise = noise.astype(np.float32, copy=False)
+        noise_db = rms_db_rows(self.noise)
+        self.silent = noise_db == -math.inf
+        group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        self.gains = noise_gain(cfg.speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
+        self.scaled = (self.gains * INT16_SCALE).astype(np.float32)
+        # The clean part once per group and in float64, so a clean member is exactly the
+        # scaled speech rounded to float32.
+        self.clean = (clean.astype(np.float64) * (self.speech_gains * INT16_SCALE)[:, None]).astype(np.float32)
+        # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
+        top = np.maximum.reduceat(self.scaled.max(axis=1), offsets[:-1]) if len(snrs) else np.zeros(0)
+        self.bounds = np.abs(self.clean).max(axis=1) + top * np.abs(self.noise).max(axis=1) + 1.0
+        if dist is not None:
+            distorted = np.logical_or.reduceat(dist["distortion"] != distortions.NONE, offsets[:-1]) if len(snrs) else []
+            self.bounds[np.asarray(distorted, dtype=bool)] = math.inf
+
+    def members(self, g: int) -> np.ndarray:
+        """Group ``g``'s members, float32 ``[k, 2, seg]`` at int16 scale (not rounded).
+
+        Raises AudioError when its noise segment has zero energy.
+        """
+        if self.silent[g]:
+            raise AudioError("noise segment has zero energy")
+        sel = slice(int(self.offsets[g]), int(self.offsets[g + 1]))
+        buf = np.multiply(self.scaled[sel, :, None], self.noise[g][None, None, :])
+        buf += self.clean[g]
+        if self.dist is not None:
+            kinds = self.dist["distortion"][sel]
+            for i in np.flatnonzero(kinds != distortions.NONE):
+                seed = int(self.dist["dist_seed"][sel][i])
+                rir_path = str(self.dist["rir_path"][sel][i]) if "rir_path" in self.dist else ""
+                rir = self.rirs[rir_path] if rir_path else None
+                for m, col in enumerate(("dist_param_a", "dist_param_b")):
+                    member = buf[i, m] * np.float32(1.0 / INT16_SCALE)
+                    y = distortions.apply(str(kinds[i]), member, float(self.dist[col][sel][i]), self.sample_rate, seed, rir)
+                    buf[i, m] = y * np.float32(INT16_SCALE)
+        return buf
+
+
+def _distortion_rows(rows: Mapping[str, Any], sel: Any) -> dict[str, np.ndarray] | None:
+    """The distortion columns of ``rows[sel]``, or None when no row there is distorted."""
+    if "distortion" not in rows:
+        return None
+    kinds = np.asarray(rows["distortion"])[sel]
+    if not np.any(kinds != distortions.NONE):
+        return None
+    return {c: np.asarray(rows[c])[sel] for c in DISTORTION_COLUMNS if c in rows}
 
 
 def render_pair(
@@ -156,16 +188,18 @@ def render_pair(
     speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
     clean_seg = crop(speech, int(recipe_row["crop_offset"]), seg)
     noise_seg = loop_segment(np.asarray(noise), int(recipe_row["noise_offset"]), seg)
-    cols = ["snr_a", "snr_b"]
-    if str(recipe_row.get("distortion", distortions.NONE)) != distortions.NONE:
-        cols += ["distortion", "dist_param_a", "dist_param_b", "dist_seed", "rir_path"]
-    rows = {c: np.array([recipe_row[c] if c != "rir_path" else recipe_row.get(c, "")]) for c in cols}
-    rir_path = str(rows["rir_path"][0]) if "rir_path" in rows else ""
+    row = {c: np.array([recipe_row.get(c, "")]) for c in DISTORTION_COLUMNS if c in recipe_row}
+    dist = _distortion_rows(row, slice(None))
+    rir_path = str(dist["rir_path"][0]) if dist is not None and "rir_path" in dist else ""
     if rir_path and rir is None:
         raise AudioError(f"render_pair: recipe uses room response {rir_path}; pass it as rir")
-    rirs = {rir_path: rir} if rir_path else {}
-    buf, gains, _ = _mix_group(rows, slice(0, 1), clean_seg, noise_seg, speech_gain, cfg, sample_rate, rirs)
-    a, b = buf[0] * np.float32(1.0 / INT16_SCALE)
+    snrs = np.array([[recipe_row["snr_a"], recipe_row["snr_b"]]], dtype=np.float64)
+    mixer = _GroupMixer(
+        snrs, np.array([0, 1]), clean_seg[None, :], noise_seg[None, :], np.array([speech_gain]), cfg,
+        sample_rate, dist, {rir_path: rir} if rir_path else None,
+    )
+    a, b = mixer.members(0)[0] * np.float32(1.0 / INT16_SCALE)
+    gains = mixer.gains
     return a, b, {"speech_gain": speech_gain, "noise_gain_a": float(gains[0, 0]), "noise_gain_b": float(gains[0, 1])}
 
 
@@ -296,38 +330,69 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         speech[path] = f"clean audio unusable: {path}: {level}" if isinstance(level, str) else (x, level)
     del decoded
 
-    noise_cache: dict[str, np.ndarray | str] = {}
-    n_out = 0
-    for start, end in _groups(rows):
+    # Which groups can be mixed, and their segments. Noise files stay open for the shard and
+    # only the segments mixed are read (long files segment by segment, see LoopedSegments).
+    spans = _groups(rows)
+    use_counts: dict[str, int] = {}
+    for start, _ in spans:
+        use_counts[str(rows["noise_path"][start])] = use_counts.get(str(rows["noise_path"][start]), 0) + 1
+    noises: dict[str, LoopedSegments | str] = {}
+    reasons: list[str | None] = []
+    clean_segs, noise_segs, speech_gains = [], [], []
+    with contextlib.ExitStack() as open_files:
+        for start, _ in spans:
+            clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
+            if noise_path not in noises:
+                try:
+                    noises[noise_path] = open_files.enter_context(
+                        LoopedSegments(job.sources[noise_path], sr, expected=use_counts[noise_path] * seg)
+                    )
+                except AudioError as exc:
+                    noises[noise_path] = f"noise audio unreadable: {unreadable(noise_path, exc)}"
+            noise, sp = noises[noise_path], speech[clean_path]
+            reason = sp if isinstance(sp, str) else noise if isinstance(noise, str) else None
+            if reason is None:
+                try:
+                    noise_segs.append(noise.segment(int(rows["noise_offset"][start]), seg))
+                except AudioError as exc:
+                    reason = f"noise audio unreadable: {unreadable(noise_path, exc)}"
+                else:
+                    x, level = sp
+                    clean_segs.append(crop(x, int(rows["crop_offset"][start]), seg))
+                    speech_gains.append(10.0 ** ((cfg.speech_level_dbov - level) / 20.0))
+            reasons.append(reason)
+    del speech, noises
+
+    good = [span for span, reason in zip(spans, reasons) if reason is None]
+    if good:
+        take = np.concatenate([np.arange(a, b) for a, b in good])
+        offsets = np.concatenate([[0], np.cumsum([b - a for a, b in good])])
+        snrs = np.stack([np.asarray(rows["snr_a"], np.float64)[take], np.asarray(rows["snr_b"], np.float64)[take]], 1)
+        mixer = _GroupMixer(
+            snrs, offsets, np.stack(clean_segs), np.stack(noise_segs), np.array(speech_gains), cfg, sr,
+            _distortion_rows(rows, take), rirs,
+        )
+        del clean_segs, noise_segs
+    n_out, g = 0, 0
+    for (start, end), reason in zip(spans, reasons):
         clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
-        if noise_path not in noise_cache:
-            try:
-                noise_cache[noise_path] = load_audio(job.sources[noise_path], sr)[0]
-            except AudioError as exc:
-                noise_cache[noise_path] = f"noise audio unreadable: {unreadable(noise_path, exc)}"
-        noise, sp = noise_cache[noise_path], speech[clean_path]
-        reason = sp if isinstance(sp, str) else noise if isinstance(noise, str) else None
         if reason is None:
-            x, level = sp
-            speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
             try:
-                buf, noise_gains, bound = _mix_group(
-                    rows, slice(start, end), crop(x, int(rows["crop_offset"][start]), seg),
-                    loop_segment(noise, int(rows["noise_offset"][start]), seg), speech_gain, cfg, sr, rirs,
-                )
+                buf = mixer.members(g)
             except AudioError as exc:
                 reason = f"pair not renderable: {clean_path} + {noise_path}: {exc}"
             else:
                 k = end - start
-                n_clip = _quantise_into(buf, pcm[n_out : n_out + k], bound)
+                n_clip = _quantise_into(buf, pcm[n_out : n_out + k], float(mixer.bounds[g]))
                 if n_clip is None:
                     reason = f"pair not renderable: non-finite samples from {clean_path}"
                 else:
                     clipped += n_clip
-                    gains[start:end, 0] = speech_gain
-                    gains[start:end, 1:] = noise_gains
+                    gains[start:end, 0] = mixer.speech_gains[g]
+                    gains[start:end, 1:] = mixer.gains[offsets[g] : offsets[g + 1]]
                     kept[start:end] = True
                     n_out += k
+            g += 1
         if reason is not None:
             skipped.extend(
                 {"pair_id": int(rows["pair_id"][i]), "utterance_id": str(rows["utterance_id"][i]), "reason": reason}

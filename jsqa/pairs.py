@@ -745,8 +745,8 @@ def load_pairs(out_dir: Path) -> PairSet:
 
 
 __all__ = [
-    "GAIN_COLUMNS",
     "DISTORTION_COLUMNS",
+    "GAIN_COLUMNS",
     "PLAN_COLUMNS",
     "PairSet",
     "ShardJob",
@@ -756,12 +756,12 @@ __all__ = [
     "loop_segment",
     "plan_columns",
     "plan_pairs",
+    "plan_uniforms",
+    "plan_width",
     "render_pair",
     "render_shard",
     "rir_paths",
     "same_percept",
     "segment_samples",
-    "plan_uniforms",
-    "plan_width",
     "within_jnd",
 ]
