@@ -33,8 +33,10 @@ THRESHOLD_STEP_DB = 0.25
 # An envelope that never rises above this is treated as silence (below 16-bit resolution).
 SILENCE_FLOOR_DBOV = -100.0
 # Activity is decided once per block of this length (the envelope's value at the block's end is
-# exact): the envelope moves by ~3% per ms, and per-sample decisions cost 10x more.
-BLOCK_S = 0.001
+# exact): per-sample decisions cost 15x more. On speech-like test signals the level is within
+# 0.006 dB of per-sample decisions at 2 ms (0.003 dB at 1 ms, 0.014 dB at 4 ms), and 2 ms
+# blocks take 40% less time than 1 ms ones.
+BLOCK_S = 0.002
 # Block recursions run over chunks of this many time constants, so the weights g**-k inside a
 # chunk stay below e**500 (float64 overflows at e**709). The inputs are non-negative, so the
 # cumulative sums have no cancellation and keep full precision whatever the weights' range.
@@ -93,14 +95,14 @@ def _recursive(u: np.ndarray, g: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=8)
-def _block_weights(sr: int, block: int) -> tuple[float, float, float, np.ndarray, np.ndarray]:
-    """(g, 1 - g, g**block, weights of the first smoother, of the second) for one block."""
+def _block_weights(sr: int, block: int) -> tuple[float, float, float, np.ndarray]:
+    """(g, 1 - g, g**block, weights ``[block, 2]`` of the first smoother and of the second)."""
     g = math.exp(-1.0 / (sr * TIME_CONSTANT_S))
     beta = 1.0 - g
     j = np.arange(block, dtype=np.float64)
-    w1 = (beta * g ** (block - 1 - j)).astype(np.float32)
-    w2 = (beta * beta * (block - j) * g ** (block - 1 - j)).astype(np.float32)
-    return g, beta, g**block, w1, w2
+    w1 = beta * g ** (block - 1 - j)
+    w2 = beta * beta * (block - j) * g ** (block - 1 - j)
+    return g, beta, g**block, np.stack([w1, w2], axis=1).astype(np.float32)
 
 
 def _block_envelope(a: np.ndarray, sr: int) -> np.ndarray:
@@ -113,9 +115,11 @@ def _block_envelope(a: np.ndarray, sr: int) -> np.ndarray:
     ``q2 <- g**D q2 + b D g**D q1_prev + b**2 * sum (D-j) g**(D-1-j) a_j``.
     """
     block = a.shape[2]
-    g, beta, g_block, w1, w2 = _block_weights(sr, block)
-    q1 = _recursive(np.einsum("sbd,d->sb", a, w1).astype(np.float64), g_block)
-    drive = np.einsum("sbd,d->sb", a, w2).astype(np.float64)
+    g, beta, g_block, w = _block_weights(sr, block)
+    # Both weighted sums in one pass over the samples (a [.., block] x [block, 2] product).
+    sums = np.matmul(a, w).astype(np.float64)
+    q1 = _recursive(np.ascontiguousarray(sums[..., 0]), g_block)
+    drive = sums[..., 1].copy()
     drive[:, 1:] += beta * block * g_block * q1[:, :-1]
     return _recursive(drive, g_block)
 
@@ -142,9 +146,10 @@ def _levels_of_batch(signals: list[np.ndarray], energies: list[float], sr: int) 
     sizes = np.array([x.size for x in signals])
     n_blocks = -(-sizes // block)
     width = int(n_blocks.max())
-    a = np.zeros((len(signals), width * block), dtype=np.float32)
+    a = np.empty((len(signals), width * block), dtype=np.float32)
     for r, x in enumerate(signals):
         np.abs(x, out=a[r, : x.size], casting="unsafe")
+        a[r, x.size :] = 0.0
     q = _block_envelope(a.reshape(len(signals), width, block), sr)
     valid = np.arange(width)[None, :] < n_blocks[:, None]
     # Past a signal's end its row is padding: out of every count (below all thresholds).
@@ -161,9 +166,9 @@ def _levels_of_batch(signals: list[np.ndarray], energies: list[float], sr: int) 
         return out
     # Thresholds from low to high, 0.25 dB apart, the top one exactly at the envelope's peak.
     n_steps = int(round(THRESHOLD_SPAN_DB / THRESHOLD_STEP_DB))
-    c_db = 20.0 * np.log10(peak[rows])[:, None] - THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1)
-    c_lin = 10.0 ** (c_db / 20.0)
-    c_lin[:, -1] = peak[rows]
+    ladder_db = THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1)
+    c_db = 20.0 * np.log10(peak[rows])[:, None] - ladder_db
+    c_lin = peak[rows, None] * _ladder(n_steps)
     active_blocks = np.empty(c_lin.shape, dtype=np.int64)
     for i, r in enumerate(rows):
         active_blocks[i] = width - np.searchsorted(hang[r], c_lin[i], side="left")
@@ -176,6 +181,12 @@ def _levels_of_batch(signals: list[np.ndarray], energies: list[float], sr: int) 
     for r, level in zip(rows.tolist(), _crossings(level_db, excess).tolist()):
         out[r] = level
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _ladder(n_steps: int) -> np.ndarray:
+    """Linear factors of the thresholds below the peak, lowest first; the last is exactly 1."""
+    return 10.0 ** (-THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1) / 20.0)
 
 
 def _crossings(level_db: np.ndarray, excess: np.ndarray) -> np.ndarray:
@@ -203,7 +214,7 @@ def active_speech_levels(signals: Sequence[np.ndarray], sr: int) -> list[float |
     within the last 0.2 s (hangover). For each threshold the level of the active samples is
     computed; the answer is that level where it lies ``MARGIN_DB`` (15.9 dB) above its
     threshold, interpolated linearly between neighbouring thresholds. Activity is decided
-    per 1 ms block from the exact envelope at the block's end (``BLOCK_S``); the level is
+    per 2 ms block from the exact envelope at the block's end (``BLOCK_S``); the level is
     exactly scale-equivariant. Signals are measured together (far fewer numpy calls per
     signal); each result is the same whatever the other signals are.
     """
@@ -216,10 +227,13 @@ def active_speech_levels(signals: Sequence[np.ndarray], sr: int) -> list[float |
         if x.ndim != 1 or x.size == 0:
             out[i] = f"active_speech_level: expected a non-empty 1-D signal, got shape {x.shape}"
             continue
-        # Not np.dot / einsum on float64: those go to a multithreaded BLAS, whose spinning
-        # threads cost pair workers more CPU than the sum itself. A NaN or inf sample makes
-        # the energy non-finite: one check instead of a pass of isfinite.
-        energy = float(np.add.reduce(np.square(x, dtype=np.float64)))
+        # A NaN or inf sample makes the energy non-finite: one check instead of a pass of
+        # isfinite. Float32 audio sums in float32 (a BLAS dot, 7x cheaper than squaring into
+        # float64; within 2e-6 relative, 1e-5 dB, on speech); float64 only where that
+        # overflows or the input is not float32.
+        energy = float(np.dot(x, x)) if x.dtype == np.float32 else math.inf
+        if not math.isfinite(energy):
+            energy = float(np.add.reduce(np.square(x, dtype=np.float64)))
         if not math.isfinite(energy):
             out[i] = "active_speech_level: signal contains NaN or infinite samples"
             continue

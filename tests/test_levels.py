@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from jsqa.errors import AudioError
+from jsqa import levels
 from jsqa.levels import (
     active_speech_level,
+    active_speech_levels,
     gain_for_level,
     measure_snr,
     mix_at_snr,
@@ -124,3 +126,15 @@ def test_zero_noise_and_bad_shapes_raise() -> None:
         mix_at_snr(speech, np.zeros_like(speech), 10.0, SR)
     with pytest.raises(AudioError, match="differ in shape"):
         mix_at_snr(speech, np.ones(10), 10.0, SR)
+
+
+def test_block_decisions_stay_within_0_01_db_of_per_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Activity is decided per BLOCK_S block for speed; the level it gives must stay where a
+    # per-sample decision puts it, far below anything an SNR of 0.1 dB tolerance would see.
+    rng = np.random.default_rng(11)
+    signals = [speech_like(s, rng).astype(np.float32) for s in (1.3, 2.0, 3.7)]
+    blocked = active_speech_levels(signals, SR)
+    monkeypatch.setattr(levels, "BLOCK_S", 1.0 / SR)
+    per_sample = active_speech_levels(signals, SR)
+    assert np.max(np.abs(np.subtract(blocked, per_sample))) < 0.01
+    assert np.max(np.abs(np.subtract(blocked, per_sample))) > 0  # the blocks are in effect
