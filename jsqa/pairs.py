@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -508,6 +509,7 @@ def _shard_jobs(
     Each path is resolved once for the whole run, not once per shard that names it.
     """
     resolved: dict[str, str] = {}
+    root_str = str(root)
     jobs = []
     for shard, rows in shards.items():
         names = set()
@@ -517,7 +519,8 @@ def _shard_jobs(
         names.discard("")
         for p in names:
             if p not in resolved:
-                resolved[p] = str(resolve(p, root))
+                # resolve() with plain strings: pathlib costs more than a worker's decode here.
+                resolved[p] = p if os.path.isabs(p) else os.path.join(root_str, p)
         jobs.append(ShardJob(shard, rows, cfg, sample_rate, {p: resolved[p] for p in sorted(names)}, out_dir))
     return jobs
 
