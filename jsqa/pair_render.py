@@ -124,9 +124,9 @@ class _GroupMixer:
         group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         self.gains = noise_gain(cfg.speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
         self.scaled = (self.gains * INT16_SCALE).astype(np.float32)
-        # The clean part once per group and in float64, so a clean member is exactly the
-        # scaled speech rounded to float32.
-        self.clean = np.multiply(clean, (self.speech_gains * INT16_SCALE)[:, None], dtype=np.float64).astype(np.float32)
+        # The clean part once per group, in float32: a clean member is exactly the float32
+        # speech times the float32 gain (at int16 scale).
+        self.clean = clean.astype(np.float32, copy=False) * (self.speech_gains * INT16_SCALE).astype(np.float32)[:, None]
         # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
         top = np.maximum.reduceat(self.scaled.max(axis=1), offsets[:-1]) if len(snrs) else np.zeros(0)
         self.bounds = _abs_max_rows(self.clean) + top * _abs_max_rows(self.noise) + 1.0

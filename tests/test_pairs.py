@@ -234,7 +234,9 @@ def test_clean_anchor_member_is_the_normalised_speech_exactly() -> None:
     rng = np.random.default_rng(1)
     speech = speech_like(1.2, rng).astype(np.float32)
     a, b, gains = render_pair(recipe(math.inf, 41.0), speech, rng.standard_normal(SR), CFG, SR)
-    expected = (speech.astype(np.float64) * gains["speech_gain"])[1000 : 1000 + T].astype(np.float32)
+    # The float32 speech times the float32 gain at int16 scale, brought back by a power of two.
+    scale = np.float32(gains["speech_gain"] * 32768.0)
+    expected = (speech[1000 : 1000 + T] * scale) * np.float32(1.0 / 32768.0)
     assert gains["noise_gain_a"] == 0.0 and gains["noise_gain_b"] > 0.0
     assert np.array_equal(a, expected)
     assert not np.array_equal(b, expected)
