@@ -145,3 +145,20 @@ def test_devices_and_pipes_are_not_read(tmp_path):
     for path in (fifo, "/dev/zero"):
         with pytest.raises(AudioError, match="not a regular file"):
             load_scoring_audio(path)
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac"])
+def test_looped_segments_read_alone_equal_the_whole_decode(tmp_path, ext) -> None:
+    # Segment-by-segment reads (seek + read, wrapping past the end) must give exactly the
+    # samples of a whole decode sliced with wrap-around, or rendered pairs would change.
+    from jsqa.audio import LoopedSegments, load_audio
+    from jsqa.pair_render import loop_segment
+
+    x = (0.3 * np.random.default_rng(2).standard_normal(16000 * 3)).clip(-1, 1).astype(np.float32)
+    path = tmp_path / f"n.{ext}"
+    sf.write(path, x, 16000, subtype="PCM_16")
+    whole = load_audio(path, 16000)[0]
+    with LoopedSegments(path, 16000) as reader:
+        assert reader._file is not None  # really reading by segment
+        for offset in (0, 1234, 16000 * 3 - 100, 16000 * 7 + 5):
+            np.testing.assert_array_equal(reader.segment(offset, 8000), loop_segment(whole, offset, 8000))
