@@ -68,10 +68,20 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return y.numpy()
 
 
-def check_signal(x: np.ndarray, name: str) -> np.ndarray:
-    """Reject empty or non-finite signals with a message naming the source."""
+# Subtypes whose samples are integers: decoded to float they are always finite.
+INTEGER_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "ULAW", "ALAW"})
+
+
+def check_signal(x: np.ndarray, name: str, finite: bool = False) -> np.ndarray:
+    """Reject empty or non-finite signals with a message naming the source.
+
+    ``finite=True`` says the samples cannot be NaN or infinite (decoded from integer PCM):
+    only emptiness is checked then, saving a pass over every sample.
+    """
     if x.size == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
+    if finite:
+        return x
     # A NaN or inf sample makes the sum non-finite; a finite sum proves every sample finite.
     # One reduction, no boolean temporary; the full test only when the sum says "maybe".
     if not math.isfinite(float(np.add.reduce(x, axis=None))) and not np.all(np.isfinite(x)):
@@ -88,10 +98,12 @@ def decode_audio(
     or non-finite audio.
     """
     try:
-        data, sr = sf.read(source if not isinstance(source, Path) else str(source), dtype="float32", always_2d=False)
+        with sf.SoundFile(source if not isinstance(source, Path) else str(source)) as f:
+            data, sr, subtype = f.read(dtype="float32", always_2d=False), f.samplerate, f.subtype
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
         raise AudioError(f"{name}: not readable as audio ({exc})") from exc
-    x = check_signal(to_mono(np.asarray(data)), name)
+    x = to_mono(np.asarray(data))
+    check_signal(x, name, finite=subtype in INTEGER_SUBTYPES)
     if target_sr is not None and sr != target_sr:
         x = resample(x, sr, target_sr)
         sr = target_sr
@@ -173,7 +185,7 @@ class LoopedSegments:
         x = to_mono(np.asarray(data))
         if x.size != n:
             raise AudioError(f"{self.name}: ends early (read {x.size} of {n} samples at {offset})")
-        check_signal(x, self.name)
+        check_signal(x, self.name, finite=self._file.subtype in INTEGER_SUBTYPES)
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _close_file(self) -> None:

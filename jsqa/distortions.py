@@ -23,13 +23,16 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from jsqa.audio import load_audio
-from jsqa.config import DistortionsConfig
 from jsqa.errors import AudioError, ConfigError
 from jsqa.levels import active_speech_level
+
+if TYPE_CHECKING:  # pair workers import this module and must not pay for the config's
+    from jsqa.config import DistortionsConfig
 
 log = logging.getLogger(__name__)
 

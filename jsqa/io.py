@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -15,6 +16,10 @@ if TYPE_CHECKING:  # imported where used: pair-rendering workers import this mod
     import pandas as pd
 
 
+# Temporary names: unique within a process by the counter, across processes by the pid.
+_tmp_ids = itertools.count()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
@@ -23,14 +28,17 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     from it). On an exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
-    )
-    os.close(fd)
-    # mkstemp creates 0600; give the file the permissions a plain open() would have.
-    os.chmod(tmp, 0o666 & ~_umask())
-    tmp_path = Path(tmp)
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    end = suffix if suffix is not None else path.suffix
+    while True:
+        tmp_path = path.with_name(f".{path.name}.{os.getpid()}-{next(_tmp_ids)}{end}")
+        try:
+            # Created as open() would (0666 less the umask), exclusively: never someone else's.
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:  # left by a killed run whose pid came round again
+            continue
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -21,16 +21,20 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jsqa import distortions
 from jsqa.audio import LoopedSegments, load_audio
-from jsqa.config import PairsConfig
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
 from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db_rows
+
+if TYPE_CHECKING:
+    # Annotations only: a worker never imports the config module (its dataclasses and yaml
+    # cost every run ~0.08 s of CPU); jobs carry the few settings rendering needs.
+    from jsqa.config import PairsConfig
 
 # Columns decided by the plan (compared on resume) and added by rendering.
 PLAN_COLUMNS = [
@@ -97,7 +101,7 @@ class _GroupMixer:
 
     Group ``g`` is rows ``offsets[g]:offsets[g + 1]`` of ``snrs`` ``[n, 2]`` (and of ``dist``,
     the distortion columns of those rows, if any); ``clean`` and ``noise`` are its segments
-    ``[G, seg]`` and ``speech_gains[g]`` the gain that puts its utterance at the target level.
+    ``[G, seg]`` and ``speech_gains[g]`` the gain that puts its utterance at ``speech_level_dbov``.
     After construction, ``gains`` ``[n, 2]`` are the noise gains, ``bounds[g]`` bounds the
     absolute value of group ``g``'s members (inf when a distortion makes it unknown), and
     ``silent[g]`` marks a noise segment of zero energy (nothing to scale to an SNR).
@@ -110,19 +114,19 @@ class _GroupMixer:
         clean: np.ndarray,
         noise: np.ndarray,
         speech_gains: np.ndarray,
-        cfg: PairsConfig,
+        speech_level_dbov: float,
         sample_rate: int,
         dist: Mapping[str, np.ndarray] | None = None,
         rirs: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        self.offsets, self.cfg, self.sample_rate = offsets, cfg, sample_rate
+        self.offsets, self.sample_rate = offsets, sample_rate
         self.speech_gains = np.asarray(speech_gains, dtype=np.float64)
         self.dist, self.rirs = dist, rirs or {}
         self.noise = noise.astype(np.float32, copy=False)
         noise_db = rms_db_rows(self.noise)
         self.silent = noise_db == -math.inf
         group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        self.gains = noise_gain(cfg.speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
+        self.gains = noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
         self.scaled = (self.gains * INT16_SCALE).astype(np.float32)
         # The clean part once per group, in float32: a clean member is exactly the float32
         # speech times the float32 gain (at int16 scale).
@@ -202,8 +206,8 @@ def render_pair(
         raise AudioError(f"render_pair: recipe uses room response {rir_path}; pass it as rir")
     snrs = np.array([[recipe_row["snr_a"], recipe_row["snr_b"]]], dtype=np.float64)
     mixer = _GroupMixer(
-        snrs, np.array([0, 1]), clean_seg[None, :], noise_seg[None, :], np.array([speech_gain]), cfg,
-        sample_rate, dist, {rir_path: rir} if rir_path else None,
+        snrs, np.array([0, 1]), clean_seg[None, :], noise_seg[None, :], np.array([speech_gain]),
+        cfg.speech_level_dbov, sample_rate, dist, {rir_path: rir} if rir_path else None,
     )
     a, b = mixer.members(0)[0] * np.float32(1.0 / INT16_SCALE)
     gains = mixer.gains
@@ -216,12 +220,12 @@ def render_pair(
 @dataclass(frozen=True)
 class ShardJob:
     """One shard to render: its planned rows (column name -> numpy array, in pair order),
-    the audio files they name (manifest path -> path to read) and where the shard goes."""
+    the render settings (:func:`render_key`), the audio files the rows name (manifest path
+    -> path to read) and where the shard goes."""
 
     shard: int
     rows: dict[str, np.ndarray]
-    cfg: PairsConfig
-    sample_rate: int
+    render: dict[str, Any]
     sources: dict[str, str]
     out_dir: Path
 
@@ -308,8 +312,8 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
     Pairs whose clean or noise audio is unreadable or silent are left out and listed in
     the summary's ``skipped``; an unusable room response is an error (a broken setting).
     """
-    rows, cfg, sr = job.rows, job.cfg, job.sample_rate
-    seg = segment_samples(cfg, sr)
+    rows, sr, seg = job.rows, job.render["sample_rate"], job.render["segment_samples"]
+    level_dbov = job.render["speech_level_dbov"]
     pcm = np.empty((job.n_rows, 2, seg), dtype=np.int16)
     gains = np.empty((job.n_rows, 3), dtype=np.float64)
     kept = np.zeros(job.n_rows, dtype=bool)
@@ -366,7 +370,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
                 else:
                     x, level = sp
                     clean_segs.append(crop(x, int(rows["crop_offset"][start]), seg))
-                    speech_gains.append(10.0 ** ((cfg.speech_level_dbov - level) / 20.0))
+                    speech_gains.append(10.0 ** ((level_dbov - level) / 20.0))
             reasons.append(reason)
     del speech, noises
 
@@ -376,7 +380,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         offsets = np.concatenate([[0], np.cumsum([b - a for a, b in good])])
         snrs = np.stack([np.asarray(rows["snr_a"], np.float64)[take], np.asarray(rows["snr_b"], np.float64)[take]], 1)
         mixer = _GroupMixer(
-            snrs, offsets, np.stack(clean_segs), np.stack(noise_segs), np.array(speech_gains), cfg, sr,
+            snrs, offsets, np.stack(clean_segs), np.stack(noise_segs), np.array(speech_gains), level_dbov, sr,
             _distortion_rows(rows, take), rirs,
         )
         del clean_segs, noise_segs
@@ -411,7 +415,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         np.save(fh, pcm[:n_out])
     summary = {
         "shard": job.shard,
-        "render": render_key(cfg, sr),
+        "render": job.render,
         "n_planned": job.n_rows,
         "n_rendered": n_out,
         "n_clipped_samples": clipped,
