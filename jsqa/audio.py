@@ -101,6 +101,9 @@ def decode_audio(
         with sf.SoundFile(source if not isinstance(source, Path) else str(source)) as f:
             data, sr, subtype = f.read(dtype="float32", always_2d=False), f.samplerate, f.subtype
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        # Checked only on failure: a stat per file costs as much as a short decode's overhead.
+        if isinstance(source, (str, Path)) and not os.path.isfile(source):
+            raise AudioError(f"{name}: no such file") from None
         raise AudioError(f"{name}: not readable as audio ({exc})") from exc
     x = to_mono(np.asarray(data))
     check_signal(x, name, finite=subtype in INTEGER_SUBTYPES)
@@ -115,9 +118,7 @@ def load_audio(path: str | Path, target_sr: int | None = 16000) -> tuple[np.ndar
 
     Raises AudioError for a missing, unreadable, empty or non-finite file.
     """
-    if not os.path.isfile(path):
-        raise AudioError(f"{path}: no such file")
-    return decode_audio(Path(path), str(path), target_sr)
+    return decode_audio(str(path), str(path), target_sr)
 
 
 # Formats whose samples decode identically whether a file is read whole or from a seek
@@ -132,8 +133,9 @@ class LoopedSegments:
     A file in a seek-exact format at ``target_sr`` is read one segment at a time, so mixing a
     second from a long noise recording costs a second of decoding, not the recording's
     length; any other file, or one of which the caller ``expected`` to read at least half
-    (in samples), is decoded whole, once. Use as a context manager (or call :meth:`close`). Raises AudioError naming the file for a missing,
-    unreadable or empty file, and for a segment with non-finite samples.
+    (in samples), is decoded whole, once. Use as a context manager (or call :meth:`close`).
+    Raises AudioError naming the file for a missing, unreadable or empty file, and for a
+    segment with non-finite samples.
     """
 
     def __init__(
@@ -142,21 +144,32 @@ class LoopedSegments:
         self.name = str(path) if name is None else name
         self._file: sf.SoundFile | None = None
         self._whole: np.ndarray | None = None
-        if not os.path.isfile(path):
-            raise AudioError(f"{self.name}: no such file")
         try:
             f = sf.SoundFile(str(path))
         except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+            if not os.path.isfile(path):
+                raise AudioError(f"{self.name}: no such file") from None
             raise AudioError(f"{self.name}: not readable as audio ({exc})") from exc
         if f.frames <= 0:
             f.close()
             raise AudioError(f"{self.name}: audio is empty (0 samples)")
         self.frames = int(f.frames)
-        if f.samplerate == target_sr and f.format in _SEEK_EXACT_FORMATS and f.seekable() and 2 * expected < self.frames:
-            self._file = f
-        else:
-            f.close()
-            self._whole = decode_audio(Path(path), self.name, target_sr)[0]
+        self._file = f
+        if f.samplerate != target_sr:
+            self._close_file()
+            self._whole = decode_audio(str(path), self.name, target_sr)[0]
+            self.frames = self._whole.size
+        elif f.format not in _SEEK_EXACT_FORMATS or not f.seekable() or 2 * expected >= self.frames:
+            # Decoded whole (to its end, as load_audio does) from the handle already open.
+            try:
+                data = f.read(dtype="float32", always_2d=False)
+            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+                raise AudioError(f"{self.name}: not readable as audio ({exc})") from exc
+            finally:
+                self._close_file()
+            x = to_mono(np.asarray(data))
+            check_signal(x, self.name, finite=f.subtype in INTEGER_SUBTYPES)
+            self._whole = np.ascontiguousarray(x, dtype=np.float32)
             self.frames = self._whole.size
 
     def segment(self, offset: int, length: int) -> np.ndarray:

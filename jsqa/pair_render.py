@@ -18,7 +18,7 @@ import functools
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from jsqa import distortions
 from jsqa.audio import LoopedSegments, load_audio
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
-from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db_rows
+from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db_each
 
 if TYPE_CHECKING:
     # Annotations only: a worker never imports the config module (its dataclasses and yaml
@@ -60,7 +60,8 @@ GAIN_COLUMNS = ["speech_gain", "noise_gain_a", "noise_gain_b"]
 # 2: float32 mixing at int16 scale, activity decided per 1 ms block in the speech level.
 # 3: speech level with activity per 2 ms block, block sums from one float32 product, and the
 #    energy from a float32 dot (changes of at most a few thousandths of a dB).
-RENDER_FORMAT = 3
+# 4: noise levels from a float32 BLAS dot per segment (was one einsum over all segments).
+RENDER_FORMAT = 4
 INT16_SCALE = 32768.0
 _INT16_MIN, _INT16_MAX = -32768.0, 32767.0
 
@@ -90,9 +91,9 @@ def loop_segment(noise: np.ndarray, offset: int, length: int) -> np.ndarray:
     return noise[(offset + np.arange(length)) % noise.size]
 
 
-def _abs_max_rows(x: np.ndarray) -> np.ndarray:
-    """max |x| of each row, without an |x| temporary."""
-    return np.maximum(x.max(axis=1), -x.min(axis=1)) if x.shape[1] else np.zeros(len(x), x.dtype)
+def _abs_max(x: np.ndarray) -> float:
+    """max |x|, without an |x| temporary."""
+    return max(float(x.max()), -float(x.min()))
 
 
 class _GroupMixer:
@@ -100,8 +101,9 @@ class _GroupMixer:
     with ``shared_segment``), every per-group quantity computed for all groups at once.
 
     Group ``g`` is rows ``offsets[g]:offsets[g + 1]`` of ``snrs`` ``[n, 2]`` (and of ``dist``,
-    the distortion columns of those rows, if any); ``clean`` and ``noise`` are its segments
-    ``[G, seg]`` and ``speech_gains[g]`` the gain that puts its utterance at ``speech_level_dbov``.
+    the distortion columns of those rows, if any); ``clean[g]`` and ``noise[g]`` are its
+    segments (kept as given, typically views into the decoded files: no copies) and
+    ``speech_gains[g]`` the gain that puts its utterance at ``speech_level_dbov``.
     After construction, ``gains`` ``[n, 2]`` are the noise gains, ``bounds[g]`` bounds the
     absolute value of group ``g``'s members (inf when a distortion makes it unknown), and
     ``silent[g]`` marks a noise segment of zero energy (nothing to scale to an SNR).
@@ -111,8 +113,8 @@ class _GroupMixer:
         self,
         snrs: np.ndarray,
         offsets: np.ndarray,
-        clean: np.ndarray,
-        noise: np.ndarray,
+        clean: Sequence[np.ndarray],
+        noise: Sequence[np.ndarray],
         speech_gains: np.ndarray,
         speech_level_dbov: float,
         sample_rate: int,
@@ -122,18 +124,19 @@ class _GroupMixer:
         self.offsets, self.sample_rate = offsets, sample_rate
         self.speech_gains = np.asarray(speech_gains, dtype=np.float64)
         self.dist, self.rirs = dist, rirs or {}
-        self.noise = noise.astype(np.float32, copy=False)
-        noise_db = rms_db_rows(self.noise)
+        self.clean = [np.asarray(c, dtype=np.float32) for c in clean]
+        self.noise = [np.asarray(x, dtype=np.float32) for x in noise]
+        noise_db = rms_db_each(self.noise)
         self.silent = noise_db == -math.inf
         group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
         self.gains = noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
         self.scaled = (self.gains * INT16_SCALE).astype(np.float32)
-        # The clean part once per group, in float32: a clean member is exactly the float32
-        # speech times the float32 gain (at int16 scale).
-        self.clean = clean.astype(np.float32, copy=False) * (self.speech_gains * INT16_SCALE).astype(np.float32)[:, None]
+        # A clean member is exactly the float32 speech times this float32 gain (int16 scale).
+        self.clean_scale = (self.speech_gains * INT16_SCALE).astype(np.float32)
         # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
         top = np.maximum.reduceat(self.scaled.max(axis=1), offsets[:-1]) if len(snrs) else np.zeros(0)
-        self.bounds = _abs_max_rows(self.clean) + top * _abs_max_rows(self.noise) + 1.0
+        clean_peak = np.array([_abs_max(c) for c in self.clean]) * self.clean_scale
+        self.bounds = clean_peak + top * np.array([_abs_max(x) for x in self.noise]) + 1.0
         if dist is not None:
             distorted = np.logical_or.reduceat(dist["distortion"] != distortions.NONE, offsets[:-1]) if len(snrs) else []
             self.bounds[np.asarray(distorted, dtype=bool)] = math.inf
@@ -147,7 +150,7 @@ class _GroupMixer:
             raise AudioError("noise segment has zero energy")
         sel = slice(int(self.offsets[g]), int(self.offsets[g + 1]))
         buf = np.multiply(self.scaled[sel, :, None], self.noise[g][None, None, :])
-        buf += self.clean[g]
+        buf += self.clean[g] * self.clean_scale[g]
         if self.dist is not None:
             kinds = self.dist["distortion"][sel]
             for i in np.flatnonzero(kinds != distortions.NONE):
@@ -206,7 +209,7 @@ def render_pair(
         raise AudioError(f"render_pair: recipe uses room response {rir_path}; pass it as rir")
     snrs = np.array([[recipe_row["snr_a"], recipe_row["snr_b"]]], dtype=np.float64)
     mixer = _GroupMixer(
-        snrs, np.array([0, 1]), clean_seg[None, :], noise_seg[None, :], np.array([speech_gain]),
+        snrs, np.array([0, 1]), [clean_seg], [noise_seg], np.array([speech_gain]),
         cfg.speech_level_dbov, sample_rate, dist, {rir_path: rir} if rir_path else None,
     )
     a, b = mixer.members(0)[0] * np.float32(1.0 / INT16_SCALE)
@@ -380,7 +383,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
         offsets = np.concatenate([[0], np.cumsum([b - a for a, b in good])])
         snrs = np.stack([np.asarray(rows["snr_a"], np.float64)[take], np.asarray(rows["snr_b"], np.float64)[take]], 1)
         mixer = _GroupMixer(
-            snrs, offsets, np.stack(clean_segs), np.stack(noise_segs), np.array(speech_gains), level_dbov, sr,
+            snrs, offsets, clean_segs, noise_segs, np.array(speech_gains), level_dbov, sr,
             _distortion_rows(rows, take), rirs,
         )
         del clean_segs, noise_segs
