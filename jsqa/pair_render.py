@@ -98,15 +98,16 @@ def _abs_max(x: np.ndarray) -> float:
 
 class _GroupMixer:
     """Mixes groups of pairs that share one clean and one noise segment (an utterance's pairs,
-    with ``shared_segment``), every per-group quantity computed for all groups at once.
+    with ``shared_segment``).
 
     Group ``g`` is rows ``offsets[g]:offsets[g + 1]`` of ``snrs`` ``[n, 2]`` (and of ``dist``,
     the distortion columns of those rows, if any); ``clean[g]`` and ``noise[g]`` are its
     segments (kept as given, typically views into the decoded files: no copies) and
     ``speech_gains[g]`` the gain that puts its utterance at ``speech_level_dbov``.
-    After construction, ``gains`` ``[n, 2]`` are the noise gains, ``bounds[g]`` bounds the
-    absolute value of group ``g``'s members (inf when a distortion makes it unknown), and
-    ``silent[g]`` marks a noise segment of zero energy (nothing to scale to an SNR).
+    :meth:`members` mixes a group; everything it measures on the segments (noise level, peaks)
+    is measured then, while they are in cache, and left in ``gains`` ``[n, 2]`` (the noise
+    gains of the group's rows) and ``bounds[g]`` (a bound on the absolute value of its
+    members; inf when a distortion makes it unknown).
     """
 
     def __init__(
@@ -121,46 +122,47 @@ class _GroupMixer:
         dist: Mapping[str, np.ndarray] | None = None,
         rirs: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        self.offsets, self.sample_rate = offsets, sample_rate
+        self.snrs, self.offsets, self.sample_rate = snrs, offsets, sample_rate
+        self.clean, self.noise = clean, noise
         self.speech_gains = np.asarray(speech_gains, dtype=np.float64)
+        self.speech_level_dbov = speech_level_dbov
         self.dist, self.rirs = dist, rirs or {}
-        self.clean = [np.asarray(c, dtype=np.float32) for c in clean]
-        self.noise = [np.asarray(x, dtype=np.float32) for x in noise]
-        noise_db = rms_db_each(self.noise)
-        self.silent = noise_db == -math.inf
-        group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        self.gains = noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
-        self.scaled = (self.gains * INT16_SCALE).astype(np.float32)
         # A clean member is exactly the float32 speech times this float32 gain (int16 scale).
         self.clean_scale = (self.speech_gains * INT16_SCALE).astype(np.float32)
-        # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
-        top = np.maximum.reduceat(self.scaled.max(axis=1), offsets[:-1]) if len(snrs) else np.zeros(0)
-        clean_peak = np.array([_abs_max(c) for c in self.clean]) * self.clean_scale
-        self.bounds = clean_peak + top * np.array([_abs_max(x) for x in self.noise]) + 1.0
-        if dist is not None:
-            distorted = np.logical_or.reduceat(dist["distortion"] != distortions.NONE, offsets[:-1]) if len(snrs) else []
-            self.bounds[np.asarray(distorted, dtype=bool)] = math.inf
+        self.gains = np.full(snrs.shape, math.nan)
+        self.bounds = np.full(len(offsets) - 1, math.inf)
+        self.distorted = np.zeros(len(offsets) - 1, dtype=bool)
+        if dist is not None and len(snrs):
+            self.distorted = np.logical_or.reduceat(dist["distortion"] != distortions.NONE, offsets[:-1])
 
     def members(self, g: int) -> np.ndarray:
         """Group ``g``'s members, float32 ``[k, 2, seg]`` at int16 scale (not rounded).
 
         Raises AudioError when its noise segment has zero energy.
         """
-        if self.silent[g]:
-            raise AudioError("noise segment has zero energy")
         sel = slice(int(self.offsets[g]), int(self.offsets[g + 1]))
-        buf = np.multiply(self.scaled[sel, :, None], self.noise[g][None, None, :])
-        buf += self.clean[g] * self.clean_scale[g]
-        if self.dist is not None:
-            kinds = self.dist["distortion"][sel]
-            for i in np.flatnonzero(kinds != distortions.NONE):
-                seed = int(self.dist["dist_seed"][sel][i])
-                rir_path = str(self.dist["rir_path"][sel][i]) if "rir_path" in self.dist else ""
-                rir = self.rirs[rir_path] if rir_path else None
-                for m, col in enumerate(("dist_param_a", "dist_param_b")):
-                    member = buf[i, m] * np.float32(1.0 / INT16_SCALE)
-                    y = distortions.apply(str(kinds[i]), member, float(self.dist[col][sel][i]), self.sample_rate, seed, rir)
-                    buf[i, m] = y * np.float32(INT16_SCALE)
+        noise = np.asarray(self.noise[g], dtype=np.float32)
+        clean = np.asarray(self.clean[g], dtype=np.float32)
+        noise_db = float(rms_db_each([noise])[0])
+        if noise_db == -math.inf:
+            raise AudioError("noise segment has zero energy")
+        gains = self.gains[sel] = noise_gain(self.speech_level_dbov, self.snrs[sel], noise_db)
+        scaled = (gains * INT16_SCALE).astype(np.float32)
+        buf = np.multiply(scaled[:, :, None], noise[None, None, :])
+        buf += clean * self.clean_scale[g]
+        if not self.distorted[g]:
+            # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
+            self.bounds[g] = _abs_max(clean) * float(self.clean_scale[g]) + float(scaled.max()) * _abs_max(noise) + 1.0
+            return buf
+        kinds = self.dist["distortion"][sel]
+        for i in np.flatnonzero(kinds != distortions.NONE):
+            seed = int(self.dist["dist_seed"][sel][i])
+            rir_path = str(self.dist["rir_path"][sel][i]) if "rir_path" in self.dist else ""
+            rir = self.rirs[rir_path] if rir_path else None
+            for m, col in enumerate(("dist_param_a", "dist_param_b")):
+                member = buf[i, m] * np.float32(1.0 / INT16_SCALE)
+                y = distortions.apply(str(kinds[i]), member, float(self.dist[col][sel][i]), self.sample_rate, seed, rir)
+                buf[i, m] = y * np.float32(INT16_SCALE)
         return buf
 
 
@@ -269,10 +271,12 @@ def _quantise_into(buf: np.ndarray, out: np.ndarray, bound: float = math.inf) ->
 
     ``bound`` (a known bound on ``|buf|``) below the int16 range skips the range scan.
     """
-    np.rint(buf, out=buf)
     if bound < _INT16_MAX:
-        out[...] = buf
+        # In range and finite: round straight into int16 (numpy casts chunk by chunk while
+        # rounding, one pass fewer than rounding in place and then converting).
+        np.rint(buf, out=out, casting="unsafe")
         return 0
+    np.rint(buf, out=buf)
     lo, hi = float(buf.min()), float(buf.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return None

@@ -56,7 +56,7 @@ from jsqa.data.manifests import (
     resolve,
 )
 from jsqa.errors import AudioError, ConfigError, ManifestError
-from jsqa.io import atomic_path, read_json, write_csv, write_json, write_parquet
+from jsqa.io import atomic_path, read_json, read_parquet, write_csv, write_json, write_parquet
 from jsqa.pair_render import (
     DISTORTION_COLUMNS,
     GAIN_COLUMNS,
@@ -421,7 +421,7 @@ def _finished_shard(
         return None
     try:
         meta = read_json(meta_path)
-        done = pq.read_table(parquet)
+        done = pq.ParquetFile(parquet).read()  # one file: no dataset machinery
     except (OSError, ValueError, pa.ArrowException) as exc:
         log.info("shard %05d: unreadable (%s), rendering again", shard, exc)
         return None
@@ -738,7 +738,7 @@ def load_pairs(out_dir: Path) -> PairSet:
         raise ManifestError(f"{out_dir}: no index.json / pairs.parquet (run the pairs stage first)")
     try:
         index = read_json(index_path)
-        recipes = pd.read_parquet(recipes_path)
+        recipes = read_parquet(recipes_path)
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{out_dir}: pair set not readable ({exc})") from exc
     if len(recipes) != index.get("n_pairs"):

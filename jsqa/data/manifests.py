@@ -16,7 +16,7 @@ import pandas as pd
 
 from jsqa.audio import audio_info
 from jsqa.errors import AudioError, ManifestError
-from jsqa.io import write_parquet
+from jsqa.io import read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def read_manifest(path: str | Path, kind: str | None = None) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"{path}: manifest not found (run the acquire stage first)")
-    df = pd.read_parquet(path)
+    df = read_parquet(path)
     if kind is not None:
         require_columns(df, SCHEMAS[kind], str(path))
     return df
