@@ -1,7 +1,7 @@
 """Throughput of JND pair generation against its I/O floor, and its peak memory per corpus size.
 
 Run: .venv/bin/python benchmarks/pairs_throughput.py [--sizes 800,3200] [--workers 2]
-     [--noises 6] [--shard-size 256] [--keep DIR]
+     [--noises 6] [--shard-size 256] [--repeats 3] [--keep DIR]
 For each size, a synthetic corpus (speech-like utterances of 2-4 s, half WAV and half FLAC, plus
 20 s noises) is written to a temporary folder, then two measured phases run, each in a fresh
 Python process so the corpus build is not counted (imports inside the phase are):
@@ -16,7 +16,12 @@ CPU is getrusage(RUSAGE_SELF) + getrusage(RUSAGE_CHILDREN) of the measuring proc
 and forkserver CPU included (the pools are shut down and the forkserver reaped before the second
 reading). Peak memory is the largest sum over the whole process tree of the measuring process
 (PSS from /proc/PID/smaps_rollup, so pages forked workers share count once), sampled every
-20 ms by this (unmeasured) parent. Prints one table.
+20 ms by this (unmeasured) parent.
+
+Shared machines drift by 10% or more within a minute, so the two phases alternate --repeats
+times (floor, pairs, floor, pairs, ...; pairs into a fresh folder each time) and each ratio
+pairs a floor run with the pairs run right after it. Prints one table: median CPU of each
+phase, the median ratio and the range of the ratios, and the largest peak memory.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import dataclasses
 import json
 import multiprocessing
 import multiprocessing.forkserver
-import resource
 import os
+import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -230,6 +237,7 @@ def main() -> None:
     parser.add_argument("--noises", type=int, default=6)
     parser.add_argument("--shard-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--repeats", type=int, default=3, help="floor/pairs alternations per size")
     parser.add_argument("--keep", help="build corpora here and keep them (default: a temp dir)")
     parser.add_argument("--phase", choices=["floor", "pairs"], help=argparse.SUPPRESS)
     parser.add_argument("--root", help=argparse.SUPPRESS)
@@ -250,25 +258,31 @@ def main() -> None:
         for size in [int(s) for s in args.sizes.split(",")]:
             root = base / f"corpus-{size}"
             make_corpus(root, size, args.noises)
-            floor = _run_phase("floor", root, root / "floor", cfg, args.seed)
-            pairs = _run_phase("pairs", root, root / "pairs", cfg, args.seed)
-            audio_s = pairs["n_pairs"] * 2 * cfg.segment_seconds
+            floors, pairs = [], []
+            for _ in range(max(1, args.repeats)):
+                shutil.rmtree(root / "pairs", ignore_errors=True)  # else the run would resume
+                floors.append(_run_phase("floor", root, root / "floor", cfg, args.seed))
+                pairs.append(_run_phase("pairs", root, root / "pairs", cfg, args.seed))
+            ratios = [p["cpu_s"] / f["cpu_s"] for f, p in zip(floors, pairs)]
+            pairs_cpu = statistics.median(p["cpu_s"] for p in pairs)
+            audio_s = pairs[0]["n_pairs"] * 2 * cfg.segment_seconds
             rows.append({
                 "utterances": size,
-                "pairs": pairs["n_pairs"],
+                "pairs": pairs[0]["n_pairs"],
                 "audio_out_s": audio_s,
-                "pairs_cpu_s": pairs["cpu_s"],
-                "pairs_wall_s": pairs["wall_s"],
-                "audio_s_per_cpu_s": audio_s / pairs["cpu_s"],
-                "floor_cpu_s": floor["cpu_s"],
-                "ratio_to_floor": pairs["cpu_s"] / floor["cpu_s"],
-                "pairs_tree_peak_mib": pairs["tree_peak_pss_kib"] / 1024,
-                "floor_tree_peak_mib": floor["tree_peak_pss_kib"] / 1024,
-                "pairs_max_proc_rss_mib": pairs["peak_rss_kib"] / 1024,
+                "pairs_cpu_s": pairs_cpu,
+                "pairs_wall_s": statistics.median(p["wall_s"] for p in pairs),
+                "audio_s_per_cpu_s": audio_s / pairs_cpu,
+                "floor_cpu_s": statistics.median(f["cpu_s"] for f in floors),
+                "ratio_to_floor": statistics.median(ratios),
+                "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}",
+                "pairs_tree_peak_mib": max(p["tree_peak_pss_kib"] for p in pairs) / 1024,
+                "floor_tree_peak_mib": max(f["tree_peak_pss_kib"] for f in floors) / 1024,
+                "pairs_max_proc_rss_mib": max(p["peak_rss_kib"] for p in pairs) / 1024,
             })
     table = pd.DataFrame(rows)
     print(f"workers={args.workers} shard_size={args.shard_size} segment={cfg.segment_seconds}s "
-          f"pairs/utterance={cfg.pairs_per_utterance}")
+          f"pairs/utterance={cfg.pairs_per_utterance} repeats={args.repeats} (medians; ratio_range: all runs)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 

@@ -147,9 +147,9 @@ def _trailing_max(q: np.ndarray, width: int) -> np.ndarray:
     """
     rows, n = q.shape
     lead = max(width - 1, 0)
-    padded = np.zeros((rows, lead + n))
+    padded = np.zeros((rows, lead + n), dtype=q.dtype)
     padded[:, lead:] = q
-    out, spare = padded.reshape(-1), np.empty(padded.size)
+    out, spare = padded.reshape(-1), np.empty(padded.size, dtype=q.dtype)
     span = 1
     while 2 * span <= width:
         spare[:span] = out[:span]
@@ -198,7 +198,10 @@ def _levels_of_batch(signals: list[np.ndarray], sr: int) -> list[float | str]:
     # Past a signal's end its row is padding: out of every count (below all thresholds).
     q[~valid] = -1.0
     peak = q.max(axis=1)
-    hang = _trailing_max(np.maximum(q, 0.0), int(round(HANGOVER_S * sr / block)) + 1)
+    # Activity is decided in float32 (sorting and searching half the bytes): the count at a
+    # threshold changes only for blocks within 6e-8 relative of it, and the peak block, equal
+    # to the top threshold in float64, stays equal to it in float32.
+    hang = _trailing_max(np.maximum(q, 0.0).astype(np.float32), int(round(HANGOVER_S * sr / block)) + 1)
     hang[~valid] = -1.0
     hang_last = hang[np.arange(len(signals)), n_blocks - 1]
     hang.sort(axis=1)
@@ -215,7 +218,7 @@ def _levels_of_batch(signals: list[np.ndarray], sr: int) -> list[float | str]:
     n_steps = int(round(THRESHOLD_SPAN_DB / THRESHOLD_STEP_DB))
     ladder_db = THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1)
     c_db = 20.0 * np.log10(peak[rows])[:, None] - ladder_db
-    c_lin = peak[rows, None] * _ladder(n_steps)
+    c_lin = (peak[rows, None] * _ladder(n_steps)).astype(np.float32)
     active_blocks = np.empty(c_lin.shape, dtype=np.int64)
     for i, r in enumerate(rows):
         active_blocks[i] = width - np.searchsorted(hang[r], c_lin[i], side="left")

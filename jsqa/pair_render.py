@@ -61,7 +61,8 @@ GAIN_COLUMNS = ["speech_gain", "noise_gain_a", "noise_gain_b"]
 # 3: speech level with activity per 2 ms block, block sums from one float32 product, and the
 #    energy from a float32 dot (changes of at most a few thousandths of a dB).
 # 4: noise levels from a float32 BLAS dot per segment (was one einsum over all segments).
-RENDER_FORMAT = 4
+# 5: activity decided in float32.
+RENDER_FORMAT = 5
 INT16_SCALE = 32768.0
 _INT16_MIN, _INT16_MAX = -32768.0, 32767.0
 
@@ -244,6 +245,12 @@ def worker_init() -> None:
     """Initializer of pool workers. It lives here, not in :mod:`jsqa.pairs`: a worker imports
     the initializer's module, and that one imports pandas."""
     # Each worker renders whole shards, so any thread pool inside it would only oversubscribe.
+    # numpy's BLAS read its thread count when the server imported it, so the environment
+    # can no longer change it: threadpoolctl does. Its threads otherwise spin between calls,
+    # burning a second core: the level's block sums cost 2.3x the CPU with two of them.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
     # torch is loaded only if resampling needs it; limit its threads then, not import it here.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch = sys.modules.get("torch")

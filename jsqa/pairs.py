@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from threadpoolctl import threadpool_limits
 
 from jsqa import distortions
 from jsqa.config import PairsConfig
@@ -377,7 +378,8 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     would cost more CPU than rendering a small corpus."""
     ctx = multiprocessing.get_context("forkserver")
     # "__main__" as well (the default list): else every worker re-runs the main script.
-    ctx.set_forkserver_preload(["__main__", render_shard.__module__])
+    # threadpoolctl: imported once here, used by every worker's initializer.
+    ctx.set_forkserver_preload(["__main__", render_shard.__module__, "threadpoolctl"])
     return ctx
 
 
@@ -589,8 +591,11 @@ def generate_pairs(
             for summary in pool.map(render_shard, jobs):
                 finish(summary)
     else:
-        for job in jobs:
-            finish(render_shard(job))
+        # One shard at a time in this process: as in a pool worker, BLAS on one thread
+        # (restored afterwards; the caller may want its threads back for training).
+        with threadpool_limits(1, user_api="blas"):
+            for job in jobs:
+                finish(render_shard(job))
 
     ordered = [summaries[s] for s in range(n_shards)]
     skipped = _skipped_table(ordered)
