@@ -29,7 +29,7 @@ from jsqa import distortions
 from jsqa.audio import LoopedSegments, load_audio
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
-from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db_each
+from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db
 
 if TYPE_CHECKING:
     # Annotations only: a worker never imports the config module (its dataclasses and yaml
@@ -144,7 +144,7 @@ class _GroupMixer:
         sel = slice(int(self.offsets[g]), int(self.offsets[g + 1]))
         noise = np.asarray(self.noise[g], dtype=np.float32)
         clean = np.asarray(self.clean[g], dtype=np.float32)
-        noise_db = float(rms_db_each([noise])[0])
+        noise_db = rms_db(noise)
         if noise_db == -math.inf:
             raise AudioError("noise segment has zero energy")
         gains = self.gains[sel] = noise_gain(self.speech_level_dbov, self.snrs[sel], noise_db)
