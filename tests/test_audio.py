@@ -162,3 +162,25 @@ def test_looped_segments_read_alone_equal_the_whole_decode(tmp_path, ext) -> Non
         assert reader._file is not None  # really reading by segment
         for offset in (0, 1234, 16000 * 3 - 100, 16000 * 7 + 5):
             np.testing.assert_array_equal(reader.segment(offset, 8000), loop_segment(whole, offset, 8000))
+        np.testing.assert_array_equal(reader.segment(500, 16000 * 3), loop_segment(whole, 500, 16000 * 3))
+    # Expected to read most of the file: decoded whole, once, from the handle already open.
+    with LoopedSegments(path, 16000, expected=16000 * 2) as reader:
+        assert reader._file is None
+        np.testing.assert_array_equal(reader.segment(1234, 8000), loop_segment(whole, 1234, 8000))
+
+
+@pytest.mark.parametrize("expected", [0, 10**9])
+def test_looped_segments_reject_float_noise_with_nan_by_name(tmp_path, expected) -> None:
+    # Integer PCM skips the finite check (it cannot hold NaN); float files keep it, whether
+    # read by segment or whole.
+    from jsqa.audio import LoopedSegments
+
+    x = np.full(16000, 0.1, dtype=np.float32)
+    x[9000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="nan.wav.*NaN"):
+        with LoopedSegments(path, 16000, expected=expected) as reader:
+            reader.segment(8000, 4000)
+    with LoopedSegments(path, 16000) as reader:  # a segment clear of the NaN is fine
+        assert reader.segment(0, 4000).shape == (4000,)

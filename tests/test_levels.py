@@ -79,7 +79,21 @@ def test_non_finite_signal_raises() -> None:
 
 def test_rms_db_of_known_signals() -> None:
     assert rms_db(np.full(100, 0.1)) == pytest.approx(-20.0, abs=1e-9)
+    assert rms_db(np.full(100, 0.1, dtype=np.float32)) == pytest.approx(-20.0, abs=1e-5)
     assert rms_db(np.zeros(100)) == -math.inf
+    # float32 energy overflows: the float64 fallback still gives the right level, silently
+    assert rms_db(np.full(16000, 1e20, dtype=np.float32)) == pytest.approx(400.0, abs=1e-4)
+
+
+def test_noise_gain_is_zero_at_infinite_snr_and_elementwise() -> None:
+    snr = np.array([[0.0, math.inf], [20.0, 6.0]])
+    gain = levels.noise_gain(-26.0, snr, -20.0)
+    assert gain.shape == (2, 2) and gain[0, 1] == 0.0
+    # 0 dB SNR: the noise is scaled to the speech level; 20 dB: a tenth of that amplitude
+    assert gain[0, 0] == pytest.approx(10 ** (-6.0 / 20), rel=1e-12)
+    assert gain[1, 0] == pytest.approx(gain[0, 0] / 10, rel=1e-12)
+    assert levels.noise_gain(-26.0, math.inf, -20.0) == 0.0
+    assert levels.noise_gain(-26.0, 6.0, -20.0) == pytest.approx(gain[1, 1], rel=1e-15)
 
 
 def test_gain_for_level_reaches_target() -> None:

@@ -319,6 +319,22 @@ def test_workers_give_bit_identical_output(rendered: Path, tmp_path: Path, corpu
         assert (rendered / name).read_bytes() == (out2 / name).read_bytes(), name
 
 
+def _blas_threads(_: object) -> int:
+    from threadpoolctl import threadpool_info
+
+    return max(d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas")
+
+
+def test_pool_workers_run_blas_on_one_thread() -> None:
+    # An idle BLAS thread spins on the other core and doubles the CPU a level costs.
+    from concurrent.futures import ProcessPoolExecutor
+
+    from jsqa.pairs import _pool_context, worker_init
+
+    with ProcessPoolExecutor(2, mp_context=_pool_context(), initializer=worker_init) as pool:
+        assert list(pool.map(_blas_threads, range(2))) == [1, 1]
+
+
 def test_resume_rerenders_only_the_missing_shard(
     corpus: Path, rendered: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
