@@ -467,24 +467,29 @@ def _arrow_column(values: np.ndarray) -> pa.Array:
     return pa.array(values, type=pa.string()) if values.dtype.kind in "OUS" else pa.array(values)
 
 
+def _plan_table(columns: Mapping[str, np.ndarray]) -> pa.Table:
+    """The planned columns as one Arrow table, converted once (text as plain strings): each
+    shard's recipes are a slice of it, not a conversion of their own."""
+    return pa.table({c: _arrow_column(columns[c]) for c in PLAN_COLUMNS + DISTORTION_COLUMNS if c in columns})
+
+
 def _write_shard_recipes(
-    out_dir: Path, shard: int, rows: Mapping[str, np.ndarray], rendered: dict[str, Any]
+    out_dir: Path, shard: int, planned: pa.Table, rendered: dict[str, Any]
 ) -> tuple[dict[str, Any], pa.Table]:
-    """Write a rendered shard's recipes (its planned ``rows`` that were kept, with gains and
+    """Write a rendered shard's recipes (its ``planned`` rows that were kept, with gains and
     ``row``, the position in the .npy): the shard's completion mark, written after its audio
     and summary. Returns the summary without the arrays, and the recipes.
 
-    Built with pyarrow from the plan's numpy columns: through pandas, this bookkeeping cost
+    Built with pyarrow from the plan's Arrow slice: through pandas, this bookkeeping cost
     the main process more than a worker's rendering of the shard.
     """
     summary = {k: v for k, v in rendered.items() if k not in ("kept", "gains")}
     kept = np.asarray(rendered["kept"], dtype=bool)
-    columns = {c: _arrow_column(rows[c][kept]) for c in PLAN_COLUMNS + DISTORTION_COLUMNS if c in rows}
+    table = planned if kept.all() else planned.filter(pa.array(kept))
     gains = np.asarray(rendered["gains"], dtype=np.float64).reshape(int(kept.sum()), len(GAIN_COLUMNS))
     for j, c in enumerate(GAIN_COLUMNS):
-        columns[c] = pa.array(gains[:, j])
-    columns["row"] = pa.array(np.arange(len(gains), dtype=np.int64))
-    table = pa.table(columns)
+        table = table.append_column(c, pa.array(gains[:, j]))
+    table = table.append_column("row", pa.array(np.arange(len(gains), dtype=np.int64)))
     with atomic_path(shard_stem(out_dir, shard).with_suffix(".parquet")) as tmp:
         # Small files read back only on resume: plain encoding writes a third faster.
         pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False)
@@ -578,9 +583,12 @@ def generate_pairs(
         len(plan), n_shards, len(summaries), len(jobs),
     )
 
+    table = _plan_table(columns) if jobs else None
+
     def finish(rendered: dict[str, Any]) -> None:
         shard = rendered["shard"]
-        summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, shard, to_render[shard], rendered)
+        planned = table.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
+        summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, shard, planned, rendered)
 
     if shard_map is not None:
         for summary in shard_map(render_shard, jobs):
