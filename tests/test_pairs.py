@@ -364,7 +364,7 @@ def test_resume_rerenders_only_the_missing_shard(
     out = tmp_path / "resume"
     generate(corpus, out)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in shard_files(out)}
-    for suffix in (".npy", ".parquet", ".json"):
+    for suffix in (".npy", ".arrow", ".json"):
         (out / f"shard-00001{suffix}").unlink()
     with caplog.at_level(logging.WARNING, logger="jsqa.pairs"):
         generate(corpus, out)
@@ -388,6 +388,21 @@ def test_changed_render_settings_invalidate_shards(corpus: Path, tmp_path: Path)
     ps = generate_pairs(corpus / "clean.parquet", corpus / "noise.parquet", cfg, 11, out, SR, corpus)
     ratio = np.abs(ps[0][0]).max() / np.abs(first[0]).max()
     assert ratio == pytest.approx(10 ** (-6 / 20), rel=0.01)
+
+
+def test_rerun_over_an_older_layout_drops_its_parquet_shard_recipes(
+    corpus: Path, rendered: Path, tmp_path: Path
+) -> None:
+    # Shard recipes were parquet files before render format 5: a rerun in such a folder
+    # re-renders (old format) and must not leave the old recipe files beside the new ones.
+    out = tmp_path / "old-layout"
+    out.mkdir()
+    (out / "shard-00000.parquet").write_bytes(b"old recipes")
+    (out / "shard-00000.npy").write_bytes(b"old audio")
+    generate(corpus, out)
+    assert not (out / "shard-00000.parquet").exists()
+    assert [p.name for p in shard_files(out)] == [p.name for p in shard_files(rendered)]
+    assert (out / "shard-00000.npy").read_bytes() == (rendered / "shard-00000.npy").read_bytes()
 
 
 def test_nothing_renderable_is_an_error(corpus: Path, tmp_path: Path) -> None:

@@ -102,7 +102,7 @@ def dask_out(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 def test_dask_flow_output_is_bit_identical_to_serial(serial_out: Path, dask_out: tuple[Path, dict]) -> None:
     out, result = dask_out
     names = _shard_files(serial_out)
-    assert len(names) == 4 * 3  # 15 pairs in shards of 4: four shards of .npy/.json/.parquet
+    assert len(names) == 4 * 3  # 15 pairs in shards of 4: four shards of .npy/.json/.arrow
     assert _shard_files(out) == names
     for name in names + ["pairs.parquet", "plan.parquet", "skipped.csv", "index.json"]:
         assert (out / name).read_bytes() == (serial_out / name).read_bytes(), name
