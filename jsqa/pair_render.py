@@ -106,10 +106,10 @@ class _GroupMixer:
     the distortion columns of those rows, if any); ``clean[g]`` and ``noise[g]`` are its
     segments (kept as given, typically views into the decoded files: no copies) and
     ``speech_gains[g]`` the gain that puts its utterance at ``speech_level_dbov``.
-    :meth:`members` mixes a group; everything it measures on the segments (noise level, peaks)
-    is measured then, while they are in cache, and left in ``gains`` ``[n, 2]`` (the noise
-    gains of the group's rows) and ``bounds[g]`` (a bound on the absolute value of its
-    members; inf when a distortion makes it unknown).
+    ``gains`` ``[n, 2]`` are the rows' noise gains and ``silent[g]`` marks a noise segment of
+    zero energy (nothing to scale to an SNR). :meth:`members` mixes a group and leaves in
+    ``bounds[g]`` a bound on the absolute value of its members, from the segments' peaks
+    measured then, while they are in cache (inf when a distortion makes it unknown).
     """
 
     def __init__(
@@ -124,14 +124,18 @@ class _GroupMixer:
         dist: Mapping[str, np.ndarray] | None = None,
         rirs: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        self.snrs, self.offsets, self.sample_rate = snrs, offsets, sample_rate
-        self.clean, self.noise = clean, noise
+        self.offsets, self.sample_rate = offsets, sample_rate
+        self.clean = [np.asarray(c, dtype=np.float32) for c in clean]
+        self.noise = [np.asarray(x, dtype=np.float32) for x in noise]
         self.speech_gains = np.asarray(speech_gains, dtype=np.float64)
-        self.speech_level_dbov = speech_level_dbov
         self.dist, self.rirs = dist, rirs or {}
         # A clean member is exactly the float32 speech times this float32 gain (int16 scale).
         self.clean_scale = (self.speech_gains * INT16_SCALE).astype(np.float32)
-        self.gains = np.full(snrs.shape, math.nan)
+        # Noise levels and gains for all groups at once (one numpy call each, not one per group).
+        noise_db = np.array([rms_db(x) for x in self.noise])
+        self.silent = noise_db == -math.inf
+        group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+        self.gains = noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
         self.bounds = np.full(len(offsets) - 1, math.inf)
         self.distorted = np.zeros(len(offsets) - 1, dtype=bool)
         if dist is not None and len(snrs):
@@ -142,14 +146,11 @@ class _GroupMixer:
 
         Raises AudioError when its noise segment has zero energy.
         """
-        sel = slice(int(self.offsets[g]), int(self.offsets[g + 1]))
-        noise = np.asarray(self.noise[g], dtype=np.float32)
-        clean = np.asarray(self.clean[g], dtype=np.float32)
-        noise_db = rms_db(noise)
-        if noise_db == -math.inf:
+        if self.silent[g]:
             raise AudioError("noise segment has zero energy")
-        gains = self.gains[sel] = noise_gain(self.speech_level_dbov, self.snrs[sel], noise_db)
-        scaled = (gains * INT16_SCALE).astype(np.float32)
+        sel = slice(int(self.offsets[g]), int(self.offsets[g + 1]))
+        noise, clean = self.noise[g], self.clean[g]
+        scaled = (self.gains[sel] * INT16_SCALE).astype(np.float32)
         buf = np.multiply(scaled[:, :, None], noise[None, None, :])
         buf += clean * self.clean_scale[g]
         if not self.distorted[g]:
