@@ -131,7 +131,7 @@ class _GroupMixer:
         self.dist, self.rirs = dist, rirs or {}
         # A clean member is exactly the float32 speech times this float32 gain (int16 scale).
         self.clean_scale = (self.speech_gains * INT16_SCALE).astype(np.float32)
-        # Noise levels and gains for all groups at once (one numpy call each, not one per group).
+        # Noise gains of all groups in one call (per group, numpy's call costs dominated).
         noise_db = np.array([rms_db(x) for x in self.noise])
         self.silent = noise_db == -math.inf
         group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
