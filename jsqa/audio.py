@@ -89,6 +89,28 @@ def check_signal(x: np.ndarray, name: str, finite: bool = False) -> np.ndarray:
     return x
 
 
+def _open(source: str | Path | BinaryIO, name: str) -> sf.SoundFile:
+    """Open ``source`` for reading; AudioError naming ``name`` if it is missing or unreadable."""
+    try:
+        return sf.SoundFile(source if not isinstance(source, Path) else str(source))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        # Checked only on failure: a stat per file costs as much as a short decode's overhead.
+        if isinstance(source, (str, Path)) and not os.path.isfile(source):
+            raise AudioError(f"{name}: no such file") from None
+        raise AudioError(f"{name}: not readable as audio ({exc})") from exc
+
+
+def _read_rest(f: sf.SoundFile, name: str) -> np.ndarray:
+    """An open file read from where it stands to its end, as checked mono float32 (integer
+    PCM skips the finite check: it cannot hold NaN or inf)."""
+    try:
+        data = f.read(dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        raise AudioError(f"{name}: not readable as audio ({exc})") from exc
+    x = to_mono(np.asarray(data))
+    return check_signal(x, name, finite=f.subtype in INTEGER_SUBTYPES)
+
+
 def decode_audio(
     source: str | Path | BinaryIO, name: str, target_sr: int | None = 16000
 ) -> tuple[np.ndarray, int]:
@@ -97,16 +119,8 @@ def decode_audio(
     ``name`` is what error messages call the source. Raises AudioError for unreadable, empty
     or non-finite audio.
     """
-    try:
-        with sf.SoundFile(source if not isinstance(source, Path) else str(source)) as f:
-            data, sr, subtype = f.read(dtype="float32", always_2d=False), f.samplerate, f.subtype
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-        # Checked only on failure: a stat per file costs as much as a short decode's overhead.
-        if isinstance(source, (str, Path)) and not os.path.isfile(source):
-            raise AudioError(f"{name}: no such file") from None
-        raise AudioError(f"{name}: not readable as audio ({exc})") from exc
-    x = to_mono(np.asarray(data))
-    check_signal(x, name, finite=subtype in INTEGER_SUBTYPES)
+    with _open(source, name) as f:
+        x, sr = _read_rest(f, name), f.samplerate
     if target_sr is not None and sr != target_sr:
         x = resample(x, sr, target_sr)
         sr = target_sr
@@ -144,12 +158,7 @@ class LoopedSegments:
         self.name = str(path) if name is None else name
         self._file: sf.SoundFile | None = None
         self._whole: np.ndarray | None = None
-        try:
-            f = sf.SoundFile(str(path))
-        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
-            if not os.path.isfile(path):
-                raise AudioError(f"{self.name}: no such file") from None
-            raise AudioError(f"{self.name}: not readable as audio ({exc})") from exc
+        f = _open(str(path), self.name)
         if f.frames <= 0:
             f.close()
             raise AudioError(f"{self.name}: audio is empty (0 samples)")
@@ -162,14 +171,9 @@ class LoopedSegments:
         elif f.format not in _SEEK_EXACT_FORMATS or not f.seekable() or 2 * expected >= self.frames:
             # Decoded whole (to its end, as load_audio does) from the handle already open.
             try:
-                data = f.read(dtype="float32", always_2d=False)
-            except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-                raise AudioError(f"{self.name}: not readable as audio ({exc})") from exc
+                self._whole = np.ascontiguousarray(_read_rest(f, self.name), dtype=np.float32)
             finally:
                 self._close_file()
-            x = to_mono(np.asarray(data))
-            check_signal(x, self.name, finite=f.subtype in INTEGER_SUBTYPES)
-            self._whole = np.ascontiguousarray(x, dtype=np.float32)
             self.frames = self._whole.size
 
     def segment(self, offset: int, length: int) -> np.ndarray:
