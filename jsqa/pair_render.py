@@ -419,7 +419,6 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
             snrs, offsets, clean_segs, noise_segs, np.array(speech_gains), level_dbov, sr,
             _distortion_rows(rows, take), rirs,
         )
-        del clean_segs, noise_segs
     n_out, g = 0, 0
     for (start, end), reason in zip(spans, reasons):
         clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
