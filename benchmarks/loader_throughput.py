@@ -35,7 +35,8 @@ from train_throughput import pretrain_step_time  # noqa: E402
 
 from jsqa.config import PairsConfig  # noqa: E402
 from jsqa.models.mos import PretrainModel, encoder_spec  # noqa: E402
-from jsqa.pairs import PairSet, generate_pairs, load_pairs  # noqa: E402
+from jsqa.pairs.store import PairSet, load_pairs
+from jsqa.pairs.generate import generate_pairs  # noqa: E402
 from jsqa.train.pair_batches import PairBatch, PairBatchLoader  # noqa: E402
 from jsqa.train.pretrain import contrastive_loss, grouped_batches, lr_factor, optimizer_step  # noqa: E402
 

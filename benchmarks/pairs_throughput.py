@@ -130,7 +130,8 @@ def _floor_shard(args: tuple[list[str], list[str], tuple[int, int, int], str]) -
 
 def phase_floor(root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
     from jsqa.data.manifests import read_manifest, resolve
-    from jsqa.pairs import plan_pairs, segment_samples
+    from jsqa.pairs.plan import plan_pairs
+    from jsqa.pairs.render import segment_samples
 
     plan = plan_pairs(read_manifest(root / "manifests" / "clean.parquet", "clean"),
                       read_manifest(root / "manifests" / "noise.parquet", "noise"), cfg, seed, SR)
@@ -159,7 +160,7 @@ def phase_floor(root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
 
 
 def phase_pairs(root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
-    from jsqa.pairs import generate_pairs
+    from jsqa.pairs.generate import generate_pairs
 
     cpu0, t0 = _usage()[0], time.perf_counter()
     pairset = generate_pairs(root / "manifests" / "clean.parquet", root / "manifests" / "noise.parquet",

@@ -7,7 +7,7 @@ figure depends less on what else the machine is doing; the ratios between varian
 robust numbers. Variants (none changes the architecture or the parameter count):
 
 - overlap: 8 s windows at 4 s hop, the last aligned to the end (the scoring before issue 5);
-- tiled:   8 s windows that tile the clip (jsqa.inference's default now), inference_mode;
+- tiled:   8 s windows that tile the clip (jsqa.scoring.windows's default now), inference_mode;
 - frozen:  tiled, through a traced + ``torch.jit.freeze``-d model (BatchNorm folded into convs);
 - bf16:    tiled under CPU bf16 autocast; prints the largest MOS change against fp32.
 """
@@ -21,7 +21,7 @@ import warnings
 import numpy as np
 import torch
 
-from jsqa.inference import score_waveform
+from jsqa.scoring.windows import score_waveform
 from jsqa.models.encoder import ENCODER_SIZES, count_parameters
 from jsqa.models.mos import MOSModel
 

@@ -23,7 +23,7 @@ import torch
 
 from jsqa import tracking
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
-from jsqa.registry import log_models
+from jsqa.registry.register import log_models
 
 
 def _signal(sr: int, seconds: float) -> np.ndarray:

@@ -28,7 +28,8 @@ from prefect_dask import DaskTaskRunner
 
 from jsqa.config import PairsConfig, load_params
 from jsqa.errors import ConfigError
-from jsqa.pairs import ShardJob, generate_pairs, render_shard
+from jsqa.pairs.render import ShardJob, render_shard
+from jsqa.pairs.generate import generate_pairs
 
 log = logging.getLogger(__name__)
 

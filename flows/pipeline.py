@@ -9,7 +9,7 @@ CLI:
 as default parameters, at most one run at a time: a second trigger waits in the state
 ``AwaitingConcurrencySlot``) and runs what is triggered until stopped; it needs a running
 ``prefect server start`` and ``PREFECT_API_URL=http://127.0.0.1:4200/api``. Every run also holds
-the project's run lock (:mod:`jsqa.runlock`), so a ``run`` beside a served run waits
+the project's run lock (:mod:`flows.runlock`), so a ``run`` beside a served run waits
 ``--wait`` seconds and is then refused with a message naming the holder.
 """
 
@@ -36,9 +36,9 @@ from prefect.runtime import flow_run
 
 from flows.artifacts import publish_mlflow_link, publish_scatter
 from jsqa.errors import ConfigError, JsqaError
-from jsqa.report import evaluation_tables
-from jsqa.profile_switch import set_profile
-from jsqa.runlock import run_lock
+from jsqa.evaluation.report import evaluation_tables
+from flows.profile_switch import set_profile
+from flows.runlock import run_lock
 
 log = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ def prefect_server():
 def small_pairs(small_corpus, tmp_path_factory) -> Path:
     """48 JND pairs of 0.5 s rendered from ``small_corpus`` (6 batches of 8 for pretraining)."""
     from jsqa.config import PairsConfig
-    from jsqa.pairs import generate_pairs
+    from jsqa.pairs.generate import generate_pairs
 
     out = tmp_path_factory.mktemp("small-pairs")
     cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=0.5, shard_size=32, workers=1)

@@ -7,15 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jsqa.audio import (
-    ScoringLimits,
-    audio_info,
-    load_audio,
-    load_scoring_audio,
-    resample,
-    scoring_waveform,
-    write_audio,
-)
+from jsqa.scoring.limits import ScoringLimits, load_scoring_audio, scoring_waveform
+from jsqa.audio import audio_info, load_audio, resample, write_audio
 from jsqa.errors import AudioError
 
 
@@ -152,7 +145,7 @@ def test_looped_segments_read_alone_equal_the_whole_decode(tmp_path, ext) -> Non
     # Segment-by-segment reads (seek + read, wrapping past the end) must give exactly the
     # samples of a whole decode sliced with wrap-around, or rendered pairs would change.
     from jsqa.audio import LoopedSegments, load_audio
-    from jsqa.pair_render import loop_segment
+    from jsqa.pairs.render import loop_segment
 
     x = (0.3 * np.random.default_rng(2).standard_normal(16000 * 3)).clip(-1, 1).astype(np.float32)
     path = tmp_path / f"n.{ext}"

@@ -23,7 +23,7 @@ from jsqa.data.demo import (
 )
 from jsqa.data.manifests import SCHEMAS, read_manifest, resolve
 from jsqa.errors import AudioError, ConfigError
-from jsqa.levels import active_speech_level
+from jsqa.signal.levels import active_speech_level
 
 # The NISQA corpus file layout users already know (data-sources.md).
 NISQA_COLUMNS = [

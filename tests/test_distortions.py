@@ -1,4 +1,4 @@
-"""Distortions beyond noise (jsqa.distortions) and their use in JND pairs (jsqa.pairs)."""
+"""Distortions beyond noise (jsqa.signal.distortions) and their use in JND pairs (jsqa.pairs)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import signal
 
-from jsqa import distortions as D
+from jsqa.signal import distortions as D
 from jsqa.config import (
     ClipConfig,
     DistortionsConfig,
@@ -23,16 +23,12 @@ from jsqa.config import (
     params_from_dict,
 )
 from jsqa.errors import AudioError, ConfigError
-from jsqa.levels import active_speech_level
-from jsqa.pairs import (
-    DISTORTION_COLUMNS,
-    PLAN_COLUMNS,
-    generate_pairs,
-    load_pairs,
-    plan_pairs,
-    render_pair,
-    within_jnd,
-)
+from jsqa.signal.levels import active_speech_level
+from jsqa.pairs.render import DISTORTION_COLUMNS, PLAN_COLUMNS, render_pair
+from jsqa.pairs.generate import generate_pairs
+from jsqa.pairs.store import load_pairs
+from jsqa.pairs.plan import plan_pairs
+from jsqa.pairs.jnd import within_jnd
 from tests.test_pairs import CFG, SR, T, clean_frame, noise_frame, speech_like
 
 ALL_ON = DistortionsConfig(

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from jsqa.data.manifests import read_manifest
-from jsqa.evaluate import evaluate_models, flat_metrics, scatter_plot
-from jsqa.metrics import mos_metrics
+from jsqa.evaluation.evaluate import evaluate_models, flat_metrics, scatter_plot
+from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import MOSModel, encoder_spec
 
 

@@ -14,8 +14,8 @@ from jsqa.audio import write_audio
 from jsqa.cli import main
 from jsqa.config import FinetuneConfig, ModelConfig
 from jsqa.data.manifests import read_manifest
-from jsqa.evaluate import evaluate_models
-from jsqa.metrics import mos_metrics
+from jsqa.evaluation.evaluate import evaluate_models
+from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
 from jsqa.train.finetune import finetune_seeds, seed_checkpoints, seeds_dir
 

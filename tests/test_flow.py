@@ -192,7 +192,7 @@ def test_force_downstream_forces_every_later_selected_stage():
 def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp_path, capsys):
     import threading
 
-    from jsqa.runlock import PipelineBusy, run_lock
+    from flows.runlock import PipelineBusy, run_lock
 
     root = tmp_path / "proj"
     shutil.copytree(first_run[0], root, symlinks=True)
@@ -223,7 +223,7 @@ def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp
 
 def test_profile_parameter_switches_params_yaml_keeping_comments(tmp_path):
     from jsqa.errors import ConfigError
-    from jsqa.profile_switch import set_profile
+    from flows.profile_switch import set_profile
 
     repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
     path = tmp_path / "params.yaml"

@@ -1,4 +1,4 @@
-"""Active speech level, RMS level and SNR mixing (jsqa.levels)."""
+"""Active speech level, RMS level and SNR mixing (jsqa.signal.levels)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jsqa.errors import AudioError
-from jsqa import levels
-from jsqa.levels import (
+from jsqa.signal import levels
+from jsqa.signal.levels import (
     active_speech_level,
     active_speech_levels,
     gain_for_level,

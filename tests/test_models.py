@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jsqa.errors import JsqaError
-from jsqa.losses import nt_xent
+from jsqa.train.losses import nt_xent
 from jsqa.models.encoder import ENCODER_SIZES, Encoder, count_parameters
 from jsqa.models.mos import (
     MOSModel,

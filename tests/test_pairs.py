@@ -15,20 +15,12 @@ from jsqa.audio import load_audio, write_audio
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import CLEAN_COLUMNS, NOISE_COLUMNS, write_manifest
 from jsqa.errors import AudioError, ConfigError, ManifestError
-from jsqa.levels import active_speech_level, measure_snr
-from jsqa.pairs import (
-    PLAN_COLUMNS,
-    PairSet,
-    crop,
-    generate_pairs,
-    load_pairs,
-    plan_pairs,
-    plan_uniforms,
-    plan_width,
-    render_pair,
-    segment_samples,
-    within_jnd,
-)
+from jsqa.signal.levels import active_speech_level, measure_snr
+from jsqa.pairs.render import PLAN_COLUMNS, crop, render_pair, segment_samples
+from jsqa.pairs.store import PairSet, load_pairs
+from jsqa.pairs.generate import generate_pairs
+from jsqa.pairs.plan import plan_pairs, plan_uniforms, plan_width
+from jsqa.pairs.jnd import within_jnd
 
 SR = 16000
 CFG = PairsConfig(
@@ -329,7 +321,8 @@ def test_pool_workers_run_blas_on_one_thread() -> None:
     # An idle BLAS thread spins on the other core and doubles the CPU a level costs.
     from concurrent.futures import ProcessPoolExecutor
 
-    from jsqa.pairs import _pool_context, worker_init
+    from jsqa.pairs.generate import _pool_context
+    from jsqa.pairs.render import worker_init
 
     with ProcessPoolExecutor(2, mp_context=_pool_context(), initializer=worker_init) as pool:
         assert list(pool.map(_blas_threads, range(2))) == [1, 1]
@@ -352,7 +345,8 @@ def test_pool_workers_reuse_freed_memory() -> None:
     # defaults every page of it faulted in again (24 MiB: ~6,000 faults here).
     from concurrent.futures import ProcessPoolExecutor
 
-    from jsqa.pairs import _pool_context, worker_init
+    from jsqa.pairs.generate import _pool_context
+    from jsqa.pairs.render import worker_init
 
     with ProcessPoolExecutor(1, mp_context=_pool_context(), initializer=worker_init) as pool:
         assert list(pool.map(_refaults_after_free, [0])) == [pytest.approx(0, abs=300)]

@@ -17,7 +17,7 @@ from flows.pairs_dask import main, run_pairs_dask
 from jsqa.audio import write_audio
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import relpath, write_manifest
-from jsqa.pairs import generate_pairs
+from jsqa.pairs.generate import generate_pairs
 from test_pairs import speech_like
 
 SR = 16000

@@ -29,9 +29,9 @@ from jsqa.models.mos import (
     load_checkpoint,
     save_checkpoint,
 )
-from jsqa.predict import audio_files, format_rows, load_model, score_files
-from jsqa.registry import register
-from jsqa.serving import embed_waveform
+from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
+from jsqa.registry.register import register
+from jsqa.scoring.serving import embed_waveform
 
 CHAMPION = "models:/jsqa-mos@champion"
 

@@ -20,7 +20,7 @@ from jsqa.config import ModelConfig, PretrainConfig
 from jsqa.errors import JsqaError
 from jsqa.io import read_json
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint
-from jsqa.pairs import load_pairs
+from jsqa.pairs.store import load_pairs
 from jsqa.train.checkpointing import LAST, TrainingInterrupted, load_train_state
 from jsqa.train.common import autocast_dtype
 from jsqa.train.pair_batches import PairBatchLoader

@@ -14,7 +14,7 @@ from jsqa import tracking
 from jsqa.config import RegisterConfig
 from jsqa.errors import ConfigError, JsqaError
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
-from jsqa.registry import decide, higher_is_better, register
+from jsqa.registry.register import decide, higher_is_better, register
 
 
 def _mos_ckpt(path: Path, metrics: dict, seed: int = 0) -> Path:
@@ -122,7 +122,7 @@ def test_versions_are_tagged_with_commit_metrics_init_and_link(scenario):
 
 
 def test_automatic_promotions_are_recorded_for_rollback(scenario):
-    from jsqa.champion import champion_history
+    from jsqa.registry.champion import champion_history
 
     client = scenario["client"]
     # Promoted: first (v1), better (v3), exact_gain (v5); each names the champion it replaced.
@@ -134,7 +134,7 @@ def test_automatic_promotions_are_recorded_for_rollback(scenario):
 
 
 def test_direction_must_agree_with_a_known_metric():
-    from jsqa.registry import check_direction
+    from jsqa.registry.register import check_direction
 
     assert check_direction("val_rmse", "lower") is False and check_direction("val_srcc", "higher") is True
     assert check_direction("val_custom_score", "higher") is True  # unknown names trust the setting

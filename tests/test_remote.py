@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from jsqa.cli import main
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
-from jsqa.predict import load_model, score_files
+from jsqa.scoring.predict import load_model, score_files
 
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION = "models:/jsqa-mos@champion"

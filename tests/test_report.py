@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jsqa.report import evaluation_tables
+from jsqa.evaluation.report import evaluation_tables
 
 M = {"rmse": 0.5, "mae": 0.4, "pcc": 0.8, "srcc": 0.7, "n": 30}
 REPORT = {

@@ -8,9 +8,9 @@ import torch
 from scipy.signal import resample_poly
 
 from jsqa.audio import load_audio, write_audio
-from jsqa.inference import CHUNK_WINDOWS, HOP_S, WINDOW_S, score_waveform, windowed_mean, windows
+from jsqa.scoring.windows import CHUNK_WINDOWS, HOP_S, WINDOW_S, score_waveform, windowed_mean, windows
 from jsqa.models.mos import MOSModel, encoder_spec
-from jsqa.predict import score_files
+from jsqa.scoring.predict import score_files
 
 SR = 16000
 

@@ -23,7 +23,7 @@ import torch
 from jsqa.cli import main
 from jsqa.config import RegisterConfig
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
-from jsqa.registry import register
+from jsqa.registry.register import register
 
 CHAMPION = "models:/jsqa-mos@champion"
 

@@ -8,10 +8,11 @@ import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig, PairsConfig, PretrainConfig
 from jsqa.data.manifests import read_manifest
-from jsqa.inference import score_waveforms
-from jsqa.metrics import mos_metrics
+from jsqa.scoring.windows import score_waveforms
+from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
-from jsqa.pairs import generate_pairs, load_pairs
+from jsqa.pairs.generate import generate_pairs
+from jsqa.pairs.store import load_pairs
 from jsqa.train.clips import load_clips
 from jsqa.train.finetune import finetune
 from jsqa.train.pair_batches import PairBatchLoader

@@ -46,7 +46,7 @@ from jsqa.data.manifests import (
 )
 from jsqa.errors import AudioError, ConfigError
 from jsqa.io import atomic_dir, write_csv, write_json
-from jsqa.levels import active_speech_level, mix_at_snr
+from jsqa.signal.levels import active_speech_level, mix_at_snr
 
 log = logging.getLogger(__name__)
 

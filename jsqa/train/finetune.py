@@ -18,9 +18,9 @@ import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig
 from jsqa.errors import ConfigError
-from jsqa.inference import score_waveforms
+from jsqa.scoring.windows import score_waveforms
 from jsqa.io import atomic_dir, read_json, write_json
-from jsqa.metrics import mos_metrics, seed_stats
+from jsqa.evaluation.metrics import mos_metrics, seed_stats
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, encoder_spec, load_checkpoint, save_checkpoint
 from jsqa.train.clips import ClipSet, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jsqa.pairs import INT16_SCALE, PairSet
+from jsqa.pairs.render import INT16_SCALE
+from jsqa.pairs.store import PairSet
 
 
 @dataclass

@@ -26,10 +26,10 @@ import torch
 from torch import nn
 
 from jsqa.config import ModelConfig, PretrainConfig
-from jsqa.losses import nt_xent
+from jsqa.train.losses import nt_xent
 from jsqa.models.encoder import count_parameters
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
-from jsqa.pairs import load_pairs
+from jsqa.pairs.store import load_pairs
 from jsqa.train.checkpointing import (
     TrainingInterrupted,
     capture_rng,

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jsqa import distortions
+from jsqa.signal import distortions
 from jsqa.audio import LoopedSegments, load_audio
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
-from jsqa.levels import active_speech_level, active_speech_levels, noise_gain, rms_db
+from jsqa.signal.levels import active_speech_level, active_speech_levels, noise_gain, rms_db
 
 if TYPE_CHECKING:
     # Annotations only: a worker never imports the config module (its dataclasses and yaml

@@ -1,7 +1,7 @@
 """The served models: MLflow pyfunc wrappers that score audio sent as paths, bytes or samples.
 
 Each model is logged as "models from code": the model folder holds the small entry file from
-:mod:`jsqa.pyfunc_code` and the checkpoint, never a pickled Python object. Loading one runs our
+:mod:`jsqa.scoring.pyfunc_code` and the checkpoint, never a pickled Python object. Loading one runs our
 own code and opens the checkpoint with ``torch.load(weights_only=True)``.
 
 Input, one row per clip (a DataFrame, or what ``mlflow models serve`` builds from
@@ -34,9 +34,9 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
-from jsqa.audio import LIMITS, ScoringLimits, load_scoring_audio, scoring_waveform
+from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio, scoring_waveform
 from jsqa.errors import AudioError, JsqaError
-from jsqa.inference import HOP_S, WINDOW_S, score_waveform, windowed_mean
+from jsqa.scoring.windows import HOP_S, WINDOW_S, score_waveform, windowed_mean
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
 

@@ -1,6 +1,6 @@
 """The evaluation table, rendered once for both readers: plain text (CLI) and markdown (Prefect).
 
-Reads the ``metrics/evaluate.json`` layout of :func:`jsqa.evaluate.evaluate_models`; older
+Reads the ``metrics/evaluate.json`` layout of :func:`jsqa.evaluation.evaluate.evaluate_models`; older
 reports without seeds or intervals render their primary figures only.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from jsqa.metrics import METRICS
+from jsqa.evaluation.metrics import METRICS
 
 HEADERS = {"rmse": "RMSE", "mae": "MAE", "pcc": "PCC", "srcc": "SRCC"}
 FORMATS = ("text", "markdown")

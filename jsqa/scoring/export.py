@@ -1,7 +1,7 @@
 """Export a MOS checkpoint for use without jsqa: TorchScript, waveform batch [B, T] -> MOS [B].
 
 The exported module is the evaluation-mode model with the [1, 5] clamp, for 16 kHz mono input;
-long recordings are scored by the caller in windows (as :mod:`jsqa.inference` does: 8 s windows).
+long recordings are scored by the caller in windows (as :mod:`jsqa.scoring.windows` does: 8 s windows).
 ONNX is not offered: torch.onnx needs the ``onnx`` (and ``onnxscript``) packages, not in the stack.
 """
 

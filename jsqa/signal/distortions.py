@@ -29,7 +29,7 @@ import numpy as np
 
 from jsqa.audio import load_audio
 from jsqa.errors import AudioError, ConfigError
-from jsqa.levels import active_speech_level
+from jsqa.signal.levels import active_speech_level
 
 if TYPE_CHECKING:  # pair workers import this module and must not pay for the config's
     from jsqa.config import DistortionsConfig

@@ -2,7 +2,7 @@
 version of each, and move the champion alias only when the candidate beats the champion.
 
 Security: nothing here is pickled. Both models are logged as MLflow "models from code" (the
-wrappers in :mod:`jsqa.serving`, entry files in ``jsqa/pyfunc_code/``); the weights travel as a
+wrappers in :mod:`jsqa.scoring.serving`, entry files in ``jsqa/pyfunc_code/``); the weights travel as a
 plain checkpoint artifact opened with ``torch.load(weights_only=True)``. See docs/security.md.
 """
 
@@ -23,10 +23,10 @@ import jsqa
 from jsqa import tracking
 from jsqa.errors import ConfigError, JsqaError
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint
-from jsqa.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
-from jsqa.serving import input_schema as _input_schema
-from jsqa.champion import champion_version, promote
-from jsqa.provenance import provenance_tags
+from jsqa.scoring.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
+from jsqa.scoring.serving import input_schema as _input_schema
+from jsqa.registry.champion import champion_version, promote
+from jsqa.registry.provenance import provenance_tags
 
 if TYPE_CHECKING:
     from jsqa.config import RegisterConfig
@@ -179,7 +179,7 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
     """Log and register both models, then promote them to ``@cfg.alias`` if the MOS model wins.
 
     Each version is tagged with its provenance (git commit, dvc.lock and manifest hashes, see
-    :func:`jsqa.provenance.provenance_tags`; manifests default to ``root/data/manifests``), its
+    :func:`jsqa.registry.provenance.provenance_tags`; manifests default to ``root/data/manifests``), its
     validation metrics and ``extra_tags`` (the CLI adds the test metrics).
     Returns a JSON-able summary of the decision (see the keys below).
     """

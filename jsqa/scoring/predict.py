@@ -24,11 +24,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from jsqa import tracking
-from jsqa.audio import LIMITS, ScoringLimits, load_scoring_audio
+from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio
 from jsqa.errors import JsqaError
-from jsqa.inference import score_waveform
+from jsqa.scoring.windows import score_waveform
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
-from jsqa.registry import CHECKPOINT_ARTIFACT
+from jsqa.registry.register import CHECKPOINT_ARTIFACT
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,58 @@
+"""``jsqa evaluate``: RMSE, MAE, PCC, SRCC per test set and pooled, plots, change vs scratch."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from jsqa.cli.common import csv_args, mos_manifest, params, stage_parser
+
+DEFAULT_MODELS = ["pretrained=models/mos_pretrained.pt", "scratch=models/mos_scratch.pt"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sp = stage_parser(sub, "evaluate", run, "RMSE, MAE, PCC, SRCC per test set, plots, change vs scratch")
+    sp.add_argument("--manifest", default="data/manifests/mos.parquet")
+    csv_args(sp)
+    sp.add_argument("--model", action="append", default=None, metavar="NAME=CHECKPOINT",
+                    help="model to score (repeatable); default pretrained and scratch")
+    sp.add_argument("--test-sets", default="", help="comma-separated db names (default: params)")
+    sp.add_argument("--metrics", default="metrics/evaluate.json")
+    sp.add_argument("--plots", default="plots")
+
+
+def run(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from jsqa.errors import JsqaError
+    from jsqa.evaluation.evaluate import evaluate_models, flat_metrics, scatter_plot
+    from jsqa.evaluation.report import evaluation_tables
+    from jsqa.io import write_csv, write_json
+    from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
+    from jsqa.tracking import stage_run
+    from jsqa.train.finetune import seed_checkpoints
+
+    p = params(args)
+    models = {}
+    for spec in args.model or DEFAULT_MODELS:
+        name, _, path = spec.partition("=")
+        if not path:
+            raise JsqaError(f"--model expects NAME=CHECKPOINT, got '{spec}'")
+        models[name] = {s: mos_model_from_checkpoint(load_checkpoint(f)) for s, f in seed_checkpoints(path).items()}
+    manifest = mos_manifest(args)
+    test_sets = args.test_sets.split(",") if args.test_sets else list(p.evaluate.test_sets)
+    run_params = {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models),
+                  "seeds": ",".join(str(len(m)) for m in models.values()),
+                  "bootstrap_resamples": p.evaluate.bootstrap_resamples}
+    with stage_run("evaluate", run_params, args.root):
+        report, preds = evaluate_models(models, manifest, test_sets, sample_rate=p.data.sample_rate, root=args.root,
+                                        resamples=p.evaluate.bootstrap_resamples, seed=p.seed)
+        write_json(args.metrics, report)
+        plots = Path(args.plots)
+        write_csv(plots / "predictions.csv", preds)
+        scatter_plot(preds, plots / "scatter.png", list(models))
+        mlflow.log_metrics(flat_metrics(report))
+        for f in (args.metrics, plots / "predictions.csv", plots / "scatter.png"):
+            mlflow.log_artifact(str(f))
+    print(evaluation_tables(report, "text").rstrip("\n"))
+    return 0

@@ -1,0 +1,45 @@
+"""``jsqa predict``: a MOS for each audio file, with a checkpoint or a registry URI."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jsqa.scoring.limits import ScoringLimits
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sp = sub.add_parser("predict", help="print a MOS for each audio file (folders are searched)")
+    sp.add_argument("inputs", nargs="+", help="audio files or folders")
+    sp.add_argument("--model", default="models:/jsqa-mos@champion",
+                    help="checkpoint path or MLflow model URI (default: models:/jsqa-mos@champion)")
+    sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sp.add_argument("--root", default=".", help="project root holding mlflow.db")
+    sp.add_argument("--max-seconds", type=float, default=None,
+                    help="refuse longer files, checked before decoding (default 600)")
+    sp.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
+
+    files = audio_files(args.inputs)
+    model, what = load_model(args.model, Path(args.root))
+    log.info("scoring %d file(s) with %s", len(files), what)
+    rows = score_files(model, files, limits=_scoring_limits(args), progress=sys.stderr.isatty())
+    print(format_rows(rows, args.format))
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+def _scoring_limits(args: argparse.Namespace) -> ScoringLimits:
+    from dataclasses import replace
+
+    from jsqa.scoring.limits import LIMITS
+
+    return LIMITS if args.max_seconds is None else replace(LIMITS, max_seconds=args.max_seconds)

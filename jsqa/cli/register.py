@@ -1,0 +1,33 @@
+"""``jsqa register``: register the encoder and MOS model; move @champion when the rule says so."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from jsqa.cli.common import params, stage_parser
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sp = stage_parser(sub, "register", run, "register encoder and MOS model; move @champion if better")
+    sp.add_argument("--encoder", default="models/encoder.pt")
+    sp.add_argument("--mos", default="models/mos_pretrained.pt")
+    sp.add_argument("--evaluation", default="metrics/evaluate.json")
+    sp.add_argument("--out", default="metrics/register.json")
+    sp.add_argument("--manifests", default="data/manifests", help="manifests whose hashes tag the versions")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jsqa.io import read_json, write_json
+    from jsqa.registry.register import evaluation_tags, register
+
+    p = params(args)
+    tags = {}
+    if args.evaluation and Path(args.evaluation).exists():
+        tags = evaluation_tags(read_json(args.evaluation))
+    result = register(Path(args.encoder), Path(args.mos), p.register, Path(args.root), extra_tags=tags,
+                      manifests=Path(args.manifests))
+    write_json(args.out, result)
+    verdict = "promoted to @" + p.register.alias if result["promoted"] else "not promoted"
+    print(f"register: {result['mos_model']} v{result['mos_version']} {verdict} ({result['reason']})")
+    return 0

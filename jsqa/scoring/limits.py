@@ -1,0 +1,148 @@
+"""Audio from untrusted callers (`jsqa predict`, the served model): limits checked before decoding.
+
+Both scoring paths validate through this module, so a clip is accepted or refused the same way
+whether it arrives as a file, encoded bytes or raw samples.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from jsqa.audio import resample, to_mono
+from jsqa.errors import AudioError
+
+
+@dataclass(frozen=True)
+class ScoringLimits:
+    """What the scoring path accepts; anything outside is an AudioError saying which limit.
+
+    The duration limit is checked from the header before a file is decoded, so memory stays
+    bounded by ``max_seconds * max_sample_rate * max_channels`` samples, whatever a file claims.
+    """
+
+    min_seconds: float = 0.05
+    max_seconds: float = 600.0
+    min_sample_rate: int = 8000
+    max_sample_rate: int = 192000
+    max_channels: int = 64
+    # Float audio is nominally within [-1, 1]; peaks far beyond mean int-scaled PCM sent as
+    # floats (and values near float32's range overflow the network to NaN).
+    max_abs_sample: float = 10.0
+
+
+LIMITS = ScoringLimits()
+
+
+def _check_rate(sample_rate: object, name: str, limits: ScoringLimits) -> int:
+    if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
+        raise AudioError(f"{name}: sample rate must be a number, got {type(sample_rate).__name__}")
+    if not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
+        raise AudioError(f"{name}: sample rate must be a whole number of Hz, got {sample_rate}")
+    sr = int(sample_rate)
+    if not limits.min_sample_rate <= sr <= limits.max_sample_rate:
+        raise AudioError(
+            f"{name}: sample rate {sr} Hz is outside {limits.min_sample_rate}..{limits.max_sample_rate} Hz"
+        )
+    return sr
+
+
+def _check_extent(frames: int, channels: int, sr: int, name: str, limits: ScoringLimits) -> None:
+    if channels < 1 or channels > limits.max_channels:
+        raise AudioError(f"{name}: {channels} channels (at most {limits.max_channels} accepted)")
+    if frames == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    seconds = frames / sr
+    if seconds > limits.max_seconds:
+        raise AudioError(f"{name}: {seconds:.1f} s long, over the {limits.max_seconds:g} s limit")
+    if seconds < limits.min_seconds:
+        raise AudioError(
+            f"{name}: {frames} samples ({seconds * 1000:.2f} ms) is too short to score "
+            f"(at least {limits.min_seconds * 1000:g} ms)"
+        )
+
+
+def validate_waveform(samples: object, sample_rate: object, name: str,
+                      limits: ScoringLimits = LIMITS) -> tuple[np.ndarray, int]:
+    """Check caller-supplied samples and return them as mono float32 with the rate as an int.
+
+    Accepts float arrays (or lists) shaped (n,) or (n, channels); rejects, with an AudioError
+    naming ``name`` and the reason: non-float dtypes (ints, bools, strings, objects), other
+    shapes, a bad rate, too few or too many samples or channels, NaN/inf, out-of-range peaks.
+    """
+    sr = _check_rate(sample_rate, name, limits)
+    try:
+        x = np.asarray(samples)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise AudioError(f"{name}: samples are not a rectangular array ({exc})") from exc
+    if x.dtype.kind != "f":
+        hint = " (scale integer PCM to floats in [-1, 1])" if x.dtype.kind in "iu" else ""
+        raise AudioError(f"{name}: samples must be floats, got dtype {x.dtype}{hint}")
+    if x.ndim not in (1, 2):
+        raise AudioError(f"{name}: expected samples shaped (n,) or (n, channels), got shape {x.shape}")
+    _check_extent(x.shape[0], x.shape[1] if x.ndim == 2 else 1, sr, name, limits)
+    with np.errstate(over="ignore", invalid="ignore"):
+        x = x.astype(np.float32, copy=False)  # float64 beyond float32's range becomes inf here
+    if not np.all(np.isfinite(x)):
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    peak = float(np.max(np.abs(x)))
+    if peak > limits.max_abs_sample:
+        raise AudioError(
+            f"{name}: peak sample {peak:.3g} is beyond ±{limits.max_abs_sample:g} "
+            "(float audio belongs in [-1, 1])"
+        )
+    return np.ascontiguousarray(to_mono(x), dtype=np.float32), sr
+
+
+def scoring_waveform(samples: object, sample_rate: object, name: str, target_sr: int = 16000,
+                     limits: ScoringLimits = LIMITS) -> np.ndarray:
+    """Caller-supplied samples, validated (see :func:`validate_waveform`), mono at ``target_sr``."""
+    x, sr = validate_waveform(samples, sample_rate, name, limits)
+    return np.ascontiguousarray(resample(x, sr, target_sr), dtype=np.float32)
+
+
+def load_scoring_audio(source: str | Path | bytes, name: str | None = None, target_sr: int = 16000,
+                       limits: ScoringLimits = LIMITS) -> np.ndarray:
+    """A file path or encoded bytes (WAV, FLAC, ...) as validated mono float32 at ``target_sr``.
+
+    The header is checked against ``limits`` before any sample is decoded; then the samples go
+    through the same checks as :func:`validate_waveform`. Every failure is an AudioError.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "audio bytes"
+        if len(source) == 0:
+            raise AudioError(f"{name}: no bytes (empty payload)")
+
+        def opener():
+            return io.BytesIO(source)
+    else:
+        path = Path(source)
+        name = name or str(path)
+        if not path.is_file():
+            # Devices and pipes (/dev/zero, a FIFO) would never end: only regular files are read.
+            raise AudioError(f"{name}: not a regular file" if path.exists() else f"{name}: no such file")
+
+        def opener():
+            return str(path)
+    try:
+        with sf.SoundFile(opener()) as f:
+            sr, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            _check_rate(sr, name, limits)
+            _check_extent(frames, channels, sr, name, limits)
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError, MemoryError) as exc:
+        raise AudioError(f"{name}: not readable as audio ({_one_line(exc)})") from exc
+    # A truncated file reads fewer frames than its header promised; score what is there only
+    # if it still passes every check.
+    return scoring_waveform(data, sr, name, target_sr, limits)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
