@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup pipeline repro test ui-mlflow ui-prefect serve lock clean-outputs
+.PHONY: setup pipeline repro test test-fast lint ui-mlflow ui-prefect serve lock clean-outputs
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -31,8 +31,15 @@ pipeline: $(STAMP)  ## run every stage on the offline demo corpus, through the P
 repro: $(STAMP)  ## the same stages with plain DVC
 	$(BIN)/dvc repro
 
-test: $(STAMP)  ## unit and integration tests
+test: $(STAMP)  ## the full suite, unit and integration tests (what CI runs)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)  ## unit tests only (under a minute): no pipeline, server, subprocess or training run
+	$(BIN)/python -m pytest -q -m "not integration"
+
+lint: $(STAMP)  ## ruff and mypy, configured in pyproject.toml
+	$(BIN)/ruff check jsqa flows tests benchmarks
+	$(BIN)/mypy
 
 ui-mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

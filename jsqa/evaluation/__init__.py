@@ -1,0 +1,1 @@
+"""Evaluation: metrics with intervals, scoring test sets per model and seed, report tables."""

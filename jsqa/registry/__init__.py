@@ -1,0 +1,1 @@
+"""The MLflow model registry: registering versions, moving @champion, provenance tags."""
