@@ -28,8 +28,8 @@ from prefect_dask import DaskTaskRunner
 
 from jsqa.config import PairsConfig, load_params
 from jsqa.errors import ConfigError
-from jsqa.pairs.render import ShardJob, render_shard
 from jsqa.pairs.generate import generate_pairs
+from jsqa.pairs.render import ShardJob, render_shard
 
 log = logging.getLogger(__name__)
 

@@ -35,10 +35,10 @@ from prefect.exceptions import MissingContextError
 from prefect.runtime import flow_run
 
 from flows.artifacts import publish_mlflow_link, publish_scatter
-from jsqa.errors import ConfigError, JsqaError
-from jsqa.evaluation.report import evaluation_tables
 from flows.profile_switch import set_profile
 from flows.runlock import run_lock
+from jsqa.errors import ConfigError, JsqaError, StageFailed
+from jsqa.evaluation.report import evaluation_tables
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def select_stages(
     """Check the requested names and return (stages to run in dvc.yaml order, stages to force).
 
     With ``force_downstream`` every selected stage after the first forced one is forced too
-    (``dvc repro --force-downstream``). Raises ValueError naming the valid stages when a name
+    (``dvc repro --force-downstream``). Raises ConfigError naming the valid stages when a name
     is unknown, or when a forced stage is not among the selected ones (it would silently not run).
     """
     valid = list(all_stages)
@@ -94,12 +94,12 @@ def select_stages(
     forced = set(force or ())
     unknown = sorted((wanted | forced) - set(valid))
     if unknown:
-        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(valid)}")
+        raise ConfigError(f"unknown stage(s) {', '.join(unknown)}; valid stages: {', '.join(valid)}")
     if not wanted:
-        raise ValueError(f"no stage selected; valid stages: {', '.join(valid)}")
+        raise ConfigError(f"no stage selected; valid stages: {', '.join(valid)}")
     not_selected = sorted(forced - wanted)
     if not_selected:
-        raise ValueError(f"forced stage(s) {', '.join(not_selected)} are not among the selected stages")
+        raise ConfigError(f"forced stage(s) {', '.join(not_selected)} are not among the selected stages")
     selected = [name for name in valid if name in wanted]
     if force_downstream and forced:
         first = min(selected.index(name) for name in forced)
@@ -111,7 +111,7 @@ def select_stages(
 def run_stage(stage: str, project_dir: str, force: bool = False) -> str:
     """Run ``dvc repro --single-item <stage>`` in ``project_dir``; return "ran" or "skipped".
 
-    Raises RuntimeError naming the stage, with the last lines of DVC's output, on failure.
+    Raises StageFailed naming the stage, with the last lines of DVC's output, on failure.
     """
     logger = _logger()
     # The interpreter running the flow has dvc installed (a package dependency); PATH may not.
@@ -146,7 +146,7 @@ def run_stage(stage: str, project_dir: str, force: bool = False) -> str:
             logger.info("[%s] %s", stage, line)
         code = proc.wait()
     if code != 0:
-        raise RuntimeError(
+        raise StageFailed(
             f"stage '{stage}' failed (dvc exit code {code}); last output:\n" + "\n".join(tail)
         )
     return "ran" if ran else "skipped"
@@ -314,8 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve(args.name, args.cron, parameters)
             return 0
         outcome = jsqa_pipeline(**parameters)
-    except Exception as exc:  # noqa: BLE001 - the CLI contract is one line and exit code 1
+    except JsqaError as exc:
         # The full DVC output is already in the run log; the first line says which stage failed.
+        # Anything else is a bug and keeps its traceback.
         log.debug("pipeline failed", exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         print(f"jsqa-pipeline: error: {first}", file=sys.stderr)

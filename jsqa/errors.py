@@ -27,3 +27,7 @@ class DownloadError(JsqaError):
 
 class ArchiveError(JsqaError):
     """An archive is truncated, corrupt or unsafe."""
+
+
+class StageFailed(JsqaError):
+    """A pipeline stage exited non-zero; the message names it and ends with its output."""

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from jsqa.scoring.limits import ScoringLimits, load_scoring_audio, scoring_waveform
 from jsqa.audio import audio_info, load_audio, resample, write_audio
 from jsqa.errors import AudioError
+from jsqa.scoring.limits import ScoringLimits, load_scoring_audio, scoring_waveform
 
 
 def test_stereo_48k_becomes_mono_16k_with_the_same_content(tmp_path):

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from jsqa.cli import main
 
@@ -42,6 +43,7 @@ def test_manifest_missing_a_column_names_file_and_column(small_corpus, tmp_path,
     assert not out.exists() and not (tmp_path / "m.json").exists()
 
 
+@pytest.mark.integration
 def test_corrupt_audio_in_training_data_names_the_file_and_writes_nothing(small_corpus, tmp_path, capsys):
     root = tmp_path / "copy"
     shutil.copytree(small_corpus["root"], root)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -25,6 +26,8 @@ from jsqa.train.common import step_seed
 from jsqa.train.distributed import DistContext, shard_batches, steps_per_epoch
 from jsqa.train.pair_batches import PairBatch
 from jsqa.train.pretrain import contrastive_loss, lr_factor, optimizer_step
+
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD, B, T, SEED, LR = 2, 6, 8000, 3, 1e-3

@@ -11,8 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from dvc_projects import blank_project  # noqa: F401 - fixture
-from dvc_projects import make_project, stage_cmd
+from dvc_projects import (
+    blank_project,  # noqa: F401 - fixture
+    make_project,
+    stage_cmd,
+)
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
@@ -22,6 +25,8 @@ from prefect.settings import PREFECT_API_URL
 
 from flows.artifacts import LINK_KEY, PLOT_KEY
 from flows.pipeline import ARTIFACT_KEY
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "jsqa-pipeline/test-nightly"

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 from scipy import signal
 
-from jsqa.signal import distortions as D
 from jsqa.config import (
     ClipConfig,
     DistortionsConfig,
@@ -23,12 +22,13 @@ from jsqa.config import (
     params_from_dict,
 )
 from jsqa.errors import AudioError, ConfigError
-from jsqa.signal.levels import active_speech_level
-from jsqa.pairs.render import DISTORTION_COLUMNS, PLAN_COLUMNS, render_pair
 from jsqa.pairs.generate import generate_pairs
-from jsqa.pairs.store import load_pairs
-from jsqa.pairs.plan import plan_pairs
 from jsqa.pairs.jnd import within_jnd
+from jsqa.pairs.plan import plan_pairs
+from jsqa.pairs.render import DISTORTION_COLUMNS, PLAN_COLUMNS, render_pair
+from jsqa.pairs.store import load_pairs
+from jsqa.signal import distortions as D
+from jsqa.signal.levels import active_speech_level
 from tests.test_pairs import CFG, SR, T, clean_frame, noise_frame, speech_like
 
 ALL_ON = DistortionsConfig(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from httpserver import serve
+
 from jsqa.data.download import Remote, download
 from jsqa.errors import DownloadError
 

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from jsqa.cli import main
-from jsqa.models.mos import MOSModel, encoder_spec, mos_model_from_checkpoint, load_checkpoint, save_checkpoint
+from jsqa.models.mos import MOSModel, encoder_spec, load_checkpoint, mos_model_from_checkpoint, save_checkpoint
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.mark.parametrize("projection", [False, True])

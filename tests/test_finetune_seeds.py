@@ -19,6 +19,8 @@ from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
 from jsqa.train.finetune import finetune_seeds, seed_checkpoints, seeds_dir
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = FinetuneConfig(epochs=2, batch_size=8, crop_seconds=1.0, patience=5, threads=2, seeds=2)
 

@@ -16,6 +16,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from flows.pipeline import ARTIFACT_KEY, jsqa_pipeline, main, read_stage_names
+from jsqa.errors import ConfigError, StageFailed
+
+pytestmark = pytest.mark.integration
 
 EVALUATION = {
     "models": {
@@ -143,7 +146,7 @@ def _flaky_stage(name: str) -> dict:
 def test_failing_stage_fails_the_flow_and_only_acquire_is_retried(tmp_path, blank_project):
     stages = {"download": _flaky_stage("download"), **_three_stages()}
     root = _make_project(blank_project, tmp_path / "proj", stages)
-    with pytest.raises(RuntimeError, match="stage 'download' failed") as info:
+    with pytest.raises(StageFailed, match="stage 'download' failed") as info:
         jsqa_pipeline(project_dir=str(root))
     assert "transient failure" in str(info.value)  # the stage's own output is in the message
     assert _runs(root) == ["download"]  # not retried, and the next stages never started
@@ -159,9 +162,9 @@ def test_acquire_is_retried_after_a_transient_failure(tmp_path, blank_project):
 def test_unknown_stage_names_are_rejected_before_anything_runs(tmp_path):
     # Validation needs only dvc.yaml: nothing may run, so no DVC repository is needed either.
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": _three_stages()}, sort_keys=False))
-    with pytest.raises(ValueError, match="unknown stage.*nope.*valid stages: prepare, featurize, evaluate"):
+    with pytest.raises(ConfigError, match="unknown stage.*nope.*valid stages: prepare, featurize, evaluate"):
         jsqa_pipeline(project_dir=str(tmp_path), stages=["prepare", "nope"])
-    with pytest.raises(ValueError, match="unknown stage.*bogus"):
+    with pytest.raises(ConfigError, match="unknown stage.*bogus"):
         jsqa_pipeline(project_dir=str(tmp_path), force=["bogus"])
     assert _runs(tmp_path) == []
 
@@ -222,7 +225,6 @@ def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp
 
 
 def test_profile_parameter_switches_params_yaml_keeping_comments(tmp_path):
-    from jsqa.errors import ConfigError
     from flows.profile_switch import set_profile
 
     repo_params = Path(__file__).resolve().parents[1] / "params.yaml"

@@ -21,11 +21,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from jsqa.scoring.limits import load_scoring_audio, scoring_waveform
 from jsqa.errors import AudioError
-from jsqa.scoring.windows import score_waveform
 from jsqa.models.mos import MOSModel, encoder_spec
+from jsqa.scoring.limits import load_scoring_audio, scoring_waveform
 from jsqa.scoring.serving import score_rows
+from jsqa.scoring.windows import score_waveform
+
+pytestmark = pytest.mark.integration
 
 FUZZ = settings(deadline=2000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
                 derandomize=True, database=None)

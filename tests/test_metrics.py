@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from jsqa.scoring.windows import windows
 from jsqa.evaluation.metrics import bootstrap_ci, mos_metrics, relative_change, seed_stats
+from jsqa.scoring.windows import windows
 
 
 def test_metrics_match_hand_computed_values():

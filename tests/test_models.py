@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from jsqa.errors import JsqaError
-from jsqa.train.losses import nt_xent
 from jsqa.models.encoder import ENCODER_SIZES, Encoder, count_parameters
 from jsqa.models.mos import (
     MOSModel,
@@ -17,6 +16,7 @@ from jsqa.models.mos import (
     mos_model_from_checkpoint,
     save_checkpoint,
 )
+from jsqa.train.losses import nt_xent
 
 
 def test_paper_encoder_has_the_cdpam_parameter_count():

@@ -16,6 +16,8 @@ from mlflow.tracking import MlflowClient
 from jsqa.cli import main
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
 
+pytestmark = pytest.mark.integration
+
 EVALUATION = {"models": {"pretrained": {"pooled": {"rmse": 0.61, "mae": 0.5, "pcc": 0.8, "srcc": 0.79, "n": 40}}}}
 
 

@@ -15,12 +15,12 @@ from jsqa.audio import load_audio, write_audio
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import CLEAN_COLUMNS, NOISE_COLUMNS, write_manifest
 from jsqa.errors import AudioError, ConfigError, ManifestError
-from jsqa.signal.levels import active_speech_level, measure_snr
+from jsqa.pairs.generate import generate_pairs
+from jsqa.pairs.jnd import within_jnd
+from jsqa.pairs.plan import plan_pairs, plan_uniforms, plan_width
 from jsqa.pairs.render import PLAN_COLUMNS, crop, render_pair, segment_samples
 from jsqa.pairs.store import PairSet, load_pairs
-from jsqa.pairs.generate import generate_pairs
-from jsqa.pairs.plan import plan_pairs, plan_uniforms, plan_width
-from jsqa.pairs.jnd import within_jnd
+from jsqa.signal.levels import active_speech_level, measure_snr
 
 SR = 16000
 CFG = PairsConfig(

@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 import yaml
 from distributed import LocalCluster
+from test_pairs import speech_like
 
 from flows.pairs_dask import main, run_pairs_dask
 from jsqa.audio import write_audio
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import relpath, write_manifest
 from jsqa.pairs.generate import generate_pairs
-from test_pairs import speech_like
+
+pytestmark = pytest.mark.integration
 
 SR = 16000
 CFG = PairsConfig(

@@ -29,9 +29,11 @@ from jsqa.models.mos import (
     load_checkpoint,
     save_checkpoint,
 )
-from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
 from jsqa.registry.register import register
+from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
 from jsqa.scoring.serving import embed_waveform
+
+pytestmark = pytest.mark.integration
 
 CHAMPION = "models:/jsqa-mos@champion"
 

@@ -26,6 +26,8 @@ from jsqa.train.common import autocast_dtype
 from jsqa.train.pair_batches import PairBatchLoader
 from jsqa.train.pretrain import contrastive_loss, pretrain
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ModelConfig(size="small", projection_head=True)
 SEED = 7

@@ -16,6 +16,8 @@ from jsqa.errors import ConfigError, JsqaError
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
 from jsqa.registry.register import decide, higher_is_better, register
 
+pytestmark = pytest.mark.integration
+
 
 def _mos_ckpt(path: Path, metrics: dict, seed: int = 0) -> Path:
     torch.manual_seed(seed)

@@ -8,9 +8,9 @@ import torch
 from scipy.signal import resample_poly
 
 from jsqa.audio import load_audio, write_audio
-from jsqa.scoring.windows import CHUNK_WINDOWS, HOP_S, WINDOW_S, score_waveform, windowed_mean, windows
 from jsqa.models.mos import MOSModel, encoder_spec
 from jsqa.scoring.predict import score_files
+from jsqa.scoring.windows import CHUNK_WINDOWS, HOP_S, WINDOW_S, score_waveform, windowed_mean, windows
 
 SR = 16000
 
@@ -45,6 +45,7 @@ def model() -> MOSModel:
     return m.eval()
 
 
+@pytest.mark.integration
 def test_a_five_minute_file_scores_as_the_mean_of_its_window_scores(model, tmp_path):
     rng = np.random.default_rng(2)
     x = np.concatenate([_tone(60.0, s) * rng.uniform(0.2, 1.0) for s in range(5)])

@@ -25,6 +25,8 @@ from jsqa.config import RegisterConfig
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
 from jsqa.registry.register import register
 
+pytestmark = pytest.mark.integration
+
 CHAMPION = "models:/jsqa-mos@champion"
 
 

@@ -1,7 +1,11 @@
 """Tracking configuration: which MLflow store a call talks to."""
 
 import mlflow
+import pytest
+
 from jsqa import tracking
+
+pytestmark = pytest.mark.integration
 
 def test_switching_project_roots_in_one_process_follows_each_root(tmp_path, monkeypatch):
     """mlflow exports the URIs it is given; a second root must not stay pinned to the first."""
