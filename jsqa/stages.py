@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import logging
 import sys
 import typing
@@ -206,6 +207,13 @@ def imported_modules(module: str, repo: Path = REPO) -> set[str]:
     path = module_path(module, repo)
     if path is None:
         raise ConfigError(f"{module}: no such module under {repo / PACKAGE}")
+    stat = path.stat()
+    return set(_imported_modules(module, path, repo, stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=1024)
+def _imported_modules(module: str, path: Path, repo: Path, mtime_ns: int, size: int) -> frozenset[str]:
+    """:func:`imported_modules`, cached per file version (a check walks each module many times)."""
     package = module if _is_package(path) else module.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -216,7 +224,7 @@ def imported_modules(module: str, repo: Path = REPO) -> set[str]:
             for alias in node.names:
                 sub = f"{base}.{alias.name}"
                 found.add(sub if alias.name != "*" and module_path(sub, repo) else base)
-    return {m for m in found if module_path(m, repo) is not None}
+    return frozenset(m for m in found if module_path(m, repo) is not None)
 
 
 def _from_base(node: ast.ImportFrom, package: str) -> str:
