@@ -254,7 +254,8 @@ def code_deps(entry_module: str, repo: Path = REPO) -> list[str]:
             continue
         seen.add(module)
         todo.extend(imported_modules(module, repo) - seen)
-    return sorted(module_path(m, repo).relative_to(repo).as_posix() for m in seen)
+    paths = [module_path(m, repo) for m in seen]  # each found when it was imported
+    return sorted(p.relative_to(repo).as_posix() for p in paths if p is not None)
 
 
 # --- params ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -172,13 +173,13 @@ def _fake_cmds(doc: dict) -> dict:
 
 def _dvc(project: Path, *args: str) -> str:
     done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, capture_output=True, text=True,
-                          timeout=300, env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+                          timeout=300, env={**os.environ, "DVC_NO_ANALYTICS": "1"}, check=False)
     assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
 
-def _set(project: Path, key: str, value: object) -> dict:
-    """Set one dotted key in the project's params.yaml; return the previous document."""
+def _set(project: Path, key: str, value: object) -> None:
+    """Set one dotted key in the project's params.yaml (to a value it does not have)."""
     path = project / "params.yaml"
     before = yaml.safe_load(path.read_text())
     changed = copy.deepcopy(before)
@@ -189,7 +190,6 @@ def _set(project: Path, key: str, value: object) -> dict:
     assert node[leaf] != value, key
     node[leaf] = value
     path.write_text(yaml.safe_dump(changed, sort_keys=False))
-    return before
 
 
 def _status(project: Path) -> dict:
