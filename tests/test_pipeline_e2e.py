@@ -132,6 +132,38 @@ def test_champion_alias_is_set_and_predict_answers_with_it(project, tmp_path):
     assert len(rows) == 1 and 1.0 <= rows[0]["mos"] <= 5.0
 
 
+def test_execution_settings_leave_the_pipeline_up_to_date(project):
+    # Workers and threads change speed, not outputs: dvc.yaml does not list them (jsqa/stages.py).
+    path = project / "params.yaml"
+    before = path.read_text()
+    params = yaml.safe_load(before)
+    params["pairs"]["workers"] = params["pairs"]["workers"] + 1
+    params["finetune"]["threads"] = params["finetune"]["threads"] + 1
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        status = _run([str(BIN / "dvc"), "status"], project).stdout
+        assert "Data and pipelines are up to date" in status, status
+    finally:
+        path.write_text(before)
+
+
+def test_the_run_leaves_git_clean_and_registered_models_untagged_dirty(project, tmp_path):
+    from mlflow import MlflowClient
+
+    from jsqa.registry.provenance import provenance_tags
+
+    # dvc.lock is not committed (docs/remote.md), so a run rewrites no tracked file.
+    assert _run(["git", "status", "--porcelain", "--untracked-files=no"], project).stdout == ""
+    head = _run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias("jsqa-mos", "champion")
+    assert mv.tags["git_commit"] == head  # no "+dirty"
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "dvc.lock").exists()
+    assert provenance_tags(clone)["git_commit"] == head
+
+
 def test_second_repro_runs_nothing_and_a_finetune_param_reruns_only_what_follows(project):
     proc = _run([str(BIN / "dvc"), "repro"], project)
     assert "Running stage" not in proc.stdout, proc.stdout

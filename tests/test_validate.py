@@ -12,7 +12,7 @@ import pytest
 from jsqa.audio import write_audio
 from jsqa.config import ValidateConfig
 from jsqa.data.manifests import SCHEMAS
-from jsqa.data.validate import add_computed_columns, suite_for, validate_manifests
+from jsqa.data.validate import add_computed_columns, data_docs_index, suite_for, validate_manifests
 from jsqa.errors import ManifestError, ValidationFailed
 from jsqa.io import write_parquet
 
@@ -108,8 +108,8 @@ def test_good_manifests_pass_and_write_report_and_data_docs(good):
     assert _n_rows(report) == {"clean": 4, "noise": 2, "mos": 4}
     assert all(m["failed"] == [] for m in report["manifests"].values())
     assert json.loads((out / "report.json").read_text()) == report
-    index = Path(report["data_docs"])
-    assert index.is_file() and index.is_relative_to(out)
+    index = data_docs_index(out / "gx")  # the default docs folder
+    assert index.is_file()
     # The docs hold one validation page per manifest.
     pages = list((index.parent / "validations").rglob("*.html"))
     assert len(pages) == 3
@@ -122,10 +122,31 @@ def test_rerun_from_project_root_with_defaults_replaces_previous_results(good, m
     rel = {k: p.relative_to(root) for k, p in paths.items()}
     second = validate_manifests(rel, CFG, SR, Path("validation"))
     assert second["success"] is True
-    assert second["data_docs"] == "validation/gx/uncommitted/data_docs/local_site/index.html"
     assert _n_rows(second) == {"clean": 4, "noise": 2, "mos": 4}
-    pages = list((Path(second["data_docs"]).parent / "validations").rglob("*.html"))
+    index = data_docs_index(Path("validation/gx"))
+    assert index.as_posix() == "validation/gx/uncommitted/data_docs/local_site/index.html"
+    pages = list((index.parent / "validations").rglob("*.html"))
     assert len(pages) == 3  # the old run's pages are replaced, not accumulated
+
+
+def test_verdict_is_byte_identical_across_runs_and_apart_from_the_docs(good, monkeypatch):
+    # Later DVC stages depend on the verdict: a re-validation of the same manifests must not
+    # change it, although the Data Docs pages (timestamped) do change.
+    root, paths, _, _ = good
+    monkeypatch.chdir(root)
+    rel = {k: p.relative_to(root) for k, p in paths.items()}
+    texts, pages = [], []
+    for _ in range(2):
+        validate_manifests(rel, CFG, SR, Path("verdict"), docs_dir=Path("docs"))
+        texts.append(Path("verdict/report.json").read_bytes())
+        pages.append(sorted(p.relative_to("docs").as_posix() for p in Path("docs").rglob("*.html")))
+    assert texts[0] == texts[1]
+    assert sorted(p.name for p in Path("verdict").iterdir()) == ["report.json"]  # no docs beside it
+    assert data_docs_index(Path("docs")).is_file()
+    assert pages[0] != pages[1]  # the docs are timestamped: why they are not the verdict
+    verdict = json.loads(texts[0])
+    assert set(verdict) == {"success", "manifests"}
+    assert str(root) not in texts[0].decode()  # no absolute paths
 
 
 def test_missing_manifest_is_a_readable_failure(tmp_path):
@@ -145,7 +166,7 @@ def test_report_written_on_failure(bad):
     report = json.loads((out / "report.json").read_text())
     assert report["success"] is False
     assert all(report["manifests"][k]["success"] is False for k in ("clean", "noise", "mos"))
-    assert Path(report["data_docs"]).is_file()
+    assert data_docs_index(out / "gx").is_file()  # the docs are built for a failed run too
 
 
 def test_duplicate_id_named(bad):

@@ -3,7 +3,12 @@
 Facts GX cannot see in one table (does the file exist? does a test clip also sit in train?)
 are computed first as boolean columns, so the suite still states every rule and Data Docs
 show them all. One file-backed GX context is built per call, in a temporary folder that
-replaces ``<out_dir>/gx`` whole when done.
+replaces the docs folder (``<out_dir>/gx`` by default) whole when done.
+
+Two outputs, kept apart on purpose: ``<out_dir>/report.json`` is the *verdict* (pass/fail and
+the failed expectations per manifest; no timestamps, no Data Docs location), the same bytes
+for the same manifests, so later DVC stages depend on it and are not re-run by a fresh
+validation of unchanged data. The Data Docs hold timestamped pages and are for people.
 """
 
 from __future__ import annotations
@@ -33,7 +38,12 @@ _NOT_NULL = "expect_column_values_to_not_be_null"
 # band and teach the encoder that band-limiting is "clean". Degraded MOS clips may be narrowband.
 _AT_LEAST_PIPELINE_RATE = ("clean", "noise")
 _MAX_EXAMPLES = 5
-DATA_DOCS_INDEX = Path("gx") / "uncommitted" / "data_docs" / "local_site" / "index.html"
+DATA_DOCS_INDEX = Path("uncommitted") / "data_docs" / "local_site" / "index.html"  # under the GX context
+
+
+def data_docs_index(docs_dir: Path) -> Path:
+    """The Data Docs home page that :func:`validate_manifests` builds under ``docs_dir``."""
+    return Path(docs_dir) / DATA_DOCS_INDEX
 
 
 def _gx() -> Any:
@@ -151,19 +161,24 @@ def validate_manifests(
     sample_rate: int,
     out_dir: Path,
     root: Path = Path("."),
+    docs_dir: Path | None = None,
 ) -> dict:
-    """Validate each manifest (keyed by kind) and write Data Docs and ``out_dir/report.json``.
+    """Validate each manifest (keyed by kind); write the verdict ``out_dir/report.json`` and Data Docs.
 
-    Returns the report. Raises ValidationFailed, after writing the report, listing one line
-    per failed expectation when any manifest fails.
+    The Data Docs (a GX context) go to ``docs_dir``, ``out_dir/gx`` by default; find their home
+    page with :func:`data_docs_index`. The verdict names manifests as they were passed, so it is
+    deterministic for relative paths (as under ``dvc repro``). Returns the verdict. Raises
+    ValidationFailed, after writing it, listing one line per failed expectation when any
+    manifest fails.
     """
     out_dir = Path(out_dir)
+    docs_dir = Path(docs_dir) if docs_dir is not None else out_dir / "gx"
     for kind in manifests:
         _check_kind(kind)
     gx = _gx()
     per_manifest: dict[str, dict] = {}
     lines: list[str] = []
-    with atomic_dir(out_dir / "gx") as ctx_dir:
+    with atomic_dir(docs_dir) as ctx_dir:
         context = gx.get_context(mode="file", context_root_dir=ctx_dir)
         context.variables.progress_bars = _no_progress_bars()
         datasource = context.data_sources.add_pandas("manifests")
@@ -187,7 +202,6 @@ def validate_manifests(
         context.build_data_docs()
     report = {
         "success": all(m["success"] for m in per_manifest.values()),
-        "data_docs": (out_dir / DATA_DOCS_INDEX).as_posix(),
         "manifests": per_manifest,
     }
     report_path = out_dir / "report.json"
