@@ -17,6 +17,8 @@ import pytest
 import soundfile as sf
 import yaml
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 STAGES = ["acquire", "validate", "pairs", "pretrain", "finetune", "finetune_scratch", "evaluate", "register"]

@@ -27,6 +27,8 @@ from jsqa.cli import main
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
 from jsqa.scoring.predict import load_model, score_files
 
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 CHAMPION = "models:/jsqa-mos@champion"
 

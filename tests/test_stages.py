@@ -238,12 +238,14 @@ def restore_params(dvc_project):
     (dvc_project / "params.yaml").write_text(before)
 
 
+@pytest.mark.integration
 def test_execution_settings_rerun_no_stage(restore_params):
     # All six at once: one `dvc status` (seconds each); any listed one would name its stage.
     _set_many(restore_params, EXECUTION_CHANGES)
     assert _status(restore_params) == {}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("key, value, stages", [
     ("pairs.jnd_db", 4.0, {"pairs"}),
     ("data.sample_rate", 8000, {"acquire", "validate", "pairs", "finetune", "finetune_scratch", "evaluate"}),

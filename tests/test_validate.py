@@ -16,6 +16,8 @@ from jsqa.data.validate import add_computed_columns, data_docs_index, suite_for,
 from jsqa.errors import ManifestError, ValidationFailed
 from jsqa.io import write_parquet
 
+pytestmark = pytest.mark.integration
+
 CFG = ValidateConfig(min_duration_s=0.5, max_duration_s=30.0, mos_range=(1.0, 5.0))
 SR = 16000
 
