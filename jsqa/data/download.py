@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from tqdm import tqdm
 
@@ -186,7 +186,7 @@ def _fetch(url: str, part: Path, remote: Remote, hashes: _Hashes, *, progress: b
         raise _Dropped(f"got {received} of {expected} bytes")
 
 
-def _copy(response: http.client.HTTPResponse, out: BinaryIO, hashes: _Hashes, bar: tqdm,
+def _copy(response: http.client.HTTPResponse, out: IO[bytes], hashes: _Hashes, bar: tqdm,
           chunk_size: int) -> int:
     """Stream the body to ``out``; return the byte count. Connection errors become _Dropped."""
     received = 0
@@ -221,9 +221,10 @@ def _check_file(path: Path, remote: Remote, chunk_size: int) -> str | None:
 
 
 def _digest_problem(remote: Remote, hashes: _Hashes) -> str | None:
-    if hashes.md5 is not None and hashes.md5.hexdigest() != remote.md5.lower():
+    # _Hashes hashes exactly the digests the remote names, so each expected value is set here.
+    if hashes.md5 is not None and remote.md5 and hashes.md5.hexdigest() != remote.md5.lower():
         return f"md5 mismatch: expected {remote.md5.lower()}, got {hashes.md5.hexdigest()}"
-    if hashes.sha256 is not None and hashes.sha256.hexdigest() != remote.sha256.lower():
+    if hashes.sha256 is not None and remote.sha256 and hashes.sha256.hexdigest() != remote.sha256.lower():
         return f"sha256 mismatch: expected {remote.sha256.lower()}, got {hashes.sha256.hexdigest()}"
     return None
 

@@ -150,7 +150,9 @@ def prepare_chime3(
         raise JsqaError(f"{backgrounds}: no background files for environments {sorted(envs)} and channels {chosen}")
 
     def extra(p: Path) -> dict:
-        return {"id": p.stem, "environment": _CHIME3_FILE.match(p.name).group(1), "source": "chime3"}
+        match = _CHIME3_FILE.match(p.name)
+        assert match is not None  # files were selected by this pattern above
+        return {"id": p.stem, "environment": match.group(1), "source": "chime3"}
 
     return _noise_table(files, Path(root), extra, workers)
 

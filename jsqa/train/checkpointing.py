@@ -63,10 +63,10 @@ def set_generator_state(rng: np.random.Generator, state: str) -> None:
 def capture_rng() -> dict[str, Any]:
     """Python, NumPy (global) and torch (CPU and every CUDA device) RNG states."""
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
         "python": json.dumps([version, list(internal), gauss]),
-        "numpy": json.dumps([name, keys.tolist(), int(pos), int(has_gauss), float(cached)]),
+        "numpy": json.dumps([name, np.asarray(keys).tolist(), int(pos), int(has_gauss), float(cached)]),
         "torch": torch.get_rng_state(),
         "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
     }
