@@ -130,10 +130,12 @@ def test_distortion_config_parses_and_is_validated() -> None:
     assert p.pairs.distortions.reverb == ReverbConfig()
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.clip\.prb"):
         params_from_dict({"pairs": {"distortions": {"clip": {"prb": 0.5}}}})
-    too_much = dataclasses.replace(ALL_ON, reverb=ReverbConfig(prob=0.5))
-    cfg = dataclasses.replace(CFG, distortions=too_much)
-    with pytest.raises(ConfigError, match="sum to"):
-        plan_pairs(clean_frame(2), noise_frame(1), cfg, 1, SR)
+    # Validated once, when the config is built (not when it is used).
+    with pytest.raises(ConfigError, match=r"pairs\.distortions: probabilities sum to"):
+        dataclasses.replace(ALL_ON, reverb=ReverbConfig(prob=0.5))
+    with pytest.raises(ConfigError, match=r"pairs\.distortions\.clip\.threshold_db"):
+        params_from_dict({"pairs": {"distortions": {"clip": {"threshold_db": [-3.0, 2.0]}}}})
+    # The sample-rate check stays where the rate is known.
     bad = dataclasses.replace(ALL_ON, lowpass=LowpassConfig(prob=0.1, cutoff_hz=(2000.0, 8000.0)))
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.lowpass"):
         plan_pairs(clean_frame(2), noise_frame(1), dataclasses.replace(CFG, distortions=bad), 1, SR)
@@ -146,7 +148,7 @@ def test_planned_distortion_params_are_within_their_step() -> None:
     cfg = dataclasses.replace(CFG, distortions=ALL_ON)
     plan = plan_pairs(clean_frame(300), noise_frame(4), cfg, 9, SR)
     assert list(plan.columns) == PLAN_COLUMNS + DISTORTION_COLUMNS
-    steps = {s.kind: s for s in D.specs(ALL_ON)}
+    steps = {s.kind: s for s in ALL_ON.specs}
     shares = plan["distortion"].value_counts(normalize=True)
     for kind, spec in steps.items():
         rows = plan[plan["distortion"] == kind]

@@ -51,9 +51,11 @@ ENCODER_SIZES: dict[str, EncoderSpec] = {
 class Encoder(nn.Module):
     """Raw waveform [B, T] (or [B, 1, T]) -> embedding [B, D] by average pooling over time."""
 
-    def __init__(self, spec: EncoderSpec) -> None:
+    def __init__(self, spec: EncoderSpec, sample_rate: int = 16000) -> None:
         super().__init__()
         self.spec = spec
+        # The input rate it is trained for (saved in checkpoints; scoring resamples to it).
+        self.sample_rate = int(sample_rate)
         layers: list[nn.Module] = []
         in_ch = 1
         for i, out_ch in enumerate(spec.channels()):

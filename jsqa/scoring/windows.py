@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from jsqa.models.mos import clamp_mos
+
 
 def windows(n: int, window: int, hop: int) -> list[tuple[int, int]]:
     """Start/end of windows covering [0, n).
@@ -77,9 +79,10 @@ def score_waveform(
     model: torch.nn.Module, x: np.ndarray, sample_rate: int = 16000, window_s: float = WINDOW_S,
     hop_s: float = HOP_S,
 ) -> float:
-    """MOS of one mono 16 kHz clip: the mean over windows, so length is unbounded."""
+    """MOS of one mono clip at ``sample_rate`` (the model's rate): the mean over windows, so
+    length is unbounded; clamped to the MOS scale."""
     model.eval()
-    return float(np.clip(windowed_mean(model, x, sample_rate, window_s, hop_s).item(), 1.0, 5.0))
+    return clamp_mos(windowed_mean(model, x, sample_rate, window_s, hop_s).item())
 
 
 def score_waveforms(model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int = 16000) -> np.ndarray:
