@@ -376,9 +376,10 @@ class FinetuneConfig(_Section):
     def _check(self) -> None:
         for name in ("epochs", "batch_size", "patience", "threads", "seeds"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
-        for name in ("learning_rate", "encoder_learning_rate", "crop_seconds"):
-            self._require(getattr(self, name) > 0, name, "must be > 0")
-        self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        # 0 is allowed: a frozen encoder (or head) is a legitimate ablation.
+        for name in ("learning_rate", "encoder_learning_rate", "weight_decay"):
+            self._require(getattr(self, name) >= 0, name, "must be >= 0")
+        self._require(self.crop_seconds > 0, "crop_seconds", "must be > 0")
         self._require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 

@@ -15,14 +15,14 @@ from torch import nn
 
 from jsqa.errors import ConfigError, JsqaError
 from jsqa.io import atomic_path
-from jsqa.models.encoder import ENCODER_SIZES, Encoder, EncoderSpec
+from jsqa.models.encoder import DEFAULT_SAMPLE_RATE, ENCODER_SIZES, Encoder, EncoderSpec
 from jsqa.models.heads import MOSHead, ProjectionHead
 
 CHECKPOINT_FORMAT = "jsqa-checkpoint-v1"
 # The MOS scale: every predicted or synthesised score is clamped to it by clamp_mos.
 MOS_RANGE = (1.0, 5.0)
 # The input rate of checkpoints that do not record one (written before they did).
-LEGACY_SAMPLE_RATE = 16000
+LEGACY_SAMPLE_RATE = DEFAULT_SAMPLE_RATE
 
 MOS = TypeVar("MOS", float, np.ndarray, torch.Tensor)
 
