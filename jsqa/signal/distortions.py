@@ -290,7 +290,7 @@ class MuLaw(Distortion):
 
     @classmethod
     def check(cls, param: float) -> None:
-        if not (param == int(param) and 2 <= param <= 16):
+        if not (math.isfinite(param) and param == int(param) and 2 <= param <= 16):
             raise ConfigError(f"mulaw: bits must be a whole number in [2, 16], got {param}")
 
     @classmethod
