@@ -1,207 +1,415 @@
 """Typed configuration: params.yaml is read once, at the CLI edge, into these dataclasses.
 
 Unknown keys are errors (a typo must not silently fall back to a default), and the message
-names the full dotted key and the closest valid one.
+names the full dotted key and the closest valid one. Every section is validated once, when it
+is built: choices by ``Literal`` annotations, ranges in the section's ``_check``; library code
+takes a built config as valid and checks only what needs runtime facts (the sample rate).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
 
 from jsqa.errors import ConfigError
 
+if TYPE_CHECKING:
+    from jsqa.signal.distortions import Spec
+
+
+NoiseFamily = Literal["white", "pink", "brown", "babble", "hum", "transients"]
+Profile = Literal["demo", "paper"]
+ModelSize = Literal["small", "paper"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16"]
+Loss = Literal["mse", "l1"]
+Direction = Literal["higher", "lower"]
+
+
+def _choices(tp: Any) -> tuple[Any, ...] | None:
+    """The allowed values of a ``Literal`` annotation, else None."""
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else None
+
+
+def _check_choice(value: Any, tp: Any, key: str) -> None:
+    allowed = _choices(tp)
+    if allowed is not None and value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, allowed))}")
+
+
+def _finite_range(lo: float, hi: float, strict: bool = True) -> bool:
+    return math.isfinite(lo) and math.isfinite(hi) and (lo < hi if strict else lo <= hi)
+
 
 @dataclass(frozen=True)
-class DemoConfig:
-    n_talkers: int = 8
-    utterances_per_talker: int = 12
-    utterance_seconds: tuple[float, float] = (2.0, 4.0)
-    noise_seconds: float = 20.0
-    noise_families: tuple[str, ...] = ("white", "pink", "brown", "babble", "hum", "transients")
-    noise_per_family: int = 2
-    mos_clips: int = 400
-    mos_sample_rate: int = 48000
+class _Section:
+    """Base of every params section: validated once, when built (from params.yaml or in code).
+
+    ``_key`` is the section's dotted place in params.yaml, so an error names the full key
+    however the section was built. Choices come from ``Literal`` annotations; subclasses
+    check ranges in :meth:`_check`.
+    """
+
+    _key: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value, tp = getattr(self, f.name), hints[f.name]
+            if typing.get_origin(tp) is tuple and typing.get_args(tp)[-1] is Ellipsis:
+                for v in value:  # a tuple of choices: each one must be allowed
+                    _check_choice(v, typing.get_args(tp)[0], self._where(f.name))
+            else:
+                _check_choice(value, tp, self._where(f.name))
+        self._check()
+
+    def _check(self) -> None:
+        """Range checks of the section (none by default)."""
+
+    def _where(self, name: str) -> str:
+        return f"{self._key}.{name}" if self._key else name
+
+    def _require(self, ok: bool, name: str, why: str) -> None:
+        """Raise ConfigError naming ``<section>.<name>`` with ``why`` unless ``ok``."""
+        if not ok:
+            raise ConfigError(f"{self._where(name) if name else self._key}: {why}, got {self._value(name)}")
+
+    def _value(self, name: str) -> str:
+        return repr(getattr(self, name)) if name else "this section"
+
+
+@dataclass(frozen=True)
+class DemoConfig(_Section):
+    """The synthetic demo corpus (``data.profile: demo``), generated offline."""
+
+    _key: ClassVar[str] = "data.demo"
+    n_talkers: int = 8  # synthetic talkers (at least 2: train and test talkers differ)
+    utterances_per_talker: int = 12  # clean utterances written per talker
+    utterance_seconds: tuple[float, float] = (2.0, 4.0)  # [low, high] length of a clean utterance
+    noise_seconds: float = 20.0  # length of each noise file
+    noise_families: tuple[NoiseFamily, ...] = ("white", "pink", "brown", "babble", "hum", "transients")
+    noise_per_family: int = 2  # noise files per family
+    mos_clips: int = 400  # degraded, MOS-labelled clips (split train/val/test by mos_splits)
+    mos_sample_rate: int = 48000  # written like NISQA (48 kHz) to exercise resampling
     mos_splits: dict[str, float] = field(
         default_factory=lambda: {"train": 0.7, "val": 0.15, "test": 0.15}
-    )
-    mos_snr_db: tuple[float, float] = (-5.0, 40.0)
-    label_noise_std: float = 0.15
+    )  # shares of the MOS clips per split (train, val, test; summing to 1)
+    mos_snr_db: tuple[float, float] = (-5.0, 40.0)  # [low, high] SNR of the MOS clips' noise
+    label_noise_std: float = 0.15  # rater-like scatter added to the objective proxy label
+
+    def _check(self) -> None:
+        lo, hi = self.utterance_seconds
+        self._require(self.n_talkers >= 2, "n_talkers", "needs at least 2 talkers (train and test)")
+        self._require(self.utterances_per_talker >= 1, "utterances_per_talker", "must be >= 1")
+        self._require(0.3 <= lo <= hi and math.isfinite(hi), "utterance_seconds",
+                      "must be [low, high] with 0.3 <= low <= high")
+        self._require(self.noise_seconds > 0, "noise_seconds", "must be > 0")
+        self._require(len(self.noise_families) > 0, "noise_families", "needs at least one family")
+        self._require(self.noise_per_family >= 1, "noise_per_family", "must be >= 1")
+        self._require(self.mos_clips >= 1, "mos_clips", "must be >= 1")
+        self._require(self.mos_sample_rate >= 8000, "mos_sample_rate", "must be >= 8000")
+        shares = self.mos_splits
+        self._require(set(shares) == {"train", "val", "test"} and min(shares.values()) > 0, "mos_splits",
+                      "needs positive shares for train, val and test")
+        self._require(math.isclose(sum(shares.values()), 1.0, abs_tol=1e-9), "mos_splits", "shares must sum to 1")
+        self._require(_finite_range(*self.mos_snr_db, strict=False), "mos_snr_db", "must be [low, high], finite")
+        self._require(self.label_noise_std >= 0, "label_noise_std", "must be >= 0")
 
 
 @dataclass(frozen=True)
-class CorporaConfig:
+class CorporaConfig(_Section):
     """Real corpora for the ``paper`` profile (see docs/data.md)."""
 
-    download_dir: str = "data/downloads"
+    _key: ClassVar[str] = "data.corpora"
+    download_dir: str = "data/downloads"  # not a DVC output: tens of GB are not copied into its cache
     librispeech_subsets: tuple[str, ...] = ("train-clean-100", "train-clean-360")
-    noise_sources: tuple[str, ...] = ("demand",)
-    chime3_path: str = ""
+    noise_sources: tuple[str, ...] = ("demand",)  # any of chime3 (licensed, local copy), demand, musan, folders
+    chime3_path: str = ""  # CHiME3 folder or the LDC2017S24 archive you have
     demand_environments: tuple[str, ...] = ("TBUS", "SCAFE", "PCAFETER", "SPSQUARE", "STRAFFIC")
-    noise_folders: tuple[str, ...] = ()
+    noise_folders: tuple[str, ...] = ()  # your own folders of noise, for noise_sources: [folders]
     nisqa_subsets: tuple[str, ...] = (
         "NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE", "NISQA_VAL_SIM", "NISQA_VAL_LIVE",
         "NISQA_TEST_FOR", "NISQA_TEST_LIVETALK", "NISQA_TEST_P501",
     )
-    accept_nisqa_licence: bool = False
-    user_mos_csv: str = ""
-    mirrors: dict[str, str] = field(default_factory=dict)
+    accept_nisqa_licence: bool = False  # read the NISQA licence note first (shown when false)
+    user_mos_csv: str = ""  # your MOS dataset in the NISQA CSV layout, instead of NISQA
+    mirrors: dict[str, str] = field(default_factory=dict)  # e.g. {librispeech: "https://us.openslr.org/resources/12"}
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    profile: str = "demo"
-    sample_rate: int = 16000
+class DataConfig(_Section):
+    _key: ClassVar[str] = "data"
+    profile: Profile = "demo"  # demo: synthetic corpus generated offline; paper: real corpora below
+    sample_rate: int = 16000  # everything is resampled to this on load (mono); models are trained at it
     demo: DemoConfig = field(default_factory=DemoConfig)
     corpora: CorporaConfig = field(default_factory=CorporaConfig)
 
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    min_duration_s: float = 0.5
-    max_duration_s: float = 30.0
-    mos_range: tuple[float, float] = (1.0, 5.0)
+    def _check(self) -> None:
+        self._require(self.sample_rate > 0, "sample_rate", "must be positive")
 
 
 @dataclass(frozen=True)
-class ReverbConfig:
-    """Room reverberation; step: RT60 ratio within 10% (jsqa/distortions.py).
+class ValidateConfig(_Section):
+    _key: ClassVar[str] = "validate"
+    min_duration_s: float = 0.5  # shorter clips are quarantined
+    max_duration_s: float = 30.0  # longer clips are quarantined
+    mos_range: tuple[float, float] = (1.0, 5.0)  # MOS labels outside it are quarantined
 
-    rir_folder: measured room responses (.wav/.flac, relative to the data root) reshaped to
-    the drawn RT60; empty: synthetic responses.
-    """
+    def _check(self) -> None:
+        self._require(0 <= self.min_duration_s < self.max_duration_s and math.isfinite(self.max_duration_s),
+                      "min_duration_s", f"must be >= 0 and below validate.max_duration_s ({self.max_duration_s})")
+        self._require(_finite_range(*self.mos_range), "mos_range", "must be [low, high], finite, low < high")
 
-    prob: float = 0.0
-    rt60_s: tuple[float, float] = (0.2, 1.0)
-    step: float = 0.1
-    rir_folder: str = ""
+
+def _check_distortion(cfg: _Section, kind: str, range_name: str, step_name: str | None) -> None:
+    """Checks shared by the distortion sections: probability, ordered range inside the
+    kind's bounds (its transform class's rule), non-negative step."""
+    # Lazily: the transforms pull numpy and soundfile, which loading params alone need not.
+    from jsqa.signal.distortions import transform
+
+    cfg._require(0.0 <= cfg.prob <= 1.0, "prob", "must be in [0, 1]")
+    lo, hi = getattr(cfg, range_name)
+    cfg._require(_finite_range(lo, hi, strict=False), range_name, "range must be finite and ordered")
+    for v in (lo, hi):
+        try:
+            transform(kind).check(v)
+        except ConfigError as exc:
+            cfg._require(False, range_name, f"out of bounds ({exc})")
+    if step_name:
+        step = getattr(cfg, step_name)
+        cfg._require(step >= 0 and math.isfinite(step), step_name, "step must be non-negative")
 
 
 @dataclass(frozen=True)
-class LowpassConfig:
+class ReverbConfig(_Section):
+    """Room reverberation; step: RT60 ratio within 10% (jsqa/signal/distortions.py)."""
+
+    _key: ClassVar[str] = "pairs.distortions.reverb"
+    prob: float = 0.0  # share of pairs reverberated
+    rt60_s: tuple[float, float] = (0.2, 1.0)  # [low, high] RT60 in seconds
+    step: float = 0.1  # within one JND: RT60 ratio within 10%
+    rir_folder: str = ""  # measured room responses (.wav/.flac, relative to the data root); "": synthetic
+
+    def _check(self) -> None:
+        _check_distortion(self, "reverb", "rt60_s", "step")
+
+
+@dataclass(frozen=True)
+class LowpassConfig(_Section):
     """Band-limiting; step: cutoff ratio within 5%."""
 
-    prob: float = 0.0
-    cutoff_hz: tuple[float, float] = (2000.0, 7000.0)
-    step: float = 0.05
+    _key: ClassVar[str] = "pairs.distortions.lowpass"
+    prob: float = 0.0  # share of pairs band-limited
+    cutoff_hz: tuple[float, float] = (2000.0, 7000.0)  # [low, high] cutoff; high below data.sample_rate / 2
+    step: float = 0.05  # within one JND: cutoff ratio within 5%
+
+    def _check(self) -> None:
+        _check_distortion(self, "lowpass", "cutoff_hz", "step")
 
 
 @dataclass(frozen=True)
-class MulawConfig:
+class MulawConfig(_Section):
     """Codec-like mu-law quantisation; both members share the bit depth (1 bit is audible)."""
 
-    prob: float = 0.0
-    bits: tuple[int, int] = (4, 8)
+    _key: ClassVar[str] = "pairs.distortions.mulaw"
+    prob: float = 0.0  # share of pairs mu-law quantised
+    bits: tuple[int, int] = (4, 8)  # [low, high] bit depth, within [2, 16]
+
+    def _check(self) -> None:
+        _check_distortion(self, "mulaw", "bits", None)
 
 
 @dataclass(frozen=True)
-class ClipConfig:
+class ClipConfig(_Section):
     """Clipping at a threshold in dB below the peak; step: 1 dB."""
 
-    prob: float = 0.0
-    threshold_db: tuple[float, float] = (-20.0, -1.0)
-    step_db: float = 1.0
+    _key: ClassVar[str] = "pairs.distortions.clip"
+    prob: float = 0.0  # share of pairs clipped
+    threshold_db: tuple[float, float] = (-20.0, -1.0)  # [low, high] dB below the peak (< 0)
+    step_db: float = 1.0  # within one JND: thresholds less than 1 dB apart
+
+    def _check(self) -> None:
+        _check_distortion(self, "clip", "threshold_db", "step_db")
 
 
 @dataclass(frozen=True)
-class PacketLossConfig:
+class PacketLossConfig(_Section):
     """Zeroed 20 ms frames; step: loss rate within 1 percentage point."""
 
-    prob: float = 0.0
-    rate: tuple[float, float] = (0.01, 0.2)
-    step: float = 0.01
+    _key: ClassVar[str] = "pairs.distortions.packet_loss"
+    prob: float = 0.0  # share of pairs with packet loss
+    rate: tuple[float, float] = (0.01, 0.2)  # [low, high] share of 20 ms frames zeroed (high < 1)
+    step: float = 0.01  # within one JND: rates less than 1 percentage point apart
+
+    def _check(self) -> None:
+        _check_distortion(self, "packet_loss", "rate", "step")
+        self._require(self.rate[1] < 1, "rate", "must stay below 1 (a member of silence)")
 
 
 @dataclass(frozen=True)
-class DistortionsConfig:
-    """Per-pair distortions beyond noise; at most one per pair, all off by default."""
+class DistortionsConfig(_Section):
+    """Per-pair distortions beyond noise; at most one per pair (probabilities sum to <= 1),
+    applied to both members after mixing with one seed; all off by default (the paper's setting)."""
 
+    _key: ClassVar[str] = "pairs.distortions"
     reverb: ReverbConfig = field(default_factory=ReverbConfig)
     lowpass: LowpassConfig = field(default_factory=LowpassConfig)
     mulaw: MulawConfig = field(default_factory=MulawConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     packet_loss: PacketLossConfig = field(default_factory=PacketLossConfig)
 
+    def _check(self) -> None:
+        total = sum(s.prob for s in self.specs)
+        if total > 1.0 + 1e-12:
+            raise ConfigError(f"{self._key}: probabilities sum to {total:g} (> 1; one distortion per pair)")
+
+    @functools.cached_property
+    def specs(self) -> tuple[Spec, ...]:
+        """The distortions as the planner uses them, in planning order (parsed once)."""
+        from jsqa.signal.distortions import spec
+
+        return (
+            spec("reverb", self.reverb.prob, *self.reverb.rt60_s, self.reverb.step),
+            spec("lowpass", self.lowpass.prob, *self.lowpass.cutoff_hz, self.lowpass.step),
+            spec("mulaw", self.mulaw.prob, float(self.mulaw.bits[0]), float(self.mulaw.bits[1]), 0.0),
+            spec("clip", self.clip.prob, *self.clip.threshold_db, self.clip.step_db),
+            spec("packet_loss", self.packet_loss.prob, *self.packet_loss.rate, self.packet_loss.step),
+        )
+
+    @property
+    def steps(self) -> dict[str, float]:
+        """Each kind's within-one-JND step as configured."""
+        return {s.kind: float(s.step) for s in self.specs}
+
+    @property
+    def enabled(self) -> bool:
+        """True when any distortion has a positive probability."""
+        return any(s.prob > 0 for s in self.specs)
+
 
 @dataclass(frozen=True)
-class PairsConfig:
-    jnd_db: float = 3.0
-    snr_db: tuple[float, float] = (-5.0, 40.0)
-    clean_anchor_prob: float = 0.05
-    pairs_per_utterance: int = 4
-    shared_segment: bool = True
-    segment_seconds: float = 1.0
-    speech_level_dbov: float = -26.0
-    shard_size: int = 256
-    workers: int = 2
+class PairsConfig(_Section):
+    _key: ClassVar[str] = "pairs"
+    jnd_db: float = 3.0  # SNR just-noticeable difference (McShefferty et al. 2015)
+    snr_db: tuple[float, float] = (-5.0, 40.0)  # range the first SNR of a pair is drawn from
+    clean_anchor_prob: float = 0.05  # share of pairs whose first member is clean (snr = inf)
+    pairs_per_utterance: int = 4  # pairs drawn per utterance, at different SNRs
+    shared_segment: bool = True  # an utterance's pairs share crop and noise segment: they differ only in SNR
+    segment_seconds: float = 1.0  # length of each pair member
+    speech_level_dbov: float = -26.0  # active speech level clean speech is normalised to (P.56 style)
+    shard_size: int = 256  # pairs per shard
+    workers: int = 2  # rendering processes
     distortions: DistortionsConfig = field(default_factory=DistortionsConfig)
 
+    def _check(self) -> None:
+        self._require(self.jnd_db > 0 and math.isfinite(self.jnd_db), "jnd_db", "must be positive")
+        self._require(_finite_range(*self.snr_db), "snr_db", "must be [low, high], finite, low < high")
+        self._require(0.0 <= self.clean_anchor_prob <= 1.0, "clean_anchor_prob", "must be in [0, 1]")
+        self._require(self.pairs_per_utterance >= 1, "pairs_per_utterance", "must be >= 1")
+        self._require(self.segment_seconds > 0 and math.isfinite(self.segment_seconds), "segment_seconds",
+                      "must be positive")
+        self._require(self.shard_size >= 1, "shard_size", "must be >= 1")
+        self._require(self.workers >= 1, "workers", "must be >= 1")
+        self._require(math.isfinite(self.speech_level_dbov) and self.speech_level_dbov < 0, "speech_level_dbov",
+                      "must be below 0 dBov")
+
 
 @dataclass(frozen=True)
-class ModelConfig:
-    size: str = "small"
-    projection_head: bool = True
+class ModelConfig(_Section):
+    _key: ClassVar[str] = "model"
+    size: ModelSize = "small"  # paper: CDPAM-like, 26,065,920 encoder parameters; small: for CPUs and tests
+    projection_head: bool = True  # pretrain with it and fine-tune the MOS head on its output (paper ablation)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(_Section):
+    _key: ClassVar[str] = "pretrain"
     epochs: int = 10
     batch_size: int = 32
-    group_size: int = 4
+    group_size: int = 4  # pairs of one utterance kept together in a batch (hard negatives)
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    temperature: float = 0.1
-    mask_jnd_negatives: bool = True
-    threads: int = 2
-    device: str = "auto"
-    precision: str = "auto"
-    warmup_steps: int = 0
-    clip_norm: float = 5.0
-    checkpoint_every: int = 500
+    temperature: float = 0.1  # contrastive softmax temperature
+    mask_jnd_negatives: bool = True  # never push apart in-batch "negatives" within one JND of the anchor
+    threads: int = 2  # CPU threads for torch
+    device: Device = "auto"  # auto: GPU when visible
+    precision: Precision = "auto"  # auto: bf16 autocast on GPUs that support it, else fp32
+    warmup_steps: int = 0  # linear warmup before the cosine decay; 0: 5% of the total steps
+    clip_norm: float = 5.0  # gradient clipping (max global L2 norm); 0: off
+    checkpoint_every: int = 500  # optimizer steps between resumable checkpoints (0: only on SIGTERM/SIGINT)
+
+    def _check(self) -> None:
+        for name in ("epochs", "batch_size", "group_size", "threads"):
+            self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        self._require(self.learning_rate > 0, "learning_rate", "must be > 0")
+        self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        self._require(self.temperature > 0, "temperature", "must be > 0")
+        for name in ("warmup_steps", "clip_norm", "checkpoint_every"):
+            self._require(getattr(self, name) >= 0, name, "must be >= 0")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(_Section):
+    _key: ClassVar[str] = "finetune"
     epochs: int = 15
     batch_size: int = 16
-    learning_rate: float = 5e-4
+    learning_rate: float = 5e-4  # MOS head
     encoder_learning_rate: float = 2e-4
     weight_decay: float = 1e-4
-    dropout: float = 0.1
-    loss: str = "mse"
-    crop_seconds: float = 1.5
-    patience: int = 5
-    threads: int = 2
-    device: str = "auto"
-    seeds: int = 3
+    dropout: float = 0.1  # in the MOS head
+    loss: Loss = "mse"
+    crop_seconds: float = 1.5  # training crop of each clip
+    patience: int = 5  # early stopping on validation RMSE
+    threads: int = 2  # CPU threads for torch
+    device: Device = "auto"  # auto: GPU when visible
+    seeds: int = 3  # K models per init (seed, seed+1, ...); the first is registered and scored
+
+    def _check(self) -> None:
+        for name in ("epochs", "batch_size", "patience", "threads", "seeds"):
+            self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        # 0 is allowed: a frozen encoder (or head) is a legitimate ablation.
+        for name in ("learning_rate", "encoder_learning_rate", "weight_decay"):
+            self._require(getattr(self, name) >= 0, name, "must be >= 0")
+        self._require(self.crop_seconds > 0, "crop_seconds", "must be > 0")
+        self._require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    test_sets: tuple[str, ...] = ()
-    bootstrap_resamples: int = 1000
+class EvaluateConfig(_Section):
+    _key: ClassVar[str] = "evaluate"
+    test_sets: tuple[str, ...] = ()  # empty: every db in the test split; else a list of db names
+    bootstrap_resamples: int = 1000  # resamples of the test clips for the 95% percentile intervals
+
+    def _check(self) -> None:
+        self._require(self.bootstrap_resamples >= 1, "bootstrap_resamples", "must be >= 1")
 
 
 @dataclass(frozen=True)
-class RegisterConfig:
-    encoder_name: str = "jsqa-encoder"
-    mos_name: str = "jsqa-mos"
-    alias: str = "champion"
-    metric: str = "val_rmse"
-    min_improvement: float = 0.0
-    direction: str = "lower"
+class RegisterConfig(_Section):
+    _key: ClassVar[str] = "register"
+    encoder_name: str = "jsqa-encoder"  # registered model name of the encoder
+    mos_name: str = "jsqa-mos"  # registered model name of the MOS model
+    alias: str = "champion"  # alias moved to a new version that beats the current one
+    metric: str = "val_rmse"  # the validation metric compared
+    min_improvement: float = 0.0  # how much better the new model must be
+    direction: Direction = "lower"  # which way `metric` improves (checked against known metrics)
+
+    def _check(self) -> None:
+        self._require(self.min_improvement >= 0, "min_improvement", "must be >= 0")
 
 
 @dataclass(frozen=True)
-class Params:
-    seed: int = 1234
+class Params(_Section):
+    seed: int = 1234  # the run seed every stage derives its randomness from
     data: DataConfig = field(default_factory=DataConfig)
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
@@ -211,16 +419,8 @@ class Params:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
 
-
-_CHOICES = {
-    "data.profile": ("demo", "paper"),
-    "model.size": ("small", "paper"),
-    "finetune.loss": ("mse", "l1"),
-    "pretrain.device": ("auto", "cpu", "cuda"),
-    "pretrain.precision": ("auto", "fp32", "bf16"),
-    "finetune.device": ("auto", "cpu", "cuda"),
-    "register.direction": ("higher", "lower"),
-}
+    def _check(self) -> None:
+        self._require(self.seed >= 0, "seed", "must be a non-negative integer")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -258,12 +458,14 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
+    if origin is Literal:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        _check_choice(value, tp, key)
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
-        choices = _CHOICES.get(key)
-        if choices and value not in choices:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
         return value
     raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover
 

@@ -1,11 +1,13 @@
 """params.yaml -> typed config: defaults, typos and bad values are caught with the key named."""
 
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 
-from jsqa.config import Params, load_params, params_from_dict, to_flat_dict
+from jsqa.config import ModelConfig, PairsConfig, Params, load_params, params_from_dict, to_flat_dict
 from jsqa.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,3 +66,87 @@ def test_ints_are_accepted_as_floats_and_flattening_is_dotted():
 def test_dataclass_defaults_are_the_shipped_params():
     # Library callers that build configs in code get exactly what params.yaml ships.
     assert load_params(REPO / "params.yaml") == Params()
+
+
+@pytest.mark.parametrize(
+    "raw, key, allowed",
+    [
+        ({"finetune": {"loss": "huber"}}, "finetune.loss", "mse, l1"),
+        ({"pretrain": {"device": "tpu"}}, "pretrain.device", "auto, cpu, cuda"),
+        ({"register": {"direction": "up"}}, "register.direction", "higher, lower"),
+        ({"data": {"demo": {"noise_families": ["white", "rain"]}}}, "data.demo.noise_families", "white, pink"),
+    ],
+)
+def test_literal_choices_reject_other_values_naming_key_and_choices(raw, key, allowed):
+    with pytest.raises(ConfigError) as err:
+        params_from_dict(raw)
+    msg = str(err.value)
+    assert msg.startswith(f"{key}: ") and allowed in msg
+
+
+@pytest.mark.parametrize(
+    "raw, key",
+    [
+        ({"pairs": {"jnd_db": 0.0}}, "pairs.jnd_db"),
+        ({"pairs": {"snr_db": [5.0, 5.0]}}, "pairs.snr_db"),
+        ({"pairs": {"snr_db": [0.0, float("inf")]}}, "pairs.snr_db"),
+        ({"pairs": {"clean_anchor_prob": 1.5}}, "pairs.clean_anchor_prob"),
+        ({"pairs": {"shard_size": 0}}, "pairs.shard_size"),
+        ({"pairs": {"workers": 0}}, "pairs.workers"),
+        ({"pairs": {"speech_level_dbov": 3.0}}, "pairs.speech_level_dbov"),
+        ({"pairs": {"distortions": {"clip": {"prob": -0.1}}}}, "pairs.distortions.clip.prob"),
+        ({"pairs": {"distortions": {"mulaw": {"bits": [1, 8]}}}}, "pairs.distortions.mulaw.bits"),
+        ({"pairs": {"distortions": {"reverb": {"prob": 0.6}, "lowpass": {"prob": 0.6}}}}, "pairs.distortions"),
+        ({"pretrain": {"epochs": 0}}, "pretrain.epochs"),
+        ({"pretrain": {"temperature": 0.0}}, "pretrain.temperature"),
+        ({"pretrain": {"learning_rate": -1e-3}}, "pretrain.learning_rate"),
+        ({"finetune": {"batch_size": 0}}, "finetune.batch_size"),
+        ({"finetune": {"seeds": 0}}, "finetune.seeds"),
+        ({"data": {"demo": {"mos_splits": {"train": 0.7, "val": 0.1, "test": 0.1}}}}, "data.demo.mos_splits"),
+        ({"validate": {"min_duration_s": 40.0}}, "validate.min_duration_s"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_out_of_range_values_fail_at_load_naming_the_dotted_key(raw, key):
+    with pytest.raises(ConfigError) as err:
+        params_from_dict(raw)
+    assert str(err.value).startswith(f"{key}: ")
+
+
+def test_range_errors_name_the_file_and_key_through_load_params(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("pairs:\n  jnd_db: -1.0\n")
+    with pytest.raises(ConfigError, match=rf"{f}: pairs\.jnd_db: must be positive, got -1\.0"):
+        load_params(f)
+
+
+def test_sections_built_in_code_are_validated_too():
+    # __post_init__ runs whatever builds the section, and names its place in params.yaml.
+    with pytest.raises(ConfigError, match=r"^pairs\.shard_size: must be >= 1, got 0$"):
+        PairsConfig(shard_size=0)
+    with pytest.raises(ConfigError, match=r"^model\.size: 'huge' is not one of small, paper$"):
+        ModelConfig(size="huge")
+
+
+def test_every_section_knows_its_dotted_place_in_params_yaml():
+    seen: list[tuple[type, str]] = []
+
+    def walk(cls: type, key: str) -> None:
+        seen.append((cls, key))
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{key}.{f.name}".lstrip("."))
+
+    walk(Params, "")
+    assert len(seen) == 17  # every section, each once
+    for cls, key in seen:
+        assert cls._key == key, cls.__name__
+
+
+def test_distortion_specs_are_parsed_once_per_config():
+    cfg = params_from_dict({"pairs": {"distortions": {"clip": {"prob": 0.5, "step_db": 2.0}}}}).pairs.distortions
+    assert cfg.specs is cfg.specs  # cached on the config, not rebuilt per use
+    assert [s.kind for s in cfg.specs] == ["reverb", "lowpass", "mulaw", "clip", "packet_loss"]
+    assert cfg.steps["clip"] == 2.0 and cfg.enabled
+    assert not Params().pairs.distortions.enabled

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,8 @@ from jsqa.data.demo import (
 )
 from jsqa.data.manifests import SCHEMAS, read_manifest, resolve
 from jsqa.errors import AudioError, ConfigError
-from jsqa.signal.levels import active_speech_level
+from jsqa.signal.distortions import Clip, MuLaw, PacketLoss
+from jsqa.signal.levels import active_speech_level, gain_to_db
 
 # The NISQA corpus file layout users already know (data-sources.md).
 NISQA_COLUMNS = [
@@ -247,8 +249,9 @@ def test_interrupted_run_leaves_previous_corpus_untouched(
 def test_bad_settings_raise_config_error_naming_them_and_write_nothing(
     tmp_path: Path, change: dict, key: str
 ) -> None:
-    cfg = dataclasses.replace(TINY, **change)
+    # Settings are checked when the config is built (loading params.yaml, or in code).
     with pytest.raises(ConfigError, match=key):
+        cfg = dataclasses.replace(TINY, **change)
         generate_demo(tmp_path / "corpus", cfg, seed=1, **TINY_KW)
     assert list(tmp_path.iterdir()) == []
 
@@ -303,3 +306,23 @@ def test_generate_demo_returns_the_corpus_layout(corpus: DemoCorpus) -> None:
     assert corpus.mos_csv.is_file()
     with pytest.raises(AttributeError):
         corpus.root = Path("elsewhere")  # type: ignore[misc]
+
+
+def test_demo_degradations_are_the_shared_distortion_transforms() -> None:
+    # No second mu-law, clipper or packet-loss model: the demo uses jsqa.signal.distortions.
+    source = inspect.getsource(demo)
+    assert "log1p" not in source and "expm1" not in source
+    sr = 16000
+    x = synth_utterance(clean_talkers(1, 3)[0], 1.0, sr, np.random.default_rng(0)).astype(np.float64)
+    y, what = demo._degrade(x, "mulaw8", sr, np.random.default_rng(1))
+    assert np.array_equal(y, MuLaw(8)(x)) and what == "mu-law 8 bit"
+    # The same draws, replayed, give the shared transform's parameters.
+    y, what = demo._degrade(x, "clipping", sr, np.random.default_rng(2))
+    replay = np.random.default_rng(2)
+    assert np.array_equal(y, Clip(float(gain_to_db(replay.uniform(0.1, 0.5))))(x, sr)) and "dB below the peak" in what
+    y, what = demo._degrade(x, "packet_loss", sr, np.random.default_rng(3))
+    replay = np.random.default_rng(3)
+    rate = float(replay.uniform(0.05, 0.25))
+    assert np.array_equal(y, PacketLoss(rate)(x, sr, int(replay.integers(2**32))))
+    assert (y == 0).any()
+

@@ -130,10 +130,12 @@ def test_distortion_config_parses_and_is_validated() -> None:
     assert p.pairs.distortions.reverb == ReverbConfig()
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.clip\.prb"):
         params_from_dict({"pairs": {"distortions": {"clip": {"prb": 0.5}}}})
-    too_much = dataclasses.replace(ALL_ON, reverb=ReverbConfig(prob=0.5))
-    cfg = dataclasses.replace(CFG, distortions=too_much)
-    with pytest.raises(ConfigError, match="sum to"):
-        plan_pairs(clean_frame(2), noise_frame(1), cfg, 1, SR)
+    # Validated once, when the config is built (not when it is used).
+    with pytest.raises(ConfigError, match=r"pairs\.distortions: probabilities sum to"):
+        dataclasses.replace(ALL_ON, reverb=ReverbConfig(prob=0.5))
+    with pytest.raises(ConfigError, match=r"pairs\.distortions\.clip\.threshold_db"):
+        params_from_dict({"pairs": {"distortions": {"clip": {"threshold_db": [-3.0, 2.0]}}}})
+    # The sample-rate check stays where the rate is known.
     bad = dataclasses.replace(ALL_ON, lowpass=LowpassConfig(prob=0.1, cutoff_hz=(2000.0, 8000.0)))
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.lowpass"):
         plan_pairs(clean_frame(2), noise_frame(1), dataclasses.replace(CFG, distortions=bad), 1, SR)
@@ -146,7 +148,7 @@ def test_planned_distortion_params_are_within_their_step() -> None:
     cfg = dataclasses.replace(CFG, distortions=ALL_ON)
     plan = plan_pairs(clean_frame(300), noise_frame(4), cfg, 9, SR)
     assert list(plan.columns) == PLAN_COLUMNS + DISTORTION_COLUMNS
-    steps = {s.kind: s for s in D.specs(ALL_ON)}
+    steps = {s.kind: s for s in ALL_ON.specs}
     shares = plan["distortion"].value_counts(normalize=True)
     for kind, spec in steps.items():
         rows = plan[plan["distortion"] == kind]
@@ -340,3 +342,67 @@ def test_bad_rir_folder_fails_with_its_name(distorted_corpus: Path, tmp_path: Pa
     write_audio(flat / "flat.wav", np.full(10, 0.5), SR)  # too short to decay 25 dB: not a room response
     with pytest.raises(AudioError, match="flat.wav.*not a usable room response"):
         run("flat-rirs")
+
+
+# ---------------------------------------------------------------- transform classes and registry
+
+
+def test_registry_lists_every_kind_once_in_planning_order() -> None:
+    assert list(D.REGISTRY) == ["reverb", "lowpass", "mulaw", "clip", "packet_loss"]
+    assert D.KINDS == tuple(D.REGISTRY)
+    # One section of pairs.distortions per kind, in the same order.
+    assert [f.name for f in dataclasses.fields(DistortionsConfig)] == list(D.REGISTRY)
+    assert {k: c.kind for k, c in D.REGISTRY.items()} == {k: k for k in D.REGISTRY}
+    assert D.DEFAULT_STEPS == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01}
+    assert {k for k, c in D.REGISTRY.items() if c.relative} == {"reverb", "lowpass"}
+    assert {k for k, c in D.REGISTRY.items() if c.integer} == {"mulaw"}
+
+
+@pytest.mark.parametrize(
+    "cls, bad, good",
+    [
+        (D.Reverb, 0.0, 0.3),
+        (D.Reverb, float("inf"), 1.0),
+        (D.Lowpass, -100.0, 3000.0),
+        (D.MuLaw, 1, 8),
+        (D.MuLaw, 17, 16),
+        (D.MuLaw, 6.5, 6),
+        (D.Clip, 0.0, -3.0),
+        (D.PacketLoss, 1.5, 0.1),
+        (D.PacketLoss, -0.1, 0.0),
+    ],
+)
+def test_each_transform_validates_its_parameter(cls: type, bad: float, good: float) -> None:
+    with pytest.raises(ConfigError, match=cls.kind):
+        cls(bad)
+    y = cls(good)(0.1 * speech(0.3, 6), SR, 3)
+    assert y.shape == (int(0.3 * SR),) and np.isfinite(y).all()
+
+
+def test_lowpass_checks_nyquist_once_the_rate_is_known() -> None:
+    lp = D.Lowpass(6000.0)  # fine without a rate
+    with pytest.raises(ConfigError, match=r"lowpass: cutoff 6000.0 Hz must be in \(0, 4000.0\)"):
+        lp(np.zeros(800), 8000)
+    with pytest.raises(ConfigError, match=r"pairs\.distortions\.lowpass"):
+        D.check_sample_rate(DistortionsConfig(lowpass=LowpassConfig(prob=0.1, cutoff_hz=(2000.0, 6000.0))).specs, 8000)
+    D.check_sample_rate(ALL_ON.specs, SR)
+
+
+def test_apply_dispatches_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = speech(0.5, 8)
+    assert np.array_equal(D.apply("mulaw", x, 6.0, SR, 1), D.MuLaw(6)(x).astype(np.float32))
+    assert np.array_equal(D.apply("clip", x, -6.0, SR, 1), D.Clip(-6.0)(x, SR).astype(np.float32))
+
+    class Silence(D.Distortion):
+        kind, default_step = "silence", 0.0
+
+        def __init__(self, param: float) -> None:
+            pass
+
+        def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+            return np.zeros_like(x)
+
+    monkeypatch.setitem(D.REGISTRY, "silence", Silence)
+    assert not D.apply("silence", x, 0.0, SR, 1).any()
+    with pytest.raises(ConfigError, match="unknown kind 'flanger'"):
+        D.apply("flanger", x, 0.0, SR, 1)

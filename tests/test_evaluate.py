@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from jsqa.data.manifests import read_manifest
+from jsqa.errors import ConfigError
 from jsqa.evaluation.evaluate import evaluate_models, flat_metrics, scatter_plot
 from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import MOSModel, encoder_spec
@@ -40,3 +41,10 @@ def test_unknown_test_set_is_named(small_corpus):
     manifest = read_manifest(small_corpus["mos"], "mos")
     with pytest.raises(ValueError, match="NOPE"):
         evaluate_models({"m": _model(0, 3.0)}, manifest, test_sets=["NOPE"], root=small_corpus["root"])
+
+
+def test_a_model_of_another_sample_rate_is_refused_naming_both_rates(small_corpus):
+    manifest = read_manifest(small_corpus["mos"], "mos")
+    m8 = MOSModel(encoder_spec("small"), sample_rate=8000).eval()
+    with pytest.raises(ConfigError, match=r"model 'scratch' \(seed 0\).*8000 Hz.*data\.sample_rate is 16000 Hz"):
+        evaluate_models({"pretrained": _model(0, 3.0), "scratch": m8}, manifest, root=small_corpus["root"])

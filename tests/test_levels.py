@@ -152,3 +152,13 @@ def test_block_decisions_stay_within_0_01_db_of_per_sample(monkeypatch: pytest.M
     per_sample = active_speech_levels(signals, SR)
     assert np.max(np.abs(np.subtract(blocked, per_sample))) < 0.01
     assert np.max(np.abs(np.subtract(blocked, per_sample))) > 0  # the blocks are in effect
+
+
+def test_db_to_gain_and_back() -> None:
+    db = np.array([-120.0, -26.0, -3.0, 0.0, 6.0, 20.0])
+    np.testing.assert_allclose(levels.gain_to_db(levels.db_to_gain(db)), db, atol=1e-12)
+    assert levels.db_to_gain(20.0) == pytest.approx(10.0)
+    assert levels.db_to_gain(-6.0) == pytest.approx(0.501187, rel=1e-6)
+    # Exactly the expression pairs were rendered with (their hashes depend on its rounding).
+    assert levels.db_to_gain(-26.0 - 3.3) == 10.0 ** ((-26.0 - 3.3) / 20.0)
+    assert levels.gain_to_db(0.0) == -math.inf

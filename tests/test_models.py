@@ -2,14 +2,19 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from jsqa.errors import JsqaError
+from jsqa.errors import ConfigError, JsqaError
 from jsqa.models.encoder import ENCODER_SIZES, Encoder, count_parameters
 from jsqa.models.mos import (
+    MOS_RANGE,
     MOSModel,
     PretrainModel,
+    check_sample_rate,
+    checkpoint_sample_rate,
+    clamp_mos,
     encoder_from_checkpoint,
     encoder_spec,
     load_checkpoint,
@@ -102,3 +107,44 @@ def test_jnd_mask_removes_perceptually_identical_negatives():
 def test_nt_xent_rejects_mismatched_views():
     with pytest.raises(ValueError):
         nt_xent(torch.randn(4, 8), torch.randn(5, 8))
+
+
+def test_clamp_mos_limits_every_kind_of_score_to_the_mos_range():
+    assert MOS_RANGE == (1.0, 5.0)
+    assert clamp_mos(7.2) == 5.0 and clamp_mos(-1.0) == 1.0 and clamp_mos(3.25) == 3.25
+    assert isinstance(clamp_mos(3.0), float)
+    np.testing.assert_array_equal(clamp_mos(np.array([0.0, 2.5, 9.0])), [1.0, 2.5, 5.0])
+    torch.testing.assert_close(clamp_mos(torch.tensor([0.5, 4.5, 5.5])), torch.tensor([1.0, 4.5, 5.0]))
+    assert math.isnan(clamp_mos(float("nan")))  # a broken score stays detectable
+
+
+def test_checkpoints_record_their_input_sample_rate_and_old_ones_read_as_16k(tmp_path):
+    spec = encoder_spec("small")
+    m = MOSModel(spec, sample_rate=8000)
+    save_checkpoint(tmp_path / "m.pt", "mos", m, spec, head=m.head_config)
+    payload = load_checkpoint(tmp_path / "m.pt")
+    assert payload["sample_rate"] == 8000 and checkpoint_sample_rate(payload) == 8000
+    assert mos_model_from_checkpoint(payload).sample_rate == 8000
+    save_checkpoint(tmp_path / "enc.pt", "encoder", PretrainModel(spec, sample_rate=24000), spec)
+    assert encoder_from_checkpoint(load_checkpoint(tmp_path / "enc.pt")).sample_rate == 24000
+    # A file written before checkpoints recorded their rate.
+    old = {k: v for k, v in payload.items() if k != "sample_rate"}
+    torch.save(old, tmp_path / "old.pt")
+    assert mos_model_from_checkpoint(load_checkpoint(tmp_path / "old.pt")).sample_rate == 16000
+
+
+def test_a_sample_rate_mismatch_names_both_rates():
+    check_sample_rate(16000, 16000, "m.pt")
+    with pytest.raises(ConfigError, match=r"m\.pt: the model was trained at 8000 Hz but data\.sample_rate is 16000 Hz"):
+        check_sample_rate(8000, 16000, "m.pt")
+
+
+def test_fine_tuning_from_an_encoder_of_another_rate_fails_before_training(tmp_path):
+    from jsqa.config import FinetuneConfig, ModelConfig
+    from jsqa.train.finetune import build_model
+
+    spec = encoder_spec("small")
+    save_checkpoint(tmp_path / "enc.pt", "encoder", PretrainModel(spec, sample_rate=8000), spec)
+    with pytest.raises(ConfigError, match="enc.pt.*8000 Hz.*16000 Hz"):
+        build_model(ModelConfig(), FinetuneConfig(), 3.0, tmp_path / "enc.pt", sample_rate=16000)
+    assert build_model(ModelConfig(), FinetuneConfig(), 3.0, tmp_path / "enc.pt", sample_rate=8000).sample_rate == 8000

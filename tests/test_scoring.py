@@ -96,3 +96,15 @@ def test_a_clip_shorter_than_a_window_is_one_pass(model):
     with torch.inference_mode():
         direct = model(torch.from_numpy(x)[None]).item()
     assert score_waveform(model, x) == pytest.approx(direct, abs=1e-6)
+
+
+def test_files_are_resampled_to_the_rate_the_checkpoint_records(model, tmp_path):
+    # The same weights declared an 8 kHz model: a 16 kHz file is scored at 8 kHz.
+    m8 = MOSModel(encoder_spec("small"), sample_rate=8000)
+    m8.load_state_dict(model.state_dict())
+    m8.eval()
+    write_audio(tmp_path / "a.wav", _tone(2.0, 4), SR)
+    [row] = score_files(m8, [tmp_path / "a.wav"])
+    x8, _ = load_audio(tmp_path / "a.wav", 8000)
+    assert row["mos"] == pytest.approx(score_waveform(m8, x8, 8000), abs=1e-6)
+    assert row["mos"] != pytest.approx(score_files(model, [tmp_path / "a.wav"])[0]["mos"], abs=1e-4)

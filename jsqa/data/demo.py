@@ -25,6 +25,7 @@ import functools
 import logging
 import math
 import os
+import typing
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import torchaudio.functional as AF
 from scipy import signal
 
 from jsqa.audio import check_signal, write_audio
-from jsqa.config import DemoConfig
+from jsqa.config import DemoConfig, NoiseFamily
 from jsqa.data.manifests import (
     CLEAN_COLUMNS,
     NOISE_COLUMNS,
@@ -46,13 +47,16 @@ from jsqa.data.manifests import (
 )
 from jsqa.errors import AudioError, ConfigError
 from jsqa.io import atomic_dir, write_csv, write_json
-from jsqa.signal.levels import active_speech_level, mix_at_snr
+from jsqa.models.mos import clamp_mos
+from jsqa.signal.distortions import Clip, MuLaw, PacketLoss
+from jsqa.signal.levels import active_speech_level, db_to_gain, gain_to_db, mix_at_snr
 
 log = logging.getLogger(__name__)
 
 # Fixed order: a family's random stream is keyed by its index here, not by its position in
 # the config, so adding or reordering families never changes the others' audio.
-NOISE_FAMILIES: tuple[str, ...] = ("white", "pink", "brown", "babble", "hum", "transients")
+# (The config's NoiseFamily choices, in that order.)
+NOISE_FAMILIES: tuple[str, ...] = typing.get_args(NoiseFamily)
 
 MOS_DBS = {
     "train": "DEMO_TRAIN",
@@ -141,12 +145,12 @@ def _set_level(x: np.ndarray, sr: int, level_db: float) -> np.ndarray:
     peak = np.max(np.abs(x))
     if peak == 0:
         return x
-    x = x * (10 ** (-3 / 20) / peak)
-    x = x * 10 ** ((level_db - active_speech_level(x, sr)) / 20)
+    x = x * (db_to_gain(-3.0) / peak)
+    x = x * db_to_gain(level_db - active_speech_level(x, sr))
     peak = np.max(np.abs(x))
     # A very peaky signal at -26 dBov could overload; keeping the waveform beats keeping the level.
-    if peak > 10 ** (-1 / 20):
-        x = x * (10 ** (-1 / 20) / peak)
+    if peak > db_to_gain(-1.0):
+        x = x * (db_to_gain(-1.0) / peak)
     return x
 
 
@@ -306,14 +310,14 @@ def synth_utterance(
     if fricative.any():
         v = active_speech_level(voiced, sr)
         f = active_speech_level(fricative, sr)
-        fricative *= 10 ** ((v + talker.fricative_gain_db - f) / 20)
+        fricative *= db_to_gain(v + talker.fricative_gain_db - f)
     x = voiced + fricative
     if out_sr != sr:
         x = signal.resample_poly(x, out_sr // math.gcd(sr, out_sr), sr // math.gcd(sr, out_sr))
         x = np.pad(x, (0, max(0, out_n - len(x))))[:out_n]
     x = _set_level(x, out_sr, level_dbov)
     # A faint floor, as in any recording: digital silence between words is unlike real speech.
-    x += 10 ** (NOISE_FLOOR_DBFS / 20) * rng.standard_normal(out_n)
+    x += db_to_gain(NOISE_FLOOR_DBFS) * rng.standard_normal(out_n)
     return x.astype(np.float32)
 
 
@@ -399,10 +403,10 @@ def make_noise(family: str, seconds: float, sr: int, rng: np.random.Generator) -
         known = ", ".join(NOISE_FAMILIES)
         raise ConfigError(f"data.demo.noise_families: unknown family '{family}' (known: {known})")
     x = _NOISE_MAKERS[family](rng, int(round(seconds * sr)), sr)
-    x = x * (10 ** (-26 / 20) / max(float(np.sqrt(np.mean(np.square(x)))), 1e-12))
+    x = x * (db_to_gain(-26.0) / max(float(np.sqrt(np.mean(np.square(x)))), 1e-12))
     peak = np.max(np.abs(x))
-    if peak > 10 ** (-1 / 20):
-        x = x * (10 ** (-1 / 20) / peak)
+    if peak > db_to_gain(-1.0):
+        x = x * (db_to_gain(-1.0) / peak)
     return x.astype(np.float32)
 
 
@@ -420,26 +424,19 @@ def _degrade(
         sos = signal.butter(6, [50, min(7000, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
         return signal.sosfilt(sos, x), "band-limited 50-7000 Hz"
     if kind == "mulaw8":
-        mu = 255.0
-        c = np.sign(x) * np.log1p(mu * np.minimum(np.abs(x), 1.0)) / np.log1p(mu)
-        c = np.round((c + 1) / 2 * mu) / mu * 2 - 1
-        return np.sign(c) * np.expm1(np.abs(c) * np.log1p(mu)) / mu, "mu-law 8 bit"
+        return MuLaw(8)(x), "mu-law 8 bit"
     if kind == "quantise":
         bits = int(rng.integers(6, 9))
         step = 2.0 / 2**bits
         return np.round(x / step) * step, f"linear quantisation {bits} bit"
     if kind == "clipping":
-        thr = float(np.max(np.abs(x)) * rng.uniform(0.1, 0.5))
-        y = np.clip(x, -thr, thr)
         # Clipping as overdrive: the level stays, the waveform is distorted.
-        y *= 10 ** ((active_speech_level(x, sr) - active_speech_level(y, sr)) / 20)
-        return y, f"hard clipping at {thr:.4f}"
+        threshold_db = float(gain_to_db(rng.uniform(0.1, 0.5)))
+        return Clip(threshold_db)(x, sr), f"hard clipping at {threshold_db:.1f} dB below the peak"
     if kind == "packet_loss":
-        frame = int(0.02 * sr)
         rate = float(rng.uniform(0.05, 0.25))
-        lost = rng.random(len(x) // frame + 1) < rate
-        mask = np.repeat(~lost, frame)[: len(x)]
-        return x * mask, f"packet loss {rate:.0%} of 20 ms frames"
+        seed = int(rng.integers(2**32))
+        return PacketLoss(rate)(x, sr, seed), f"packet loss {rate:.0%} of 20 ms frames"
     raise ConfigError(f"degradation '{kind}' is unknown")  # pragma: no cover - internal list
 
 
@@ -513,35 +510,14 @@ def proxy_mos(deg: np.ndarray, ref: np.ndarray, sr: int) -> float:
 
 
 def _check(cfg: DemoConfig, seed: int, sample_rate: int, mos_seconds: tuple[float, float]) -> None:
-    """Reject settings the generator cannot honour, naming the params.yaml key."""
+    """Reject arguments the generator cannot honour, naming the params.yaml key (``cfg`` itself
+    was validated when built)."""
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
-    unknown = [f for f in cfg.noise_families if f not in NOISE_FAMILIES]
-    if unknown:
-        raise ConfigError(
-            f"data.demo.noise_families: unknown family '{unknown[0]}' "
-            f"(known: {', '.join(NOISE_FAMILIES)})"
-        )
-    if not cfg.noise_families:
-        raise ConfigError("data.demo.noise_families: needs at least one family")
-    checks = [
-        (cfg.n_talkers >= 2, "data.demo.n_talkers", "needs at least 2 talkers (train and test)"),
-        (cfg.utterances_per_talker >= 1, "data.demo.utterances_per_talker", "must be >= 1"),
-        (0.3 <= cfg.utterance_seconds[0] <= cfg.utterance_seconds[1],
-         "data.demo.utterance_seconds", "must be [low, high] with 0.3 <= low <= high"),
-        (cfg.noise_seconds > 0, "data.demo.noise_seconds", "must be > 0"),
-        (cfg.noise_per_family >= 1, "data.demo.noise_per_family", "must be >= 1"),
-        (cfg.mos_sample_rate >= 8000, "data.demo.mos_sample_rate", "must be >= 8000"),
-        (sample_rate >= 8000, "data.sample_rate", "must be >= 8000"),
-        (cfg.mos_snr_db[0] <= cfg.mos_snr_db[1], "data.demo.mos_snr_db", "must be [low, high]"),
-        (cfg.label_noise_std >= 0, "data.demo.label_noise_std", "must be >= 0"),
-        (0.3 <= mos_seconds[0] <= mos_seconds[1], "mos_seconds", "must be [low, high], low >= 0.3"),
-    ]  # fmt: skip
-    for ok, key, why in checks:
-        if not ok:
-            raise ConfigError(f"{key}: {why}")
-    if set(cfg.mos_splits) != {"train", "val", "test"} or min(cfg.mos_splits.values()) <= 0:
-        raise ConfigError("data.demo.mos_splits: needs positive shares for train, val and test")
+    if sample_rate < 8000:
+        raise ConfigError("data.sample_rate: must be >= 8000")
+    if not 0.3 <= mos_seconds[0] <= mos_seconds[1]:
+        raise ConfigError("mos_seconds: must be [low, high], low >= 0.3")
     _clip_counts(cfg.mos_clips, cfg.mos_splits)
 
 
@@ -639,7 +615,7 @@ def _mos_clip(
     # Label what the file will hold: 16-bit PCM cannot go past full scale.
     deg = np.clip(deg, -1.0, 1.0)
     label = proxy_mos(deg, ref, sr)
-    mos = float(np.clip(label + rng.normal(0, cfg.label_noise_std), 1.0, 5.0))
+    mos = float(clamp_mos(label + rng.normal(0, cfg.label_noise_std)))
     cid = f"c{i:05d}"
     row = {
         "db": MOS_DBS[subset],

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from jsqa.scoring.windows import score_waveforms  # noqa: E402
 from jsqa.io import atomic_path  # noqa: E402
 from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, relative_change, seed_stats  # noqa: E402
-from jsqa.models.mos import MOSModel  # noqa: E402
+from jsqa.models.mos import MOSModel, check_sample_rate  # noqa: E402
 from jsqa.train.clips import load_clips  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,11 @@ def evaluate_models(
       model against ``baseline`` (the paper's sign convention), when both are present.
 
     predictions has one row per clip with columns id, db, mos and pred_<name> (primary model).
+    ConfigError when a model was trained at another rate than ``sample_rate`` (data.sample_rate).
     """
+    for name, entry in models.items():
+        for s, model in (dict(entry) if isinstance(entry, Mapping) else {0: entry}).items():
+            check_sample_rate(model.sample_rate, sample_rate, f"model '{name}' (seed {s})")
     test = test_rows(manifest, test_sets)
     clips = load_clips(test, sample_rate, root)
     preds = test[["id", "db", "mos"]].copy()

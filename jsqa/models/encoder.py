@@ -15,6 +15,11 @@ import torch
 from torch import nn
 
 
+# The input rate of a model that does not say otherwise (and of checkpoints written before
+# they recorded theirs).
+DEFAULT_SAMPLE_RATE = 16000
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     n_layers: int
@@ -51,9 +56,11 @@ ENCODER_SIZES: dict[str, EncoderSpec] = {
 class Encoder(nn.Module):
     """Raw waveform [B, T] (or [B, 1, T]) -> embedding [B, D] by average pooling over time."""
 
-    def __init__(self, spec: EncoderSpec) -> None:
+    def __init__(self, spec: EncoderSpec, sample_rate: int = DEFAULT_SAMPLE_RATE) -> None:
         super().__init__()
         self.spec = spec
+        # The input rate it is trained for (saved in checkpoints; scoring resamples to it).
+        self.sample_rate = int(sample_rate)
         layers: list[nn.Module] = []
         in_ch = 1
         for i, out_ch in enumerate(spec.channels()):

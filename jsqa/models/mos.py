@@ -7,18 +7,35 @@ checkpoint can never run code when opened.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
-from jsqa.errors import JsqaError
+from jsqa.errors import ConfigError, JsqaError
 from jsqa.io import atomic_path
-from jsqa.models.encoder import ENCODER_SIZES, Encoder, EncoderSpec
+from jsqa.models.encoder import DEFAULT_SAMPLE_RATE, ENCODER_SIZES, Encoder, EncoderSpec
 from jsqa.models.heads import MOSHead, ProjectionHead
 
 CHECKPOINT_FORMAT = "jsqa-checkpoint-v1"
+# The MOS scale: every predicted or synthesised score is clamped to it by clamp_mos.
 MOS_RANGE = (1.0, 5.0)
+# The input rate of checkpoints that do not record one (written before they did).
+LEGACY_SAMPLE_RATE = DEFAULT_SAMPLE_RATE
+
+MOS = TypeVar("MOS", float, np.ndarray, torch.Tensor)
+
+
+def clamp_mos(mos: MOS) -> MOS:
+    """``mos`` limited to :data:`MOS_RANGE` (a tensor, an array or a number, same kind out;
+    NaN stays NaN so callers can still tell a broken score)."""
+    lo, hi = MOS_RANGE
+    if isinstance(mos, torch.Tensor):
+        return mos.clamp(lo, hi)
+    if isinstance(mos, np.ndarray):
+        return np.clip(mos, lo, hi)
+    return float(np.clip(mos, lo, hi))
 
 
 def encoder_spec(size: str) -> EncoderSpec:
@@ -36,7 +53,7 @@ def projection_dims(spec: EncoderSpec) -> tuple[int, int]:
 
 
 class MOSModel(nn.Module):
-    """Waveform [B, T] at 16 kHz -> MOS [B].
+    """Waveform [B, T] at ``sample_rate`` (16 kHz by default) -> MOS [B].
 
     ``projection=True`` puts the pretraining projection head between encoder and MOS head (the
     MOS head reads its output before L2 normalisation); ``False`` regresses MOS directly on the
@@ -45,10 +62,12 @@ class MOSModel(nn.Module):
 
     def __init__(
         self, spec: EncoderSpec, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0,
-        projection: bool = False,
+        projection: bool = False, sample_rate: int = LEGACY_SAMPLE_RATE,
     ) -> None:
         super().__init__()
-        self.encoder = Encoder(spec)
+        self.encoder = Encoder(spec, sample_rate)
+        # The input rate the model is trained for: saved in its checkpoint, resampled to when scoring.
+        self.sample_rate = int(sample_rate)
         in_dim = spec.embedding_dim
         self.projection: ProjectionHead | None = None
         if projection:
@@ -70,22 +89,50 @@ class MOSModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self(x).clamp(*MOS_RANGE)
+            return clamp_mos(self(x))
         finally:
             self.train(was_training)
 
 
-def save_checkpoint(path: str | Path, kind: str, model: nn.Module, spec: EncoderSpec, **extra: Any) -> None:
-    """Save ``model``'s weights with everything needed to rebuild it (atomic)."""
+def save_checkpoint(
+    path: str | Path, kind: str, model: nn.Module, spec: EncoderSpec, *, sample_rate: int | None = None,
+    **extra: Any,
+) -> None:
+    """Save ``model``'s weights with everything needed to rebuild it (atomic), including the
+    input ``sample_rate`` it was trained at (default: the model's own, :func:`model_sample_rate`)."""
+    if sample_rate is None:
+        sample_rate = model_sample_rate(model)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
         "encoder": spec.to_dict(),
+        "sample_rate": int(sample_rate),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def model_sample_rate(model: nn.Module) -> int:
+    """The input rate of a MOS model, encoder or pretraining model (its encoder's)."""
+    encoder = model if isinstance(model, Encoder) else getattr(model, "encoder", None)
+    return int(getattr(model, "sample_rate", getattr(encoder, "sample_rate", LEGACY_SAMPLE_RATE)))
+
+
+def checkpoint_sample_rate(payload: dict) -> int:
+    """The input sample rate a checkpoint's model was trained at (16000 for older files)."""
+    return int(payload.get("sample_rate", LEGACY_SAMPLE_RATE))
+
+
+def check_sample_rate(model_rate: int, sample_rate: int, source: str | Path) -> None:
+    """ConfigError naming both rates when ``data.sample_rate`` differs from the rate the model
+    (of checkpoint or description ``source``) was trained at."""
+    if int(model_rate) != int(sample_rate):
+        raise ConfigError(
+            f"{source}: the model was trained at {int(model_rate)} Hz but data.sample_rate is "
+            f"{int(sample_rate)} Hz (set data.sample_rate to the model's rate, or retrain)"
+        )
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -105,7 +152,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def encoder_from_checkpoint(payload: dict) -> Encoder:
     """Rebuild the encoder from an 'encoder' or 'mos' checkpoint."""
     spec = EncoderSpec(**payload["encoder"])
-    enc = Encoder(spec)
+    enc = Encoder(spec, checkpoint_sample_rate(payload))
     # Both the pretraining and the MOS model keep their encoder under "encoder.".
     prefix = "encoder."
     enc.load_state_dict(
@@ -118,7 +165,9 @@ def mos_model_from_checkpoint(payload: dict) -> MOSModel:
     """Rebuild a MOS model (eval mode) from a 'mos' checkpoint."""
     if payload.get("kind") != "mos":
         raise JsqaError(f"expected a MOS checkpoint, got kind '{payload.get('kind')}'")
-    model = MOSModel(EncoderSpec(**payload["encoder"]), **payload.get("head", {}))
+    model = MOSModel(
+        EncoderSpec(**payload["encoder"]), **payload.get("head", {}), sample_rate=checkpoint_sample_rate(payload)
+    )
     model.load_state_dict(payload["state_dict"])
     return model.eval()
 
@@ -126,9 +175,9 @@ def mos_model_from_checkpoint(payload: dict) -> MOSModel:
 class PretrainModel(nn.Module):
     """Encoder plus optional projection head, as trained contrastively."""
 
-    def __init__(self, spec: EncoderSpec, projection_head: bool = True) -> None:
+    def __init__(self, spec: EncoderSpec, projection_head: bool = True, sample_rate: int = LEGACY_SAMPLE_RATE) -> None:
         super().__init__()
-        self.encoder = Encoder(spec)
+        self.encoder = Encoder(spec, sample_rate)
         if projection_head:
             hidden, out = projection_dims(spec)
             self.projection: nn.Module = ProjectionHead(spec.embedding_dim, hidden, out)

@@ -176,11 +176,6 @@ def _write_shard_recipes(
     return summary, table
 
 
-def _distortion_steps(cfg: PairsConfig) -> dict[str, float]:
-    """Each distortion kind's within-one-JND step as configured (kept in index.json)."""
-    return {s.kind: float(s.step) for s in distortions.specs(cfg.distortions)}
-
-
 def _plan_arrays(plan: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The planned columns as numpy arrays (text as object arrays) and the shard bounds:
     shard ``s`` is rows ``bounds[s]:bounds[s + 1]``."""
@@ -308,7 +303,7 @@ def generate_pairs(
         "segment_samples": seg,
         "sample_rate": int(sample_rate),
         "jnd_db": float(cfg.jnd_db),
-        "distortion_steps": _distortion_steps(cfg),
+        "distortion_steps": cfg.distortions.steps,
         "n_clipped_samples": clipped,
         "shards": [
             {"shard": s["shard"], "n_planned": s["n_planned"], "n_rendered": s["n_rendered"]}
@@ -316,5 +311,5 @@ def generate_pairs(
         ],
     }
     write_json(out_dir / "index.json", index)
-    return PairSet(out_dir, recipes, seg, int(sample_rate), float(cfg.jnd_db), _distortion_steps(cfg))
+    return PairSet(out_dir, recipes, seg, int(sample_rate), float(cfg.jnd_db), cfg.distortions.steps)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,23 +42,13 @@ def plan_width(cfg: PairsConfig) -> int:
     return 3 * draws + 4 * k + 2 * draws + 2 * k
 
 
-def _check_config(cfg: PairsConfig, sample_rate: int) -> None:
-    lo, hi = cfg.snr_db
-    problems = {
-        "pairs.jnd_db": cfg.jnd_db > 0,
-        "pairs.snr_db": math.isfinite(lo) and math.isfinite(hi) and lo < hi,
-        "pairs.clean_anchor_prob": 0.0 <= cfg.clean_anchor_prob <= 1.0,
-        "pairs.pairs_per_utterance": cfg.pairs_per_utterance >= 1,
-        "pairs.segment_seconds": cfg.segment_seconds > 0 and segment_samples(cfg, sample_rate) > 0,
-        "pairs.shard_size": cfg.shard_size >= 1,
-        "pairs.workers": cfg.workers >= 1,
-        "pairs.speech_level_dbov": math.isfinite(cfg.speech_level_dbov) and cfg.speech_level_dbov < 0,
-    }
-    for key, ok in problems.items():
-        if not ok:
-            raise ConfigError(f"{key}: invalid value {getattr(cfg, key.split('.')[1])!r}")
+def _check_sample_rate(cfg: PairsConfig, sample_rate: int) -> None:
+    """The checks that need the sample rate; the config validated everything else when built."""
     if sample_rate <= 0:
         raise ConfigError(f"data.sample_rate: must be positive, got {sample_rate}")
+    if segment_samples(cfg, sample_rate) <= 0:
+        raise ConfigError(f"pairs.segment_seconds: {cfg.segment_seconds} s is no sample at {sample_rate} Hz")
+    distortions.check_sample_rate(cfg.distortions.specs, sample_rate)
 
 
 def _samples(durations: pd.Series, sample_rate: int, source: str) -> np.ndarray:
@@ -126,8 +115,7 @@ def plan_pairs(
     (:func:`rir_paths`) and a reverb pair records the one it uses
     (:func:`jsqa.distortions.pick_rir` of its ``dist_seed``) in ``rir_path``.
     """
-    _check_config(cfg, sample_rate)
-    specs = distortions.check_specs(cfg.distortions, sample_rate)
+    _check_sample_rate(cfg, sample_rate)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
     require_columns(clean, CLEAN_COLUMNS, "clean manifest")
@@ -184,11 +172,11 @@ def plan_pairs(
             "shard": pair_id // cfg.shard_size,
         }
     )
-    if not distortions.enabled(cfg.distortions):
+    if not cfg.distortions.enabled:
         return plan[PLAN_COLUMNS]
     dist_u = np.repeat(u[:, base : base + 2 * draws].reshape(n_utt, draws, 2), k // draws, axis=1)
     pair_u = u[:, base + 2 * draws :].reshape(n_utt, k, 2)
-    for col, values in _distortion_columns(specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
+    for col, values in _distortion_columns(cfg.distortions.specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
         plan[col] = values
     plan["rir_path"] = ""
     reverb = cfg.distortions.reverb
@@ -202,7 +190,7 @@ def plan_pairs(
 
 
 def _distortion_columns(
-    specs: list[distortions.Spec], seg_u: np.ndarray, pair_u: np.ndarray
+    specs: Sequence[distortions.Spec], seg_u: np.ndarray, pair_u: np.ndarray
 ) -> dict[str, np.ndarray]:
     """Distortion recipe columns from per-pair uniforms: seg_u (kind, seed), pair_u (a, step)."""
     n = len(seg_u)

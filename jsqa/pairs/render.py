@@ -30,7 +30,7 @@ from jsqa.signal import distortions
 from jsqa.audio import LoopedSegments, load_audio
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
-from jsqa.signal.levels import active_speech_level, active_speech_levels, noise_gain, rms_db
+from jsqa.signal.levels import active_speech_level, active_speech_levels, db_to_gain, noise_gain, rms_db
 
 if TYPE_CHECKING:
     # Annotations only: a worker never imports the config module (its dataclasses and yaml
@@ -204,7 +204,7 @@ def render_pair(
     seg = segment_samples(cfg, sample_rate)
     speech = np.asarray(speech)
     level = active_speech_level(speech, sample_rate) if speech_level_db is None else speech_level_db
-    speech_gain = 10.0 ** ((cfg.speech_level_dbov - level) / 20.0)
+    speech_gain = db_to_gain(cfg.speech_level_dbov - level)
     clean_seg = crop(speech, int(recipe_row["crop_offset"]), seg)
     noise_seg = loop_segment(np.asarray(noise), int(recipe_row["noise_offset"]), seg)
     row = {c: np.array([recipe_row.get(c, "")]) for c in DISTORTION_COLUMNS if c in recipe_row}
@@ -406,7 +406,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
                 else:
                     x, level = sp
                     clean_segs.append(crop(x, int(rows["crop_offset"][start]), seg))
-                    speech_gains.append(10.0 ** ((level_dbov - level) / 20.0))
+                    speech_gains.append(db_to_gain(level_dbov - level))
             reasons.append(reason)
     del speech, noises
 

@@ -1,6 +1,7 @@
 """Export a MOS checkpoint for use without jsqa: TorchScript, waveform batch [B, T] -> MOS [B].
 
-The exported module is the evaluation-mode model with the [1, 5] clamp, for 16 kHz mono input;
+The exported module is the evaluation-mode model with the MOS clamp, for mono input at the
+checkpoint's sample rate (16 kHz unless it records another);
 long recordings are scored by the caller in windows (as :mod:`jsqa.scoring.windows` does: 8 s windows).
 ONNX is not offered: torch.onnx needs the ``onnx`` (and ``onnxscript``) packages, not in the stack.
 """
@@ -16,7 +17,7 @@ from torch import nn
 
 from jsqa.errors import JsqaError
 from jsqa.io import atomic_path
-from jsqa.models.mos import MOS_RANGE, MOSModel, load_checkpoint, mos_model_from_checkpoint
+from jsqa.models.mos import MOSModel, clamp_mos, load_checkpoint, mos_model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -29,21 +30,21 @@ class ClampedMOS(nn.Module):
     def __init__(self, model: MOSModel) -> None:
         super().__init__()
         self.model = model.eval()
-        self.lo, self.hi = MOS_RANGE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).clamp(self.lo, self.hi)
+        return clamp_mos(self.model(x))
 
 
 def export_model(checkpoint: Path, out: Path, fmt: str = "torchscript") -> Path:
     """Write ``checkpoint``'s MOS model to ``out`` in ``fmt`` (atomic); returns ``out``."""
     if fmt not in FORMATS:
         raise JsqaError(f"unknown export format '{fmt}' (choose {', '.join(FORMATS)})")
-    wrapped = ClampedMOS(mos_model_from_checkpoint(load_checkpoint(checkpoint)))
+    model = mos_model_from_checkpoint(load_checkpoint(checkpoint))
+    wrapped = ClampedMOS(model)
     # Tracing, not scripting: the encoder's config object is not a TorchScript type, and the
     # network has no data-dependent control flow, so a trace is exact for any [B, T]. The trace is
     # checked against the eager model at a second length.
-    example = torch.zeros(2, 16000)
+    example = torch.zeros(2, model.sample_rate)  # one second
     check = (torch.randn(1, 24_321, generator=torch.Generator().manual_seed(0)) * 0.1,)
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():

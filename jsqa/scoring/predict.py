@@ -137,15 +137,15 @@ def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def score_files(
-    model: MOSModel, files: Sequence[str | Path], sample_rate: int = 16000,
-    limits: ScoringLimits = LIMITS, progress: bool = False,
+    model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits = LIMITS, progress: bool = False,
 ) -> list[dict]:
     """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash.
 
-    Files go through the same checks as the served model (:func:`jsqa.audio.load_scoring_audio`);
+    Each file is resampled to the model's input rate (the one its checkpoint records). Files go through the same checks as the served model (:func:`jsqa.audio.load_scoring_audio`);
     ``progress`` draws a tqdm bar on stderr (the CLI turns it on when stderr is a terminal).
     """
     rows: list[dict] = []
+    sample_rate = model.sample_rate
     for f in tqdm(files, disable=not progress, file=sys.stderr, unit="file", desc="scoring"):
         try:
             x = load_scoring_audio(f, str(f), sample_rate, limits)

@@ -42,7 +42,6 @@ from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, 
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 CHECKPOINT_ARTIFACT = "checkpoint"
 INPUT_COLUMNS = ("path", "audio_base64", "audio", "sample_rate")
 _CODE_DIR = Path(__file__).resolve().parent / "pyfunc_code"
@@ -87,7 +86,7 @@ def _present(v: Any) -> bool:
     return not (isinstance(v, str) and v == "")
 
 
-def row_waveform(row: dict, i: int, target_sr: int = SAMPLE_RATE, limits: ScoringLimits = LIMITS) -> np.ndarray:
+def row_waveform(row: dict, i: int, target_sr: int, limits: ScoringLimits = LIMITS) -> np.ndarray:
     """The mono ``target_sr`` waveform of input row ``i``; AudioError saying "row i: why"."""
     given = [c for c in ("path", "audio_base64", "audio") if _present(row.get(c))]
     if len(given) != 1:
@@ -120,6 +119,7 @@ def _rows(model_input: Any) -> list[dict]:
 
 def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits = LIMITS) -> pd.DataFrame:
     """One MOS per input row (columns ``mos``, ``error``); a bad row gets an error, not a crash.
+    Each row's audio is resampled to the model's input rate (the one its checkpoint records).
 
     ``mos`` is float64 when every row scored, else object with None where ``error`` is set (so
     the JSON response never carries NaN). Raises JsqaError only for an unusable input table.
@@ -128,7 +128,7 @@ def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits = LIMITS
     errors: list[str | None] = []
     for i, row in enumerate(_rows(model_input)):
         try:
-            value = score_waveform(model, row_waveform(row, i, SAMPLE_RATE, limits), SAMPLE_RATE)
+            value = score_waveform(model, row_waveform(row, i, model.sample_rate, limits), model.sample_rate)
             if not math.isfinite(value):
                 raise AudioError(f"row {i}: the model gave a non-finite score")
             mos.append(value)
@@ -141,21 +141,22 @@ def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits = LIMITS
     return pd.DataFrame({"mos": pd.Series(mos, dtype=dtype), "error": pd.Series(errors, dtype="object")})
 
 
-def embed_waveform(encoder: Encoder, x: np.ndarray, sample_rate: int = SAMPLE_RATE,
-                   window_s: float = WINDOW_S, hop_s: float = HOP_S) -> np.ndarray:
-    """Embedding of one 16 kHz clip: the length-weighted mean over the same windows as scoring."""
+def embed_waveform(encoder: Encoder, x: np.ndarray, window_s: float = WINDOW_S, hop_s: float = HOP_S) -> np.ndarray:
+    """Embedding of one clip at the encoder's input rate: the length-weighted mean over the
+    same windows as scoring."""
     encoder.eval()
-    return windowed_mean(encoder, x, sample_rate, window_s, hop_s).numpy()
+    return windowed_mean(encoder, x, encoder.sample_rate, window_s, hop_s).numpy()
 
 
 def embed_rows(encoder: Encoder, model_input: Any, limits: ScoringLimits = LIMITS) -> pd.DataFrame:
-    """Embedding columns e0..eD-1 plus ``error`` per input row (None embeddings for a bad row)."""
+    """Embedding columns e0..eD-1 plus ``error`` per input row (None embeddings for a bad row);
+    each row's audio is resampled to the encoder's input rate."""
     dim = encoder.embedding_dim
     cells: list[list[float | None]] = []
     errors: list[str | None] = []
     for i, row in enumerate(_rows(model_input)):
         try:
-            cells.append([float(v) for v in embed_waveform(encoder, row_waveform(row, i, SAMPLE_RATE, limits))])
+            cells.append([float(v) for v in embed_waveform(encoder, row_waveform(row, i, encoder.sample_rate, limits))])
             errors.append(None)
         except AudioError as exc:
             log.warning("%s", exc)

@@ -7,6 +7,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from jsqa.models.encoder import DEFAULT_SAMPLE_RATE
+from jsqa.models.mos import clamp_mos
+
 
 def windows(n: int, window: int, hop: int) -> list[tuple[int, int]]:
     """Start/end of windows covering [0, n).
@@ -38,14 +41,16 @@ CHUNK_WINDOWS = 8
 
 @torch.inference_mode()
 def windowed_mean(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, sample_rate: int = 16000,
+    fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, sample_rate: int | None = None,
     window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS,
 ) -> torch.Tensor:
-    """``fn`` over windows of a mono clip, averaged with weights by window length.
+    """``fn`` over windows of a mono clip at ``sample_rate`` (default: ``fn``'s input rate, as a
+    model records it), averaged with weights by window length.
 
     ``fn`` maps a batch [B, T] to [B, ...]; windows go through ``chunk`` at a time, so a clip of
     any length costs memory for one chunk of windows only.
     """
+    sample_rate = sample_rate or int(getattr(fn, "sample_rate", DEFAULT_SAMPLE_RATE))
     win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
     spans = windows(len(x), win, hop)
     # Inputs go where the module's weights are (the GPU during GPU training).
@@ -74,14 +79,17 @@ def _batches(spans: list[tuple[int, int]], chunk: int) -> list[list[tuple[int, i
 
 
 def score_waveform(
-    model: torch.nn.Module, x: np.ndarray, sample_rate: int = 16000, window_s: float = WINDOW_S,
+    model: torch.nn.Module, x: np.ndarray, sample_rate: int | None = None, window_s: float = WINDOW_S,
     hop_s: float = HOP_S,
 ) -> float:
-    """MOS of one mono 16 kHz clip: the mean over windows, so length is unbounded."""
+    """MOS of one mono clip at ``sample_rate`` (default: the model's rate): the mean over windows, so
+    length is unbounded; clamped to the MOS scale."""
     model.eval()
-    return float(np.clip(windowed_mean(model, x, sample_rate, window_s, hop_s).item(), 1.0, 5.0))
+    return clamp_mos(windowed_mean(model, x, sample_rate, window_s, hop_s).item())
 
 
-def score_waveforms(model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int = 16000) -> np.ndarray:
+def score_waveforms(
+    model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int | None = None
+) -> np.ndarray:
     """MOS for each clip (see :func:`score_waveform`)."""
     return np.asarray([score_waveform(model, c, sample_rate) for c in clips], dtype=np.float64)

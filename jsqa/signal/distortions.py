@@ -14,30 +14,31 @@ clip           threshold, dB re peak less than 1 dB apart
 packet_loss    loss rate (0..1)      less than 1 percentage point apart
 =============  ====================  =====================================================
 
-Steps are configurable (``pairs.distortions.<kind>``); :func:`within_step` is the rule.
+Each kind is a transform class (:class:`Reverb`, :class:`Lowpass`, :class:`MuLaw`,
+:class:`Clip`, :class:`PacketLoss`) that validates its parameter and carries its step rule;
+:data:`REGISTRY` maps kind -> class. Steps are configurable (``pairs.distortions.<kind>``,
+parsed once into :class:`Spec` by :attr:`jsqa.config.DistortionsConfig.specs`);
+:func:`within_step` is the rule.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 import numpy as np
 
 from jsqa.audio import load_audio
 from jsqa.errors import AudioError, ConfigError
-from jsqa.signal.levels import active_speech_level
-
-if TYPE_CHECKING:  # pair workers import this module and must not pay for the config's
-    from jsqa.config import DistortionsConfig
+from jsqa.signal.levels import active_speech_level, db_to_gain
 
 log = logging.getLogger(__name__)
 
 NONE = "none"
-KINDS = ("reverb", "lowpass", "mulaw", "clip", "packet_loss")
 PACKET_MS = 20.0
 # Energy decays by 60 dB over RT60: amplitude envelope exp(-DECAY * t / rt60).
 _DECAY = 3.0 * math.log(10.0)
@@ -61,53 +62,6 @@ class Spec:
     integer: bool = False
 
 
-DEFAULT_STEPS = {"reverb": 0.10, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01}
-_RELATIVE = {"reverb", "lowpass"}
-
-
-def specs(cfg: DistortionsConfig) -> list[Spec]:
-    """The distortions of ``cfg`` in planning order (:data:`KINDS`)."""
-    return [
-        Spec("reverb", cfg.reverb.prob, *cfg.reverb.rt60_s, cfg.reverb.step, relative=True),
-        Spec("lowpass", cfg.lowpass.prob, *cfg.lowpass.cutoff_hz, cfg.lowpass.step, relative=True),
-        Spec("mulaw", cfg.mulaw.prob, float(cfg.mulaw.bits[0]), float(cfg.mulaw.bits[1]), 0.0, integer=True),
-        Spec("clip", cfg.clip.prob, *cfg.clip.threshold_db, cfg.clip.step_db),
-        Spec("packet_loss", cfg.packet_loss.prob, *cfg.packet_loss.rate, cfg.packet_loss.step),
-    ]
-
-
-def enabled(cfg: DistortionsConfig) -> bool:
-    """True when any distortion has a positive probability."""
-    return any(s.prob > 0 for s in specs(cfg))
-
-
-def check_specs(cfg: DistortionsConfig, sample_rate: int) -> list[Spec]:
-    """Validate ``cfg`` (probabilities, ranges, steps) and return its specs."""
-    out = specs(cfg)
-    total = 0.0
-    for s in out:
-        key = f"pairs.distortions.{s.kind}"
-        if not 0.0 <= s.prob <= 1.0:
-            raise ConfigError(f"{key}.prob: must be in [0, 1], got {s.prob}")
-        total += s.prob
-        if not (math.isfinite(s.low) and math.isfinite(s.high) and s.low <= s.high):
-            raise ConfigError(f"{key}: range must be finite and ordered, got ({s.low}, {s.high})")
-        if not (s.step >= 0 and math.isfinite(s.step)):
-            raise ConfigError(f"{key}: step must be non-negative, got {s.step}")
-        ok = {
-            "reverb": s.low > 0,
-            "lowpass": s.low > 0 and s.high < sample_rate / 2,
-            "mulaw": s.low >= 2 and s.high <= 16,
-            "clip": s.high < 0,
-            "packet_loss": s.low >= 0 and s.high < 1,
-        }[s.kind]
-        if not ok:
-            raise ConfigError(f"{key}: range ({s.low}, {s.high}) out of bounds for {s.kind}")
-    if total > 1.0 + 1e-12:
-        raise ConfigError(f"pairs.distortions: probabilities sum to {total:g} (> 1; one distortion per pair)")
-    return out
-
-
 def within_step(
     kind: str, a: float | np.ndarray, b: float | np.ndarray, step: float | None = None
 ) -> bool | np.ndarray:
@@ -119,14 +73,13 @@ def within_step(
     if kind == NONE:
         out = np.ones(np.broadcast_shapes(np.shape(a), np.shape(b)), dtype=bool)
         return bool(out) if out.ndim == 0 else out
-    if kind not in DEFAULT_STEPS:
-        raise ConfigError(f"distortion: unknown kind {kind!r} (one of {', '.join(KINDS)})")
-    step = DEFAULT_STEPS[kind] if step is None else float(step)
+    cls = transform(kind)
+    step = cls.default_step if step is None else float(step)
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if step == 0:
         out = x == y
-    elif kind in _RELATIVE:
+    elif cls.relative:
         with np.errstate(divide="ignore", invalid="ignore"):
             out = (x > 0) & (y > 0) & (np.abs(np.log(y / x)) < math.log1p(step))
     else:
@@ -230,66 +183,228 @@ def pick_rir(dist_seed: np.ndarray, n_rirs: int) -> np.ndarray:
     return np.asarray(dist_seed, dtype=np.int64) % int(n_rirs)
 
 
-def reverb(x: np.ndarray, rt60: float, sr: int, seed: int, rir: np.ndarray | None = None) -> np.ndarray:
-    """Convolve with a room response of ``rt60`` s, cut to the input length (the tail past
-    the end is dropped, as in a fixed-length segment).
+class Distortion:
+    """A distortion with its parameter fixed, applied by calling it on a float signal.
 
-    Without ``rir`` the response is :func:`synthetic_rir`; with a measured one (the recipe's
-    ``rir_path``, chosen by :func:`pick_rir`), that response reshaped to ``rt60`` by
-    :func:`reshape_rir`.
+    Subclasses set ``kind`` (the recipe name), ``default_step`` and the step rule: a ratio
+    when ``relative`` (``abs(ln(b / a)) < ln(1 + step)``), else a difference
+    (``abs(b - a) < step``); a step of 0 means both members share the parameter.
+    ``integer``: the parameter takes whole values. The constructor checks the parameter
+    (:meth:`check`, ConfigError naming the kind); the random parts of a call come from
+    ``seed`` alone.
     """
-    h = synthetic_rir(rt60, sr, seed) if rir is None else reshape_rir(rir, sr, rt60)
-    from scipy import signal  # here, not at the top: scipy.signal costs pair workers 2 s to import
 
-    return signal.fftconvolve(np.asarray(x, dtype=np.float64), h)[: len(x)]
+    kind: ClassVar[str]
+    default_step: ClassVar[float]
+    relative: ClassVar[bool] = False
+    integer: ClassVar[bool] = False
+
+    @classmethod
+    def check(cls, param: float) -> None:
+        """Raise ConfigError when ``param`` is outside the kind's bounds (any sample rate)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_param(cls, param: float, rir: np.ndarray | None = None) -> Distortion:
+        """The transform for a recipe's float parameter (``rir``: reverb's measured response)."""
+        return cls(param)  # type: ignore[call-arg]
+
+    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Reverb(Distortion):
+    """Convolution with a room response of ``rt60_s`` seconds, cut to the input length (the
+    tail past the end is dropped, as in a fixed-length segment).
+
+    Without ``rir`` the response is :func:`synthetic_rir` from the call's seed; with a
+    measured one (the recipe's ``rir_path``, chosen by :func:`pick_rir`), that response
+    reshaped to ``rt60_s`` by :func:`reshape_rir`.
+    """
+
+    kind, default_step, relative = "reverb", 0.10, True
+
+    def __init__(self, rt60_s: float, rir: np.ndarray | None = None) -> None:
+        self.check(rt60_s)
+        self.rt60_s, self.rir = float(rt60_s), rir
+
+    @classmethod
+    def check(cls, param: float) -> None:
+        if not (param > 0 and math.isfinite(param)):
+            raise ConfigError(f"reverb: RT60 must be positive, got {param}")
+
+    @classmethod
+    def from_param(cls, param: float, rir: np.ndarray | None = None) -> Reverb:
+        return cls(param, rir)
+
+    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+        if self.rir is None:
+            h = synthetic_rir(self.rt60_s, sr, seed)
+        else:
+            h = reshape_rir(self.rir, sr, self.rt60_s)
+        from scipy import signal  # here, not at the top: scipy.signal costs pair workers 2 s to import
+
+        return signal.fftconvolve(np.asarray(x, dtype=np.float64), h)[: len(x)]
+
+
+class Lowpass(Distortion):
+    """Band-limiting to ``cutoff_hz`` with an 8th-order Butterworth, zero phase."""
+
+    kind, default_step, relative = "lowpass", 0.05, True
+
+    def __init__(self, cutoff_hz: float) -> None:
+        self.check(cutoff_hz)
+        self.cutoff_hz = float(cutoff_hz)
+
+    @classmethod
+    def check(cls, param: float, sr: int | None = None) -> None:
+        """Positive, and below Nyquist when the sample rate ``sr`` is known."""
+        nyquist = math.inf if sr is None else sr / 2
+        if not 0 < param < nyquist:
+            raise ConfigError(f"lowpass: cutoff {param} Hz must be in (0, {nyquist})")
+
+    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+        self.check(self.cutoff_hz, sr)
+        from scipy import signal  # lazily, as in Reverb
+
+        sos = signal.butter(8, self.cutoff_hz, btype="low", fs=sr, output="sos")
+        x = np.asarray(x, dtype=np.float64)
+        # sosfiltfilt needs a minimum length; shorter segments go through the causal filter.
+        if x.size <= 3 * (2 * len(sos) + 1):
+            return signal.sosfilt(sos, x)
+        return signal.sosfiltfilt(sos, x)
+
+
+class MuLaw(Distortion):
+    """Codec-like quantisation: mu-law compand with mu = 2**bits - 1, quantise to ``bits``, expand.
+
+    Input beyond [-1, 1] is clipped first (as a codec would). Both members of a pair share
+    the bit depth (one bit is audible).
+    """
+
+    kind, default_step, integer = "mulaw", 0.0, True
+
+    def __init__(self, bits: int) -> None:
+        self.check(bits)
+        self.bits = int(bits)
+
+    @classmethod
+    def check(cls, param: float) -> None:
+        if not (math.isfinite(param) and param == int(param) and 2 <= param <= 16):
+            raise ConfigError(f"mulaw: bits must be a whole number in [2, 16], got {param}")
+
+    @classmethod
+    def from_param(cls, param: float, rir: np.ndarray | None = None) -> MuLaw:
+        return cls(int(round(param)))
+
+    def __call__(self, x: np.ndarray, sr: int = 0, seed: int = 0) -> np.ndarray:
+        mu = 2.0**self.bits - 1.0
+        x = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
+        y = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+        levels = 2.0 ** (self.bits - 1)
+        q = np.clip(np.round(y * levels), -levels, levels - 1) / levels
+        return np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu
+
+
+class Clip(Distortion):
+    """Hard clipping at ``threshold_db`` below the segment's own peak, then the active level
+    restored, so the parameter means the same on loud and quiet segments."""
+
+    kind, default_step = "clip", 1.0
+
+    def __init__(self, threshold_db: float) -> None:
+        self.check(threshold_db)
+        self.threshold_db = float(threshold_db)
+
+    @classmethod
+    def check(cls, param: float) -> None:
+        if not param < 0:
+            raise ConfigError(f"clip: threshold must be below the peak (< 0 dB), got {param}")
+
+    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if peak == 0.0:
+            return x.copy()
+        limit = peak * db_to_gain(self.threshold_db)
+        y = np.clip(x, -limit, limit)
+        return y * db_to_gain(active_speech_level(x, sr) - active_speech_level(y, sr))
+
+
+class PacketLoss(Distortion):
+    """Whole 20 ms frames zeroed (no concealment), chosen by :func:`lost_frames` from the seed:
+    one seed and two rates give nested losses."""
+
+    kind, default_step = "packet_loss", 0.01
+
+    def __init__(self, rate: float) -> None:
+        self.check(rate)
+        self.rate = float(rate)
+
+    @classmethod
+    def check(cls, param: float) -> None:
+        if not 0.0 <= param <= 1.0:
+            raise ConfigError(f"packet_loss: rate must be in [0, 1], got {param}")
+
+    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        frame = max(1, int(round(PACKET_MS * sr / 1000.0)))
+        n_frames = -(-x.size // frame)
+        keep = ~np.repeat(lost_frames(n_frames, self.rate, seed), frame)[: x.size]
+        return x * keep
+
+
+# Every distortion kind, in planning order (the order of pairs.distortions in params.yaml):
+# adding a kind is a class above and a line here.
+REGISTRY: dict[str, type[Distortion]] = {
+    cls.kind: cls for cls in (Reverb, Lowpass, MuLaw, Clip, PacketLoss)
+}
+KINDS = tuple(REGISTRY)
+DEFAULT_STEPS = {kind: cls.default_step for kind, cls in REGISTRY.items()}
+
+
+def transform(kind: str) -> type[Distortion]:
+    """The class of distortion ``kind``; ConfigError for an unknown one."""
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(f"distortion: unknown kind {kind!r} (one of {', '.join(KINDS)})") from None
+
+
+def spec(kind: str, prob: float, low: float, high: float, step: float) -> Spec:
+    """The planner's view of one configured distortion (step rule from its class)."""
+    cls = transform(kind)
+    return Spec(kind, prob, low, high, step, relative=cls.relative, integer=cls.integer)
+
+
+def check_sample_rate(specs: Sequence[Spec], sample_rate: int) -> None:
+    """The checks that need the sample rate (a lowpass cutoff below Nyquist), naming the key."""
+    for s in specs:
+        if s.kind == "lowpass":
+            try:
+                Lowpass.check(s.high, sample_rate)
+            except ConfigError as exc:
+                raise ConfigError(f"pairs.distortions.lowpass: range ({s.low}, {s.high}) out of bounds ({exc})") from None
+
+
+def reverb(x: np.ndarray, rt60: float, sr: int, seed: int, rir: np.ndarray | None = None) -> np.ndarray:
+    """:class:`Reverb` as a function."""
+    return Reverb(rt60, rir)(x, sr, seed)
 
 
 def lowpass(x: np.ndarray, cutoff_hz: float, sr: int) -> np.ndarray:
-    """Band-limit to ``cutoff_hz`` with an 8th-order Butterworth, zero phase."""
-    if not 0 < cutoff_hz < sr / 2:
-        raise ConfigError(f"lowpass: cutoff {cutoff_hz} Hz must be in (0, {sr / 2})")
-    from scipy import signal  # lazily, as in reverb()
-
-    sos = signal.butter(8, cutoff_hz, btype="low", fs=sr, output="sos")
-    x = np.asarray(x, dtype=np.float64)
-    # sosfiltfilt needs a minimum length; shorter segments go through the causal filter.
-    if x.size <= 3 * (2 * len(sos) + 1):
-        return signal.sosfilt(sos, x)
-    return signal.sosfiltfilt(sos, x)
+    """:class:`Lowpass` as a function."""
+    return Lowpass(cutoff_hz)(x, sr)
 
 
 def mulaw(x: np.ndarray, bits: int) -> np.ndarray:
-    """Codec-like quantisation: mu-law compand with mu = 2**bits - 1, quantise to ``bits``, expand.
-
-    Input beyond [-1, 1] is clipped first (as a codec would).
-    """
-    bits = int(bits)
-    if not 2 <= bits <= 16:
-        raise ConfigError(f"mulaw: bits must be in [2, 16], got {bits}")
-    mu = 2.0**bits - 1.0
-    x = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
-    y = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
-    levels = 2.0 ** (bits - 1)
-    q = np.clip(np.round(y * levels), -levels, levels - 1) / levels
-    return np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu
+    """:class:`MuLaw` as a function."""
+    return MuLaw(bits)(x)
 
 
 def clip(x: np.ndarray, threshold_db: float, sr: int) -> np.ndarray:
-    """Hard-clip at ``threshold_db`` below the peak, then restore the active level.
-
-    The threshold is a fraction of the segment's own peak (``10 ** (threshold_db / 20)``), so
-    the parameter means the same on loud and quiet segments.
-    """
-    if not threshold_db < 0:
-        raise ConfigError(f"clip: threshold must be below the peak (< 0 dB), got {threshold_db}")
-    x = np.asarray(x, dtype=np.float64)
-    peak = float(np.max(np.abs(x))) if x.size else 0.0
-    if peak == 0.0:
-        return x.copy()
-    limit = peak * 10.0 ** (threshold_db / 20.0)
-    y = np.clip(x, -limit, limit)
-    gain_db = active_speech_level(x, sr) - active_speech_level(y, sr)
-    return y * 10.0 ** (gain_db / 20.0)
+    """:class:`Clip` as a function."""
+    return Clip(threshold_db)(x, sr)
 
 
 def lost_frames(n_frames: int, rate: float, seed: int) -> np.ndarray:
@@ -297,18 +412,13 @@ def lost_frames(n_frames: int, rate: float, seed: int) -> np.ndarray:
 
     One seed and two rates give nested losses (the lower rate's frames are a subset).
     """
-    if not 0.0 <= rate <= 1.0:
-        raise ConfigError(f"packet_loss: rate must be in [0, 1], got {rate}")
+    PacketLoss.check(rate)
     return np.random.default_rng(seed).random(n_frames) < rate
 
 
 def packet_loss(x: np.ndarray, rate: float, sr: int, seed: int) -> np.ndarray:
-    """Zero whole 20 ms frames chosen by :func:`lost_frames` (no concealment)."""
-    x = np.asarray(x, dtype=np.float64)
-    frame = max(1, int(round(PACKET_MS * sr / 1000.0)))
-    n_frames = -(-x.size // frame)
-    keep = ~np.repeat(lost_frames(n_frames, rate, seed), frame)[: x.size]
-    return x * keep
+    """:class:`PacketLoss` as a function."""
+    return PacketLoss(rate)(x, sr, seed)
 
 
 def apply(
@@ -323,20 +433,8 @@ def apply(
 
     ``rir``: a measured room response for reverb (synthetic from ``seed`` when None)."""
     if kind == NONE:
-        y = np.asarray(x)
-    elif kind == "reverb":
-        y = reverb(x, param, sr, seed, rir)
-    elif kind == "lowpass":
-        y = lowpass(x, param, sr)
-    elif kind == "mulaw":
-        y = mulaw(x, int(round(param)))
-    elif kind == "clip":
-        y = clip(x, param, sr)
-    elif kind == "packet_loss":
-        y = packet_loss(x, param, sr, seed)
-    else:
-        raise ConfigError(f"distortion: unknown kind {kind!r} (one of {', '.join(KINDS)})")
-    return y.astype(np.float32)
+        return np.asarray(x).astype(np.float32)
+    return transform(kind).from_param(param, rir)(x, sr, seed).astype(np.float32)
 
 
 __all__ = [
@@ -344,12 +442,18 @@ __all__ = [
     "KINDS",
     "NONE",
     "PACKET_MS",
+    "REGISTRY",
+    "Clip",
+    "Distortion",
+    "Lowpass",
+    "MuLaw",
+    "PacketLoss",
+    "Reverb",
     "Spec",
     "apply",
-    "check_specs",
+    "check_sample_rate",
     "clip",
     "draw_params",
-    "enabled",
     "estimate_rt60",
     "list_rirs",
     "load_rir",
@@ -361,7 +465,8 @@ __all__ = [
     "packet_loss",
     "reshape_rir",
     "reverb",
-    "specs",
+    "spec",
     "synthetic_rir",
+    "transform",
     "within_step",
 ]

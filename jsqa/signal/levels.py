@@ -43,6 +43,21 @@ BLOCK_S = 0.002
 CHUNK_TIME_CONSTANTS = 500.0
 
 
+def db_to_gain(db: float | np.ndarray) -> float | np.ndarray:
+    """Linear amplitude gain of ``db`` decibels (``10 ** (db / 20)``), elementwise on arrays.
+
+    The one place a dB value becomes a gain: pair rendering depends on its exact rounding, so
+    it is computed as the plain expression, in the input's own type.
+    """
+    return 10.0 ** (db / 20.0)
+
+
+def gain_to_db(gain: float | np.ndarray) -> float | np.ndarray:
+    """Decibels of a linear amplitude gain (``20 * log10(gain)``; -inf for 0)."""
+    with np.errstate(divide="ignore"):
+        return 20.0 * np.log10(gain)
+
+
 def rms_db(x: np.ndarray) -> float:
     """RMS level of ``x`` in dBov; ``-inf`` for an all-zero signal."""
     x = np.asarray(x).ravel()
@@ -199,13 +214,13 @@ def _levels_of_batch(signals: list[np.ndarray], sr: int) -> list[float | str]:
         else "active_speech_level: signal contains NaN or infinite samples"
         for ok in finite.tolist()
     ]
-    rows = np.flatnonzero(finite & (peak > 10.0 ** (SILENCE_FLOOR_DBOV / 20.0)))
+    rows = np.flatnonzero(finite & (peak > db_to_gain(SILENCE_FLOOR_DBOV)))
     if rows.size == 0:
         return out
     # Thresholds from low to high, 0.25 dB apart, the top one exactly at the envelope's peak.
     n_steps = int(round(THRESHOLD_SPAN_DB / THRESHOLD_STEP_DB))
     ladder_db = THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1)
-    c_db = 20.0 * np.log10(peak[rows])[:, None] - ladder_db
+    c_db = gain_to_db(peak[rows])[:, None] - ladder_db
     c_lin = (peak[rows, None] * _ladder(n_steps)).astype(np.float32)
     active_blocks = np.empty(c_lin.shape, dtype=np.int64)
     for i, r in enumerate(rows):
@@ -224,7 +239,7 @@ def _levels_of_batch(signals: list[np.ndarray], sr: int) -> list[float | str]:
 @functools.lru_cache(maxsize=4)
 def _ladder(n_steps: int) -> np.ndarray:
     """Linear factors of the thresholds below the peak, lowest first; the last is exactly 1."""
-    return 10.0 ** (-THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1) / 20.0)
+    return db_to_gain(-THRESHOLD_STEP_DB * np.arange(n_steps, -1, -1))
 
 
 def _crossings(level_db: np.ndarray, excess: np.ndarray) -> np.ndarray:
@@ -291,7 +306,7 @@ def active_speech_level(x: np.ndarray, sr: int) -> float:
 
 def gain_for_level(x: np.ndarray, sr: int, target_dbov: float) -> float:
     """Linear gain that brings the active speech level of ``x`` to ``target_dbov``."""
-    return 10.0 ** ((target_dbov - active_speech_level(x, sr)) / 20.0)
+    return db_to_gain(target_dbov - active_speech_level(x, sr))
 
 
 def _speech_level(speech: np.ndarray, sr: int, speech_level_db: float | None) -> float:
@@ -307,7 +322,7 @@ def noise_gain(
     snr = np.asarray(snr_db, dtype=np.float64)
     # One expression (10**-inf is 0, so +inf SNRs come out right for any finite noise
     # level); called once per mixed group, where each extra numpy call shows.
-    gain = np.asarray(10.0 ** ((speech_level_db - snr - np.asarray(noise_db, dtype=np.float64)) / 20.0))
+    gain = np.asarray(db_to_gain(speech_level_db - snr - np.asarray(noise_db, dtype=np.float64)))
     if gain.ndim == 0:
         return 0.0 if snr == math.inf else float(gain)
     if not np.isfinite(gain).all():

@@ -21,7 +21,15 @@ from jsqa.errors import ConfigError
 from jsqa.scoring.windows import score_waveforms
 from jsqa.io import atomic_dir, read_json, write_json
 from jsqa.evaluation.metrics import mos_metrics, seed_stats
-from jsqa.models.mos import MOSModel, encoder_from_checkpoint, encoder_spec, load_checkpoint, save_checkpoint
+from jsqa.models.mos import (
+    MOSModel,
+    check_sample_rate,
+    checkpoint_sample_rate,
+    encoder_from_checkpoint,
+    encoder_spec,
+    load_checkpoint,
+    save_checkpoint,
+)
 from jsqa.train.clips import ClipSet, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
 
@@ -34,19 +42,24 @@ def _loss_fn(name: str) -> torch.nn.Module:
     return torch.nn.MSELoss() if name == "mse" else torch.nn.L1Loss()
 
 
-def build_model(model_cfg: ModelConfig, cfg: FinetuneConfig, init_mos: float, encoder_ckpt: Path | None) -> MOSModel:
-    """A MOS model whose encoder is random (scratch) or loaded from a pretraining checkpoint.
+def build_model(
+    model_cfg: ModelConfig, cfg: FinetuneConfig, init_mos: float, encoder_ckpt: Path | None,
+    sample_rate: int = 16000,
+) -> MOSModel:
+    """A MOS model for ``sample_rate`` input whose encoder is random (scratch) or loaded from a
+    pretraining checkpoint (ConfigError when that was trained at another rate).
 
     With ``model.projection_head`` on, the MOS head sits on the projection head, which is also
     taken from the pretraining checkpoint; off, it sits on the encoder embedding.
     """
     projection = model_cfg.projection_head
+    kw = {"dropout": cfg.dropout, "init_mos": init_mos, "projection": projection, "sample_rate": sample_rate}
     if encoder_ckpt is None:
-        spec = encoder_spec(model_cfg.size)
-        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection)
+        return MOSModel(encoder_spec(model_cfg.size), **kw)
     payload = load_checkpoint(encoder_ckpt)
+    check_sample_rate(checkpoint_sample_rate(payload), sample_rate, encoder_ckpt)
     encoder = encoder_from_checkpoint(payload)
-    model = MOSModel(encoder.spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection)
+    model = MOSModel(encoder.spec, **kw)
     model.encoder.load_state_dict(encoder.state_dict())
     if model.projection is not None:
         prefix = "projection."
@@ -105,7 +118,7 @@ def finetune(
     val = load_clips(val_df, sample_rate, root)
     init = "pretrained" if encoder_ckpt is not None else "scratch"
     device = pick_device(cfg.device)
-    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt).to(device)
+    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt, sample_rate).to(device)
     opt = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": cfg.encoder_learning_rate},
@@ -142,6 +155,7 @@ def finetune(
         "mos",
         model,
         model.encoder.spec,
+        sample_rate=sample_rate,
         head=model.head_config,
         init=init,
         config=asdict(cfg),
@@ -193,8 +207,6 @@ def finetune_seeds(
     seed's best validation metrics plus ``seeds`` ({seed: metrics}) and ``seed_mean`` /
     ``seed_std`` (sample std; 0 for one seed) of each validation metric.
     """
-    if cfg.seeds < 1:
-        raise ConfigError(f"finetune.seeds must be at least 1, got {cfg.seeds}")
     seeds = [seed + i for i in range(cfg.seeds)]
     per_seed: dict[str, dict[str, float]] = {}
     with atomic_dir(seeds_dir(out_path)) as folder:

@@ -193,7 +193,8 @@ def _pretrain(
     spec = encoder_spec(model_cfg.size)
     device = init_distributed(ctx, pick_device(cfg.device))
     amp = autocast_dtype(cfg.precision, device)
-    model = PretrainModel(spec, projection_head=model_cfg.projection_head).to(device)
+    # The encoder learns at the pair set's rate; its checkpoint records it for scoring.
+    model = PretrainModel(spec, projection_head=model_cfg.projection_head, sample_rate=pairs.sample_rate).to(device)
     n_params = count_parameters(model.encoder)
     if ctx.is_main:
         log.info("encoder '%s': %s trainable parameters; %s on %s, %d process(es)", model_cfg.size,
@@ -277,6 +278,7 @@ def _pretrain(
             "encoder",
             model,
             spec,
+            sample_rate=pairs.sample_rate,
             projection_head=model_cfg.projection_head,
             config=asdict(cfg),
             metrics=metrics,
