@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 
 from jsqa.errors import ConfigError
-
-if TYPE_CHECKING:
-    from jsqa.signal.distortions import Spec
-
 
 NoiseFamily = Literal["white", "pink", "brown", "babble", "hum", "transients"]
 Profile = Literal["demo", "paper"]
@@ -170,20 +165,17 @@ class ValidateConfig(_Section):
         self._require(_finite_range(*self.mos_range), "mos_range", "must be [low, high], finite, low < high")
 
 
-def _check_distortion(cfg: _Section, kind: str, range_name: str, step_name: str | None) -> None:
-    """Checks shared by the distortion sections: probability, ordered range inside the
-    kind's bounds (its transform class's rule), non-negative step."""
-    # Lazily: the transforms pull numpy and soundfile, which loading params alone need not.
-    from jsqa.signal.distortions import transform
+def _check_distortion(cfg: _Section, range_name: str, step_name: str | None) -> None:
+    """Checks shared by the distortion sections: probability, ordered range, non-negative step.
 
+    Each kind's own bounds (bit depths, thresholds below the peak, a cutoff below Nyquist) are
+    its transform class's rule, checked when the pairs stage parses the settings
+    (:func:`jsqa.signal.distortions.parse_specs`): importing the transforms here would make
+    every stage depend on the signal code.
+    """
     cfg._require(0.0 <= cfg.prob <= 1.0, "prob", "must be in [0, 1]")
     lo, hi = getattr(cfg, range_name)
     cfg._require(_finite_range(lo, hi, strict=False), range_name, "range must be finite and ordered")
-    for v in (lo, hi):
-        try:
-            transform(kind).check(v)
-        except ConfigError as exc:
-            cfg._require(False, range_name, f"out of bounds ({exc})")
     if step_name:
         step = getattr(cfg, step_name)
         cfg._require(step >= 0 and math.isfinite(step), step_name, "step must be non-negative")
@@ -200,7 +192,7 @@ class ReverbConfig(_Section):
     rir_folder: str = ""  # measured room responses (.wav/.flac, relative to the data root); "": synthetic
 
     def _check(self) -> None:
-        _check_distortion(self, "reverb", "rt60_s", "step")
+        _check_distortion(self, "rt60_s", "step")
 
 
 @dataclass(frozen=True)
@@ -213,7 +205,7 @@ class LowpassConfig(_Section):
     step: float = 0.05  # within one JND: cutoff ratio within 5%
 
     def _check(self) -> None:
-        _check_distortion(self, "lowpass", "cutoff_hz", "step")
+        _check_distortion(self, "cutoff_hz", "step")
 
 
 @dataclass(frozen=True)
@@ -225,7 +217,7 @@ class MulawConfig(_Section):
     bits: tuple[int, int] = (4, 8)  # [low, high] bit depth, within [2, 16]
 
     def _check(self) -> None:
-        _check_distortion(self, "mulaw", "bits", None)
+        _check_distortion(self, "bits", None)
 
 
 @dataclass(frozen=True)
@@ -238,7 +230,7 @@ class ClipConfig(_Section):
     step_db: float = 1.0  # within one JND: thresholds less than 1 dB apart
 
     def _check(self) -> None:
-        _check_distortion(self, "clip", "threshold_db", "step_db")
+        _check_distortion(self, "threshold_db", "step_db")
 
 
 @dataclass(frozen=True)
@@ -251,7 +243,7 @@ class PacketLossConfig(_Section):
     step: float = 0.01  # within one JND: rates less than 1 percentage point apart
 
     def _check(self) -> None:
-        _check_distortion(self, "packet_loss", "rate", "step")
+        _check_distortion(self, "rate", "step")
         self._require(self.rate[1] < 1, "rate", "must stay below 1 (a member of silence)")
 
 
@@ -268,32 +260,31 @@ class DistortionsConfig(_Section):
     packet_loss: PacketLossConfig = field(default_factory=PacketLossConfig)
 
     def _check(self) -> None:
-        total = sum(s.prob for s in self.specs)
+        total = sum(prob for _, prob, _, _ in self.settings())
         if total > 1.0 + 1e-12:
             raise ConfigError(f"{self._key}: probabilities sum to {total:g} (> 1; one distortion per pair)")
 
-    @functools.cached_property
-    def specs(self) -> tuple[Spec, ...]:
-        """The distortions as the planner uses them, in planning order (parsed once)."""
-        from jsqa.signal.distortions import spec
-
+    def settings(self) -> tuple[tuple[str, float, tuple[float, float], float], ...]:
+        """(kind, prob, (low, high), step) per kind, in planning order; mu-law's step is 0 (both
+        members share the bit depth). :func:`jsqa.signal.distortions.parse_specs` turns these
+        into the planner's specs."""
         return (
-            spec("reverb", self.reverb.prob, *self.reverb.rt60_s, self.reverb.step),
-            spec("lowpass", self.lowpass.prob, *self.lowpass.cutoff_hz, self.lowpass.step),
-            spec("mulaw", self.mulaw.prob, float(self.mulaw.bits[0]), float(self.mulaw.bits[1]), 0.0),
-            spec("clip", self.clip.prob, *self.clip.threshold_db, self.clip.step_db),
-            spec("packet_loss", self.packet_loss.prob, *self.packet_loss.rate, self.packet_loss.step),
+            ("reverb", self.reverb.prob, self.reverb.rt60_s, self.reverb.step),
+            ("lowpass", self.lowpass.prob, self.lowpass.cutoff_hz, self.lowpass.step),
+            ("mulaw", self.mulaw.prob, (float(self.mulaw.bits[0]), float(self.mulaw.bits[1])), 0.0),
+            ("clip", self.clip.prob, self.clip.threshold_db, self.clip.step_db),
+            ("packet_loss", self.packet_loss.prob, self.packet_loss.rate, self.packet_loss.step),
         )
 
     @property
     def steps(self) -> dict[str, float]:
         """Each kind's within-one-JND step as configured."""
-        return {s.kind: float(s.step) for s in self.specs}
+        return {kind: float(step) for kind, _, _, step in self.settings()}
 
     @property
     def enabled(self) -> bool:
         """True when any distortion has a positive probability."""
-        return any(s.prob > 0 for s in self.specs)
+        return any(prob > 0 for _, prob, _, _ in self.settings())
 
 
 @dataclass(frozen=True)

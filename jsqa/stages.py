@@ -262,7 +262,11 @@ def code_deps(entry_module: str, repo: Path = REPO) -> list[str]:
 
 
 def _fields(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    """A config dataclass's fields and their types (class variables such as ``_key`` are not keys)."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def param_leaves(key: str) -> set[str]:

@@ -95,7 +95,6 @@ def test_literal_choices_reject_other_values_naming_key_and_choices(raw, key, al
         ({"pairs": {"workers": 0}}, "pairs.workers"),
         ({"pairs": {"speech_level_dbov": 3.0}}, "pairs.speech_level_dbov"),
         ({"pairs": {"distortions": {"clip": {"prob": -0.1}}}}, "pairs.distortions.clip.prob"),
-        ({"pairs": {"distortions": {"mulaw": {"bits": [1, 8]}}}}, "pairs.distortions.mulaw.bits"),
         ({"pairs": {"distortions": {"reverb": {"prob": 0.6}, "lowpass": {"prob": 0.6}}}}, "pairs.distortions"),
         ({"pretrain": {"epochs": 0}}, "pretrain.epochs"),
         ({"pretrain": {"temperature": 0.0}}, "pretrain.temperature"),
@@ -144,9 +143,14 @@ def test_every_section_knows_its_dotted_place_in_params_yaml():
         assert cls._key == key, cls.__name__
 
 
-def test_distortion_specs_are_parsed_once_per_config():
+def test_distortion_settings_parse_into_specs_with_each_kinds_bounds():
+    from jsqa.signal.distortions import parse_specs
+
     cfg = params_from_dict({"pairs": {"distortions": {"clip": {"prob": 0.5, "step_db": 2.0}}}}).pairs.distortions
-    assert cfg.specs is cfg.specs  # cached on the config, not rebuilt per use
-    assert [s.kind for s in cfg.specs] == ["reverb", "lowpass", "mulaw", "clip", "packet_loss"]
-    assert cfg.steps["clip"] == 2.0 and cfg.enabled
+    specs = parse_specs(cfg, 16000)
+    assert [s.kind for s in specs] == ["reverb", "lowpass", "mulaw", "clip", "packet_loss"]
+    assert specs[3].step == 2.0 and specs[3].prob == 0.5 and cfg.steps["clip"] == 2.0 and cfg.enabled
+    bad = params_from_dict({"pairs": {"distortions": {"mulaw": {"bits": [1, 8]}}}}).pairs.distortions
+    with pytest.raises(ConfigError, match=r"pairs\.distortions\.mulaw: range \(1\.0, 8\.0\) out of bounds"):
+        parse_specs(bad, 16000)
     assert not Params().pairs.distortions.enabled

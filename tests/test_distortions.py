@@ -134,8 +134,12 @@ def test_distortion_config_parses_and_is_validated() -> None:
     with pytest.raises(ConfigError, match=r"pairs\.distortions: probabilities sum to"):
         dataclasses.replace(ALL_ON, reverb=ReverbConfig(prob=0.5))
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.clip\.threshold_db"):
-        params_from_dict({"pairs": {"distortions": {"clip": {"threshold_db": [-3.0, 2.0]}}}})
-    # The sample-rate check stays where the rate is known.
+        params_from_dict({"pairs": {"distortions": {"clip": {"threshold_db": [-3.0, -4.0]}}}})
+    # Each kind's bounds are its transform's rule, checked when the pairs stage parses the
+    # settings, as is the sample-rate check.
+    above_peak = params_from_dict({"pairs": {"distortions": {"clip": {"threshold_db": [-3.0, 2.0]}}}}).pairs
+    with pytest.raises(ConfigError, match=r"pairs\.distortions\.clip: range"):
+        plan_pairs(clean_frame(2), noise_frame(1), dataclasses.replace(CFG, distortions=above_peak.distortions), 1, SR)
     bad = dataclasses.replace(ALL_ON, lowpass=LowpassConfig(prob=0.1, cutoff_hz=(2000.0, 8000.0)))
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.lowpass"):
         plan_pairs(clean_frame(2), noise_frame(1), dataclasses.replace(CFG, distortions=bad), 1, SR)
@@ -148,7 +152,7 @@ def test_planned_distortion_params_are_within_their_step() -> None:
     cfg = dataclasses.replace(CFG, distortions=ALL_ON)
     plan = plan_pairs(clean_frame(300), noise_frame(4), cfg, 9, SR)
     assert list(plan.columns) == PLAN_COLUMNS + DISTORTION_COLUMNS
-    steps = {s.kind: s for s in ALL_ON.specs}
+    steps = {s.kind: s for s in D.parse_specs(ALL_ON, SR)}
     shares = plan["distortion"].value_counts(normalize=True)
     for kind, spec in steps.items():
         rows = plan[plan["distortion"] == kind]
@@ -384,8 +388,8 @@ def test_lowpass_checks_nyquist_once_the_rate_is_known() -> None:
     with pytest.raises(ConfigError, match=r"lowpass: cutoff 6000.0 Hz must be in \(0, 4000.0\)"):
         lp(np.zeros(800), 8000)
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.lowpass"):
-        D.check_sample_rate(DistortionsConfig(lowpass=LowpassConfig(prob=0.1, cutoff_hz=(2000.0, 6000.0))).specs, 8000)
-    D.check_sample_rate(ALL_ON.specs, SR)
+        D.parse_specs(DistortionsConfig(lowpass=LowpassConfig(prob=0.1, cutoff_hz=(2000.0, 6000.0))), 8000)
+    D.parse_specs(ALL_ON, SR)
 
 
 def test_apply_dispatches_through_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,18 +9,17 @@ import torch
 from jsqa.errors import ConfigError, JsqaError
 from jsqa.models.encoder import ENCODER_SIZES, Encoder, count_parameters
 from jsqa.models.mos import (
-    MOS_RANGE,
     MOSModel,
     PretrainModel,
     check_sample_rate,
     checkpoint_sample_rate,
-    clamp_mos,
     encoder_from_checkpoint,
     encoder_spec,
     load_checkpoint,
     mos_model_from_checkpoint,
     save_checkpoint,
 )
+from jsqa.mos_scale import MOS_RANGE, clamp_mos
 from jsqa.train.losses import nt_xent
 
 

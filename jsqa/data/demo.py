@@ -47,7 +47,7 @@ from jsqa.data.manifests import (
 )
 from jsqa.errors import AudioError, ConfigError
 from jsqa.io import atomic_dir, write_csv, write_json
-from jsqa.models.mos import clamp_mos
+from jsqa.mos_scale import clamp_mos
 from jsqa.signal.distortions import Clip, MuLaw, PacketLoss
 from jsqa.signal.levels import active_speech_level, db_to_gain, gain_to_db, mix_at_snr
 

@@ -13,10 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jsqa.scoring.windows import score_waveforms  # noqa: E402
-from jsqa.io import atomic_path  # noqa: E402
 from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, relative_change, seed_stats  # noqa: E402
+from jsqa.io import atomic_path  # noqa: E402
 from jsqa.models.mos import MOSModel, check_sample_rate  # noqa: E402
+from jsqa.scoring.windows import score_waveforms  # noqa: E402
 from jsqa.train.clips import load_clips  # noqa: E402
 
 log = logging.getLogger(__name__)

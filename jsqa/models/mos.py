@@ -17,26 +17,11 @@ from jsqa.errors import ConfigError, JsqaError
 from jsqa.io import atomic_path
 from jsqa.models.encoder import DEFAULT_SAMPLE_RATE, ENCODER_SIZES, Encoder, EncoderSpec
 from jsqa.models.heads import MOSHead, ProjectionHead
+from jsqa.mos_scale import clamp_mos
 
 CHECKPOINT_FORMAT = "jsqa-checkpoint-v1"
-# The MOS scale: every predicted or synthesised score is clamped to it by clamp_mos.
-MOS_RANGE = (1.0, 5.0)
 # The input rate of checkpoints that do not record one (written before they did).
 LEGACY_SAMPLE_RATE = DEFAULT_SAMPLE_RATE
-
-MOS = TypeVar("MOS", float, np.ndarray, torch.Tensor)
-
-
-def clamp_mos(mos: MOS) -> MOS:
-    """``mos`` limited to :data:`MOS_RANGE` (a tensor, an array or a number, same kind out;
-    NaN stays NaN so callers can still tell a broken score)."""
-    lo, hi = MOS_RANGE
-    if isinstance(mos, torch.Tensor):
-        return mos.clamp(lo, hi)
-    if isinstance(mos, np.ndarray):
-        return np.clip(mos, lo, hi)
-    return float(np.clip(mos, lo, hi))
-
 
 def encoder_spec(size: str) -> EncoderSpec:
     """The encoder architecture for a named size ('small' or 'paper')."""

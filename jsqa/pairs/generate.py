@@ -34,7 +34,6 @@ from jsqa.pairs.render import (
     worker_init,
 )
 from jsqa.pairs.store import PairSet
-from jsqa.signal import distortions
 
 log = logging.getLogger(__name__)
 

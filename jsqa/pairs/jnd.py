@@ -15,6 +15,7 @@ import numpy as np
 from jsqa.errors import ConfigError
 from jsqa.signal import distortions
 
+
 def within_jnd(
     snr_a: float | np.ndarray, snr_b: float | np.ndarray, jnd_db: float
 ) -> bool | np.ndarray:

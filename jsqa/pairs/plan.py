@@ -15,6 +15,7 @@ from jsqa.pairs.jnd import within_jnd
 from jsqa.pairs.render import DISTORTION_COLUMNS, PLAN_COLUMNS, segment_samples
 from jsqa.signal import distortions
 
+
 def plan_columns(frame: pd.DataFrame) -> list[str]:
     """The planned columns of ``frame``: :data:`PLAN_COLUMNS`, plus the distortion ones if any."""
     extra = DISTORTION_COLUMNS if DISTORTION_COLUMNS[0] in frame.columns else []
@@ -42,13 +43,14 @@ def plan_width(cfg: PairsConfig) -> int:
     return 3 * draws + 4 * k + 2 * draws + 2 * k
 
 
-def _check_sample_rate(cfg: PairsConfig, sample_rate: int) -> None:
-    """The checks that need the sample rate; the config validated everything else when built."""
+def _check_sample_rate(cfg: PairsConfig, sample_rate: int) -> tuple[distortions.Spec, ...]:
+    """The checks that need the sample rate (the config validated everything else when built);
+    returns the distortion specs, parsed once here."""
     if sample_rate <= 0:
         raise ConfigError(f"data.sample_rate: must be positive, got {sample_rate}")
     if segment_samples(cfg, sample_rate) <= 0:
         raise ConfigError(f"pairs.segment_seconds: {cfg.segment_seconds} s is no sample at {sample_rate} Hz")
-    distortions.check_sample_rate(cfg.distortions.specs, sample_rate)
+    return distortions.parse_specs(cfg.distortions, sample_rate)
 
 
 def _samples(durations: pd.Series, sample_rate: int, source: str) -> np.ndarray:
@@ -115,7 +117,7 @@ def plan_pairs(
     (:func:`rir_paths`) and a reverb pair records the one it uses
     (:func:`jsqa.distortions.pick_rir` of its ``dist_seed``) in ``rir_path``.
     """
-    _check_sample_rate(cfg, sample_rate)
+    specs = _check_sample_rate(cfg, sample_rate)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
     require_columns(clean, CLEAN_COLUMNS, "clean manifest")
@@ -176,7 +178,7 @@ def plan_pairs(
         return plan[PLAN_COLUMNS]
     dist_u = np.repeat(u[:, base : base + 2 * draws].reshape(n_utt, draws, 2), k // draws, axis=1)
     pair_u = u[:, base + 2 * draws :].reshape(n_utt, k, 2)
-    for col, values in _distortion_columns(cfg.distortions.specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
+    for col, values in _distortion_columns(specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
         plan[col] = values
     plan["rir_path"] = ""
     reverb = cfg.distortions.reverb

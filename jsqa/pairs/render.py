@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jsqa.signal import distortions
 from jsqa.audio import LoopedSegments, load_audio
 from jsqa.errors import AudioError
 from jsqa.io import atomic_path, write_json
+from jsqa.signal import distortions
 from jsqa.signal.levels import active_speech_level, active_speech_levels, db_to_gain, noise_gain, rms_db
 
 if TYPE_CHECKING:

@@ -16,6 +16,7 @@ from jsqa.pairs.jnd import _REALISATION_KEYS, _SEGMENT_KEYS, same_percept
 from jsqa.pairs.render import INT16_SCALE, PLAN_COLUMNS, shard_stem
 from jsqa.signal import distortions
 
+
 class PairSet:
     """A rendered pair set: recipes plus memory-mapped shards.
 

@@ -23,10 +23,10 @@ import jsqa
 from jsqa import tracking
 from jsqa.errors import ConfigError, JsqaError
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint
-from jsqa.scoring.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
-from jsqa.scoring.serving import input_schema as _input_schema
 from jsqa.registry.champion import champion_version, promote
 from jsqa.registry.provenance import provenance_tags
+from jsqa.scoring.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
+from jsqa.scoring.serving import input_schema as _input_schema
 
 if TYPE_CHECKING:
     from jsqa.config import RegisterConfig

@@ -17,7 +17,8 @@ from torch import nn
 
 from jsqa.errors import JsqaError
 from jsqa.io import atomic_path
-from jsqa.models.mos import MOSModel, clamp_mos, load_checkpoint, mos_model_from_checkpoint
+from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
+from jsqa.mos_scale import clamp_mos
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,16 @@ from typing import Any
 
 import mlflow
 import yaml
-from tqdm import tqdm
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from tqdm import tqdm
 
 from jsqa import tracking
-from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio
 from jsqa.errors import JsqaError
-from jsqa.scoring.windows import score_waveform
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
 from jsqa.registry.register import CHECKPOINT_ARTIFACT
+from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio
+from jsqa.scoring.windows import score_waveform
 
 log = logging.getLogger(__name__)
 

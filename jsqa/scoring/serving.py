@@ -34,11 +34,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
-from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio, scoring_waveform
 from jsqa.errors import AudioError, JsqaError
-from jsqa.scoring.windows import HOP_S, WINDOW_S, score_waveform, windowed_mean
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
+from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio, scoring_waveform
+from jsqa.scoring.windows import HOP_S, WINDOW_S, score_waveform, windowed_mean
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from jsqa.models.encoder import DEFAULT_SAMPLE_RATE
-from jsqa.models.mos import clamp_mos
+from jsqa.mos_scale import clamp_mos
 
 
 def windows(n: int, window: int, hop: int) -> list[tuple[int, int]]:

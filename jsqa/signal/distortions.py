@@ -17,7 +17,7 @@ packet_loss    loss rate (0..1)      less than 1 percentage point apart
 Each kind is a transform class (:class:`Reverb`, :class:`Lowpass`, :class:`MuLaw`,
 :class:`Clip`, :class:`PacketLoss`) that validates its parameter and carries its step rule;
 :data:`REGISTRY` maps kind -> class. Steps are configurable (``pairs.distortions.<kind>``,
-parsed once into :class:`Spec` by :attr:`jsqa.config.DistortionsConfig.specs`);
+parsed once into :class:`Spec` by :func:`parse_specs`);
 :func:`within_step` is the rule.
 """
 
@@ -28,13 +28,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from jsqa.audio import load_audio
 from jsqa.errors import AudioError, ConfigError
 from jsqa.signal.levels import active_speech_level, db_to_gain
+
+if TYPE_CHECKING:
+    from jsqa.config import DistortionsConfig
 
 log = logging.getLogger(__name__)
 
@@ -375,6 +378,22 @@ def spec(kind: str, prob: float, low: float, high: float, step: float) -> Spec:
     """The planner's view of one configured distortion (step rule from its class)."""
     cls = transform(kind)
     return Spec(kind, prob, low, high, step, relative=cls.relative, integer=cls.integer)
+
+
+def parse_specs(cfg: DistortionsConfig, sample_rate: int) -> tuple[Spec, ...]:
+    """The configured distortions as the planner uses them, in planning order: parsed once, at
+    the pairs stage's edge, with each kind's bounds (its class's rule) and the checks that need
+    the sample rate. ConfigError names the key."""
+    specs = []
+    for kind, prob, (low, high), step in cfg.settings():
+        for v in (low, high):
+            try:
+                transform(kind).check(v)
+            except ConfigError as exc:
+                raise ConfigError(f"pairs.distortions.{kind}: range ({low}, {high}) out of bounds ({exc})") from None
+        specs.append(spec(kind, prob, low, high, step))
+    check_sample_rate(specs, sample_rate)
+    return tuple(specs)
 
 
 def check_sample_rate(specs: Sequence[Spec], sample_rate: int) -> None:

@@ -18,9 +18,8 @@ import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig
 from jsqa.errors import ConfigError
-from jsqa.scoring.windows import score_waveforms
-from jsqa.io import atomic_dir, read_json, write_json
 from jsqa.evaluation.metrics import mos_metrics, seed_stats
+from jsqa.io import atomic_dir, read_json, write_json
 from jsqa.models.mos import (
     MOSModel,
     check_sample_rate,
@@ -30,6 +29,7 @@ from jsqa.models.mos import (
     load_checkpoint,
     save_checkpoint,
 )
+from jsqa.scoring.windows import score_waveforms
 from jsqa.train.clips import ClipSet, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
 

@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from jsqa.config import ModelConfig, PretrainConfig
-from jsqa.train.losses import nt_xent
 from jsqa.models.encoder import count_parameters
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.pairs.store import load_pairs
@@ -61,6 +60,7 @@ from jsqa.train.distributed import (
     shutdown_distributed,
     steps_per_epoch,
 )
+from jsqa.train.losses import nt_xent
 from jsqa.train.pair_batches import PairBatch, PairBatchLoader
 from jsqa.train.signals import StopRequest, stop_on_signals
 
