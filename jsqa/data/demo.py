@@ -192,7 +192,7 @@ def _bandpass(lo: float, hi: float, sr: int) -> np.ndarray:
     return signal.butter(2, [lo, hi], btype="bandpass", fs=sr, output="sos")
 
 
-def _resonators(formants: Sequence[float], bandwidths: Sequence[float], sr: int) -> np.ndarray:
+def _resonators(formants: Sequence[float] | np.ndarray, bandwidths: Sequence[float] | np.ndarray, sr: int) -> np.ndarray:
     """Cascade of second-order formant resonators with unit gain at DC, as SOS sections."""
     rows = []
     for f, b in zip(formants, bandwidths):
@@ -216,7 +216,7 @@ def _raised_cosine_envelope(n: int, attack: int, decay: int) -> np.ndarray:
 
 def _syllable_plan(talker: Talker, n: int, sr: int, rng: np.random.Generator) -> list[tuple]:
     """Lay out words of 1-3 syllables with pauses: (fricative span or None, vowel span, vowel)."""
-    plan = []
+    plan: list[tuple] = []
     t = int(rng.uniform(0.05, 0.15) * sr)
     end = n - int(0.08 * sr)
     while True:

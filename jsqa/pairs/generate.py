@@ -261,6 +261,7 @@ def generate_pairs(
 
     def finish(rendered: dict[str, Any]) -> None:
         shard = rendered["shard"]
+        assert table is not None  # only rendered shards are finished, and then there is a table
         planned = table.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
         summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, shard, planned, rendered)
 

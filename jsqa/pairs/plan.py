@@ -31,9 +31,11 @@ def plan_uniforms(seed: int, start: int, count: int, width: int) -> np.ndarray:
     whole plan comes from one vectorised draw, and one utterance is replayed alone by
     advancing the stream ``i * width`` outputs (what ``start`` does).
     """
-    rng = np.random.default_rng(int(seed))
-    rng.bit_generator.advance(int(start) * int(width))
-    return rng.random((int(count), int(width)))
+    # PCG64 seeded with the run seed: the generator default_rng(seed) builds, named here
+    # because advancing is PCG64's own method.
+    bits = np.random.PCG64(int(seed))
+    bits.advance(int(start) * int(width))
+    return np.random.Generator(bits).random((int(count), int(width)))
 
 
 def plan_width(cfg: PairsConfig) -> int:
@@ -82,10 +84,10 @@ def _snrs_from_uniforms(u: np.ndarray, cfg: PairsConfig) -> tuple[np.ndarray, np
     snr_b = snr_a + jnd * (2.0 * u[..., 2] - 1.0)
     # d = -jnd itself (u = 0), or a + d rounding onto the bound, would break the rule:
     # halve such steps (a measure-zero event, kept deterministic).
-    bad = ~within_jnd(snr_a, snr_b, jnd)
+    bad = ~np.asarray(within_jnd(snr_a, snr_b, jnd))
     while bad.any():
         snr_b[bad] = snr_a[bad] + 0.5 * (snr_b[bad] - snr_a[bad])
-        bad = ~within_jnd(snr_a, snr_b, jnd)
+        bad = ~np.asarray(within_jnd(snr_a, snr_b, jnd))
     anchor_b = np.minimum(hi + u[..., 3] * jnd, np.nextafter(hi + jnd, -np.inf))
     return np.where(anchor, np.inf, snr_a), np.where(anchor, anchor_b, snr_b)
 

@@ -135,7 +135,7 @@ class _GroupMixer:
         noise_db = np.array([rms_db(x) for x in self.noise])
         self.silent = noise_db == -math.inf
         group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        self.gains = noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
+        self.gains = np.asarray(noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None]))
         self.bounds = np.full(len(offsets) - 1, math.inf)
         self.distorted = np.zeros(len(offsets) - 1, dtype=bool)
         if dist is not None and len(snrs):
@@ -157,14 +157,16 @@ class _GroupMixer:
             # |clean + g * noise| <= max|clean| + g * max|noise|; the 1.0 covers float32 rounding.
             self.bounds[g] = _abs_max(clean) * float(self.clean_scale[g]) + float(scaled.max()) * _abs_max(noise) + 1.0
             return buf
-        kinds = self.dist["distortion"][sel]
+        dist = self.dist
+        assert dist is not None  # groups are distorted only when the recipes have distortion columns
+        kinds = dist["distortion"][sel]
         for i in np.flatnonzero(kinds != distortions.NONE):
-            seed = int(self.dist["dist_seed"][sel][i])
-            rir_path = str(self.dist["rir_path"][sel][i]) if "rir_path" in self.dist else ""
+            seed = int(dist["dist_seed"][sel][i])
+            rir_path = str(dist["rir_path"][sel][i]) if "rir_path" in dist else ""
             rir = self.rirs[rir_path] if rir_path else None
             for m, col in enumerate(("dist_param_a", "dist_param_b")):
                 member = buf[i, m] * np.float32(1.0 / INT16_SCALE)
-                y = distortions.apply(str(kinds[i]), member, float(self.dist[col][sel][i]), self.sample_rate, seed, rir)
+                y = distortions.apply(str(kinds[i]), member, float(dist[col][sel][i]), self.sample_rate, seed, rir)
                 buf[i, m] = y * np.float32(INT16_SCALE)
         return buf
 
@@ -215,7 +217,7 @@ def render_pair(
     snrs = np.array([[recipe_row["snr_a"], recipe_row["snr_b"]]], dtype=np.float64)
     mixer = _GroupMixer(
         snrs, np.array([0, 1]), [clean_seg], [noise_seg], np.array([speech_gain]),
-        cfg.speech_level_dbov, sample_rate, dist, {rir_path: rir} if rir_path else None,
+        cfg.speech_level_dbov, sample_rate, dist, {rir_path: rir} if rir_path and rir is not None else None,
     )
     a, b = mixer.members(0)[0] * np.float32(1.0 / INT16_SCALE)
     gains = mixer.gains
@@ -399,6 +401,7 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
             noise, sp = noises[noise_path], speech[clean_path]
             reason = sp if isinstance(sp, str) else noise if isinstance(noise, str) else None
             if reason is None:
+                assert not isinstance(noise, str) and not isinstance(sp, str)  # no reason: both usable
                 try:
                     noise_segs.append(noise.segment(int(rows["noise_offset"][start]), seg))
                 except AudioError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import overload
 
 import numpy as np
 
@@ -43,6 +44,10 @@ BLOCK_S = 0.002
 CHUNK_TIME_CONSTANTS = 500.0
 
 
+@overload
+def db_to_gain(db: float) -> float: ...
+@overload
+def db_to_gain(db: np.ndarray) -> np.ndarray: ...
 def db_to_gain(db: float | np.ndarray) -> float | np.ndarray:
     """Linear amplitude gain of ``db`` decibels (``10 ** (db / 20)``), elementwise on arrays.
 
@@ -52,6 +57,10 @@ def db_to_gain(db: float | np.ndarray) -> float | np.ndarray:
     return 10.0 ** (db / 20.0)
 
 
+@overload
+def gain_to_db(gain: float) -> float: ...
+@overload
+def gain_to_db(gain: np.ndarray) -> np.ndarray: ...
 def gain_to_db(gain: float | np.ndarray) -> float | np.ndarray:
     """Decibels of a linear amplitude gain (``20 * log10(gain)``; -inf for 0)."""
     with np.errstate(divide="ignore"):
@@ -189,7 +198,10 @@ def _levels_of_batch(signals: list[np.ndarray], sr: int) -> list[float | str]:
     with np.errstate(over="ignore", invalid="ignore"):  # once, not per signal
         for r, x in enumerate(signals):
             # (casting only when needed: it takes numpy off its fast same-type loop)
-            np.abs(x, out=a[r, : x.size], **({} if x.dtype == np.float32 else {"casting": "unsafe"}))
+            if x.dtype == np.float32:
+                np.abs(x, out=a[r, : x.size])
+            else:
+                np.abs(x, out=a[r, : x.size], casting="unsafe")
             a[r, x.size :] = 0.0
             energies[r] = _energy(x, a[r, : x.size])
     # A NaN or inf sample makes the energy infinite. Such a row's envelope is garbage but its
@@ -223,8 +235,8 @@ def _levels_of_batch(signals: list[np.ndarray], sr: int) -> list[float | str]:
     c_db = gain_to_db(peak[rows])[:, None] - ladder_db
     c_lin = (peak[rows, None] * _ladder(n_steps)).astype(np.float32)
     active_blocks = np.empty(c_lin.shape, dtype=np.int64)
-    for i, r in enumerate(rows):
-        active_blocks[i] = width - np.searchsorted(hang[r], c_lin[i], side="left")
+    for i, row in enumerate(rows):
+        active_blocks[i] = width - np.searchsorted(hang[row], c_lin[i], side="left")
     # Blocks count whole, but the zero-padded last one only for its real samples.
     short = (n_blocks * block - sizes)[rows, None]
     active = active_blocks * block - np.where(hang_last[rows, None] >= c_lin, short, 0)
