@@ -173,7 +173,7 @@ def _check_distortion(cfg: _Section, range_name: str, step_name: str | None) -> 
     (:func:`jsqa.signal.distortions.parse_specs`): importing the transforms here would make
     every stage depend on the signal code.
     """
-    cfg._require(0.0 <= cfg.prob <= 1.0, "prob", "must be in [0, 1]")
+    cfg._require(0.0 <= getattr(cfg, "prob") <= 1.0, "prob", "must be in [0, 1]")  # noqa: B009 - every distortion section has it
     lo, hi = getattr(cfg, range_name)
     cfg._require(_finite_range(lo, hi, strict=False), range_name, "range must be finite and ordered")
     if step_name:
@@ -417,7 +417,7 @@ class Params(_Section):
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert a YAML value to the annotated type, or raise ConfigError naming the key."""
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return _build(tp, value, key + ".")

@@ -22,5 +22,5 @@ def clamp_mos(mos: MOS) -> MOS:
     if hasattr(mos, "clamp"):  # a torch tensor, without importing torch here
         return mos.clamp(lo, hi)
     if isinstance(mos, np.ndarray):
-        return np.clip(mos, lo, hi)
+        return np.clip(mos, lo, hi)  # type: ignore[return-value]
     return float(np.clip(mos, lo, hi))  # type: ignore[return-value]

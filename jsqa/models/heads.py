@@ -40,7 +40,9 @@ class MOSHead(nn.Module):
             nn.Linear(hidden, 1),
         )
         # Starting at the training mean spares the first epochs from learning the offset.
-        nn.init.constant_(self.net[-1].bias, init_mos)
+        last = self.net[-1]
+        assert isinstance(last, nn.Linear)
+        nn.init.constant_(last.bias, init_mos)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
