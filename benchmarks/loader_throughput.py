@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python benchmarks/loader_throughput.py [--utterances 200] [--batch 32] [--threads 2]
      [--sizes small,paper] [--steps 5] [--paper-steps 2] [--paper-batch 4] [--device cpu|cuda] [--keep DIR]
-Renders a synthetic pair set (1 s pairs, 4 per utterance, via jsqa.pairs.generate_pairs), then
+Renders a synthetic pair set (1 s pairs, 4 per utterance, via jsqa.pairs.generate.generate_pairs), then
 times one epoch of the batch plan through three loaders, best of --repeats passes (shards in
 the page cache after the first pass: this is the warm-cache figure):
 

@@ -10,7 +10,7 @@ Python process so the corpus build is not counted (imports inside the phase are)
   decode every clean and noise file the shard reads (soundfile.read to float32, as the stage
   does) and np.save an int16 array of the shard's output shape, filled (so its pages are real,
   not the kernel's zero page): the same bytes in the same .npy format the stage writes;
-* pairs: jsqa.pairs.generate_pairs with ``pairs.workers`` = --workers.
+* pairs: jsqa.pairs.generate.generate_pairs with ``pairs.workers`` = --workers.
 
 CPU is getrusage(RUSAGE_SELF) + getrusage(RUSAGE_CHILDREN) of the measuring process: worker
 and forkserver CPU included (the pools are shut down and the forkserver reaped before the second

@@ -9,7 +9,7 @@ one thread each, is started for the run and closed after it. With ``--address`` 
 to an existing cluster: its workers must see the manifests' audio and ``--out`` at the same
 absolute paths (a shared file system), since shards are read and written by the workers.
 
-Planning, resume and the final pair set are :func:`jsqa.pairs.generate_pairs`'s; this flow only
+Planning, resume and the final pair set are :func:`jsqa.pairs.generate.generate_pairs`'s; this flow only
 swaps its shard loop for Prefect tasks, so the output is bit-identical to ``jsqa pairs``.
 """
 

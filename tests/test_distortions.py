@@ -174,7 +174,7 @@ def test_planned_distortion_params_are_within_their_step() -> None:
 
 
 def test_distortions_off_leave_the_plan_exactly_as_before() -> None:
-    # Hashes of these noise-only plans (plan format of jsqa.pairs.plan_uniforms): the
+    # Hashes of these noise-only plans (plan format of jsqa.pairs.plan.plan_uniforms): the
     # distortion feature, on or off, must not move a single draw of a noise-only run, and a
     # change to the plan must be deliberate (it invalidates every rendered shard).
     clean = pd.DataFrame({"id": [f"u{i}" for i in range(12)], "path": [f"c/u{i}.wav" for i in range(12)],

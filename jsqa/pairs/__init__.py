@@ -5,12 +5,12 @@ listener cannot tell apart: ``|snr_a - snr_b| < jnd_db`` (about 3 dB for speech 
 McShefferty et al. 2015). A *clean anchor* pair has ``snr_a = +inf`` (the clean segment) and
 ``snr_b`` in ``[snr_hi, snr_hi + jnd_db)``, i.e. noise too faint to be noticed against clean.
 With ``pairs.distortions`` enabled, a pair may also carry one distortion beyond noise
-(:mod:`jsqa.distortions`), applied to both members after mixing with one seed; the pair stays
+(:mod:`jsqa.signal.distortions`), applied to both members after mixing with one seed; the pair stays
 positive only if its two parameters are also within that distortion's step
-(:func:`jsqa.distortions.within_step`). The recipes then have :data:`DISTORTION_COLUMNS`
+(:func:`jsqa.signal.distortions.within_step`). The recipes then have :data:`jsqa.pairs.render.DISTORTION_COLUMNS`
 ("none" / 0 for undistorted pairs); with all distortions off they are absent, so plans,
 recipes and shards are exactly those of a noise-only run.
-SNR is defined in :mod:`jsqa.levels`: speech active level (set on the whole utterance to
+SNR is defined in :mod:`jsqa.signal.levels`: speech active level (set on the whole utterance to
 ``pairs.speech_level_dbov``) minus the RMS level of the scaled noise over the segment.
 
 Stages:

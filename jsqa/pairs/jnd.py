@@ -49,8 +49,8 @@ def same_percept(
     They are when they share utterance, crop, noise file and offset, their a-member SNRs
     satisfy :func:`within_jnd`, and, where distortion columns are present, they share the
     distortion kind and realisation (seed, room response) with a-member parameters within
-    that kind's step (:func:`jsqa.distortions.within_step`; ``steps`` per kind, default
-    :data:`jsqa.distortions.DEFAULT_STEPS`). A clean (undistorted) and a distorted recipe
+    that kind's step (:func:`jsqa.signal.distortions.within_step`; ``steps`` per kind, default
+    :data:`jsqa.signal.distortions.DEFAULT_STEPS`). A clean (undistorted) and a distorted recipe
     never are. Recipes without distortion columns count as undistorted.
     """
     steps = {**distortions.DEFAULT_STEPS, **(steps or {})}

@@ -114,10 +114,10 @@ def plan_pairs(
     Distortions (when enabled) take the last uniforms of the utterance's row, so turning
     them on changes no other column: the kind and ``dist_seed`` per segment draw
     (shared by an utterance's pairs with ``shared_segment``), member a's parameter and b's
-    within-step offset per pair. Columns :data:`DISTORTION_COLUMNS` are added only then.
+    within-step offset per pair. Columns :data:`jsqa.pairs.render.DISTORTION_COLUMNS` are added only then.
     With ``pairs.distortions.reverb.rir_folder`` set, ``rir_paths`` are its room responses
     (:func:`rir_paths`) and a reverb pair records the one it uses
-    (:func:`jsqa.distortions.pick_rir` of its ``dist_seed``) in ``rir_path``.
+    (:func:`jsqa.signal.distortions.pick_rir` of its ``dist_seed``) in ``rir_path``.
     """
     specs = _check_sample_rate(cfg, sample_rate)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

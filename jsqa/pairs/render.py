@@ -6,7 +6,7 @@ and light jsqa modules are imported here; pandas, pyarrow (which imports pandas 
 it converts an array) and scipy are not (scipy is imported lazily by the distortions that
 need it). So a worker writes a shard's audio and summary; the caller writes its recipes.
 
-Rendering draws nothing: every random choice is in the recipe (:func:`jsqa.pairs.plan_pairs`).
+Rendering draws nothing: every random choice is in the recipe (:func:`jsqa.pairs.plan.plan_pairs`).
 Members are mixed in float32 at int16 scale and rounded once, so the stored samples are
 the float render of :func:`render_pair` rounded to the nearest int16 step.
 """
@@ -283,7 +283,7 @@ def worker_init() -> None:
 
 
 def shard_stem(out_dir: Path, shard: int) -> Path:
-    """``out_dir/shard-NNNNN`` (add .npy, .json or .parquet)."""
+    """``out_dir/shard-NNNNN``: add .npy (the audio), .json (its summary) or .arrow (its recipes)."""
     return Path(out_dir) / f"shard-{shard:05d}"
 
 
@@ -345,7 +345,7 @@ def _rir_cache(path: str, sample_rate: int) -> np.ndarray:
 def render_shard(job: ShardJob) -> dict[str, Any]:
     """Render one shard and write its .npy and .json; return its summary plus ``kept`` (bool
     per planned row) and ``gains`` (``[n_kept, 3]``, :data:`GAIN_COLUMNS`), from which the
-    caller writes the shard's recipes (:func:`jsqa.pairs.generate_pairs` does).
+    caller writes the shard's recipes (:func:`jsqa.pairs.generate.generate_pairs` does).
 
     Pairs whose clean or noise audio is unreadable or silent are left out and listed in
     the summary's ``skipped``; an unusable room response is an error (a broken setting).

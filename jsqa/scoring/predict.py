@@ -141,7 +141,7 @@ def score_files(
 ) -> list[dict]:
     """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash.
 
-    Each file is resampled to the model's input rate (the one its checkpoint records). Files go through the same checks as the served model (:func:`jsqa.audio.load_scoring_audio`);
+    Each file is resampled to the model's input rate (the one its checkpoint records). Files go through the same checks as the served model (:func:`jsqa.scoring.limits.load_scoring_audio`);
     ``progress`` draws a tqdm bar on stderr (the CLI turns it on when stderr is a terminal).
     """
     rows: list[dict] = []
