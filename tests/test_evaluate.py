@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from jsqa.data.manifests import read_manifest
-from jsqa.errors import ConfigError
+from jsqa.errors import ConfigError, ManifestError
 from jsqa.evaluation.evaluate import evaluate_models, flat_metrics, scatter_plot
 from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import MOSModel, encoder_spec
@@ -39,7 +39,7 @@ def test_reports_every_test_set_pooled_and_relative_change(small_corpus, tmp_pat
 
 def test_unknown_test_set_is_named(small_corpus):
     manifest = read_manifest(small_corpus["mos"], "mos")
-    with pytest.raises(ValueError, match="NOPE"):
+    with pytest.raises(ManifestError, match="NOPE"):
         evaluate_models({"m": _model(0, 3.0)}, manifest, test_sets=["NOPE"], root=small_corpus["root"])
 
 

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, relative_change, seed_stats  # noqa: E402
+from jsqa.errors import ManifestError  # noqa: E402
 from jsqa.io import atomic_path  # noqa: E402
 from jsqa.models.mos import MOSModel, check_sample_rate  # noqa: E402
 from jsqa.scoring.windows import score_waveforms  # noqa: E402
@@ -30,11 +31,11 @@ def test_rows(manifest: pd.DataFrame, test_sets: Sequence[str] = ()) -> pd.DataF
     if test_sets:
         unknown = sorted(set(test_sets) - set(test["db"]))
         if unknown:
-            raise ValueError(f"test set(s) {', '.join(unknown)} not in the manifest's test split "
+            raise ManifestError(f"test set(s) {', '.join(unknown)} not in the manifest's test split "
                              f"(have: {', '.join(sorted(set(test['db'])))})")
         test = test[test["db"].isin(test_sets)]
     if test.empty:
-        raise ValueError("no test clips to evaluate")
+        raise ManifestError("no test clips to evaluate (no row has split 'test')")
     return test.reset_index(drop=True)
 
 
