@@ -68,6 +68,13 @@ class ValidateConfig:
     min_duration_s: float = 0.5
     max_duration_s: float = 30.0
     mos_range: tuple[float, float] = (1.0, 5.0)
+    # Per-file audio checks (validate decodes every listed file; docs/data.md). A file whose
+    # RMS level is below min_rms_dbov is digital silence (-90 dBov: under the dither of 16-bit
+    # audio); clean and MOS files need a P.56 active speech level within speech_level_dbov
+    # (noise is not speech). workers: decoding threads, an execution setting (same verdict).
+    min_rms_dbov: float = -90.0
+    speech_level_dbov: tuple[float, float] = (-60.0, 0.0)
+    workers: int = 2
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,7 @@ def test_paper_profile_refuses_nisqa_licence_before_any_download(mirror, tmp_pat
     # The refusal must come before tens of GB of LibriSpeech and noise, not after them.
     url, noise_folder = mirror
     cfg = _with(_paper(url, noise_folder), accept_nisqa_licence=False)
-    with pytest.raises(JsqaError, match="NISQA licence not accepted.*accept_nisqa_licence: true"):
+    with pytest.raises(JsqaError, match=r"NISQA licence not accepted.*accept_nisqa_licence: true"):
         acquire(cfg, 0, tmp_path / "raw", tmp_path / "m", root=tmp_path)
     assert url.requests == []  # nothing was asked of the mirror
     assert not (tmp_path / "downloads").exists()
