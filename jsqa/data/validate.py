@@ -279,16 +279,18 @@ def _decode(path: Path, name: str) -> tuple[dict[str, Any], np.ndarray | None, i
 
 def _stats_of_chunk(items: Sequence[tuple[Path, str]], speech: bool) -> list[dict[str, Any]]:
     """Statistics of a few files; the P.56 levels of speech measured together per rate."""
+    if not speech:
+        # Noise recordings run to minutes: keep no samples past each file's own statistics.
+        return [_decode(path, name)[0] for path, name in items]
     decoded = [_decode(path, name) for path, name in items]
     rows = [stats for stats, _, _ in decoded]
-    if speech:
-        signals = {i: (x, sr) for i, (_, x, sr) in enumerate(decoded) if x is not None and x.size}
-        for sr in sorted({sr for _, sr in signals.values()}):
-            idx = [i for i, (_, r) in signals.items() if r == sr]
-            levels = active_speech_levels([signals[i][0] for i in idx], sr)
-            for i, level in zip(idx, levels):
-                # A string says why there is no level (silent, non-finite): other rules report it.
-                rows[i][ACTIVE_LEVEL_DBOV] = None if isinstance(level, str) else float(level)
+    signals = {i: (x, sr) for i, (_, x, sr) in enumerate(decoded) if x is not None and x.size}
+    for sr in sorted({sr for _, sr in signals.values()}):
+        idx = [i for i, (_, r) in signals.items() if r == sr]
+        levels = active_speech_levels([signals[i][0] for i in idx], sr)
+        for i, level in zip(idx, levels):
+            # A string says why there is no level (silent, non-finite): other rules report it.
+            rows[i][ACTIVE_LEVEL_DBOV] = None if isinstance(level, str) else float(level)
     return rows
 
 
@@ -554,7 +556,9 @@ def _audio_reason(col: str, row: pd.Series) -> str:
     if col == DECODES:
         return f"does not decode: {row[DECODE_ERROR]}"
     if col == HEADER_FRAMES:
-        return f"header promises {row[HEADER_FRAMES]} frames, {row[DECODED_FRAMES]} decoded: truncated"
+        header, decoded = row[HEADER_FRAMES], row[DECODED_FRAMES]
+        verdict = "truncated" if decoded < header else "longer than its header says"
+        return f"header promises {header} frames, {decoded} decoded: {verdict}"
     if col == FINITE:
         return "NaN or infinite samples"
     if col == RMS_DBOV:
