@@ -158,11 +158,18 @@ class ValidateConfig(_Section):
     min_duration_s: float = 0.5  # shorter clips are quarantined
     max_duration_s: float = 30.0  # longer clips are quarantined
     mos_range: tuple[float, float] = (1.0, 5.0)  # MOS labels outside it are quarantined
+    # Per-file audio checks (validate decodes every listed file; docs/data.md).
+    min_rms_dbov: float = -90.0  # below: digital silence (under the dither of 16-bit audio)
+    speech_level_dbov: tuple[float, float] = (-60.0, 0.0)  # P.56 active level of clean and MOS files (noise is not speech)
+    workers: int = 2  # decoding threads: an execution setting, the verdict is the same
 
     def _check(self) -> None:
         self._require(0 <= self.min_duration_s < self.max_duration_s and math.isfinite(self.max_duration_s),
                       "min_duration_s", f"must be >= 0 and below validate.max_duration_s ({self.max_duration_s})")
         self._require(_finite_range(*self.mos_range), "mos_range", "must be [low, high], finite, low < high")
+        self._require(math.isfinite(self.min_rms_dbov) and self.min_rms_dbov < 0, "min_rms_dbov", "must be finite and below 0")
+        self._require(_finite_range(*self.speech_level_dbov), "speech_level_dbov", "must be [low, high], finite, low < high")
+        self._require(self.workers >= 1, "workers", "must be >= 1")
 
 
 def _check_distortion(cfg: _Section, range_name: str, step_name: str | None) -> None:

@@ -44,8 +44,8 @@ HEADER = (
 
 # Settings that change how fast a stage runs, never what it writes, so listing them would
 # re-run (and re-train) a stage for nothing. Pair rendering is seeded per utterance, so the
-# worker count does not change the shards; threads and checkpoint spacing do not change the
-# arithmetic on CPU. `device` may change floating point (GPU kernels differ from CPU ones):
+# worker count does not change the shards; validate measures each file on its own, whatever
+# its thread count; threads and checkpoint spacing do not change the arithmetic on CPU. `device` may change floating point (GPU kernels differ from CPU ones):
 # treating it as execution is a choice, since outputs already differ across machines anyway
 # (which is why dvc.lock is not committed, docs/remote.md).
 EXECUTION_KEYS: frozenset[str] = frozenset({
@@ -55,6 +55,7 @@ EXECUTION_KEYS: frozenset[str] = frozenset({
     "pretrain.checkpoint_every",
     "finetune.threads",
     "finetune.device",
+    "validate.workers",
 })
 
 
@@ -102,7 +103,8 @@ STAGES: tuple[Stage, ...] = (
         "validate", "jsqa validate --manifests data/manifests --out data/validation --docs data/validation/gx",
         "jsqa.cli.validate",
         inputs=("data/manifests",),
-        params=("data.sample_rate", "validate.min_duration_s", "validate.max_duration_s", "validate.mos_range"),
+        params=("data.sample_rate", "validate.min_duration_s", "validate.max_duration_s", "validate.mos_range",
+                "validate.min_rms_dbov", "validate.speech_level_dbov"),
         outs=(_VERDICT, "data/validation/gx"),
     ),
     Stage(

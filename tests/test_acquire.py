@@ -84,11 +84,31 @@ def _with(cfg: DataConfig, **over) -> DataConfig:
     return dataclasses.replace(cfg, corpora=dataclasses.replace(cfg.corpora, **over))
 
 
-def test_paper_profile_refuses_nisqa_without_the_licence_and_unknown_noise(mirror, tmp_path):
+def test_paper_profile_refuses_nisqa_licence_before_any_download(mirror, tmp_path):
+    # The refusal must come before tens of GB of LibriSpeech and noise, not after them.
+    url, noise_folder = mirror
+    cfg = _with(_paper(url, noise_folder), accept_nisqa_licence=False)
+    with pytest.raises(JsqaError, match=r"NISQA licence not accepted.*accept_nisqa_licence: true"):
+        acquire(cfg, 0, tmp_path / "raw", tmp_path / "m", root=tmp_path)
+    assert url.requests == []  # nothing was asked of the mirror
+    assert not (tmp_path / "downloads").exists()
+    assert not (tmp_path / "m").exists()  # and no manifest was written
+
+
+def test_user_mos_csv_needs_no_nisqa_licence(mirror, tmp_path):
+    # With the user's own MOS data NISQA is never fetched, so its licence is not asked for.
+    url, noise_folder = mirror
+    corpus = make_nisqa(tmp_path / "user_mos")
+    csv = corpus / "NISQA_corpus_file.csv"
+    cfg = _with(_paper(url, noise_folder), accept_nisqa_licence=False, user_mos_csv=str(csv))
+    paths = acquire(cfg, 0, tmp_path / "raw", tmp_path / "m", root=tmp_path)
+    assert len(read_manifest(paths["mos"], "mos")) > 0
+    assert not any(r.path.endswith("NISQA_Corpus.zip") for r in url.requests)
+
+
+def test_paper_profile_refuses_unknown_noise(mirror, tmp_path):
     url, noise_folder = mirror
     cfg = _paper(url, noise_folder)
-    with pytest.raises(JsqaError, match="accept_nisqa_licence"):
-        acquire(_with(cfg, accept_nisqa_licence=False), 0, tmp_path / "raw", tmp_path / "m", root=tmp_path)
     with pytest.raises(ConfigError, match="noise_sources"):
         acquire(_with(cfg, noise_sources=("rain",)), 0, tmp_path / "raw", tmp_path / "m", root=tmp_path)
 

@@ -219,6 +219,7 @@ EXECUTION_CHANGES = {
     "pretrain.checkpoint_every": 7,
     "finetune.threads": 1,
     "finetune.device": "cpu",
+    "validate.workers": 1,
 }
 
 
@@ -240,7 +241,7 @@ def restore_params(dvc_project):
 
 @pytest.mark.integration
 def test_execution_settings_rerun_no_stage(restore_params):
-    # All six at once: one `dvc status` (seconds each); any listed one would name its stage.
+    # All at once: one `dvc status` (seconds each); any listed one would name its stage.
     _set_many(restore_params, EXECUTION_CHANGES)
     assert _status(restore_params) == {}
 
@@ -248,6 +249,7 @@ def test_execution_settings_rerun_no_stage(restore_params):
 @pytest.mark.integration
 @pytest.mark.parametrize("key, value, stages", [
     ("pairs.jnd_db", 4.0, {"pairs"}),
+    ("validate.min_rms_dbov", -80.0, {"validate"}),
     ("data.sample_rate", 8000, {"acquire", "validate", "pairs", "finetune", "finetune_scratch", "evaluate"}),
 ])
 def test_a_result_setting_reruns_its_stages(restore_params, key, value, stages):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,7 +13,13 @@ import pytest
 from jsqa.audio import write_audio
 from jsqa.config import ValidateConfig
 from jsqa.data.manifests import SCHEMAS
-from jsqa.data.validate import add_computed_columns, data_docs_index, suite_for, validate_manifests
+from jsqa.data.validate import (
+    add_audio_stats,
+    add_computed_columns,
+    data_docs_index,
+    suite_for,
+    validate_manifests,
+)
 from jsqa.errors import ManifestError, ValidationFailed
 from jsqa.io import write_parquet
 
@@ -22,9 +29,10 @@ CFG = ValidateConfig(min_duration_s=0.5, max_duration_s=30.0, mos_range=(1.0, 5.
 SR = 16000
 
 
-def _wav(root: Path, rel: str, sr: int = SR, seconds: float = 0.6) -> str:
-    x = 0.1 * np.sin(2 * np.pi * 440 * np.arange(int(sr * seconds)) / sr).astype(np.float32)
-    write_audio(root / rel, x, sr)
+def _wav(root: Path, rel: str, sr: int = SR, seconds: float = 0.6, amplitude: float = 0.1,
+         subtype: str = "PCM_16") -> str:
+    x = amplitude * np.sin(2 * np.pi * 440 * np.arange(int(sr * seconds)) / sr).astype(np.float32)
+    write_audio(root / rel, x, sr, subtype=subtype)
     return rel
 
 
@@ -108,6 +116,14 @@ def test_good_manifests_pass_and_write_report_and_data_docs(good):
     _, paths, out, report = good
     assert report["success"] is True
     assert _n_rows(report) == {"clean": 4, "noise": 2, "mos": 4}
+    # Every file was decoded; the sines are at 0.1 of full scale: RMS -23 dBov.
+    audio = {k: m["audio"] for k, m in report["manifests"].items()}
+    assert {k: a["files_decoded"] for k, a in audio.items()} == {"clean": 4, "noise": 2, "mos": 4}
+    assert audio["clean"]["frames_decoded"] == 4 * 9600
+    assert audio["mos"]["frames_decoded"] == 4 * 28800
+    assert audio["clean"]["rms_dbov"] == {"min": -23.01, "median": -23.01, "max": -23.01}
+    assert -24.0 < audio["mos"]["active_level_dbov"]["median"] < -22.0
+    assert "active_level_dbov" not in audio["noise"]  # noise is not speech
     assert all(m["failed"] == [] for m in report["manifests"].values())
     assert json.loads((out / "report.json").read_text()) == report
     index = data_docs_index(out / "gx")  # the default docs folder
@@ -138,8 +154,9 @@ def test_verdict_is_byte_identical_across_runs_and_apart_from_the_docs(good, mon
     monkeypatch.chdir(root)
     rel = {k: p.relative_to(root) for k, p in paths.items()}
     texts, pages = [], []
-    for _ in range(2):
-        validate_manifests(rel, CFG, SR, Path("verdict"), docs_dir=Path("docs"))
+    # The decoding threads are an execution setting: they do not change the verdict.
+    for cfg in (CFG, dataclasses.replace(CFG, workers=1)):
+        validate_manifests(rel, cfg, SR, Path("verdict"), docs_dir=Path("docs"))
         texts.append(Path("verdict/report.json").read_bytes())
         pages.append(sorted(p.relative_to("docs").as_posix() for p in Path("docs").rglob("*.html")))
     assert texts[0] == texts[1]
@@ -269,3 +286,112 @@ def test_leak_detected_by_id_and_by_path_spelled_differently(tmp_path):
     out = add_computed_columns("mos", df, root=tmp_path)
     assert out["leaks_into_train"].tolist() == [False, False, True, True]
     assert out["file_exists"].tolist() == [True, True, False, True]
+
+
+# --- the audio itself -------------------------------------------------------------------------
+
+
+def _truncate(root: Path, rel: str, n_bytes: int) -> None:
+    path = root / rel
+    path.write_bytes(path.read_bytes()[:n_bytes])
+
+
+@pytest.fixture(scope="module")
+def broken_audio(tmp_path_factory):
+    """Well-formed manifests over broken files, each broken one way (and a quiet one)."""
+    root = tmp_path_factory.mktemp("broken_audio")
+    t = _good_tables(root)
+    _truncate(root, "clean/c0.wav", 20)
+    half = (root / "clean/c1.wav").stat().st_size // 2
+    _truncate(root, "clean/c1.wav", half)  # the header still claims the full 9600 frames
+    write_audio(root / "clean/c2.wav", np.zeros(9600, dtype=np.float32), SR)
+    x = 0.1 * np.ones(9600, dtype=np.float32)
+    x[100] = np.nan
+    write_audio(root / "clean/c3.wav", x, SR, subtype="FLOAT")
+    # Silence fails noise too; a very quiet file (RMS -83 dBov) fails only as speech.
+    write_audio(root / "noise/n0.wav", np.zeros(9600, dtype=np.float32), SR)
+    _wav(root, "noise/n1.wav", amplitude=1e-4)
+    _wav(root, "mos/m0.wav", sr=48000, amplitude=1e-4)
+    paths = _write(root, t)
+    out = root / "validation"
+    with pytest.raises(ValidationFailed) as info:
+        validate_manifests(paths, CFG, SR, out, root=root)
+    return paths, out, str(info.value)
+
+
+def _failed(out: Path, kind: str, expectation: str, column: str) -> dict:
+    failed = json.loads((out / "report.json").read_text())["manifests"][kind]["failed"]
+    (rec,) = [f for f in failed if f["expectation"] == expectation and f["column"] == column]
+    return rec
+
+
+def test_each_broken_file_fails_once_with_its_reason(broken_audio):
+    paths, _, msg = broken_audio
+    assert msg.splitlines()[0].startswith("6 check(s) failed")  # 4 clean, 1 noise, 1 mos
+    assert len(_lines(msg, paths["clean"])) == 4
+
+
+def test_wav_truncated_to_20_bytes_does_not_decode(broken_audio):
+    paths, out, msg = broken_audio
+    (line,) = [ln for ln in _lines(msg, paths["clean"]) if "(decodes," in ln]
+    assert "1 unexpected (e.g. path=clean/c0.wav (does not decode: " in line
+    assert "Malformed 'fmt ' chunk" in line
+    rec = _failed(out, "clean", "expect_column_values_to_be_in_set", "decodes")
+    assert rec["unexpected_values"][0].startswith("clean/c0.wav (does not decode:")
+
+
+def test_wav_cut_in_half_is_truncated(broken_audio):
+    # libsndfile reads what is there without complaint; only the header tells it was cut.
+    paths, _, msg = broken_audio
+    (line,) = [ln for ln in _lines(msg, paths["clean"]) if "header_frames" in ln]
+    assert "expect_column_pair_values_to_be_equal(header_frames, decoded_frames): 1 unexpected" in line
+    assert "path=clean/c1.wav (header promises 9600 frames, 4" in line
+    assert "decoded: truncated)" in line
+
+
+def test_all_zero_wav_is_silent(broken_audio):
+    paths, _, msg = broken_audio
+    expected = (
+        "expect_column_values_to_be_between(rms_dbov, >= -90.0): 1 unexpected "
+        "(e.g. path=clean/c2.wav (RMS -inf dBov: silent))"
+    )
+    assert f"{paths['clean']}: {expected}" in _lines(msg, paths["clean"])
+    noise = "expect_column_values_to_be_between(rms_dbov, >= -90.0): 1 unexpected (e.g. path=noise/n0.wav"
+    assert any(noise in ln for ln in _lines(msg, paths["noise"]))
+
+
+def test_nan_float_wav_is_not_finite(broken_audio):
+    paths, _, msg = broken_audio
+    expected = (
+        "expect_column_values_to_be_in_set(finite, {True}): 1 unexpected "
+        "(e.g. path=clean/c3.wav (NaN or infinite samples))"
+    )
+    assert f"{paths['clean']}: {expected}" in _lines(msg, paths["clean"])
+
+
+def test_speech_level_out_of_range_only_for_speech(broken_audio):
+    paths, _, msg = broken_audio
+    (line,) = _lines(msg, paths["mos"])
+    assert "expect_column_values_to_be_between(active_level_dbov, -60.0..0.0): 1 unexpected" in line
+    assert "path=mos/m0.wav (active speech level -8" in line
+    # The same quiet signal as noise: not speech, so no level rule; only n0 (silent) fails.
+    assert all("n1.wav" not in ln for ln in _lines(msg, paths["noise"]))
+
+
+def test_report_summarises_the_broken_audio(broken_audio):
+    _, out, _ = broken_audio
+    clean = json.loads((out / "report.json").read_text())["manifests"]["clean"]["audio"]
+    assert clean["files_checked"] == 4
+    assert clean["files_decoded"] == 3
+    assert clean["rms_dbov"]["max"] == -23.01  # c1's surviving half; -inf and NaN left out
+
+
+def test_missing_file_has_no_audio_statistics(tmp_path):
+    # A missing file is file_exists's to report: decoding it would name it twice.
+    _wav(tmp_path, "a.wav")
+    df = pd.DataFrame({"path": ["a.wav", "gone.wav"]})
+    stats = add_audio_stats("noise", df, root=tmp_path, workers=1, progress=False)
+    assert stats["decodes"].tolist() == [True, None]
+    assert stats["header_frames"].isna().tolist() == [False, True]
+    assert stats["header_frames"][0] == 9600
+    assert "active_level_dbov" not in stats.columns

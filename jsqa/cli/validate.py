@@ -1,4 +1,4 @@
-"""``jsqa validate``: the Great Expectations suites over every manifest."""
+"""``jsqa validate``: the Great Expectations suites over every manifest and the audio it lists."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from jsqa.cli.common import params, stage_parser
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sp = stage_parser(sub, "validate", run, "run the Great Expectations suites on every manifest")
+    sp = stage_parser(sub, "validate", run, "run the Great Expectations suites on every manifest and its audio files")
     sp.add_argument("--manifests", default="data/manifests")
     sp.add_argument("--out", default="data/validation", help="folder of the verdict, report.json")
     sp.add_argument("--docs", default=None, help="Data Docs folder (a GX context; default: OUT/gx); "
@@ -39,5 +39,7 @@ def run(args: argparse.Namespace) -> int:
         mlflow.log_artifact(str(Path(args.out) / "report.json"))
         mlflow.set_tag("validation", "passed")
     rows = ", ".join(f"{k} ({m['n_rows']} rows)" for k, m in report["manifests"].items())
-    print(f"validate: every suite passed: {rows}; Data Docs: {data_docs_index(docs).as_posix()}")
+    decoded = sum(m.get("audio", {}).get("files_decoded", 0) for m in report["manifests"].values())
+    print(f"validate: every suite passed: {rows}; {decoded} audio files decoded and checked; "
+          f"Data Docs: {data_docs_index(docs).as_posix()}")
     return 0

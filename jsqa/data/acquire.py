@@ -73,7 +73,12 @@ def _noise(cfg: CorporaConfig, downloads: Path, root: Path) -> tuple[pd.DataFram
 
 
 def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".")) -> dict[str, Path]:
-    """Download (idempotently) and prepare the real corpora; write the manifests."""
+    """Download (idempotently) and prepare the real corpora; write the manifests.
+
+    Refuses before any download when NISQA would be fetched without its licence accepted.
+    """
+    if not cfg.user_mos_csv:
+        nisqa.require_licence(cfg.accept_nisqa_licence)
     downloads = Path(root) / cfg.download_dir
     mirror = _mirror(cfg, "librispeech")
     ls_dir = librispeech.download_librispeech(

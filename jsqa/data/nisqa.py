@@ -49,6 +49,18 @@ LICENCE_NOTE = (
 )
 
 
+def require_licence(accept_licence: bool) -> None:
+    """Raise JsqaError carrying LICENCE_NOTE unless the user accepted the NISQA licence.
+
+    Callers that fetch other corpora first check this before any of them: a refusal after tens
+    of GB of downloads wastes hours.
+    """
+    if not accept_licence:
+        raise JsqaError(
+            f"NISQA licence not accepted. {LICENCE_NOTE} To accept, set {ACCEPT_PARAM}: true in params.yaml."
+        )
+
+
 def download_nisqa(
     target_dir: Path, *, accept_licence: bool, base_url: str | None = None, progress: bool = True
 ) -> Path:
@@ -57,10 +69,7 @@ def download_nisqa(
     Refuses (JsqaError carrying LICENCE_NOTE) unless ``accept_licence`` is true, i.e. the user
     set ``data.corpora.accept_nisqa_licence: true``. Idempotent.
     """
-    if not accept_licence:
-        raise JsqaError(
-            f"NISQA licence not accepted. {LICENCE_NOTE} To accept, set {ACCEPT_PARAM}: true in params.yaml."
-        )
+    require_licence(accept_licence)
     log.warning("NISQA licence: %s", LICENCE_NOTE)
     remote = NISQA_REMOTE
     if base_url is not None:

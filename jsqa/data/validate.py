@@ -5,6 +5,12 @@ are computed first as boolean columns, so the suite still states every rule and 
 show them all. One file-backed GX context is built per call, in a temporary folder that
 replaces the docs folder (``<out_dir>/gx`` by default) whole when done.
 
+Every audio file a manifest lists is also decoded (in threads, ``validate.workers``) into a
+per-file statistics table: whether it decodes, the frames its header promises against the
+frames decoded (a file cut short decodes fewer), finite samples, RMS level, and the P.56
+active speech level of speech files. The suite checks those columns like any other, so a
+failure names the file and why, and the Data Docs show the rules on them.
+
 Two outputs, kept apart on purpose: ``<out_dir>/report.json`` is the *verdict* (pass/fail and
 the failed expectations per manifest; no timestamps, no Data Docs location), the same bytes
 for the same manifests, so later DVC stages depend on it and are not re-run by a fresh
@@ -14,25 +20,52 @@ validation of unchanged data. The Data Docs hold timestamped pages and are for p
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import soundfile as sf
+from tqdm import tqdm
 
+from jsqa.audio import to_mono
 from jsqa.config import ValidateConfig
 from jsqa.data.manifests import SCHEMAS, SPLITS, read_manifest, resolve
-from jsqa.errors import ManifestError, ValidationFailed
+from jsqa.errors import AudioError, ConfigError, ManifestError, ValidationFailed
 from jsqa.io import atomic_dir, write_json
+from jsqa.signal.levels import active_speech_levels, rms_db
 
 log = logging.getLogger(__name__)
 
 FILE_EXISTS = "file_exists"
 LEAKS_INTO_TRAIN = "leaks_into_train"
 SPEAKER_SPANS_SUBSETS = "speaker_spans_subsets"
+# The per-file audio statistics (add_audio_stats); null for a file that does not exist, which
+# file_exists already reports, and downstream of a failed decode.
+DECODES = "decodes"
+DECODE_ERROR = "decode_error"
+HEADER_FRAMES = "header_frames"
+DECODED_FRAMES = "decoded_frames"
+FINITE = "finite"
+RMS_DBOV = "rms_dbov"
+ACTIVE_LEVEL_DBOV = "active_level_dbov"
+AUDIO_STATS = (DECODES, DECODE_ERROR, HEADER_FRAMES, DECODED_FRAMES, FINITE, RMS_DBOV, ACTIVE_LEVEL_DBOV)
+# Noise is not speech: its active speech level means nothing.
+_SPEECH_KINDS = ("clean", "mos")
+# Files per task: the P.56 level is measured in batches (far fewer numpy calls per file) and
+# the progress bar moves per task.
+_STATS_CHUNK = 16
 # Where the failing values themselves say nothing ("False", "None"), name the rows instead.
-_EXAMPLE_SOURCE = {FILE_EXISTS: "path", LEAKS_INTO_TRAIN: "id", SPEAKER_SPANS_SUBSETS: "speaker"}
+_EXAMPLE_SOURCE = {
+    FILE_EXISTS: "path", LEAKS_INTO_TRAIN: "id", SPEAKER_SPANS_SUBSETS: "speaker",
+    **dict.fromkeys(AUDIO_STATS, "path"),
+}
 _NOT_NULL = "expect_column_values_to_not_be_null"
 # Clean speech and noise are mixed at the pipeline rate; upsampled sources would lack the top
 # band and teach the encoder that band-limiting is "clean". Degraded MOS clips may be narrowband.
@@ -89,6 +122,7 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
             notes="path, resolved against the project root, is a file",
         )
     )
+    out.extend(_audio_expectations(gxe, kind, cfg))
     if kind == "clean":
         out.append(
             gxe.ExpectColumnValuesToBeInSet(
@@ -109,6 +143,39 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
                 column=LEAKS_INTO_TRAIN,
                 value_set=[False],
                 notes="a test row whose path or id also appears in the train split",
+            )
+        )
+    return out
+
+
+def _audio_expectations(gxe: Any, kind: str, cfg: ValidateConfig) -> list[Any]:
+    """Rules on the per-file statistics of :func:`add_audio_stats`."""
+    out = [
+        gxe.ExpectColumnValuesToBeInSet(
+            column=DECODES, value_set=[True], notes="the file decodes (soundfile/libsndfile)"
+        ),
+        gxe.ExpectColumnPairValuesToBeEqual(
+            column_A=HEADER_FRAMES,
+            column_B=DECODED_FRAMES,
+            # A file that does not decode has no decoded length; `decodes` reports it.
+            ignore_row_if="either_value_is_missing",
+            notes="a truncated file decodes fewer frames than its header promises",
+        ),
+        gxe.ExpectColumnValuesToBeInSet(column=FINITE, value_set=[True], notes="no NaN or infinite sample"),
+        gxe.ExpectColumnValuesToBeBetween(
+            column=RMS_DBOV,
+            min_value=cfg.min_rms_dbov,
+            notes="RMS level above the floor: not digital silence",
+        ),
+    ]
+    if kind in _SPEECH_KINDS:
+        lo, hi = cfg.speech_level_dbov
+        out.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=ACTIVE_LEVEL_DBOV,
+                min_value=lo,
+                max_value=hi,
+                notes="ITU-T P.56 active speech level, dBov (jsqa.signal.levels)",
             )
         )
     return out
@@ -155,6 +222,149 @@ def _test_leaks(df: pd.DataFrame, root: Path) -> list[bool]:
     ]
 
 
+# --- per-file audio statistics ----------------------------------------------------------------
+
+
+def wav_header_frames(path: Path) -> int | None:
+    """Frames the header of a RIFF/WAVE file promises (data chunk size / block align).
+
+    None when the file is not RIFF/WAVE, the header is cut short, or the size is left open
+    (0 or 0xFFFFFFFF, as streaming writers leave it). libsndfile itself shrinks a WAV's frame
+    count to the bytes present, so only the header says that a file was cut.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        block_align = 0
+        while len(chunk := fh.read(8)) == 8:
+            cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+            if cid == b"data":
+                if not block_align or size in (0, 0xFFFFFFFF):
+                    return None
+                return size // block_align
+            body = fh.read(size + (size & 1)) if cid == b"fmt " else None  # chunks are word-aligned
+            if body is None:
+                fh.seek(size + (size & 1), os.SEEK_CUR)
+            elif len(body) >= 14:
+                block_align = int.from_bytes(body[12:14], "little")
+    return None
+
+
+def _decode(path: Path, name: str) -> tuple[dict[str, Any], np.ndarray | None, int]:
+    """Decode one file at its own rate: (its statistics so far, mono samples or None, rate).
+
+    Read raw rather than through :func:`jsqa.audio.load_audio`, which rejects non-finite
+    samples: here they are a statistic of their own, reported apart from decoding.
+    """
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr, frames = int(f.samplerate), int(f.frames)
+            x = to_mono(np.asarray(f.read(dtype="float32", always_2d=False)))
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError, AudioError) as exc:
+        reason = getattr(exc, "error_string", None) or str(exc)
+        # libsndfile names the file as it was opened; the manifest's name is shorter and stable.
+        return {DECODES: False, DECODE_ERROR: reason.replace(str(path), name)}, None, 0
+    header = wav_header_frames(path)
+    level = rms_db(x) if x.size else -math.inf  # an empty file is as silent as an all-zero one
+    stats = {
+        DECODES: True,
+        HEADER_FRAMES: frames if header is None else header,
+        DECODED_FRAMES: int(x.size),
+        FINITE: bool(np.isfinite(x).all()),
+        RMS_DBOV: level,
+    }
+    return stats, x, sr
+
+
+def _stats_of_chunk(items: Sequence[tuple[Path, str]], speech: bool) -> list[dict[str, Any]]:
+    """Statistics of a few files; the P.56 levels of speech measured together per rate."""
+    if not speech:
+        # Noise recordings run to minutes: keep no samples past each file's own statistics.
+        return [_decode(path, name)[0] for path, name in items]
+    decoded = [_decode(path, name) for path, name in items]
+    rows = [stats for stats, _, _ in decoded]
+    signals = {i: (x, sr) for i, (_, x, sr) in enumerate(decoded) if x is not None and x.size}
+    for sr in sorted({sr for _, sr in signals.values()}):
+        idx = [i for i, (_, r) in signals.items() if r == sr]
+        levels = active_speech_levels([signals[i][0] for i in idx], sr)
+        for i, level in zip(idx, levels):
+            # A string says why there is no level (silent, non-finite): other rules report it.
+            rows[i][ACTIVE_LEVEL_DBOV] = None if isinstance(level, str) else float(level)
+    return rows
+
+
+def add_audio_stats(
+    kind: str,
+    df: pd.DataFrame,
+    root: Path = Path("."),
+    workers: int = 2,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Return a copy of ``df`` with the per-file audio statistics (AUDIO_STATS) the suite checks.
+
+    Every listed file that exists is decoded, ``workers`` threads at a time (decoding and the
+    level arithmetic release the GIL); rows whose file is missing keep null statistics. The
+    active speech level is measured for clean and MOS files only. A progress bar shows on
+    stderr when ``progress`` and stderr is a terminal. Nothing is added without a path column.
+    """
+    _check_kind(kind)
+    if workers < 1:
+        raise ConfigError(f"validate.workers: expected at least 1, got {workers}")
+    df = df.reset_index(drop=True)
+    if "path" not in df.columns:
+        return df
+    todo = [
+        (i, resolve(p, root), p) for i, p in enumerate(df["path"])
+        if isinstance(p, str) and resolve(p, root).is_file()
+    ]
+    chunks = [todo[k : k + _STATS_CHUNK] for k in range(0, len(todo), _STATS_CHUNK)]
+    speech = kind in _SPEECH_KINDS
+    rows: list[dict[str, Any]] = [{} for _ in range(len(df))]
+    start = time.perf_counter()
+    show = progress and sys.stderr.isatty()
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
+        total=len(todo), disable=not show, file=sys.stderr, unit="file", desc=f"decoding {kind}"
+    ) as bar:
+        results = pool.map(lambda c: _stats_of_chunk([(p, n) for _, p, n in c], speech), chunks)
+        for chunk, stats in zip(chunks, results):
+            for (i, _, _), row in zip(chunk, stats):
+                rows[i] = row
+            bar.update(len(chunk))
+    elapsed = time.perf_counter() - start
+    log.info("%s: decoded %d file(s) in %.2f s (%.1f ms per file, %d worker(s))",
+             kind, len(todo), elapsed, 1000 * elapsed / max(len(todo), 1), workers)
+    columns = AUDIO_STATS if speech else tuple(c for c in AUDIO_STATS if c != ACTIVE_LEVEL_DBOV)
+    for col in columns:
+        values = [r.get(col) for r in rows]
+        # Nullable integers: a frame count must not turn into a float next to a missing one.
+        df[col] = pd.array(values, dtype="Int64") if col in (HEADER_FRAMES, DECODED_FRAMES) else values
+    return df
+
+
+def audio_summary(df: pd.DataFrame) -> dict[str, Any]:
+    """The per-file statistics in a few numbers for the verdict: files decoded, level ranges."""
+    decodes = df[DECODES] if DECODES in df.columns else pd.Series(dtype=object)
+    out: dict[str, Any] = {
+        "files_checked": int(decodes.notna().sum()),
+        "files_decoded": int((decodes == True).sum()),  # noqa: E712 (object column: True, False, None)
+        "frames_decoded": int(df[DECODED_FRAMES].sum()) if DECODED_FRAMES in df.columns else 0,
+    }
+    for col in (RMS_DBOV, ACTIVE_LEVEL_DBOV):
+        if col in df.columns:
+            out[col] = _spread(df[col])
+    return out
+
+
+def _spread(values: pd.Series) -> dict[str, float] | None:
+    """min / median / max of the finite values, rounded so float noise stays out of the verdict."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    return {k: round(float(f(v)), 2) for k, f in (("min", np.min), ("median", np.median), ("max", np.max))}
+
+
 def validate_manifests(
     manifests: Mapping[str, Path],
     cfg: ValidateConfig,
@@ -162,8 +372,13 @@ def validate_manifests(
     out_dir: Path,
     root: Path = Path("."),
     docs_dir: Path | None = None,
+    progress: bool = True,
 ) -> dict:
     """Validate each manifest (keyed by kind); write the verdict ``out_dir/report.json`` and Data Docs.
+
+    Every audio file listed is decoded (:func:`add_audio_stats`, ``cfg.workers`` threads, a
+    progress bar when ``progress`` and stderr is a terminal) and the verdict holds a summary
+    of the per-file statistics under each manifest's ``audio``.
 
     The Data Docs (a GX context) go to ``docs_dir``, ``out_dir/gx`` by default; find their home
     page with :func:`data_docs_index`. The verdict names manifests as they were passed, so it is
@@ -193,8 +408,11 @@ def validate_manifests(
                 lines.append(str(exc))
                 continue
             df = add_computed_columns(kind, df, root)
+            df = add_audio_stats(kind, df, root, cfg.workers, progress)
             outcome = _run_suite(gx, context, datasource, kind, df, cfg, sample_rate)
             entry = {"path": name, **outcome}
+            if DECODES in df.columns:
+                entry["audio"] = audio_summary(df)
             per_manifest[kind] = entry
             lines.extend(f"{name}: {f['summary']}" for f in entry["failed"])
             status = "ok" if entry["success"] else "FAILED"
@@ -239,12 +457,11 @@ def _run_suite(
     """Run the suite for one manifest; a missing column fails only its existence check."""
     batch = datasource.add_dataframe_asset(kind).add_batch_definition_whole_dataframe("whole")
     # Column checks on a missing column end in a traceback inside GX; the existence check
-    # already reports it in one readable line.
+    # already reports it in one readable line (and without a path there are no audio stats).
     expectations = [
         e
         for e in suite_for(kind, cfg, sample_rate)
-        if getattr(e, "column", None) in (None, *df.columns)
-        or type(e).__name__ == "ExpectColumnToExist"
+        if _columns_of(e) <= set(df.columns) or type(e).__name__ == "ExpectColumnToExist"
     ]
     # Added whole: adding to a stored suite rewrites its JSON once per expectation.
     suite = context.suites.add(gx.ExpectationSuite(name=kind, expectations=expectations))
@@ -259,11 +476,17 @@ def _run_suite(
     return {"success": bool(result.success), "n_rows": int(len(df)), "failed": failed}
 
 
+def _columns_of(expectation: Any) -> set[str]:
+    """The columns an expectation reads (one, a pair, or none for table-level rules)."""
+    names = (getattr(expectation, a, None) for a in ("column", "column_A", "column_B"))
+    return {n for n in names if n is not None}
+
+
 def _describe(res: Any, df: pd.DataFrame) -> dict:
     """Turn one failed GX result into a JSON-safe record with a one-line summary."""
     etype = res.expectation_config.type
     kw = res.expectation_config.kwargs
-    col = kw.get("column")
+    col = kw.get("column") or kw.get("column_A")  # a pair rule is named by its first column
     r = res.result or {}
     rec: dict[str, Any] = {"expectation": etype, "column": col}
     exc = res.exception_info or {}
@@ -276,7 +499,7 @@ def _describe(res: Any, df: pd.DataFrame) -> dict:
     elif "unexpected_count" in r:
         rec["unexpected_count"] = int(r["unexpected_count"])
         source = _example_source(etype, col, df)
-        rec["unexpected_values"] = _examples(r, df, source)
+        rec["unexpected_values"] = _examples(r, df, source, col)
         label = f"{source}=" if source is not None else ""
         shown = ", ".join(label + _fmt(v) for v in rec["unexpected_values"])
         outcome = f"{rec['unexpected_count']} unexpected" + (f" (e.g. {shown})" if shown else "")
@@ -308,10 +531,14 @@ def _example_source(etype: str, col: str | None, df: pd.DataFrame) -> str | None
     return source if source in df.columns else None
 
 
-def _examples(r: dict, df: pd.DataFrame, source: str | None) -> list[Any]:
-    """Up to five distinct offending values, or the failing rows' ``source`` values."""
+def _examples(r: dict, df: pd.DataFrame, source: str | None, col: str | None = None) -> list[Any]:
+    """Up to five distinct offending values, or the failing rows' ``source`` values (for an
+    audio statistic, each file followed by why it failed)."""
     if source is not None and "partial_unexpected_index_list" in r:
-        values = df.loc[r["partial_unexpected_index_list"], source].tolist()
+        rows = df.loc[r["partial_unexpected_index_list"]]
+        values = rows[source].tolist()
+        if col in AUDIO_STATS:
+            values = [f"{v} ({_audio_reason(col, row)})" for v, (_, row) in zip(values, rows.iterrows())]
     else:
         values = r.get("partial_unexpected_list") or []
     seen: list[Any] = []
@@ -324,8 +551,24 @@ def _examples(r: dict, df: pd.DataFrame, source: str | None) -> list[Any]:
     return seen
 
 
+def _audio_reason(col: str, row: pd.Series) -> str:
+    """Why a file failed the rule on audio statistic ``col``, from its row of statistics."""
+    if col == DECODES:
+        return f"does not decode: {row[DECODE_ERROR]}"
+    if col == HEADER_FRAMES:
+        header, decoded = row[HEADER_FRAMES], row[DECODED_FRAMES]
+        verdict = "truncated" if decoded < header else "longer than its header says"
+        return f"header promises {header} frames, {decoded} decoded: {verdict}"
+    if col == FINITE:
+        return "NaN or infinite samples"
+    if col == RMS_DBOV:
+        return f"RMS {_fmt(float(row[RMS_DBOV]))} dBov: silent"
+    return f"active speech level {_fmt(float(row[col]))} dBov"
+
+
 def _fmt_args(kw: Mapping[str, Any]) -> str:
-    parts = [str(kw["column"])] if kw.get("column") is not None else []
+    names = [kw.get(k) for k in ("column", "column_A", "column_B")]
+    parts = [str(n) for n in names if n is not None]
     lo, hi = kw.get("min_value"), kw.get("max_value")
     if lo is not None and hi is not None:
         parts.append(f"{_fmt(lo)}..{_fmt(hi)}")
