@@ -83,8 +83,9 @@ def _record(fh: IO[str], label: str) -> None:
 def record_server(project_dir: str | Path, pid: int) -> None:
     """Note in the held lock that this run started the Prefect server ``pid``.
 
-    A run that is SIGKILLed cannot stop the server it started; the next run finds the pid here
-    and stops it (:func:`_stop_leftover_server`).
+    A run whose process is killed alone (SIGKILL; SIGTERM too, which Prefect turns into an exit
+    without cleanup) leaves the server it started running; the next run finds the pid here and
+    stops it (:func:`_stop_leftover_server`).
     """
     fh = (_HELD.get() or {}).get(lock_path(project_dir).resolve())
     if fh is None:
