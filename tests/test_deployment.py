@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,14 +19,19 @@ from dvc_projects import (
     stage_cmd,
 )
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    DeploymentFilter,
+    DeploymentFilterId,
+)
 from prefect.client.schemas.objects import ConcurrencyLimitStrategy
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.artifacts import LINK_KEY, PLOT_KEY
-from flows.pipeline import ARTIFACT_KEY
+from flows.jsqa_flow import ARTIFACT_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +156,109 @@ def test_each_run_publishes_metrics_link_and_plot(served, two_runs):
         assert "| mos_version | 2 |" in artifacts[ARTIFACT_KEY].data
         assert "(http://mlflow.test:5000/#/experiments/3/runs/ab12)" in artifacts[LINK_KEY].data
         assert "data:image/png;base64," in artifacts[PLOT_KEY].data
+
+
+# --- the nightly schedule, against a real `prefect server start` ------------------------------
+# The session's test server (prefect_test_harness) runs no scheduler service, and a stored cron
+# is not proof that runs get created: with SQLAlchemy 2.1 the scheduler failed every minute and
+# "Upcoming" stayed empty. So this serves the flow on a real server and waits for real runs.
+EVERY_MINUTE = "* * * * *"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group (server or serve and its children), SIGKILL it after 20 s."""
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``cmd`` in its own session (so _stop reaches what it spawns), output to ``log``."""
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def prefect_server_process(tmp_path_factory):
+    """`prefect server start` on a free loopback port, PREFECT_HOME in tmp; yields (API URL, env)."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                "PREFECT_UI_ENABLED": "false", "PYTHONPATH": str(REPO),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    log = home / "server.log"
+    proc = _start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                  env, log)
+    try:
+        _wait_for(lambda: _healthy(api), "prefect server to start", 120, proc, log)
+        yield api, {**env, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    finally:
+        _stop(proc)
+        # A failing scheduler service logs here: show it beside the test's own failure.
+        print(log.read_text()[-3000:])
+
+
+def _healthy(api: str) -> bool:
+    with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+        return client.api_healthcheck() is None
+
+
+def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen, log: Path):
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` (with the log tail)."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n" + log.read_text()[-3000:])
+        time.sleep(1)
+    return result
+
+
+def test_served_cron_schedule_creates_runs_and_a_scheduled_run_completes(
+        prefect_server_process, blank_project, tmp_path):
+    api, env = prefect_server_process
+    work = "pathlib.Path('done.txt').write_text('ok')"
+    root = make_project(blank_project, tmp_path / "proj", {"tick": {"cmd": stage_cmd("tick", work),
+                                                                  "outs": ["done.txt"]}})
+    log = tmp_path / "serve.log"
+    proc = _start([sys.executable, "-m", "flows.pipeline", "serve", "--project-dir", str(root),
+                   "--name", "every-minute", "--cron", EVERY_MINUTE, "--wait", "0"], env, log)
+    try:
+        with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+            def deployment():
+                try:
+                    return client.read_deployment_by_name("jsqa-pipeline/every-minute")
+                except ObjectNotFound:
+                    return None
+
+            dep = _wait_for(deployment, "serve to register the deployment", 90, proc, log)
+            assert [s.schedule.cron for s in dep.schedules] == [EVERY_MINUTE]
+
+            def runs():
+                return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])))
+
+            # What "Upcoming" shows: runs the scheduler created for the cron (it looks at recently
+            # changed deployments every 5 s).
+            scheduled = _wait_for(runs, "the scheduler to create runs", 45, proc, log)
+            assert all(r.auto_scheduled for r in scheduled)
+            # The first one fires at the next minute, and the served process runs it.
+            done = _wait_for(lambda: [r for r in runs() if r.state.is_final()], "a scheduled run to finish",
+                             150, proc, log)
+            assert done[0].state.name == "Completed", done[0].state.message
+            assert (root / "done.txt").read_text() == "ok"
+    finally:
+        _stop(proc)

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +22,9 @@ from dvc_projects import stage_cmd as _cmd
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-from flows.pipeline import ARTIFACT_KEY, jsqa_pipeline, main, read_stage_names
+from flows.jsqa_flow import ARTIFACT_KEY, jsqa_pipeline
+from flows.pipeline import main
+from flows.stages import read_stage_names
 from jsqa.errors import ConfigError, StageFailed
 
 pytestmark = pytest.mark.integration
@@ -148,7 +157,8 @@ def test_failing_stage_fails_the_flow_and_only_acquire_is_retried(tmp_path, blan
     root = _make_project(blank_project, tmp_path / "proj", stages)
     with pytest.raises(StageFailed, match="stage 'download' failed") as info:
         jsqa_pipeline(project_dir=str(root))
-    assert "transient failure" in str(info.value)  # the stage's own output is in the message
+    # The first line (what the CLI prints) is the stage's own message, not DVC's report.
+    assert str(info.value).splitlines()[0] == "stage 'download' failed: transient failure"
     assert _runs(root) == ["download"]  # not retried, and the next stages never started
 
 
@@ -182,7 +192,7 @@ def test_cli_run_reports_outcomes_and_exits_1_with_one_line_on_failure(first_run
 
 
 def test_force_downstream_forces_every_later_selected_stage():
-    from flows.pipeline import select_stages
+    from flows.stages import select_stages
 
     names = ["acquire", "pairs", "pretrain", "evaluate"]
     assert select_stages(names, None, ["pairs"]) == (names, {"pairs"})
@@ -192,35 +202,53 @@ def test_force_downstream_forces_every_later_selected_stage():
     assert select_stages(names, None, None, force_downstream=True) == (names, set())
 
 
-def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp_path, capsys):
-    import threading
+@contextlib.contextmanager
+def _held_by_another_run(root: Path, label: str, release_after: float | None = None):
+    """The project's run lock, held by another thread for the ``with`` body (or ``release_after`` s).
 
-    from flows.runlock import PipelineBusy, run_lock
+    Another thread, because the holder's own context may re-enter the lock (the CLI's run holds
+    it around the flow).
+    """
+    from flows.runlock import run_lock
 
-    root = tmp_path / "proj"
-    shutil.copytree(first_run[0], root, symlinks=True)
-    with run_lock(root, label="nightly run"):
-        with pytest.raises(PipelineBusy, match=r"a pipeline run is already going .*nightly run"):
-            jsqa_pipeline(project_dir=str(root), stages=["prepare"])
-        assert main(["run", "--project-dir", str(root), "--stages", "prepare"]) == 1
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "already going" in err and "waited 0 s" in err
-    n_runs = len(_runs(root))
-
-    # With --wait the second run starts once the first lets go, instead of failing.
     held, release = threading.Event(), threading.Event()
 
     def holder() -> None:
-        with run_lock(root, label="first"):
+        with run_lock(root, label=label):
             held.set()
-            release.wait(10)
+            release.wait(60)
 
     thread = threading.Thread(target=holder)
     thread.start()
     held.wait(10)
-    threading.Timer(1.0, release.set).start()
-    assert jsqa_pipeline(project_dir=str(root), stages=["prepare"], force=["prepare"], wait_s=30) == {"prepare": "ran"}
-    thread.join()
+    if release_after is not None:
+        threading.Timer(release_after, release.set).start()
+    try:
+        yield
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp_path, capsys):
+    from flows.runlock import PipelineBusy
+
+    root = tmp_path / "proj"
+    shutil.copytree(first_run[0], root, symlinks=True)
+    with _held_by_another_run(root, "nightly run"):
+        with pytest.raises(PipelineBusy, match=r"a pipeline run is already going .*nightly run"):
+            jsqa_pipeline(project_dir=str(root), stages=["prepare"])
+        assert main(["run", "--project-dir", str(root), "--stages", "prepare"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert "already going" in err[0]
+        assert "waited 0 s" in err[0]
+    n_runs = len(_runs(root))
+
+    # With --wait the second run starts once the first lets go, instead of failing.
+    with _held_by_another_run(root, "first", release_after=1.0):
+        assert jsqa_pipeline(project_dir=str(root), stages=["prepare"], force=["prepare"], wait_s=30) == {
+            "prepare": "ran"}
     assert _runs(root)[n_runs:] == ["prepare"]
 
 
@@ -270,3 +298,138 @@ def test_flow_links_the_mlflow_run_and_embeds_the_scatter_plot(first_run, tmp_pa
     assert mlflow_ui_base() == "https://mlflow.example.org"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     assert mlflow_ui_base() == "http://127.0.0.1:5000"
+
+
+def test_cli_names_the_failed_stage_with_its_own_error_line(tmp_path, blank_project, capsys):
+    # Like a jsqa stage: a traceback-free CLI error line among other output, exit code 2.
+    body = ("import sys; print('reading manifests'); print('jsqa pairs: error: data/manifests/clean.csv: "
+            "no utterances', file=sys.stderr); print('more noise'); sys.exit(2)")
+    root = _make_project(blank_project, tmp_path / "proj", {"pairs": {"cmd": _cmd("pairs", body), "outs": ["p"]}})
+    assert main(["run", "--project-dir", str(root)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["jsqa-pipeline: error: stage 'pairs' failed: jsqa pairs: error: data/manifests/clean.csv: "
+                   "no utterances"]
+
+
+def test_error_line_prefers_the_stage_message_then_dvc():
+    from flows.jsqa_flow import error_line
+
+    dvc_error = "ERROR: failed to reproduce 'x': failed to run: python -c ..., exited with 1"
+    traceback = ["Running stage 'x':", "> python -c ...", "Traceback (most recent call last):",
+                 '  File "<string>", line 1, in <module>', "ValueError: bad sample rate", dvc_error]
+    assert error_line(traceback, 1) == "ValueError: bad sample rate"
+    assert error_line(["Running stage 'x':", "> python -c ...", dvc_error], 1) == dvc_error
+    assert error_line([], 255) == "dvc exited with code 255"
+
+
+# --- the CLI as a user runs it: a separate process with Prefect's temporary server -------------
+REPO = Path(__file__).resolve().parents[1]
+REFUSAL_S = 3.0  # it used to take ~10 s (Prefect import and server start) and print a traceback
+
+
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    """No PREFECT_API_URL (the CLI starts its temporary server), a private PREFECT_HOME."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", "PYTHONPATH": str(REPO),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    return env
+
+
+def _cli(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "flows.pipeline", "run", "--project-dir", str(root), *args]
+
+
+def test_cli_beside_a_running_run_is_refused_at_once_in_one_line(first_run, tmp_path):
+    from flows.runlock import run_lock
+
+    root = tmp_path / "proj"
+    shutil.copytree(first_run[0], root, symlinks=True)
+    with run_lock(root, label="nightly run"):
+        start = time.monotonic()
+        proc = subprocess.run(_cli(root), env=_cli_env(tmp_path), capture_output=True, text=True, timeout=60)
+        elapsed = time.monotonic() - start
+    print(f"second run refused in {elapsed:.2f} s")
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("jsqa-pipeline: error: ")
+    assert "already going" in lines[0]
+    assert f"pid {os.getpid()} on " in lines[0]
+    assert "(nightly run)" in lines[0]
+    assert elapsed < REFUSAL_S
+    assert _runs(root) == ["prepare", "featurize", "evaluate"]  # nothing ran
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _until(what: str, check, timeout: float, log: Path):
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n" + log.read_text()[-3000:])
+        time.sleep(0.3)
+    return result
+
+
+def test_waiting_run_says_so_and_a_killed_run_leaves_no_server_in_the_way(blank_project, tmp_path):
+    from flows.runlock import SERVER_APP, lock_path, run_lock
+
+    # Holds inside its stage until the test creates `release` (at most 120 s).
+    hold = ("import time; m = pathlib.Path('busy'); m.touch(); "
+            "any(pathlib.Path('release').exists() or time.sleep(0.2) for _ in range(600)); "
+            "pathlib.Path('held.txt').write_text('ok'); m.unlink()")
+    root = _make_project(blank_project, tmp_path / "proj", {"hold": {"cmd": _cmd("hold", hold), "outs": ["held.txt"]}})
+    env, log = _cli_env(tmp_path), tmp_path / "first.log"
+    leftovers: list[int] = []
+    with open(log, "w") as out:
+        first = subprocess.Popen(_cli(root, "--wait", "60"), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+    try:
+        with run_lock(root, label="nightly run"):
+            waiting = _until("the waiting line", lambda: [ln for ln in log.read_text().splitlines()
+                                                          if "waiting up to 60 s" in ln], 30, log)
+        assert len(waiting) == 1
+        assert " INFO " in waiting[0]
+        assert "(nightly run)" in waiting[0]
+
+        _until("the first run's stage", (root / "busy").exists, 240, log)
+        server = json.loads(lock_path(root).read_text())["server_pid"]
+        assert SERVER_APP in Path(f"/proc/{server}/cmdline").read_bytes().decode()
+        leftovers = [server, *_children(first.pid)]
+        first.kill()  # SIGKILL the flow process alone, as the OOM killer does: its children stay
+        first.wait(10)
+        assert _alive(server)  # this is what a killed run leaves behind...
+        (root / "release").touch()  # ...besides its stage command, which finishes on its own
+        _until("the killed run's dvc to finish", lambda: not any(_alive(p) for p in leftovers if p != server),
+               60, log)
+
+        second = subprocess.run(_cli(root, "--force", "hold"), env=env, capture_output=True, text=True,
+                                timeout=300)
+        assert second.returncode == 0, second.stdout + second.stderr
+        assert "hold: ran" in second.stdout.splitlines()
+        assert f"stopping the temporary Prefect server (pid {server}) left by a killed run" in second.stderr
+        assert not _alive(server)
+        assert _runs(root) == ["hold", "hold"]
+    finally:
+        for pid in [first.pid, *leftovers]:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
