@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from jsqa.errors import JsqaError
-from jsqa.io import atomic_path
+from jsqa.io import save_torch
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,7 @@ def save_train_state(ckpt_dir: Path, state: dict[str, Any]) -> Path:
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / LAST
-    with atomic_path(path) as tmp:
-        torch.save({"format": TRAIN_STATE_FORMAT, **state}, tmp)
+    save_torch(path, {"format": TRAIN_STATE_FORMAT, **state})
     return path
 
 
