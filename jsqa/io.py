@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import json
 import os
@@ -79,6 +80,26 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (sorted keys, so DVC hashes are stable)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically, the same object always giving the same bytes.
+
+    Saved to memory first: torch's zip archive records a name derived from the file it writes
+    to, and the temporary name holds the pid, so saving straight to it would make every file
+    differ (DVC would rerun downstream stages and the registry would see a new model).
+    """
+    import torch  # here, not at the top: pair-rendering workers import this module without torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def read_json(path: str | Path) -> Any:

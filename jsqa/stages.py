@@ -173,7 +173,8 @@ STAGES: tuple[Stage, ...] = (
         "jsqa.cli.register",
         # The manifests' hashes tag the registered versions.
         inputs=("models/encoder.pt", "models/mos_pretrained.pt", "metrics/evaluate.json", "data/manifests"),
-        params=("register.encoder_name", "register.mos_name", "register.alias", "register.metric",
+        # data.profile: the model card's licence and label notes.
+        params=("data.profile", "register.encoder_name", "register.mos_name", "register.alias", "register.metric",
                 "register.min_improvement", "register.direction"),
         outs=(no_cache("metrics/register.json"),),
         # Logged into each model as "models from code" files, by path.

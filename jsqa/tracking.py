@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "jsqa"
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
+# MLflow 3's UI opens an experiment without this tag on its (empty) GenAI overview; this kind
+# makes it open on the runs list, as for classic ML work.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 # URIs this process derived itself. mlflow.set_tracking_uri / set_registry_uri also export
@@ -57,9 +61,12 @@ def configure(root: str | Path = ".", experiment: str = EXPERIMENT) -> str:
         location = None
         if uri.startswith("sqlite:"):
             location = (Path(root).resolve() / ARTIFACT_DIR).as_uri()
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location,
+                                          tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     else:
         exp_id = exp.experiment_id
+        if EXPERIMENT_KIND_TAG not in exp.tags:  # created before jsqa set it; a kind chosen in the UI stays
+            mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from dvc_projects import blank_project  # noqa: F401
 
 from jsqa.config import ModelConfig, PretrainConfig
 from jsqa.errors import JsqaError
@@ -39,7 +42,7 @@ class _Stop(Exception):
     pass
 
 
-def _run_until(pairs: Path, out: Path, last_step: int, cfg: PretrainConfig, resume: bool = False) -> dict[int, float]:
+def _run_until(pairs: Path, out: Path, last_step: int, cfg: PretrainConfig, resume: str = "auto") -> dict[int, float]:
     """Pretrain in this process, checkpointing every step, and stop after ``last_step``; return per-step losses."""
     losses: dict[int, float] = {}
 
@@ -96,7 +99,7 @@ def test_a_run_killed_after_a_checkpoint_resumes_with_the_same_next_step(small_p
 
     out_a = tmp_path / "a" / "encoder.pt"
     a = _run_until(small_pairs, out_a, k + 1, CFG)
-    b = _run_until(small_pairs, out_b, k + 1, CFG, resume=True)
+    b = _run_until(small_pairs, out_b, k + 1, CFG, resume="resume")
     assert sorted(b) == [k + 1]  # the resumed run starts right after the checkpoint
     assert b[k + 1] == pytest.approx(a[k + 1], abs=1e-6)
     wa = torch.load(out_a.with_name("encoder.pt.ckpt") / LAST, weights_only=True)
@@ -116,7 +119,7 @@ def test_sigterm_saves_a_checkpoint_with_a_clear_message_and_resume_finishes(sma
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "stopped by SIGTERM at step" in err and "--resume" in err
+    assert "stopped by SIGTERM at step" in err and "run the same command again to continue" in err
     assert not out.exists()
     raw = torch.load(out.with_name("encoder.pt.ckpt") / LAST, weights_only=True)  # no pickled objects
     state = load_train_state(out.with_name("encoder.pt.ckpt"), raw["params_hash"], json.loads(raw["params"]))
@@ -136,15 +139,80 @@ def test_sigterm_saves_a_checkpoint_with_a_clear_message_and_resume_finishes(sma
 def test_resume_is_refused_without_a_checkpoint_or_with_other_params(small_pairs, tmp_path, caplog):
     out = tmp_path / "encoder.pt"
     with pytest.raises(JsqaError, match="no checkpoint to resume from"):
-        pretrain(small_pairs, MODEL, CFG, SEED, out, resume=True)
+        pretrain(small_pairs, MODEL, CFG, SEED, out, resume="resume")
     _run_until(small_pairs, out, 2, CFG)
     changed = dataclasses.replace(CFG, learning_rate=1e-4, threads=1)
     with pytest.raises(JsqaError, match=r"different parameters \(changed: pretrain.learning_rate\)"):
-        pretrain(small_pairs, MODEL, changed, SEED, out, resume=True)
-    # without --resume an earlier run's checkpoints are replaced, and the log says so
-    with caplog.at_level("INFO", logger="jsqa.train.pretrain"):
-        _run_until(small_pairs, out, 1, CFG)
-    assert "removed the checkpoints of an earlier run" in caplog.text
+        pretrain(small_pairs, MODEL, changed, SEED, out, resume="resume")
+    # by default a checkpoint made with other parameters is replaced, and the log says why
+    with caplog.at_level("INFO", logger="jsqa.train.checkpointing"):
+        assert sorted(_run_until(small_pairs, out, 1, changed)) == [1]
+    assert "starting afresh" in caplog.text and "changed: pretrain.learning_rate" in caplog.text
+    caplog.clear()
+    # --fresh ignores even a matching one
+    with caplog.at_level("INFO", logger="jsqa.train.checkpointing"):
+        assert sorted(_run_until(small_pairs, out, 1, changed, resume="fresh")) == [1]
+    assert "starting afresh (--fresh): removed the checkpoints of an earlier run" in caplog.text
+
+
+def _sigterm_after_start(proc: subprocess.Popen, ckpt: Path) -> str:
+    """SIGTERM a pretraining CLI once its loop runs; return its stderr after it exits with a checkpoint."""
+    _wait_for_training(proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert ckpt.exists()
+    return err
+
+
+def test_rerunning_the_same_command_continues_an_interrupted_run(small_pairs, tmp_path, empty_mlflow_store):
+    """What `dvc repro`, `make pipeline` and a Prefect retry do: the same command line, no --resume."""
+    empty_mlflow_store(tmp_path / "mlflow.db")
+    _params_file(tmp_path, dataclasses.replace(CFG, epochs=1, checkpoint_every=0))
+    out = tmp_path / "broken" / "encoder.pt"
+    ckpt = out.with_name("encoder.pt.ckpt") / LAST
+    _sigterm_after_start(_cli(tmp_path, small_pairs, out), ckpt)
+    stopped_at = int(torch.load(ckpt, weights_only=True)["step"])
+
+    proc = _cli(tmp_path, small_pairs, out)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert f"resuming from {ckpt}: step {stopped_at} of 6" in err
+    assert read_json(tmp_path / "pretrain.json")["steps"] == 6
+
+    unbroken = tmp_path / "unbroken" / "encoder.pt"
+    proc = _cli(tmp_path, small_pairs, unbroken)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert out.read_bytes() == unbroken.read_bytes()
+
+
+def test_dvc_repro_after_an_interruption_resumes_the_pretrain_stage(small_pairs, tmp_path, blank_project,
+                                                                    empty_mlflow_store):
+    """Through real DVC: it deletes the stage's outs before rerunning, but the checkpoints are not outs."""
+    root = tmp_path / "project"
+    shutil.copytree(blank_project, root)
+    empty_mlflow_store(root / "mlflow.db")
+    _params_file(root, dataclasses.replace(CFG, epochs=1, checkpoint_every=0))
+    cmd = shlex.join([sys.executable, "-m", "jsqa.cli", "pretrain", "--params", "params.yaml", "--root", ".",
+                      "--pairs", str(small_pairs), "--out", "models/encoder.pt", "--metrics", "pretrain.json"])
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"pretrain": {"cmd": cmd, "outs": ["models/encoder.pt"]}}}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    repro = [sys.executable, "-m", "dvc", "repro"]
+    ckpt = root / "models" / "encoder.pt.ckpt" / LAST
+    # A scheduler stopping a job signals its whole process group: dvc and the stage's command.
+    proc = subprocess.Popen(repro, cwd=root, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for_training(proc)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert ckpt.exists()
+    stopped_at = int(torch.load(ckpt, weights_only=True)["step"])
+
+    done = subprocess.run(repro, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming from models/encoder.pt.ckpt/{LAST}: step {stopped_at} of 6" in done.stderr
+    assert load_checkpoint(root / "models" / "encoder.pt")["kind"] == "encoder"
+    assert not ckpt.parent.exists()
 
 
 def test_training_interrupted_carries_the_signal_and_step():

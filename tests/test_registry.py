@@ -103,6 +103,26 @@ def test_final_aliases_point_at_the_last_promoted_versions(scenario):
     tracking.configure(scenario["root"])
     info = mlflow.models.get_model_info("models:/jsqa-mos@champion")
     assert info.signature.outputs.input_names() == ["mos"]
+    assert "audio_base64" in info.signature.inputs.input_names()
+
+
+def test_models_carry_an_input_example_that_they_score(scenario):
+    tracking.configure(scenario["root"])
+    for name, column in (("jsqa-mos", "mos"), ("jsqa-encoder", "e0")):
+        uri = f"models:/{name}@champion"
+        example = mlflow.models.Model.load(uri).load_input_example(uri)
+        assert list(example.columns) == ["audio_base64"] and len(example) == 1
+        scored = mlflow.pyfunc.load_model(uri).predict(example)
+        assert scored[column].notna().all()
+
+
+def test_identical_checkpoints_are_not_registered_again(scenario):
+    client, root = scenario["client"], scenario["root"]
+    again = register(scenario["encoder"], root / "mos_worse.pt", scenario["cfg"], root=root)
+    assert again["unchanged"] is True and again["promoted"] is False
+    assert again["reason"] == "unchanged: same as v2" and again["mos_version"] == "2"
+    assert len(client.search_model_versions("name='jsqa-mos'")) == 5
+    assert _alias_version(client, "jsqa-mos") == "5"
 
 
 def test_versions_are_tagged_with_commit_metrics_init_and_link(scenario):
@@ -169,6 +189,9 @@ def test_unknown_metric_name_is_a_config_error():
         ("val_srcc", 0.85, 0.80, 0.05, True),
         ("val_srcc", 0.84, 0.80, 0.05, False),
         ("val_pcc", 0.10, None, 0.5, True),
+        # a tie is no improvement, even when none is required
+        ("val_rmse", 0.50, 0.50, 0.0, False),
+        ("val_pcc", 0.8, 0.7 + 0.1, 0.0, False),
     ],
 )
 def test_decision_respects_metric_direction(metric, candidate, champion, min_improvement, promoted):

@@ -25,3 +25,15 @@ def test_switching_project_roots_in_one_process_follows_each_root(tmp_path, monk
     tracking.configure(b)
     tracking.configure(b)
     assert mlflow.get_tracking_uri() == user and mlflow.get_registry_uri() == user
+
+
+def test_the_experiment_is_marked_as_classic_ml_so_the_ui_opens_on_its_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    exp_id = tracking.configure(tmp_path)
+    assert mlflow.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    # an experiment created before the tag existed gets it on the next run
+    client = mlflow.MlflowClient()
+    client.delete_experiment_tag(exp_id, "mlflow.experimentKind")
+    tracking.configure(tmp_path)
+    assert mlflow.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"

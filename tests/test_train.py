@@ -76,6 +76,27 @@ def test_finetune_keeps_the_best_epoch_and_its_checkpoint_reproduces_it(small_co
     assert again["rmse"] == pytest.approx(best["val_rmse"], abs=1e-4)
 
 
+def test_saving_the_same_model_to_two_paths_gives_the_same_bytes(tmp_path):
+    """The temporary file name (with the pid) must not end up inside the saved archive."""
+    from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
+
+    torch.manual_seed(0)
+    spec = encoder_spec("small")
+    model = PretrainModel(spec)
+    save_checkpoint(tmp_path / "a.pt", "encoder", model, spec)
+    save_checkpoint(tmp_path / "other" / "b.pt", "encoder", model, spec)
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "other" / "b.pt").read_bytes()
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+
+
+def test_two_identical_finetuning_runs_give_identical_checkpoint_bytes(small_corpus, tmp_path):
+    manifest = read_manifest(small_corpus["mos"], "mos")
+    cfg = FinetuneConfig(epochs=1, batch_size=8, crop_seconds=1.0, threads=2)
+    for name in ("a.pt", "b.pt"):
+        finetune(manifest, MODEL, cfg, seed=0, out_path=tmp_path / name, root=small_corpus["root"])
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()
+
+
 def test_finetune_from_a_pretrained_encoder_starts_from_its_weights(pairs_dir, small_corpus, tmp_path):
     pretrain(pairs_dir, MODEL, PretrainConfig(epochs=1, batch_size=16, threads=2), seed=0, out_path=tmp_path / "enc.pt")
     manifest = read_manifest(small_corpus["mos"], "mos")

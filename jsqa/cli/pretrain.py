@@ -14,7 +14,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--pairs", default="data/pairs")
     sp.add_argument("--out", default="models/encoder.pt")
     sp.add_argument("--metrics", default="metrics/pretrain.json")
-    sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
+    # Without either flag a rerun continues a checkpoint made with the same parameters, so that
+    # `dvc repro` and Prefect retries pick up an interrupted run.
+    mode = sp.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="continue from the last checkpoint; an error when there is none with these parameters")
+    mode.add_argument("--fresh", action="store_true", help="start at step 0, removing any earlier checkpoint")
     sp.add_argument("--checkpoint-dir", default=None, help="run directory for resumable checkpoints (default: OUT.ckpt)")
 
 
@@ -32,10 +37,11 @@ def run(args: argparse.Namespace) -> int:
     from jsqa.train.pretrain import pretrain
 
     p = params(args)
+    resume = "resume" if args.resume else "fresh" if args.fresh else "auto"
     ctx = context_from_env()
     flat = {"seed": p.seed, **to_flat_dict(p.model, "model."), **to_flat_dict(p.pretrain, "pretrain.")}
     # Under torchrun only rank 0 tracks and writes; the other ranks just train.
-    tracked = stage_run("pretrain", {**flat, "world_size": ctx.world_size, "resume": args.resume}, args.root) \
+    tracked = stage_run("pretrain", {**flat, "world_size": ctx.world_size, "resume": resume}, args.root) \
         if ctx.is_main else contextlib.nullcontext()
     with tracked:
         try:
@@ -43,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 Path(args.pairs), p.model, p.pretrain, p.seed, Path(args.out),
                 on_epoch=(lambda e, m: log_epoch(m, e)) if ctx.is_main else no_callback,
                 checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
-                resume=args.resume, dist_ctx=ctx,
+                resume=resume, dist_ctx=ctx,
             )
         except TrainingInterrupted as exc:
             if ctx.is_main:

@@ -22,12 +22,14 @@ def run(args: argparse.Namespace) -> int:
     from jsqa.registry.register import evaluation_tags, register
 
     p = params(args)
-    tags = {}
-    if args.evaluation and Path(args.evaluation).exists():
-        tags = evaluation_tags(read_json(args.evaluation))
+    evaluation = read_json(args.evaluation) if args.evaluation and Path(args.evaluation).exists() else None
+    tags = evaluation_tags(evaluation) if evaluation else {}
     result = register(Path(args.encoder), Path(args.mos), p.register, Path(args.root), extra_tags=tags,
-                      manifests=Path(args.manifests))
+                      manifests=Path(args.manifests), evaluation=evaluation, profile=p.data.profile)
     write_json(args.out, result)
+    if result["unchanged"]:
+        print(f"register: {result['mos_model']} {result['reason']} (not registered again)")
+        return 0
     verdict = "promoted to @" + p.register.alias if result["promoted"] else "not promoted"
     print(f"register: {result['mos_model']} v{result['mos_version']} {verdict} ({result['reason']})")
     return 0

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from jsqa.errors import ConfigError, JsqaError
-from jsqa.io import atomic_path
+from jsqa.io import save_torch
 from jsqa.models.encoder import DEFAULT_SAMPLE_RATE, ENCODER_SIZES, Encoder, EncoderSpec
 from jsqa.models.heads import MOSHead, ProjectionHead
 from jsqa.mos_scale import clamp_mos
@@ -95,8 +95,7 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def model_sample_rate(model: nn.Module) -> int:

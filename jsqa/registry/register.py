@@ -8,13 +8,18 @@ plain checkpoint artifact opened with ``torch.load(weights_only=True)``. See doc
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import math
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
@@ -22,9 +27,10 @@ from mlflow.types import ColSpec, Schema
 import jsqa
 from jsqa import tracking
 from jsqa.errors import ConfigError, JsqaError
-from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint
+from jsqa.models.mos import checkpoint_sample_rate, encoder_from_checkpoint, load_checkpoint
 from jsqa.registry.champion import champion_version, promote
-from jsqa.registry.provenance import provenance_tags
+from jsqa.registry.model_card import model_card
+from jsqa.registry.provenance import file_sha256, provenance_tags
 from jsqa.scoring.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
 from jsqa.scoring.serving import input_schema as _input_schema
 
@@ -39,6 +45,13 @@ MOS_MODEL_NAME = "mos"
 # Metric names (after any "val_"/"test_" prefix) and whether a larger value is better.
 _HIGHER_IS_BETTER = {"pcc": True, "lcc": True, "srcc": True, "ktau": True, "r2": True,
                      "rmse": False, "mse": False, "mae": False, "loss": False}
+# Metric differences this small are rounding, not a change.
+_TOLERANCE = 1e-9
+# Version tags holding the sha256 of the checkpoint files a version was logged from.
+MOS_SHA_TAG = "mos_checkpoint_sha256"
+ENCODER_SHA_TAG = "encoder_checkpoint_sha256"
+# The input example logged with each model: a short tone, sent as an encoded WAV.
+EXAMPLE_SECONDS = 0.1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,6 +71,14 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
+def input_example(sample_rate: int, seconds: float = EXAMPLE_SECONDS) -> pd.DataFrame:
+    """A one-row request: ``audio_base64`` of a short 16-bit WAV tone at ``sample_rate``."""
+    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.1 * np.sin(2 * np.pi * 440.0 * t), sample_rate, format="WAV", subtype="PCM_16")
+    return pd.DataFrame({"audio_base64": [base64.b64encode(buffer.getvalue()).decode("ascii")]})
+
+
 def log_models(encoder_ckpt: Path, mos_ckpt: Path) -> dict[str, str]:
     """Log both checkpoints as pyfunc models in the active run; return {"encoder", "mos"} URIs."""
     if mlflow.active_run() is None:
@@ -65,6 +86,7 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path) -> dict[str, str]:
     code = [str(Path(jsqa.__file__).resolve().parent)]
     reqs = _pip_requirements()
     encoder_dim = encoder_from_checkpoint(load_checkpoint(encoder_ckpt)).embedding_dim
+    example = input_example(checkpoint_sample_rate(load_checkpoint(mos_ckpt)))
     specs = {
         ENCODER_MODEL_NAME: (ENCODER_MODEL_CODE, encoder_ckpt,
                              Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)])),
@@ -72,17 +94,16 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path) -> dict[str, str]:
     }
     uris: dict[str, str] = {}
     for name, (wrapper, ckpt, outputs) in specs.items():
-        with warnings.catch_warnings():
-            # An input example would run the model at logging time; the signature is enough.
-            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-            info = mlflow.pyfunc.log_model(
-                name=name,
-                python_model=wrapper,
-                artifacts={CHECKPOINT_ARTIFACT: str(Path(ckpt).resolve())},
-                code_paths=code,
-                pip_requirements=reqs,
-                signature=ModelSignature(inputs=_input_schema(), outputs=outputs),
-            )
+        # The example is scored once at logging time: a model that cannot serve it fails here.
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=wrapper,
+            artifacts={CHECKPOINT_ARTIFACT: str(Path(ckpt).resolve())},
+            code_paths=code,
+            pip_requirements=reqs,
+            signature=ModelSignature(inputs=_input_schema(), outputs=outputs),
+            input_example=example,
+        )
         uris[name] = info.model_uri
         log.info("logged %s model from %s as %s", name, ckpt, info.model_uri)
     return uris
@@ -131,13 +152,16 @@ def decide(
         return True, "no champion yet"
     up = higher_is_better(metric) if direction is None else check_direction(metric, direction)
     gain = candidate - champion if up else champion - candidate
-    # A tolerance so that e.g. 0.5 -> 0.4 counts as an improvement of 0.1.
-    promoted = gain >= min_improvement - 1e-9
+    # A tolerance so that e.g. 0.5 -> 0.4 counts as an improvement of 0.1, and a tie (equal up to
+    # rounding) never does, whatever min_improvement: the champion moves only when validation improves.
+    improved = gain > _TOLERANCE
+    promoted = improved and gain >= min_improvement - _TOLERANCE
     word = "higher" if up else "lower"
-    op = ">=" if promoted else "<"
+    verdict = (f">= required {min_improvement:g}" if promoted else
+               f"< required {min_improvement:g}" if improved else "is no improvement")
     return promoted, (
         f"candidate {metric}={candidate:.6g} vs champion {champion:.6g}: "
-        f"gain {gain:.6g} {op} required {min_improvement:g} ({word} is better)"
+        f"gain {gain:.6g} {verdict} ({word} is better)"
     )
 
 
@@ -174,13 +198,24 @@ def evaluation_tags(evaluation: dict, model: str = "pretrained") -> dict[str, st
     return {f"test_{k}": f"{float(v):.4f}" for k, v in pooled.items() if k != "n"}
 
 
+def _same_version(client: MlflowClient, name: str, mos_sha: str, encoder_sha: str) -> ModelVersion | None:
+    """The newest version of ``name`` logged from checkpoint files with these hashes, or None."""
+    same = [mv for mv in client.search_model_versions(f"name='{name}'")
+            if mv.tags.get(MOS_SHA_TAG) == mos_sha and mv.tags.get(ENCODER_SHA_TAG) == encoder_sha]
+    return max(same, key=lambda mv: int(mv.version), default=None)
+
+
 def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path = Path("."),
-             extra_tags: dict | None = None, manifests: Path | None = None) -> dict:
+             extra_tags: dict | None = None, manifests: Path | None = None, evaluation: dict | None = None,
+             profile: str | None = None) -> dict:
     """Log and register both models, then promote them to ``@cfg.alias`` if the MOS model wins.
 
     Each version is tagged with its provenance (git commit, dvc.lock and manifest hashes, see
     :func:`jsqa.registry.provenance.provenance_tags`; manifests default to ``root/data/manifests``), its
-    validation metrics and ``extra_tags`` (the CLI adds the test metrics).
+    validation metrics, the sha256 of both checkpoint files and ``extra_tags`` (the CLI adds the
+    test metrics); the MOS version's description is its model card (``evaluation``: an
+    evaluate.json document, ``profile``: the data profile). Checkpoints identical to an existing
+    version's are not registered again (``unchanged`` in the result names that version).
     Returns a JSON-able summary of the decision (see the keys below).
     """
     encoder_ckpt, mos_ckpt = Path(encoder_ckpt), Path(mos_ckpt)
@@ -191,6 +226,7 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
     enc_kind = load_checkpoint(encoder_ckpt).get("kind")
     if enc_kind not in ("encoder", "mos"):
         raise JsqaError(f"{encoder_ckpt}: expected an encoder checkpoint, got kind '{enc_kind}'")
+    hashes = {MOS_SHA_TAG: file_sha256(mos_ckpt), ENCODER_SHA_TAG: file_sha256(encoder_ckpt)}
 
     params = {
         "encoder_name": cfg.encoder_name, "mos_name": cfg.mos_name, "alias": cfg.alias,
@@ -202,34 +238,43 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
         extra = {str(k): str(v) for k, v in (extra_tags or {}).items()}
         if extra:
             mlflow.set_tags(extra)
-        uris = log_models(encoder_ckpt, mos_ckpt)
         client = MlflowClient()
         champ_version, champion = _champion(client, cfg.mos_name, cfg.alias, cfg.metric)
-
-        provenance = provenance_tags(root, manifests if manifests is not None else Path(root) / "data" / "manifests")
-        version_tags = {**provenance, "init": init, "run_id": run_id,
-                        **{k: repr(v) for k, v in metrics.items()}, **extra}
-        enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=version_tags)
-        mos_mv = mlflow.register_model(
-            uris[MOS_MODEL_NAME], cfg.mos_name, tags={**version_tags, "encoder_version": str(enc_mv.version)}
-        )
-        client.set_model_version_tag(cfg.encoder_name, enc_mv.version, "mos_version", str(mos_mv.version))
-
-        if champ_version is not None and champion is None:
-            promoted, reason = True, (
-                f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
-            )
+        same = _same_version(client, cfg.mos_name, hashes[MOS_SHA_TAG], hashes[ENCODER_SHA_TAG])
+        if same is not None:
+            # Same bytes as a registered version: a new version would only churn the registry.
+            promoted, reason = False, f"unchanged: same as v{same.version}"
+            mos_version, enc_version = str(same.version), same.tags.get("encoder_version", "")
+            log.info("%s: %s (not registered again)", cfg.mos_name, reason)
         else:
-            promoted, reason = decide(candidate, champion, cfg.metric, cfg.min_improvement, cfg.direction)
-        if promoted:
-            promote(client, cfg, cfg.mos_name, str(mos_mv.version))
-        log.info("%s v%s %s: %s", cfg.mos_name, mos_mv.version,
-                 f"promoted to @{cfg.alias}" if promoted else "not promoted", reason)
+            uris = log_models(encoder_ckpt, mos_ckpt)
+            provenance = provenance_tags(root, manifests if manifests is not None else Path(root) / "data" / "manifests")
+            version_tags = {**provenance, **hashes, "init": init, "run_id": run_id,
+                            **{k: repr(v) for k, v in metrics.items()}, **extra}
+            enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=version_tags)
+            mos_mv = mlflow.register_model(
+                uris[MOS_MODEL_NAME], cfg.mos_name, tags={**version_tags, "encoder_version": str(enc_mv.version)}
+            )
+            mos_version, enc_version = str(mos_mv.version), str(enc_mv.version)
+            client.set_model_version_tag(cfg.encoder_name, enc_version, "mos_version", mos_version)
+            card = model_card(load_checkpoint(mos_ckpt), provenance, evaluation, profile)
+            client.update_model_version(cfg.mos_name, mos_version, description=card)
+
+            if champ_version is not None and champion is None:
+                promoted, reason = True, (
+                    f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
+                )
+            else:
+                promoted, reason = decide(candidate, champion, cfg.metric, cfg.min_improvement, cfg.direction)
+            if promoted:
+                promote(client, cfg, cfg.mos_name, mos_version)
+            log.info("%s v%s %s: %s", cfg.mos_name, mos_version,
+                     f"promoted to @{cfg.alias}" if promoted else "not promoted", reason)
 
         mlflow.set_tags({
-            "promoted": str(promoted).lower(), "reason": reason,
+            "promoted": str(promoted).lower(), "reason": reason, "unchanged": str(same is not None).lower(),
             "champion_version_before": champ_version or "none",
-            "mos_version": str(mos_mv.version), "encoder_version": str(enc_mv.version),
+            "mos_version": mos_version, "encoder_version": enc_version,
         })
         mlflow.log_metric(f"candidate_{cfg.metric}", candidate)
         if champion is not None:
@@ -238,14 +283,15 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
 
     return {
         "promoted": promoted,
+        "unchanged": same is not None,
         "reason": reason,
         "metric": cfg.metric,
         "candidate": candidate,
         "champion_before": champion,
         "mos_model": cfg.mos_name,
-        "mos_version": str(mos_mv.version),
+        "mos_version": mos_version,
         "encoder_model": cfg.encoder_name,
-        "encoder_version": str(enc_mv.version),
+        "encoder_version": enc_version,
         "run_id": run_id,
         "experiment_id": run.info.experiment_id,
     }

@@ -15,22 +15,26 @@ import logging
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from jsqa.errors import JsqaError
-from jsqa.io import atomic_path
+from jsqa.io import save_torch
 
 log = logging.getLogger(__name__)
 
 TRAIN_STATE_FORMAT = "jsqa-train-state-v1"
 LAST = "last.pt"
+# How a run treats an earlier run's checkpoint: continue it when the parameters match / must
+# continue it / ignore it (see starting_state).
+ResumeMode = Literal["auto", "resume", "fresh"]
+RESUME_MODES: tuple[str, ...] = ("auto", "resume", "fresh")
 
 
 class TrainingInterrupted(JsqaError):
-    """A run stopped on a signal after saving a checkpoint; ``--resume`` continues it."""
+    """A run stopped on a signal after saving a checkpoint; running it again continues it."""
 
     def __init__(self, message: str, signum: int, step: int) -> None:
         super().__init__(message)
@@ -89,8 +93,7 @@ def save_train_state(ckpt_dir: Path, state: dict[str, Any]) -> Path:
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / LAST
-    with atomic_path(path) as tmp:
-        torch.save({"format": TRAIN_STATE_FORMAT, **state}, tmp)
+    save_torch(path, {"format": TRAIN_STATE_FORMAT, **state})
     return path
 
 
@@ -110,9 +113,37 @@ def load_train_state(ckpt_dir: Path, expected_hash: str, expected_params: dict[s
         changed = sorted(k for k in set(saved) | set(expected_params) if saved.get(k) != expected_params.get(k))
         raise JsqaError(
             f"{path}: made with different parameters (changed: {', '.join(changed) or 'unknown'}); "
-            "restore them or run without --resume"
+            "restore them to continue it, or run without --resume to start afresh"
         )
     return state
+
+
+def starting_state(
+    ckpt_dir: Path, expected_hash: str, expected_params: dict[str, Any], mode: ResumeMode, writer: bool = True,
+) -> dict[str, Any] | None:
+    """The training state a run continues from, or None when it starts at step 0.
+
+    ``mode`` "auto" continues a checkpoint made with the same parameters, so that rerunning an
+    interrupted stage (``dvc repro``, a Prefect retry) picks up where it stopped, and starts
+    afresh, saying why, from one made with other parameters or unreadable; "resume" must
+    continue (JsqaError otherwise); "fresh" always starts afresh. Starting afresh removes the
+    old checkpoints when ``writer`` (rank 0 under torchrun: the one process that writes).
+    """
+    if mode not in RESUME_MODES:
+        raise ValueError(f"resume mode '{mode}' is not one of {', '.join(RESUME_MODES)}")
+    if mode == "resume":
+        return load_train_state(ckpt_dir, expected_hash, expected_params)
+    why = "--fresh"
+    if mode == "auto":
+        if not (Path(ckpt_dir) / LAST).exists():
+            return None
+        try:
+            return load_train_state(ckpt_dir, expected_hash, expected_params)
+        except JsqaError as exc:
+            why = str(exc).split(";")[0]
+    if writer and clear_checkpoints(ckpt_dir):
+        log.info("starting afresh (%s): removed the checkpoints of an earlier run in %s", why, ckpt_dir)
+    return None
 
 
 def clear_checkpoints(ckpt_dir: Path) -> bool:

@@ -6,7 +6,7 @@ are the hard negatives that force the encoder to attend to quality rather than t
 
 A run is resumable: every ``checkpoint_every`` optimizer steps, and at the step boundary after
 SIGTERM/SIGINT, the full training state goes to a run directory (``<out>.ckpt/`` by default),
-and ``resume=True`` continues from it bit-for-bit on the same machine. Under ``torchrun`` the
+and the next run with the same parameters continues from it bit-for-bit on the same machine. Under ``torchrun`` the
 batches are shared across ranks (see :mod:`jsqa.train.distributed`); rank 0 alone writes.
 """
 
@@ -30,16 +30,17 @@ from jsqa.models.encoder import count_parameters
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.pairs.store import load_pairs
 from jsqa.train.checkpointing import (
+    ResumeMode,
     TrainingInterrupted,
     capture_rng,
     checkpoint_dir_for,
     clear_checkpoints,
     generator_state,
-    load_train_state,
     params_hash,
     restore_rng,
     save_train_state,
     set_generator_state,
+    starting_state,
 )
 from jsqa.train.common import (
     EpochCallback,
@@ -164,7 +165,7 @@ def pretrain(
     *,
     on_step: StepCallback = no_callback,
     checkpoint_dir: Path | None = None,
-    resume: bool = False,
+    resume: ResumeMode = "auto",
     dist_ctx: DistContext | None = None,
 ) -> dict[str, float]:
     """Train the encoder (and projection head) contrastively; save an 'encoder' checkpoint.
@@ -173,7 +174,9 @@ def pretrain(
     retrieval accuracy (how often a view's nearest neighbour is its JND partner), plus counts.
     ``on_step(step, {"loss", "lr"})`` sees every optimizer step (rank 0 only), ``on_epoch``
     every epoch's means. Raises :class:`TrainingInterrupted` after saving a checkpoint when
-    SIGTERM/SIGINT arrives; ``resume=True`` continues from ``checkpoint_dir``.
+    SIGTERM/SIGINT arrives. ``resume`` (see :func:`jsqa.train.checkpointing.starting_state`):
+    "auto" continues a checkpoint in ``checkpoint_dir`` made with the same parameters, "resume"
+    must continue one, "fresh" starts at step 0 regardless.
     """
     # Handlers go in before the slow setup (the first optimizer pulls in torch's lazy imports),
     # so a signal at any time ends the run at a step boundary with a checkpoint.
@@ -184,7 +187,7 @@ def pretrain(
 
 def _pretrain(
     pairs_dir: Path, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, out_path: Path, on_epoch: EpochCallback,
-    on_step: StepCallback, checkpoint_dir: Path | None, resume: bool, ctx: DistContext, stop: StopRequest,
+    on_step: StepCallback, checkpoint_dir: Path | None, resume: ResumeMode, ctx: DistContext, stop: StopRequest,
 ) -> dict[str, float]:
     data_rng = seed_everything(seed, cfg.threads)
     pairs = load_pairs(pairs_dir)
@@ -214,8 +217,8 @@ def _pretrain(
     run_hash = params_hash(run_params)
     step, start_epoch, start_pos = 0, 0, 0
     sums = dict.fromkeys(METRIC_KEYS, 0.0)
-    if resume:
-        state = load_train_state(ckpt_dir, run_hash, run_params)
+    state = starting_state(ckpt_dir, run_hash, run_params, resume, writer=ctx.is_main)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -226,8 +229,6 @@ def _pretrain(
         if ctx.is_main:
             log.info("resuming from %s: step %d of %d (epoch %d, batch %d)", ckpt_dir / "last.pt", step, total,
                      start_epoch + 1, start_pos)
-    elif ctx.is_main and clear_checkpoints(ckpt_dir):
-        log.info("starting afresh: removed the checkpoints of an earlier run in %s (--resume continues one)", ckpt_dir)
 
     def save(epoch: int, pos: int, epoch_rng: str) -> None:
         if ctx.is_main:
@@ -262,7 +263,7 @@ def _pretrain(
                     on_step(step, {"loss": stats["loss"], "lr": float(sched.get_last_lr()[0])})
                 if signum:
                     msg = (f"stopped by {signal.Signals(signum).name} at step {step} of {total}: checkpoint saved in {ckpt_dir}; "
-                           "run again with --resume to continue")
+                           "run the same command again to continue from it")
                     log.warning(msg)
                     shutdown_distributed(ctx)
                     raise TrainingInterrupted(msg, signum, step)
