@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Literal
 
 from jsqa.cli.common import params, stage_parser
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from jsqa.train.pretrain import pretrain
 
     p = params(args)
-    resume = "resume" if args.resume else "fresh" if args.fresh else "auto"
+    resume: Literal["auto", "resume", "fresh"] = "resume" if args.resume else "fresh" if args.fresh else "auto"
     ctx = context_from_env()
     flat = {"seed": p.seed, **to_flat_dict(p.model, "model."), **to_flat_dict(p.pretrain, "pretrain.")}
     # Under torchrun only rank 0 tracks and writes; the other ranks just train.

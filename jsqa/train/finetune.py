@@ -17,9 +17,10 @@ import pandas as pd
 import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig
-from jsqa.errors import ConfigError
+from jsqa.errors import ConfigError, ManifestError
 from jsqa.evaluation.metrics import mos_metrics, seed_stats
 from jsqa.io import atomic_dir, read_json, write_json
+from jsqa.models.encoder import EncoderSpec
 from jsqa.models.mos import (
     MOSModel,
     check_sample_rate,
@@ -53,13 +54,15 @@ def build_model(
     taken from the pretraining checkpoint; off, it sits on the encoder embedding.
     """
     projection = model_cfg.projection_head
-    kw = {"dropout": cfg.dropout, "init_mos": init_mos, "projection": projection, "sample_rate": sample_rate}
+    def mos_model(spec: EncoderSpec) -> MOSModel:
+        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection, sample_rate=sample_rate)
+
     if encoder_ckpt is None:
-        return MOSModel(encoder_spec(model_cfg.size), **kw)
+        return mos_model(encoder_spec(model_cfg.size))
     payload = load_checkpoint(encoder_ckpt)
     check_sample_rate(checkpoint_sample_rate(payload), sample_rate, encoder_ckpt)
     encoder = encoder_from_checkpoint(payload)
-    model = MOSModel(encoder.spec, **kw)
+    model = mos_model(encoder.spec)
     model.encoder.load_state_dict(encoder.state_dict())
     if model.projection is not None:
         prefix = "projection."
@@ -111,7 +114,7 @@ def finetune(
     train_df = manifest[manifest["split"] == "train"]
     val_df = manifest[manifest["split"] == "val"]
     if len(train_df) < 2 or len(val_df) < 2:
-        raise ValueError(
+        raise ManifestError(
             f"fine-tuning needs at least 2 train and 2 val clips, found {len(train_df)} and {len(val_df)}"
         )
     train = load_clips(train_df, sample_rate, root)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from jsqa.config import ModelConfig, PretrainConfig
+from jsqa.errors import ManifestError
 from jsqa.models.encoder import count_parameters
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.pairs.store import load_pairs
@@ -80,7 +81,9 @@ def grouped_batches(
         g = rng.permutation(g)
         chunks.extend(g[i : i + group_size] for i in range(0, len(g), group_size))
     rng.shuffle(chunks)
-    batches, cur, size = [], [], 0
+    batches: list[np.ndarray] = []
+    cur: list[np.ndarray] = []
+    size = 0
     for c in chunks:
         # Never split a group: close the batch when the next group would overflow it.
         if cur and size + len(c) > batch_size:
@@ -192,7 +195,7 @@ def _pretrain(
     data_rng = seed_everything(seed, cfg.threads)
     pairs = load_pairs(pairs_dir)
     if pairs.n < 2:
-        raise ValueError(f"{pairs_dir}: need at least 2 pairs to pretrain, found {pairs.n}")
+        raise ManifestError(f"{pairs_dir}: need at least 2 pairs to pretrain, found {pairs.n}")
     spec = encoder_spec(model_cfg.size)
     device = init_distributed(ctx, pick_device(cfg.device))
     amp = autocast_dtype(cfg.precision, device)
