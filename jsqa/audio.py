@@ -133,7 +133,8 @@ def wav_data_frames(source: str | Path | BinaryIO) -> int | None:
     """Frames a RIFF/WAVE file's 'data' chunk header promises; None for other formats.
 
     libsndfile quietly shortens a file whose data ends early, so truncation is only visible
-    by comparing this with the frames it reads.
+    by comparing this with the frames it reads. A file object is read from its start and left
+    at an arbitrary position: give one that nothing else is reading.
     """
     f = open(source, "rb") if isinstance(source, (str, Path)) else source
     try:
@@ -154,8 +155,6 @@ def wav_data_frames(source: str | Path | BinaryIO) -> int | None:
     finally:
         if f is not source:
             f.close()
-        else:
-            f.seek(0)
 
 
 # Subtypes whose samples are integers: decoded to float they are always finite.
