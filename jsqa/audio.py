@@ -136,25 +136,27 @@ def wav_data_frames(source: str | Path | BinaryIO) -> int | None:
     by comparing this with the frames it reads. A file object is read from its start and left
     at an arbitrary position: give one that nothing else is reading.
     """
-    f = open(source, "rb") if isinstance(source, (str, Path)) else source
-    try:
-        f.seek(0)
-        if f.read(4) != b"RIFF" or (f.read(4), f.read(4))[1] != b"WAVE":
-            return None
-        block_align = 0
-        while len(head := f.read(8)) == 8:
-            chunk, size = head[:4], int.from_bytes(head[4:], "little")
-            if chunk == b"fmt ":
-                fmt = f.read(size)
-                block_align = int.from_bytes(fmt[12:14], "little")
-                size -= len(fmt)
-            elif chunk == b"data":
-                return size // block_align if block_align else None
-            f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return _wav_data_frames(f)
+    return _wav_data_frames(source)
+
+
+def _wav_data_frames(f: BinaryIO) -> int | None:
+    f.seek(0)
+    if f.read(4) != b"RIFF" or (f.read(4), f.read(4))[1] != b"WAVE":
         return None
-    finally:
-        if f is not source:
-            f.close()
+    block_align = 0
+    while len(head := f.read(8)) == 8:
+        chunk, size = head[:4], int.from_bytes(head[4:], "little")
+        if chunk == b"fmt ":
+            fmt = f.read(size)
+            block_align = int.from_bytes(fmt[12:14], "little")
+            size -= len(fmt)
+        elif chunk == b"data":
+            return size // block_align if block_align else None
+        f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+    return None
 
 
 # Subtypes whose samples are integers: decoded to float they are always finite.

@@ -19,7 +19,7 @@ def _noise(n: int, seed: int = 0) -> np.ndarray:
     return (0.1 * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
 
 
-@pytest.mark.parametrize("orig,target", [(48000, 16000), (44100, 16000), (8000, 16000), (47999, 16000)])
+@pytest.mark.parametrize(("orig", "target"), [(48000, 16000), (44100, 16000), (8000, 16000), (47999, 16000)])
 def test_block_resampling_equals_whole_signal_resampling(orig, target):
     x = _noise(orig * 3 + 17)
     rng = np.random.default_rng(1)
