@@ -80,3 +80,10 @@ def test_every_output_format_ends_with_exactly_one_newline():
     for fmt in ("csv", "json", "table"):
         text = format_rows(rows, fmt)
         assert text.endswith("\n") and not text.endswith("\n\n"), fmt
+
+
+def test_a_sample_rate_beyond_int64_is_refused_as_out_of_range():
+    from jsqa.scoring.limits import scoring_waveform
+
+    with pytest.raises(AudioError, match=r"^clip: sample rate -9223372036854775809 Hz is outside 8000\.\.192000 Hz$"):
+        scoring_waveform(np.zeros(1000, dtype=np.float32), -(2**63) - 1, "clip")

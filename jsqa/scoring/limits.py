@@ -50,7 +50,9 @@ LIMITS = ScoringLimits()
 def _check_rate(sample_rate: object, name: str, limits: ScoringLimits) -> int:
     if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
         raise AudioError(f"{name}: sample rate must be a number, got {type(sample_rate).__name__}")
-    if not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
+    # Integers are whole already (and one beyond int64 would overflow np.isfinite).
+    if not isinstance(sample_rate, (int, np.integer)) and (
+            not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate)):
         raise AudioError(f"{name}: sample rate must be a whole number of Hz, got {sample_rate}")
     sr = int(sample_rate)
     if not limits.min_sample_rate <= sr <= limits.max_sample_rate:
