@@ -56,14 +56,107 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
         return x.astype(np.float32, copy=False)
     if orig_sr <= 0 or target_sr <= 0:
         raise AudioError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
-    # torch is imported on first use: readers that never resample (the pair workers, say)
-    # then start without paying for it.
+    # torch is imported on first use (in _resample_reduced): readers that never resample
+    # (the pair workers, say) then start without paying for it.
+    o, n = _kernel(int(orig_sr), int(target_sr))
+    return _resample_reduced(x, o, n)
+
+
+def _resample_reduced(x: np.ndarray, o: int, n: int) -> np.ndarray:
+    """``x`` resampled by ``n / o`` (the reduced terms :func:`_kernel` gives)."""
     import torch
     import torchaudio.functional as AF
 
-    o, n = _kernel(int(orig_sr), int(target_sr))
     y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), o, n)
     return y.numpy()
+
+
+class BlockResampler:
+    """:func:`resample` for a signal that arrives in blocks: the concatenated outputs equal
+    resampling the whole signal at once (to float rounding), with memory for one block.
+
+    torchaudio's resampler is a strided convolution: every ``o`` input samples give ``n``
+    outputs from a kernel reaching ``width`` samples either side. Each step therefore resamples
+    the new samples with ``pad`` samples of real context on both sides (zeros only at the
+    signal's true ends, as whole-signal resampling pads) and keeps the outputs of the middle.
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int) -> None:
+        if orig_sr <= 0 or target_sr <= 0:
+            raise AudioError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+        self._same = orig_sr == target_sr
+        self._o, self._n = _kernel(int(orig_sr), int(target_sr))
+        # torchaudio's kernel half-width (lowpass_filter_width=6, rolloff=0.99), rounded up to
+        # whole strides with one stride to spare.
+        width = math.ceil(6 * self._o / (0.99 * min(self._o, self._n)))
+        self._pad = self._o * (math.ceil(width / self._o) + 2)
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # input index of _buf[0]
+        self._pos = 0  # input index from which no output has been produced (a multiple of o)
+        self._seen = 0
+        self._emitted = 0
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        """Outputs that ``x`` (the next mono block) completes; often fewer than its length."""
+        x = np.asarray(x, dtype=np.float32)
+        if self._same:
+            return x
+        self._buf = np.concatenate([self._buf, x])
+        self._seen += x.size
+        end = (self._seen - self._pad) // self._o * self._o
+        return self._run(end, final=False) if end > self._pos else np.zeros(0, dtype=np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The remaining outputs, once the signal has ended."""
+        if self._same or self._seen == self._pos:
+            return np.zeros(0, dtype=np.float32)
+        return self._run(self._seen, final=True)
+
+    def _run(self, end: int, final: bool) -> np.ndarray:
+        o, n = self._o, self._n
+        left = min(self._pad, self._pos)
+        seg_end = self._seen if final else end + self._pad
+        seg = self._buf[self._pos - left - self._buf_start : seg_end - self._buf_start]
+        y = _resample_reduced(seg, o, n)
+        first = left // o * n
+        count = math.ceil(n * self._seen / o) - self._emitted if final else (end - self._pos) // o * n
+        out = y[first : first + count]
+        self._emitted += out.size
+        self._pos = end
+        keep = max(end - self._pad, 0)
+        self._buf = self._buf[keep - self._buf_start :].copy()
+        self._buf_start = keep
+        return out
+
+
+def wav_data_frames(source: str | Path | BinaryIO) -> int | None:
+    """Frames a RIFF/WAVE file's 'data' chunk header promises; None for other formats.
+
+    libsndfile quietly shortens a file whose data ends early, so truncation is only visible
+    by comparing this with the frames it reads. A file object is read from its start and left
+    at an arbitrary position: give one that nothing else is reading.
+    """
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return _wav_data_frames(f)
+    return _wav_data_frames(source)
+
+
+def _wav_data_frames(f: BinaryIO) -> int | None:
+    f.seek(0)
+    if f.read(4) != b"RIFF" or (f.read(4), f.read(4))[1] != b"WAVE":
+        return None
+    block_align = 0
+    while len(head := f.read(8)) == 8:
+        chunk, size = head[:4], int.from_bytes(head[4:], "little")
+        if chunk == b"fmt ":
+            fmt = f.read(size)
+            block_align = int.from_bytes(fmt[12:14], "little")
+            size -= len(fmt)
+        elif chunk == b"data":
+            return size // block_align if block_align else None
+        f.seek(size + (size & 1), os.SEEK_CUR)  # chunks are padded to even sizes
+    return None
 
 
 # Subtypes whose samples are integers: decoded to float they are always finite.

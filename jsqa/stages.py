@@ -95,12 +95,12 @@ _FINETUNE = (
 
 STAGES: tuple[Stage, ...] = (
     Stage(
-        "acquire", "jsqa acquire --out data/raw --manifests data/manifests", "jsqa.cli.acquire",
+        "acquire", "bin/jsqa acquire --out data/raw --manifests data/manifests", "jsqa.cli.acquire",
         params=("seed", "data.profile", "data.sample_rate", "data.demo", "data.corpora"),
         outs=("data/raw", "data/manifests"),
     ),
     Stage(
-        "validate", "jsqa validate --manifests data/manifests --out data/validation --docs data/validation/gx",
+        "validate", "bin/jsqa validate --manifests data/manifests --out data/validation --docs data/validation/gx",
         "jsqa.cli.validate",
         inputs=("data/manifests",),
         params=("data.sample_rate", "validate.min_duration_s", "validate.max_duration_s", "validate.mos_range",
@@ -108,7 +108,7 @@ STAGES: tuple[Stage, ...] = (
         outs=(_VERDICT, "data/validation/gx"),
     ),
     Stage(
-        "pairs", "jsqa pairs --manifests data/manifests --out data/pairs", "jsqa.cli.pairs",
+        "pairs", "bin/jsqa pairs --manifests data/manifests --out data/pairs", "jsqa.cli.pairs",
         inputs=("data/manifests/clean.parquet", "data/manifests/noise.parquet", _VERDICT),
         params=(
             "seed", "data.sample_rate",
@@ -119,7 +119,7 @@ STAGES: tuple[Stage, ...] = (
         outs=("data/pairs",),
     ),
     Stage(
-        "pretrain", "jsqa pretrain --pairs data/pairs --out models/encoder.pt --metrics metrics/pretrain.json",
+        "pretrain", "bin/jsqa pretrain --pairs data/pairs --out models/encoder.pt --metrics metrics/pretrain.json",
         "jsqa.cli.pretrain",
         inputs=("data/pairs",),
         params=(
@@ -133,7 +133,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "finetune",
-        f"jsqa finetune --manifest {_MOS} --encoder models/encoder.pt"
+        f"bin/jsqa finetune --manifest {_MOS} --encoder models/encoder.pt"
         " --out models/mos_pretrained.pt --metrics metrics/finetune_pretrained.json",
         "jsqa.cli.finetune",
         inputs=(_MOS, _VERDICT, "models/encoder.pt"),
@@ -144,7 +144,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "finetune_scratch",
-        f"jsqa finetune --manifest {_MOS} --out models/mos_scratch.pt --metrics metrics/finetune_scratch.json",
+        f"bin/jsqa finetune --manifest {_MOS} --out models/mos_scratch.pt --metrics metrics/finetune_scratch.json",
         "jsqa.cli.finetune",
         inputs=(_MOS, _VERDICT),
         params=_FINETUNE,
@@ -153,7 +153,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "evaluate",
-        f"jsqa evaluate --manifest {_MOS}"
+        f"bin/jsqa evaluate --manifest {_MOS}"
         " --model pretrained=models/mos_pretrained.pt --model scratch=models/mos_scratch.pt"
         " --metrics metrics/evaluate.json --plots plots",
         "jsqa.cli.evaluate",
@@ -168,7 +168,7 @@ STAGES: tuple[Stage, ...] = (
     ),
     Stage(
         "register",
-        "jsqa register --encoder models/encoder.pt --mos models/mos_pretrained.pt"
+        "bin/jsqa register --encoder models/encoder.pt --mos models/mos_pretrained.pt"
         " --evaluation metrics/evaluate.json --manifests data/manifests --out metrics/register.json",
         "jsqa.cli.register",
         # The manifests' hashes tag the registered versions.

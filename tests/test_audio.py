@@ -123,7 +123,7 @@ def test_bytes_that_are_not_audio_or_are_cut_short_are_rejected(tmp_path):
     f = tmp_path / "ok.wav"
     sf.write(f, np.full(1600, 0.1, np.float32), 16000)
     raw = f.read_bytes()
-    for blob, why in [(b"", "no bytes"), (b"%PDF-1.7 not audio", "not readable as audio"),
+    for blob, why in [(b"", "empty file (0 bytes)"), (b"%PDF-1.7 not audio", "not readable as audio"),
                       (raw[:30], "not readable as audio"), (raw[:44], "empty (0 samples)")]:
         with pytest.raises(AudioError) as err:
             load_scoring_audio(blob, "upload")

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +184,90 @@ def test_second_repro_runs_nothing_and_a_finetune_param_reruns_only_what_follows
     out = _run([str(BIN / "dvc"), "repro"], project).stdout
     ran = {s for s in STAGES if f"Running stage '{s}'" in out}
     assert ran == {"finetune", "finetune_scratch", "evaluate", "register"}, out
+
+
+def _readme_lines() -> list[str]:
+    """The README's command lines that start with `.venv/bin/`, comments dropped."""
+    blocks = re.findall(r"^```\n(.*?)^```", (REPO / "README.md").read_text(), re.S | re.M)
+    return [line.split("  #")[0].strip() for b in blocks for line in b.splitlines() if line.startswith(".venv/bin/")]
+
+
+def _readme_line(prefix: str) -> list[str]:
+    [line] = [c for c in _readme_lines() if c.startswith(prefix)]
+    return shlex.split(line)
+
+
+@pytest.fixture
+def bare(project):
+    """The project with its own `.venv` (this interpreter's environment) and a PATH without it,
+    as a user runs README commands without activating the venv; yields that environment."""
+    venv = project / ".venv"
+    venv.symlink_to(Path(sys.prefix), target_is_directory=True)
+    try:
+        yield {**_env(project), "PATH": "/usr/bin:/bin"}
+    finally:
+        venv.unlink()
+
+
+def test_every_readme_command_names_a_program_the_venv_has():
+    lines = _readme_lines()
+    assert len(lines) >= 10
+    for line in lines:
+        program = line.split()[0].removeprefix(".venv/bin/")
+        assert (Path(sys.prefix) / "bin" / program).is_file(), line
+
+
+def test_readme_commands_run_without_the_venv_on_path(project, bare):
+    sr = 16000
+    t = np.arange(sr) / sr
+    sf.write(project / "clip.wav", 0.3 * np.sin(2 * np.pi * 300 * t), sr)
+
+    def run(cmd: list[str]) -> str:
+        proc = subprocess.run(cmd, cwd=project, env=bare, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, f"{shlex.join(cmd)}:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    out = run(_readme_line(".venv/bin/jsqa predict clip.wav --model models/mos_pretrained.pt"))
+    [line] = [row for row in out.splitlines() if row.startswith("clip.wav")]
+    assert 1.0 <= float(line.split()[1]) <= 5.0
+    assert "pooled" in run(_readme_line(".venv/bin/dvc metrics show"))
+    # Stage commands run with this PATH too: dvc.yaml calls bin/jsqa, not `jsqa` from PATH.
+    out = run(_readme_line(".venv/bin/dvc repro") + ["--force", "--single-item", "acquire"])
+    assert "Running stage 'acquire'" in out and (project / "data" / "manifests" / "mos.parquet").is_file()
+
+
+def test_readme_serve_command_answers_http_without_the_venv_on_path(project, bare):
+    cmd = _readme_line(".venv/bin/jsqa serve")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd[cmd.index("--port") + 1] = str(port)
+    log = project / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=project, env=bare, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        sr = 8000
+        samples = (0.3 * np.sin(2 * np.pi * 200 * np.arange(sr) / sr)).tolist()
+        body = json.dumps({"dataframe_records": [{"audio": samples, "sample_rate": sr}]}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            [pred] = json.loads(r.read())["predictions"]
+        assert pred["error"] is None and 1.0 <= pred["mos"] <= 5.0
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

@@ -170,8 +170,9 @@ def test_audio_files_expands_folders_recursively_and_sorted(env):
 
 
 def test_format_rows_round_trips_csv_and_json_and_aligns_table():
-    rows = [{"path": "a.wav", "mos": 3.14159265, "error": None},
-            {"path": "dir/b, with comma.wav", "mos": None, "error": "b.wav: audio is empty (0 samples)"}]
+    rows = [{"path": "a.wav", "mos": 3.14159265, "error": None, "warning": None},
+            {"path": "dir/b, with comma.wav", "mos": None, "error": "b.wav: audio is empty (0 samples)",
+             "warning": None}]
     assert json.loads(format_rows(rows, "json")) == rows
     back = list(csv.DictReader(io.StringIO(format_rows(rows, "csv"))))
     assert [r["path"] for r in back] == [r["path"] for r in rows]
@@ -180,7 +181,7 @@ def test_format_rows_round_trips_csv_and_json_and_aligns_table():
     table = format_rows(rows, "table").splitlines()
     assert table[0].split() == ["path", "mos", "error"]
     assert "3.142" in table[1] and table[1].index("3.142") + 5 == table[2].index("-") + 1
-    assert "error" not in format_rows(rows[:1], "table")
+    assert "error" not in format_rows(rows[:1], "table") and "warning" not in format_rows(rows, "table")
     with pytest.raises(JsqaError, match="unknown output format 'xml'"):
         format_rows(rows, "xml")
 
@@ -220,3 +221,28 @@ def test_cli_max_seconds_refuses_long_files_and_still_scores_the_rest(env, score
     assert rows[1]["mos"] is None and "40.0 s long, over the 30 s limit" in rows[1]["error"]
     assert main(args) == 0  # the default limit (600 s) lets 40 s through
     assert json.loads(capsys.readouterr().out)[1]["mos"] == scored[1][3]["mos"]
+
+
+def test_cli_reports_empty_truncated_and_over_long_files_and_csv_has_no_blank_line(env, tmp_path, capsys):
+    empty = tmp_path / "zero.wav"
+    empty.touch()
+    whole, cut = tmp_path / "whole.wav", tmp_path / "cut.wav"
+    sf.write(whole, _speech_like(16000, 2.0), 16000, subtype="PCM_16")
+    cut.write_bytes(whole.read_bytes()[: 44 + 2 * 20000])  # header promises 32000 frames
+    hour = tmp_path / "long.wav"
+    sf.write(hour, np.zeros(8000 * 601, dtype=np.int16), 8000)
+    args = ["predict", "--model", str(env["mos_ckpt"]), "--format", "csv"]
+
+    assert main([*args, str(empty), str(cut), str(hour)]) == 1
+    out = capsys.readouterr().out
+    assert not out.endswith("\n\n")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows[0]["error"] == f"{empty}: empty file (0 bytes)" and rows[0]["mos"] == ""
+    assert rows[1]["error"] == "" and 1.0 <= float(rows[1]["mos"]) <= 5.0
+    assert rows[1]["warning"] == f"{cut}: truncated: read 20000 of 32000 frames"
+    assert rows[2]["error"] == f"{hour}: 601.0 s long, over the 600 s limit (raise it with --max-seconds)"
+
+    assert main([*args, str(cut)]) == 1  # truncation alone fails the run ...
+    capsys.readouterr()
+    assert main([*args, "--allow-truncated", str(cut)]) == 0  # ... unless allowed
+    assert "truncated: read 20000 of 32000" in capsys.readouterr().out

@@ -108,3 +108,16 @@ def test_files_are_resampled_to_the_rate_the_checkpoint_records(model, tmp_path)
     x8, _ = load_audio(tmp_path / "a.wav", 8000)
     assert row["mos"] == pytest.approx(score_waveform(m8, x8, 8000), abs=1e-6)
     assert row["mos"] != pytest.approx(score_files(model, [tmp_path / "a.wav"])[0]["mos"], abs=1e-4)
+
+
+@pytest.mark.integration
+def test_streamed_scoring_of_a_48k_file_matches_whole_file_scoring(model, tmp_path):
+    rng = np.random.default_rng(5)
+    t = np.arange(48000 * 45) / 48000
+    x = (0.2 * np.sin(2 * np.pi * 300 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
+         + 0.03 * rng.standard_normal(t.size)).astype(np.float32)
+    write_audio(tmp_path / "a48k.wav", x, 48000, subtype="FLOAT")
+    [row] = score_files(model, [tmp_path / "a48k.wav"])
+    whole, _ = load_audio(tmp_path / "a48k.wav", SR)  # decoded whole, then resampled
+    assert row["error"] is None and row["warning"] is None
+    assert abs(row["mos"] - score_waveform(model, whole, SR)) < 1e-3

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -177,3 +178,44 @@ def test_garbage_requests_get_a_clear_400(server):
     assert status == 400 and "needs a 'path', 'audio_base64' or 'audio'" in body["message"]
     status, body = _post(server["url"], b"\x00\x01 not json")
     assert status == 400 and body.get("error_code") == "BAD_REQUEST"
+
+
+def test_a_zero_byte_file_is_called_empty(server, tmp_path):
+    empty = tmp_path / "zero.wav"
+    empty.touch()
+    status, body = _post(server["url"], json.dumps({"dataframe_records": [{"path": str(empty)}]}).encode())
+    assert status == 200 and body["predictions"][0] == {"mos": None, "error": f"row 0: {empty}: empty file (0 bytes)"}
+
+
+def test_jsqa_serve_runs_without_the_venv_on_path_and_refuses_rows_over_the_size_limit(server, clips):
+    port = _free_port()
+    log = server["root"] / "jsqa-serve.log"
+    # No venv on PATH: `mlflow models serve` alone would fail with "exec: uvicorn: not found".
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"], "PATH": "/usr/bin:/bin",
+           "JSQA_SERVE_MAX_BYTES": "100000", "JSQA_SERVE_MAX_SECONDS": "1.5"}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "jsqa.cli", "serve", "--port", str(port), "--root", str(server["root"])],
+                                env=env, cwd=server["root"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_ping(f"http://127.0.0.1:{port}/ping", proc, log)
+        big = base64.b64encode(clips["flac"].read_bytes()).decode("ascii")  # over 100 kB
+        records = [{"audio_base64": big}, {"audio": [0.0] * 30000, "sample_rate": 16000},
+                   {"path": str(clips["wav"])}, {"path": str(clips["flac"])}]
+        status, body = _post(f"http://127.0.0.1:{port}/invocations", json.dumps({"dataframe_records": records}).encode())
+        assert status == 200, body
+        preds = body["predictions"]
+        assert preds[0]["mos"] is None and re.match(
+            r"row 0: audio_base64 is 0\.\d MiB, over this server's 0\.0953674 MiB limit per row \(JSQA_SERVE_MAX_BYTES\)",
+            preds[0]["error"]), preds[0]
+        assert preds[1]["mos"] is None and "row 1: audio is 0.1 MiB, over this server's" in preds[1]["error"]
+        assert preds[2]["error"] is None and 1.0 <= preds[2]["mos"] <= 5.0  # 1.3 s, under both limits
+        assert preds[3]["error"] == (f"row 3: {clips['flac']}: 2.1 s long, over the 1.5 s limit "
+                                     "(the server's JSQA_SERVE_MAX_SECONDS)")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -23,6 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
     sp.add_argument("--max-seconds", type=float, default=None,
                     help="refuse longer files, checked before decoding (default 600)")
+    sp.add_argument("--allow-truncated", action="store_true",
+                    help="exit 0 when a file is shorter than its header says (it is scored, with a warning)")
     sp.set_defaults(func=run)
 
 
@@ -33,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     model, what = load_model(args.model, Path(args.root))
     log.info("scoring %d file(s) with %s", len(files), what)
     rows = score_files(model, files, limits=_scoring_limits(args), progress=sys.stderr.isatty())
-    print(format_rows(rows, args.format))
-    return 1 if any(r["error"] for r in rows) else 0
+    sys.stdout.write(format_rows(rows, args.format))
+    truncated = any(r["warning"] for r in rows) and not args.allow_truncated
+    return 1 if truncated or any(r["error"] for r in rows) else 0
 
 
 def _scoring_limits(args: argparse.Namespace) -> ScoringLimits:

@@ -125,6 +125,17 @@ def split_of_db(db: str) -> str:
     raise ManifestError(f"db '{db}': cannot tell its split (name must contain TRAIN, VAL or TEST)")
 
 
+def _csv_split(db: str, csv_path: Path) -> str:
+    """The split of a user CSV's row from its db name; the error says the ``split`` column is the way out."""
+    try:
+        return split_of_db(db)
+    except ManifestError:
+        raise ManifestError(
+            f"{csv_path}: db names carry no TRAIN/VAL/TEST (db '{db}') and there is no 'split' column; "
+            "add a 'split' column (train, val or test) or name the dbs *_TRAIN / *_VAL / *_TEST"
+        ) from None
+
+
 def mos_manifest_from_csv(
     csv_path: str | Path, corpus_root: str | Path | None = None, root: str | Path = "."
 ) -> tuple[pd.DataFrame, list[dict]]:
@@ -151,7 +162,7 @@ def mos_manifest_from_csv(
         info = by_path.get(relpath(f, root))
         if info is None:
             continue
-        split = str(rec["split"]) if "split" in table.columns else split_of_db(str(rec["db"]))
+        split = str(rec["split"]) if "split" in table.columns else _csv_split(str(rec["db"]), csv_path)
         out.append(
             {
                 "id": Path(str(rec["filepath_deg"])).with_suffix("").as_posix().replace("/", "__"),

@@ -7,14 +7,21 @@ whether it arrives as a file, encoded bytes or raw samples.
 from __future__ import annotations
 
 import io
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-from jsqa.audio import resample, to_mono
+from jsqa.audio import BlockResampler, resample, to_mono, wav_data_frames
 from jsqa.errors import AudioError
+
+log = logging.getLogger(__name__)
+
+# Frames decoded per read: about 1.4 s at 48 kHz, so memory stays flat in a file's length.
+BLOCK_FRAMES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class ScoringLimits:
     # Float audio is nominally within [-1, 1]; peaks far beyond mean int-scaled PCM sent as
     # floats (and values near float32's range overflow the network to NaN).
     max_abs_sample: float = 10.0
+    # How the caller raises max_seconds, for the refusal message.
+    raise_hint: str = "raise it with --max-seconds"
 
 
 LIMITS = ScoringLimits()
@@ -41,7 +50,9 @@ LIMITS = ScoringLimits()
 def _check_rate(sample_rate: object, name: str, limits: ScoringLimits) -> int:
     if isinstance(sample_rate, (bool, np.bool_)) or not isinstance(sample_rate, (int, np.integer, float, np.floating)):
         raise AudioError(f"{name}: sample rate must be a number, got {type(sample_rate).__name__}")
-    if not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate):
+    # Integers are whole already (and one beyond int64 would overflow np.isfinite).
+    if not isinstance(sample_rate, (int, np.integer)) and (
+            not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate)):
         raise AudioError(f"{name}: sample rate must be a whole number of Hz, got {sample_rate}")
     sr = int(sample_rate)
     if not limits.min_sample_rate <= sr <= limits.max_sample_rate:
@@ -58,7 +69,9 @@ def _check_extent(frames: int, channels: int, sr: int, name: str, limits: Scorin
         raise AudioError(f"{name}: audio is empty (0 samples)")
     seconds = frames / sr
     if seconds > limits.max_seconds:
-        raise AudioError(f"{name}: {seconds:.1f} s long, over the {limits.max_seconds:g} s limit")
+        raise AudioError(
+            f"{name}: {seconds:.1f} s long, over the {limits.max_seconds:g} s limit ({limits.raise_hint})"
+        )
     if seconds < limits.min_seconds:
         raise AudioError(
             f"{name}: {frames} samples ({seconds * 1000:.2f} ms) is too short to score "
@@ -87,15 +100,20 @@ def validate_waveform(samples: object, sample_rate: object, name: str,
     _check_extent(x.shape[0], x.shape[1] if x.ndim == 2 else 1, sr, name, limits)
     with np.errstate(over="ignore", invalid="ignore"):
         x = x.astype(np.float32, copy=False)  # float64 beyond float32's range becomes inf here
+    return _check_samples(x, name, limits), sr
+
+
+def _check_samples(x: np.ndarray, name: str, limits: ScoringLimits) -> np.ndarray:
+    """Float32 samples (n,) or (n, channels) checked for NaN/inf and peak, as mono."""
     if not np.all(np.isfinite(x)):
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
-    peak = float(np.max(np.abs(x)))
+    peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak > limits.max_abs_sample:
         raise AudioError(
             f"{name}: peak sample {peak:.3g} is beyond ±{limits.max_abs_sample:g} "
             "(float audio belongs in [-1, 1])"
         )
-    return np.ascontiguousarray(to_mono(x), dtype=np.float32), sr
+    return np.ascontiguousarray(to_mono(x), dtype=np.float32)
 
 
 def scoring_waveform(samples: object, sample_rate: object, name: str, target_sr: int = 16000,
@@ -105,42 +123,88 @@ def scoring_waveform(samples: object, sample_rate: object, name: str, target_sr:
     return np.ascontiguousarray(resample(x, sr, target_sr), dtype=np.float32)
 
 
+class ScoringAudio:
+    """A file path or encoded bytes (WAV, FLAC, ...) opened for scoring: the header is checked
+    against ``limits`` on opening, before any sample is decoded; :meth:`blocks` then decodes,
+    checks and resamples it block by block, so memory does not grow with the file's length.
+
+    Every failure is an AudioError naming ``name``. Use as a context manager.
+    """
+
+    def __init__(self, source: str | Path | bytes, name: str | None = None,
+                 limits: ScoringLimits = LIMITS) -> None:
+        self.limits = limits
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            self.name = name or "audio bytes"
+            if len(source) == 0:
+                raise AudioError(f"{self.name}: empty file (0 bytes)")
+            opened: str | io.BytesIO = io.BytesIO(source)
+        else:
+            path = Path(source)
+            self.name = name or str(path)
+            if not path.is_file():
+                # Devices and pipes (/dev/zero, a FIFO) would never end: only regular files are read.
+                raise AudioError(f"{self.name}: not a regular file" if path.exists() else f"{self.name}: no such file")
+            if path.stat().st_size == 0:
+                raise AudioError(f"{self.name}: empty file (0 bytes)")
+            opened = str(path)
+        try:
+            self._file = sf.SoundFile(opened)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as exc:
+            raise AudioError(f"{self.name}: not readable as audio ({_one_line(exc)})") from exc
+        try:
+            self.sample_rate = _check_rate(int(self._file.samplerate), self.name, limits)
+            self.frames = int(self._file.frames)
+            _check_extent(self.frames, int(self._file.channels), self.sample_rate, self.name, limits)
+            # A second reader for the header: libsndfile owns the first one's position.
+            header = io.BytesIO(source) if isinstance(opened, io.BytesIO) else opened  # type: ignore[arg-type]
+            self._promised = wav_data_frames(header) if self._file.format == "WAV" else None
+        except BaseException:
+            self._file.close()
+            raise
+        self.frames_read = 0
+
+    def blocks(self, target_sr: int) -> Iterator[np.ndarray]:
+        """Consecutive mono float32 blocks at ``target_sr``; together, what decoding the whole
+        file and resampling it gives (to float rounding)."""
+        resampler = BlockResampler(self.sample_rate, target_sr)
+        while True:
+            try:
+                data = self._file.read(BLOCK_FRAMES, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError, MemoryError) as exc:
+                raise AudioError(f"{self.name}: not readable as audio ({_one_line(exc)})") from exc
+            if len(data) == 0:
+                break
+            self.frames_read += len(data)
+            yield resampler.push(_check_samples(data, self.name, self.limits))
+        yield resampler.finish()
+
+    @property
+    def truncation(self) -> str | None:
+        """Why the file is short of what its header promised, once :meth:`blocks` has run; None
+        when it is whole."""
+        promised = max(self.frames, self._promised or 0)
+        if self.frames_read < promised:
+            return f"{self.name}: truncated: read {self.frames_read} of {promised} frames"
+        return None
+
+    def close(self) -> None:
+        """Release the file."""
+        self._file.close()
+
+    def __enter__(self) -> ScoringAudio:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def load_scoring_audio(source: str | Path | bytes, name: str | None = None, target_sr: int = 16000,
                        limits: ScoringLimits = LIMITS) -> np.ndarray:
-    """A file path or encoded bytes (WAV, FLAC, ...) as validated mono float32 at ``target_sr``.
-
-    The header is checked against ``limits`` before any sample is decoded; then the samples go
-    through the same checks as :func:`validate_waveform`. Every failure is an AudioError.
-    """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        name = name or "audio bytes"
-        if len(source) == 0:
-            raise AudioError(f"{name}: no bytes (empty payload)")
-
-        def opener():
-            return io.BytesIO(source)
-    else:
-        path = Path(source)
-        name = name or str(path)
-        if not path.is_file():
-            # Devices and pipes (/dev/zero, a FIFO) would never end: only regular files are read.
-            raise AudioError(f"{name}: not a regular file" if path.exists() else f"{name}: no such file")
-
-        def opener():
-            return str(path)
-    try:
-        with sf.SoundFile(opener()) as f:
-            sr, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
-            _check_rate(sr, name, limits)
-            _check_extent(frames, channels, sr, name, limits)
-            data = f.read(frames, dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError, MemoryError) as exc:
-        raise AudioError(f"{name}: not readable as audio ({_one_line(exc)})") from exc
-    # A truncated file reads fewer frames than its header promised; score what is there only
-    # if it still passes every check.
-    return scoring_waveform(data, sr, name, target_sr, limits)
+    """A file path or encoded bytes, checked as :class:`ScoringAudio` does, decoded whole as
+    mono float32 at ``target_sr`` (a truncated file gives what it holds)."""
+    with ScoringAudio(source, name, limits) as audio:
+        return np.concatenate(list(audio.blocks(target_sr)))
 
 
 def _one_line(exc: BaseException) -> str:

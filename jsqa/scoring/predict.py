@@ -27,8 +27,8 @@ from jsqa import tracking
 from jsqa.errors import JsqaError
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
 from jsqa.registry.register import CHECKPOINT_ARTIFACT
-from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio
-from jsqa.scoring.windows import score_waveform
+from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits
+from jsqa.scoring.windows import score_blocks
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ def _checkpoint_in(folder: Path) -> Path:
     return ckpt
 
 
-def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
+def existing_store(root: Path) -> str:
+    """The tracking URI for ``root``; JsqaError when it names a SQLite file that does not exist."""
     store = tracking.tracking_uri(root)
     if store.startswith("sqlite:///"):
         db = Path(store[len("sqlite:///"):])
@@ -84,6 +85,11 @@ def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
             raise JsqaError(
                 f"no MLflow store at {db}; run the pipeline's register stage (or set MLFLOW_TRACKING_URI)"
             )
+    return store
+
+
+def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
+    store = existing_store(root)
     tracking.configure(root)
     described = uri
     m = _MODELS_URI.match(uri)
@@ -139,35 +145,44 @@ def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
 def score_files(
     model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits = LIMITS, progress: bool = False,
 ) -> list[dict]:
-    """One row per file: {"path", "mos", "error"}; an unusable file gets an error, not a crash.
+    """One row per file: {"path", "mos", "error", "warning"}; an unusable file gets an error, not
+    a crash; a truncated one is scored and gets a warning saying how much of it was read.
 
-    Each file is resampled to the model's input rate (the one its checkpoint records). Files go through the same checks as the served model (:func:`jsqa.scoring.limits.load_scoring_audio`);
-    ``progress`` draws a tqdm bar on stderr (the CLI turns it on when stderr is a terminal).
+    Each file is checked from its header (:class:`jsqa.scoring.limits.ScoringAudio`, as the
+    served model does), then decoded, resampled to the model's input rate and scored block by
+    block, so memory does not grow with its length. ``progress`` draws a tqdm bar on stderr (the
+    CLI turns it on when stderr is a terminal).
     """
     rows: list[dict] = []
     sample_rate = model.sample_rate
     for f in tqdm(files, disable=not progress, file=sys.stderr, unit="file", desc="scoring"):
+        row: dict[str, Any] = {"path": str(f), "mos": None, "error": None, "warning": None}
         try:
-            x = load_scoring_audio(f, str(f), sample_rate, limits)
-            rows.append({"path": str(f), "mos": score_waveform(model, x, sample_rate), "error": None})
+            with ScoringAudio(f, str(f), limits) as audio:
+                row["mos"] = score_blocks(model, audio.blocks(sample_rate), sample_rate)
+                row["warning"] = audio.truncation
+            if row["warning"]:
+                log.warning("%s", row["warning"])
         except JsqaError as exc:
             log.warning("%s", exc)
-            rows.append({"path": str(f), "mos": None, "error": str(exc).splitlines()[0]})
+            row["error"] = str(exc).splitlines()[0]
+        rows.append(row)
     return rows
 
 
 def format_rows(rows: Sequence[dict], fmt: str) -> str:
-    """Render score rows as an aligned table, CSV or a JSON list of objects."""
+    """Render score rows as an aligned table, CSV or a JSON list of objects; the text ends with
+    exactly one newline."""
     if fmt == "json":
-        return json.dumps([_row(r) for r in rows], indent=2)
+        return json.dumps([_row(r) for r in rows], indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["path", "mos", "error"], lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=["path", "mos", "error", "warning"], lineterminator="\n")
         writer.writeheader()
         for r in rows:
             r = _row(r)
             writer.writerow({"path": r["path"], "mos": "" if r["mos"] is None else repr(r["mos"]),
-                             "error": r["error"] or ""})
+                             "error": r["error"] or "", "warning": r["warning"] or ""})
         return buf.getvalue()
     if fmt == "table":
         return _table(rows)
@@ -176,19 +191,18 @@ def format_rows(rows: Sequence[dict], fmt: str) -> str:
 
 def _row(r: dict) -> dict[str, Any]:
     mos = r.get("mos")
-    return {"path": str(r["path"]), "mos": None if mos is None else float(mos), "error": r.get("error")}
+    return {"path": str(r["path"]), "mos": None if mos is None else float(mos), "error": r.get("error"),
+            "warning": r.get("warning")}
 
 
 def _table(rows: Sequence[dict]) -> str:
-    with_error = any(r.get("error") for r in rows)
-    header = ["path", "mos"] + (["error"] if with_error else [])
+    # The error and warning columns appear only when some row has one.
+    extra = [c for c in ("error", "warning") if any(r.get(c) for r in rows)]
+    header = ["path", "mos", *extra]
     body = []
     for r in rows:
         r = _row(r)
-        cells = [r["path"], "-" if r["mos"] is None else f"{r['mos']:.3f}"]
-        if with_error:
-            cells.append(r["error"] or "")
-        body.append(cells)
+        body.append([r["path"], "-" if r["mos"] is None else f"{r['mos']:.3f}", *(r[c] or "" for c in extra)])
     widths = [max(len(c[i]) for c in [header, *body]) for i in range(len(header))]
     lines = []
     for cells in [header, *body]:

@@ -11,6 +11,13 @@ Input, one row per clip (a DataFrame, or what ``mlflow models serve`` builds fro
 - ``audio_base64``: base64 of an encoded file (WAV, FLAC, OGG, ...);
 - ``audio`` (a list of float samples, or a list of per-frame channel lists) plus ``sample_rate``.
 
+Files (paths and decoded base64) are read and scored block by block, so a long clip costs no
+more memory than a short one. MLflow's scoring server reads a whole request body before the
+model sees it and has no size limit of its own; rows whose ``audio_base64`` or ``audio`` is over
+``JSQA_SERVE_MAX_BYTES`` (decoded bytes; float32 samples count 4 bytes; default 64 MiB) are
+refused with an error row before they are decoded. ``JSQA_SERVE_MAX_SECONDS`` (default 600)
+is the duration limit.
+
 Output: one row per input row, in order. A row that cannot be scored gets ``mos`` null and a
 one-line ``error``; the other rows are still scored. A request that is unusable as a whole (no
 known column, not a table) raises, which the scoring server answers with HTTP 400.
@@ -23,6 +30,9 @@ import binascii
 import logging
 import math
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +47,14 @@ from mlflow.types.schema import AnyType
 from jsqa.errors import AudioError, JsqaError
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
-from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio, scoring_waveform
-from jsqa.scoring.windows import HOP_S, WINDOW_S, score_waveform, windowed_mean
+from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, scoring_waveform
+from jsqa.scoring.windows import HOP_S, WINDOW_S, score_blocks, windowed_mean, windowed_mean_blocks
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 INPUT_COLUMNS = ("path", "audio_base64", "audio", "sample_rate")
+DEFAULT_MAX_BYTES = 64 * 2**20
 _CODE_DIR = Path(__file__).resolve().parent / "pyfunc_code"
 # "Models from code" entry files for mlflow.pyfunc.log_model(python_model=...).
 MOS_MODEL_CODE = str(_CODE_DIR / "mos.py")
@@ -60,6 +71,35 @@ def input_schema() -> Schema:
 def paths_allowed() -> bool:
     """Whether ``path`` rows are accepted (``JSQA_SERVE_PATHS=0`` turns them off)."""
     return os.environ.get("JSQA_SERVE_PATHS", "1").strip().lower() not in ("0", "false", "no")
+
+
+def max_row_bytes() -> int:
+    """The largest ``audio_base64`` (decoded) or ``audio`` (4 bytes a sample) a row may carry:
+    ``JSQA_SERVE_MAX_BYTES``, default 64 MiB."""
+    raw = os.environ.get("JSQA_SERVE_MAX_BYTES", "").strip()
+    try:
+        return int(raw) if raw else DEFAULT_MAX_BYTES
+    except ValueError as exc:
+        raise JsqaError(f"JSQA_SERVE_MAX_BYTES must be a whole number of bytes, got '{raw}'") from exc
+
+
+def serve_limits() -> ScoringLimits:
+    """The served model's limits: :data:`LIMITS` with ``JSQA_SERVE_MAX_SECONDS`` as the duration limit."""
+    raw = os.environ.get("JSQA_SERVE_MAX_SECONDS", "").strip()
+    try:
+        seconds = float(raw) if raw else LIMITS.max_seconds
+    except ValueError as exc:
+        raise JsqaError(f"JSQA_SERVE_MAX_SECONDS must be a number of seconds, got '{raw}'") from exc
+    return replace(LIMITS, max_seconds=seconds, raise_hint="the server's JSQA_SERVE_MAX_SECONDS")
+
+
+def _check_size(size: int, what: str, i: int) -> None:
+    limit = max_row_bytes()
+    if size > limit:
+        raise AudioError(
+            f"row {i}: {what} is {size / 2**20:.1f} MiB, over this server's {limit / 2**20:g} MiB limit "
+            "per row (JSQA_SERVE_MAX_BYTES); send a path or a shorter clip"
+        )
 
 
 def as_frame(model_input: Any) -> pd.DataFrame:
@@ -86,8 +126,10 @@ def _present(v: Any) -> bool:
     return not (isinstance(v, str) and v == "")
 
 
-def row_waveform(row: dict, i: int, target_sr: int, limits: ScoringLimits = LIMITS) -> np.ndarray:
-    """The mono ``target_sr`` waveform of input row ``i``; AudioError saying "row i: why"."""
+@contextmanager
+def row_blocks(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> Iterator[Iterable[np.ndarray]]:
+    """The mono ``target_sr`` audio of input row ``i`` as consecutive blocks (files are decoded
+    as they are read); AudioError saying "row i: why"."""
     given = [c for c in ("path", "audio_base64", "audio") if _present(row.get(c))]
     if len(given) != 1:
         what = "none" if not given else ", ".join(given)
@@ -95,40 +137,55 @@ def row_waveform(row: dict, i: int, target_sr: int, limits: ScoringLimits = LIMI
     kind, value = given[0], row[given[0]]
     if kind != "audio" and not isinstance(value, str):
         raise AudioError(f"row {i}: '{kind}' must be a string, got {type(value).__name__}")
+    if kind == "audio":
+        sr = row.get("sample_rate")
+        if not _present(sr):
+            raise AudioError(f"row {i}: 'audio' needs a 'sample_rate' in Hz")
+        if isinstance(value, str):
+            raise AudioError(f"row {i}: 'audio' must be a list of float samples, got a string")
+        n = len(value) if hasattr(value, "__len__") else 1
+        first = value[0] if n and hasattr(value, "__getitem__") else None
+        channels = len(first) if isinstance(first, (list, tuple, np.ndarray)) else 1
+        _check_size(4 * n * channels, "audio", i)
+        yield [scoring_waveform(value, sr, f"row {i}: audio", target_sr, limits)]
+        return
     if kind == "path":
         if not paths_allowed():
             raise AudioError(f"row {i}: 'path' input is disabled on this server (JSQA_SERVE_PATHS=0)")
-        return load_scoring_audio(value, f"row {i}: {value}", target_sr, limits)
-    if kind == "audio_base64":
+        source: str | bytes = value
+        name = f"row {i}: {value}"
+    else:
+        _check_size(len(value) // 4 * 3, "audio_base64", i)  # the decoded size, before decoding
         try:
-            raw = base64.b64decode(value, validate=True)
+            source = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise AudioError(f"row {i}: audio_base64 is not valid base64 ({exc})") from exc
-        return load_scoring_audio(raw, f"row {i}: audio_base64", target_sr, limits)
-    sr = row.get("sample_rate")
-    if not _present(sr):
-        raise AudioError(f"row {i}: 'audio' needs a 'sample_rate' in Hz")
-    if isinstance(value, str):
-        raise AudioError(f"row {i}: 'audio' must be a list of float samples, got a string")
-    return scoring_waveform(value, sr, f"row {i}: audio", target_sr, limits)
+        name = f"row {i}: audio_base64"
+    with ScoringAudio(source, name, limits) as audio:
+        yield audio.blocks(target_sr)
+        if audio.truncation:
+            log.warning("%s", audio.truncation)
 
 
 def _rows(model_input: Any) -> list[dict]:
     return as_frame(model_input).to_dict(orient="records")
 
 
-def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits = LIMITS) -> pd.DataFrame:
+def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits | None = None) -> pd.DataFrame:
     """One MOS per input row (columns ``mos``, ``error``); a bad row gets an error, not a crash.
     Each row's audio is resampled to the model's input rate (the one its checkpoint records).
 
     ``mos`` is float64 when every row scored, else object with None where ``error`` is set (so
-    the JSON response never carries NaN). Raises JsqaError only for an unusable input table.
+    the JSON response never carries NaN). ``limits`` defaults to :func:`serve_limits`. Raises
+    JsqaError only for an unusable input table.
     """
+    limits = limits or serve_limits()
     mos: list[float | None] = []
     errors: list[str | None] = []
     for i, row in enumerate(_rows(model_input)):
         try:
-            value = score_waveform(model, row_waveform(row, i, model.sample_rate, limits), model.sample_rate)
+            with row_blocks(row, i, model.sample_rate, limits) as blocks:
+                value = score_blocks(model, blocks, model.sample_rate)
             if not math.isfinite(value):
                 raise AudioError(f"row {i}: the model gave a non-finite score")
             mos.append(value)
@@ -148,15 +205,18 @@ def embed_waveform(encoder: Encoder, x: np.ndarray, window_s: float = WINDOW_S, 
     return windowed_mean(encoder, x, encoder.sample_rate, window_s, hop_s).numpy()
 
 
-def embed_rows(encoder: Encoder, model_input: Any, limits: ScoringLimits = LIMITS) -> pd.DataFrame:
+def embed_rows(encoder: Encoder, model_input: Any, limits: ScoringLimits | None = None) -> pd.DataFrame:
     """Embedding columns e0..eD-1 plus ``error`` per input row (None embeddings for a bad row);
     each row's audio is resampled to the encoder's input rate."""
+    limits = limits or serve_limits()
+    encoder.eval()
     dim = encoder.embedding_dim
     cells: list[list[float | None]] = []
     errors: list[str | None] = []
     for i, row in enumerate(_rows(model_input)):
         try:
-            cells.append([float(v) for v in embed_waveform(encoder, row_waveform(row, i, encoder.sample_rate, limits))])
+            with row_blocks(row, i, encoder.sample_rate, limits) as blocks:
+                cells.append([float(v) for v in windowed_mean_blocks(encoder, blocks, encoder.sample_rate).numpy()])
             errors.append(None)
         except AudioError as exc:
             log.warning("%s", exc)

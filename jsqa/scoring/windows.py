@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
+from jsqa.errors import AudioError
 from jsqa.models.encoder import DEFAULT_SAMPLE_RATE
 from jsqa.mos_scale import clamp_mos
 
@@ -39,43 +40,109 @@ HOP_S = 8.0
 CHUNK_WINDOWS = 8
 
 
+class WindowStream:
+    """The spans of :func:`windows` cut from a signal that arrives in blocks, each released as
+    soon as it is certain to be one of them; memory holds about two windows, whatever the length.
+
+    A span is final once the signal reaches past it: its own end for overlapping windows, one
+    window further for tiling ones (a short remainder would merge into the last window).
+    """
+
+    def __init__(self, window: int, hop: int) -> None:
+        self.window, self.hop = window, hop
+        self._step = hop if hop < window else window
+        self._lookahead = 0 if hop < window else window
+        self._buf = np.zeros(0, dtype=np.float32)
+        self._buf_start = 0  # sample index of _buf[0]
+        self._next = 0  # start of the next span to release
+        self._released = 0
+        self.length = 0
+
+    def push(self, x: np.ndarray) -> list[np.ndarray]:
+        """The spans that block ``x`` completes."""
+        self._buf = np.concatenate([self._buf, np.asarray(x, dtype=np.float32)])
+        self.length += len(x)
+        out = []
+        while self._next + self.window + self._lookahead <= self.length:
+            out.append(self._take(self._next, self._next + self.window))
+            self._next += self._step
+        self._trim()
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        """The remaining spans, once the signal has ended (the same as :func:`windows` gives)."""
+        spans = windows(self.length, self.window, self.hop)[self._released:]
+        return [self._take(a, b) for a, b in spans]
+
+    def _take(self, a: int, b: int) -> np.ndarray:
+        self._released += 1
+        return self._buf[a - self._buf_start : b - self._buf_start]
+
+    def _trim(self) -> None:
+        # Keep from the next span's start; an end-aligned last span reaches back one window.
+        keep = min(self._next, max(self.length - self.window, 0))
+        if keep > self._buf_start:
+            self._buf = self._buf[keep - self._buf_start :].copy()
+            self._buf_start = keep
+
+
 @torch.inference_mode()
-def windowed_mean(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, sample_rate: int | None = None,
+def windowed_mean_blocks(
+    fn: Callable[[torch.Tensor], torch.Tensor], blocks: Iterable[np.ndarray], sample_rate: int | None = None,
     window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS,
 ) -> torch.Tensor:
-    """``fn`` over windows of a mono clip at ``sample_rate`` (default: ``fn``'s input rate, as a
-    model records it), averaged with weights by window length.
+    """``fn`` over the windows of a mono signal given as consecutive blocks at ``sample_rate``
+    (default: ``fn``'s input rate, as a model records it), averaged with weights by window length.
 
-    ``fn`` maps a batch [B, T] to [B, ...]; windows go through ``chunk`` at a time, so a clip of
-    any length costs memory for one chunk of windows only.
+    ``fn`` maps a batch [B, T] to [B, ...]; windows are scored as the blocks arrive, ``chunk``
+    at a time (runs of equal length), so memory is one chunk of windows, not the signal.
     """
     sample_rate = sample_rate or int(getattr(fn, "sample_rate", DEFAULT_SAMPLE_RATE))
-    win, hop = int(window_s * sample_rate), int(hop_s * sample_rate)
-    spans = windows(len(x), win, hop)
+    stream = WindowStream(int(window_s * sample_rate), int(hop_s * sample_rate))
     # Inputs go where the module's weights are (the GPU during GPU training).
     params = next(fn.parameters(), None) if isinstance(fn, torch.nn.Module) else None
     device = params.device if params is not None else torch.device("cpu")
     total: torch.Tensor | None = None
-    for part in _batches(spans, max(chunk, 1)):
-        batch = torch.from_numpy(np.stack([x[a:b] for a, b in part])).to(device)
-        out = fn(batch).cpu().double()
-        w = torch.tensor([b - a for a, b in part], dtype=torch.float64).reshape(-1, *([1] * (out.dim() - 1)))
-        step = (out * w).sum(0)
-        total = step if total is None else total + step
-    assert total is not None
-    return total / sum(b - a for a, b in spans)
+    weight = 0
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        nonlocal total, weight
+        if pending:
+            out = fn(torch.from_numpy(np.stack(pending)).to(device)).cpu().double()
+            step = out.sum(0) * len(pending[0])  # a batch's windows share one length
+            total = step if total is None else total + step
+            weight += len(pending) * len(pending[0])
+            pending.clear()
+
+    def add(spans: list[np.ndarray]) -> None:
+        for w in spans:
+            if pending and (len(pending) >= max(chunk, 1) or len(pending[0]) != len(w)):
+                flush()
+            pending.append(w)
+
+    for block in blocks:
+        add(stream.push(block))
+    add(stream.finish())
+    flush()
+    if total is None:
+        raise AudioError("audio is empty (0 samples)")
+    return total / weight
 
 
-def _batches(spans: list[tuple[int, int]], chunk: int) -> list[list[tuple[int, int]]]:
-    """Runs of at most ``chunk`` consecutive spans of one length (a batch needs equal lengths)."""
-    out: list[list[tuple[int, int]]] = []
-    for span in spans:
-        if out and len(out[-1]) < chunk and out[-1][0][1] - out[-1][0][0] == span[1] - span[0]:
-            out[-1].append(span)
-        else:
-            out.append([span])
-    return out
+def windowed_mean(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, sample_rate: int | None = None,
+    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS,
+) -> torch.Tensor:
+    """:func:`windowed_mean_blocks` of one clip held in memory."""
+    return windowed_mean_blocks(fn, [x], sample_rate, window_s, hop_s, chunk)
+
+
+def score_blocks(model: torch.nn.Module, blocks: Iterable[np.ndarray], sample_rate: int | None = None) -> float:
+    """MOS of one mono signal given as consecutive blocks at ``sample_rate`` (default: the
+    model's rate), scored as it arrives; clamped to the MOS scale."""
+    model.eval()
+    return clamp_mos(windowed_mean_blocks(model, blocks, sample_rate).item())
 
 
 def score_waveform(
