@@ -30,15 +30,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pairs_throughput import make_corpus  # noqa: E402
-from train_throughput import pretrain_step_time  # noqa: E402
+from pairs_throughput import make_corpus
+from train_throughput import pretrain_step_time
 
-from jsqa.config import PairsConfig  # noqa: E402
-from jsqa.models.mos import PretrainModel, encoder_spec  # noqa: E402
+from jsqa.config import PairsConfig
+from jsqa.models.mos import PretrainModel, encoder_spec
+from jsqa.pairs.generate import generate_pairs
 from jsqa.pairs.store import PairSet, load_pairs
-from jsqa.pairs.generate import generate_pairs  # noqa: E402
-from jsqa.train.pair_batches import PairBatch, PairBatchLoader  # noqa: E402
-from jsqa.train.pretrain import contrastive_loss, grouped_batches, lr_factor, optimizer_step  # noqa: E402
+from jsqa.train.pair_batches import PairBatch, PairBatchLoader
+from jsqa.train.pretrain import contrastive_loss, grouped_batches, lr_factor, optimizer_step
 
 
 def per_pair_batches(pairs: PairSet, plan: list[np.ndarray], device: torch.device):

@@ -77,9 +77,11 @@ def main() -> None:
         floor(files, 1)  # warm the page cache so every contender reads from memory
         print(f"{len(files)} {args.format.upper()} files of {args.seconds:g} s, best of {args.repeats}")
         for w in sorted({1, args.workers}):
-            f = best_of(lambda: floor(files, w), args.repeats)
-            rows = best_of(lambda: audio_rows(files, base, workers=w), args.repeats)
-            prep = best_of(lambda: prepare_librispeech(base / "LibriSpeech", ["dev-clean"], base, workers=w), args.repeats)
+            # w=w binds this iteration's worker count (best_of calls each lambda right away anyway).
+            f = best_of(lambda w=w: floor(files, w), args.repeats)
+            rows = best_of(lambda w=w: audio_rows(files, base, workers=w), args.repeats)
+            prep = best_of(lambda w=w: prepare_librispeech(base / "LibriSpeech", ["dev-clean"], base, workers=w),
+                           args.repeats)
             print(f"workers={w}: floor (sf.info) {f * 1e3:8.1f} ms")
             print(f"workers={w}: audio_rows      {rows * 1e3:8.1f} ms  ratio {rows / f:5.2f}")
             print(f"workers={w}: prepare         {prep * 1e3:8.1f} ms  ratio {prep / f:5.2f}")

@@ -21,9 +21,9 @@ import warnings
 import numpy as np
 import torch
 
-from jsqa.scoring.windows import score_waveform
 from jsqa.models.encoder import ENCODER_SIZES, count_parameters
 from jsqa.models.mos import MOSModel
+from jsqa.scoring.windows import score_waveform
 
 VARIANTS = ("overlap", "tiled", "frozen", "bf16")
 

@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jsqa.models.encoder import count_parameters  # noqa: E402
-from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec  # noqa: E402
-from jsqa.train.pair_batches import PairBatch  # noqa: E402
-from jsqa.train.pretrain import contrastive_loss, lr_factor, optimizer_step  # noqa: E402
+from jsqa.models.encoder import count_parameters
+from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec
+from jsqa.train.pair_batches import PairBatch
+from jsqa.train.pretrain import contrastive_loss, lr_factor, optimizer_step
 
 
 def _sync(device: torch.device) -> None:

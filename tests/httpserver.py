@@ -78,10 +78,10 @@ class _Handler(BaseHTTPRequestHandler):
     server: LoopbackFileServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass  # keep test output clean
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         srv = self.server
         path = urllib.parse.urlsplit(self.path).path
         range_header = self.headers.get("Range")

@@ -25,7 +25,7 @@ from jsqa.data.manifests import read_manifest
 from jsqa.errors import ConfigError, JsqaError
 
 
-@pytest.fixture()
+@pytest.fixture
 def mirror(tmp_path, monkeypatch):
     """A loopback mirror serving LibriSpeech dev-clean and the NISQA zip in their true layouts."""
     www = tmp_path / "www"

@@ -33,7 +33,7 @@ def test_typo_names_the_full_key_and_suggests_the_right_one(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "raw, key",
+    ("raw", "key"),
     [
         ({"pretrain": {"epochs": "ten"}}, "pretrain.epochs"),
         ({"pairs": {"snr_db": [1.0]}}, "pairs.snr_db"),
@@ -69,7 +69,7 @@ def test_dataclass_defaults_are_the_shipped_params():
 
 
 @pytest.mark.parametrize(
-    "raw, key, allowed",
+    ("raw", "key", "allowed"),
     [
         ({"finetune": {"loss": "huber"}}, "finetune.loss", "mse, l1"),
         ({"pretrain": {"device": "tpu"}}, "pretrain.device", "auto, cpu, cuda"),
@@ -85,7 +85,7 @@ def test_literal_choices_reject_other_values_naming_key_and_choices(raw, key, al
 
 
 @pytest.mark.parametrize(
-    "raw, key",
+    ("raw", "key"),
     [
         ({"pairs": {"jnd_db": 0.0}}, "pairs.jnd_db"),
         ({"pairs": {"snr_db": [5.0, 5.0]}}, "pairs.snr_db"),

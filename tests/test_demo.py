@@ -191,7 +191,7 @@ def test_proxy_mos_decreases_with_snr_and_is_high_for_clean() -> None:
     assert min(self_scores) >= 4.5
     assert mean[30.0] > mean[10.0] + 0.5
     assert mean[10.0] > mean[-5.0] + 0.5
-    assert 1.0 <= min(by_snr[-5.0]) and max(by_snr[30.0]) <= 5.0
+    assert min(by_snr[-5.0]) >= 1.0 and max(by_snr[30.0]) <= 5.0
 
 
 def test_proxy_mos_refuses_misaligned_signals() -> None:
@@ -251,8 +251,7 @@ def test_bad_settings_raise_config_error_naming_them_and_write_nothing(
 ) -> None:
     # Settings are checked when the config is built (loading params.yaml, or in code).
     with pytest.raises(ConfigError, match=key):
-        cfg = dataclasses.replace(TINY, **change)
-        generate_demo(tmp_path / "corpus", cfg, seed=1, **TINY_KW)
+        dataclasses.replace(TINY, **change)
     assert list(tmp_path.iterdir()) == []
 
 

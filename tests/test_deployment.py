@@ -64,7 +64,7 @@ def served(prefect_server, blank_project, tmp_path_factory):
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
            "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(root.parent / "serve.log", "w")
+    log = open(root.parent / "serve.log", "w")  # noqa: SIM115 - the served process writes it until the fixture ends
     cmd = [sys.executable, "-m", "flows.pipeline", "serve", "--project-dir", str(root), "--name", "test-nightly",
            "--cron", CRON, "--mlflow-ui", "http://mlflow.test:5000"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

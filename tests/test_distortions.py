@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_mulaw_error_shrinks_with_bits() -> None:
     x = 0.3 * speech()
     rms = np.sqrt(np.mean(x**2))
     errors = [np.sqrt(np.mean((D.mulaw(x, b) - x) ** 2)) / rms for b in (4, 6, 8, 10)]
-    assert all(e1 > 2.0 * e2 for e1, e2 in zip(errors, errors[1:]))
+    assert all(e1 > 2.0 * e2 for e1, e2 in itertools.pairwise(errors))
     assert errors[0] > 0.2 and errors[-1] < 0.01  # audible at 4 bits, near transparent at 10
     assert np.array_equal(D.mulaw(D.mulaw(x, 6), 6), D.mulaw(x, 6))  # idempotent: a codec grid
 
@@ -353,7 +354,7 @@ def test_bad_rir_folder_fails_with_its_name(distorted_corpus: Path, tmp_path: Pa
 
 def test_registry_lists_every_kind_once_in_planning_order() -> None:
     assert list(D.REGISTRY) == ["reverb", "lowpass", "mulaw", "clip", "packet_loss"]
-    assert D.KINDS == tuple(D.REGISTRY)
+    assert tuple(D.REGISTRY) == D.KINDS
     # One section of pairs.distortions per kind, in the same order.
     assert [f.name for f in dataclasses.fields(DistortionsConfig)] == list(D.REGISTRY)
     assert {k: c.kind for k, c in D.REGISTRY.items()} == {k: k for k in D.REGISTRY}
@@ -363,7 +364,7 @@ def test_registry_lists_every_kind_once_in_planning_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "cls, bad, good",
+    ("cls", "bad", "good"),
     [
         (D.Reverb, 0.0, 0.3),
         (D.Reverb, float("inf"), 1.0),

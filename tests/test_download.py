@@ -40,7 +40,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def _remote(path: Path, *urls: str, md5: str | None = "auto", sha256: str | None = "auto",
-            size: int | None | str = "auto") -> Remote:
+            size: int | str | None = "auto") -> Remote:
     data = path.read_bytes()
     return Remote(
         filename=path.name,

@@ -47,7 +47,7 @@ def make_nisqa(base: Path, corpus_file: bool = True) -> Path:
             deg = corpus / db / "deg" / name
             deg.parent.mkdir(parents=True, exist_ok=True)
             sf.write(deg, (0.05 * rng.standard_normal(4800)).astype(np.float32), 48000)
-            row = {c: 0 for c in CORPUS_COLUMNS}
+            row = dict.fromkeys(CORPUS_COLUMNS, 0)
             row.update(db=db, con=k, file=name[:-4], filename_deg=name, filename_ref=name, source="x", lang="en",
                        votes=5, mos=mos, filepath_deg=f"{db}/deg/{name}", filepath_ref=f"{db}/ref/{name}")
             rows.append(row)

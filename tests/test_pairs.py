@@ -276,7 +276,7 @@ def test_generation_layout_and_skips(rendered: Path) -> None:
         arr = np.load(npy)
         assert arr.dtype == np.int16 and arr.shape[1:] == (2, T)
     # Each recipe points at its own row of its shard.
-    for shard, rows in pairs.groupby("shard"):
+    for _shard, rows in pairs.groupby("shard"):
         assert rows["row"].tolist() == list(range(len(rows)))
 
 

@@ -205,7 +205,7 @@ def test_downloaded_model_folder_loads_without_unpickling(env, scored, tmp_path)
     # Logged from code: the model holds no pickle at all, only our entry file and the checkpoint.
     assert not [p for p in local.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle")]
     assert (local / "mos.py").is_file()
-    model, desc = load_model(str(local))
+    model, _desc = load_model(str(local))
     files, rows = scored
     assert score_files(model, files[:1])[0]["mos"] == rows[0]["mos"]
     with pytest.raises(JsqaError, match="no such checkpoint"):

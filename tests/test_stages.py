@@ -247,7 +247,7 @@ def test_execution_settings_rerun_no_stage(restore_params):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("key, value, stages", [
+@pytest.mark.parametrize(("key", "value", "stages"), [
     ("pairs.jnd_db", 4.0, {"pairs"}),
     ("validate.min_rms_dbov", -80.0, {"validate"}),
     ("data.sample_rate", 8000, {"acquire", "validate", "pairs", "finetune", "finetune_scratch", "evaluate"}),

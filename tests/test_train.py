@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 MODEL = ModelConfig(size="small", projection_head=True)
 
 
-@pytest.mark.parametrize("batch_size, group_size", [(8, 2), (10, 4), (7, 3)])
+@pytest.mark.parametrize(("batch_size", "group_size"), [(8, 2), (10, 4), (7, 3)])
 def test_grouped_batches_cover_each_pair_once_in_utterance_groups(batch_size, group_size):
     utt = np.repeat(np.arange(10), 6)  # 10 utterances x 6 pairs
     batches = grouped_batches(utt, batch_size, group_size, rng=np.random.default_rng(0))

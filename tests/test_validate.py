@@ -113,7 +113,7 @@ def _lines(message: str, manifest: Path) -> list[str]:
 
 
 def test_good_manifests_pass_and_write_report_and_data_docs(good):
-    _, paths, out, report = good
+    _, _paths, out, report = good
     assert report["success"] is True
     assert _n_rows(report) == {"clean": 4, "noise": 2, "mos": 4}
     # Every file was decoded; the sines are at 0.1 of full scale: RMS -23 dBov.
@@ -135,7 +135,7 @@ def test_good_manifests_pass_and_write_report_and_data_docs(good):
 
 def test_rerun_from_project_root_with_defaults_replaces_previous_results(good, monkeypatch):
     # As under `dvc repro`: cwd is the project root, paths are relative, root is left default.
-    root, paths, out, first = good
+    root, paths, _out, _first = good
     monkeypatch.chdir(root)
     rel = {k: p.relative_to(root) for k, p in paths.items()}
     second = validate_manifests(rel, CFG, SR, Path("validation"))
@@ -178,7 +178,7 @@ def test_missing_manifest_is_a_readable_failure(tmp_path):
 
 
 def test_report_written_on_failure(bad):
-    paths, out, msg = bad
+    _paths, out, msg = bad
     # Exactly the eight planted faults: no spurious failures from rows that are fine.
     assert msg.splitlines()[0].startswith("8 check(s) failed")
     assert str(out / "report.json") in msg.splitlines()[0]

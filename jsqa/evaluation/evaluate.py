@@ -9,23 +9,23 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, relative_change, seed_stats  # noqa: E402
-from jsqa.errors import ManifestError  # noqa: E402
-from jsqa.io import atomic_path  # noqa: E402
-from jsqa.models.mos import MOSModel, check_sample_rate  # noqa: E402
-from jsqa.scoring.windows import score_waveforms  # noqa: E402
-from jsqa.train.clips import load_clips  # noqa: E402
+from jsqa.errors import ManifestError
+from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, relative_change, seed_stats
+from jsqa.io import atomic_path
+from jsqa.models.mos import MOSModel, check_sample_rate
+from jsqa.scoring.windows import score_waveforms
+from jsqa.train.clips import load_clips
 
 log = logging.getLogger(__name__)
 
 POOLED = "pooled"
 
 
-def test_rows(manifest: pd.DataFrame, test_sets: Sequence[str] = ()) -> pd.DataFrame:
+def select_test_rows(manifest: pd.DataFrame, test_sets: Sequence[str] = ()) -> pd.DataFrame:
     """The test split, restricted to ``test_sets`` when given (unknown names are an error)."""
     test = manifest[manifest["split"] == "test"]
     if test_sets:
@@ -68,7 +68,7 @@ def evaluate_models(
     for name, entry in models.items():
         for s, model in (dict(entry) if isinstance(entry, Mapping) else {0: entry}).items():
             check_sample_rate(model.sample_rate, sample_rate, f"model '{name}' (seed {s})")
-    test = test_rows(manifest, test_sets)
+    test = select_test_rows(manifest, test_sets)
     clips = load_clips(test, sample_rate, root)
     preds = test[["id", "db", "mos"]].copy()
     report: dict = {"models": {}, "ci95": {}, "seeds": {}, "per_seed": {}, "seed_stats": {},

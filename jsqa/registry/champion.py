@@ -154,7 +154,7 @@ def list_versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
         aliases.setdefault(str(version), []).append(alias)
     rows = []
     for mv in client.search_model_versions(f"name='{name}'"):
-        created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.timezone.utc)
+        created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
         row: dict[str, Any] = {"version": str(mv.version),
                                "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
                                "created": created.strftime("%Y-%m-%dT%H:%M:%SZ")}

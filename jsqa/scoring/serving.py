@@ -36,11 +36,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, Schema
 from mlflow.types.schema import AnyType
 
@@ -234,7 +234,7 @@ def _bad_request(exc: JsqaError) -> MlflowException:
     return MlflowException(str(exc).splitlines()[0], error_code=INVALID_PARAMETER_VALUE)
 
 
-class MOSPyfunc(mlflow.pyfunc.PythonModel):
+class MOSPyfunc(PythonModel):
     """Audio rows -> MOS, for ``mlflow.pyfunc.load_model`` and ``mlflow models serve``."""
 
     def load_context(self, context: Any) -> None:
@@ -249,7 +249,7 @@ class MOSPyfunc(mlflow.pyfunc.PythonModel):
             raise _bad_request(exc) from exc
 
 
-class EncoderPyfunc(mlflow.pyfunc.PythonModel):
+class EncoderPyfunc(PythonModel):
     """Audio rows -> embedding columns e0..eD-1 (and ``error``)."""
 
     def load_context(self, context: Any) -> None:

@@ -241,10 +241,7 @@ class Reverb(Distortion):
         return cls(param, rir)
 
     def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
-        if self.rir is None:
-            h = synthetic_rir(self.rt60_s, sr, seed)
-        else:
-            h = reshape_rir(self.rir, sr, self.rt60_s)
+        h = synthetic_rir(self.rt60_s, sr, seed) if self.rir is None else reshape_rir(self.rir, sr, self.rt60_s)
         from scipy import signal  # here, not at the top: scipy.signal costs pair workers 2 s to import
 
         return signal.fftconvolve(np.asarray(x, dtype=np.float64), h)[: len(x)]
@@ -477,11 +474,11 @@ __all__ = [
     "list_rirs",
     "load_rir",
     "load_rirs",
-    "pick_rir",
     "lost_frames",
     "lowpass",
     "mulaw",
     "packet_loss",
+    "pick_rir",
     "reshape_rir",
     "reverb",
     "spec",

@@ -137,7 +137,7 @@ def _block_envelope(a: np.ndarray, sr: int) -> np.ndarray:
     ``q2 <- g**D q2 + b D g**D q1_prev + b**2 * sum (D-j) g**(D-1-j) a_j``.
     """
     block = a.shape[2]
-    g, beta, g_block, w = _block_weights(sr, block)
+    _g, beta, g_block, w = _block_weights(sr, block)
     # Both weighted sums in one pass over the samples (a [.., block] x [block, 2] product).
     sums = np.matmul(a, w)
     q1 = _recursive(sums[..., 0].astype(np.float64), g_block)
