@@ -249,9 +249,13 @@ def test_interrupted_run_leaves_previous_corpus_untouched(
 def test_bad_settings_raise_config_error_naming_them_and_write_nothing(
     tmp_path: Path, change: dict, key: str
 ) -> None:
-    # Settings are checked when the config is built (loading params.yaml, or in code).
+    # Settings are checked when the config is built (loading params.yaml, or in code), or, for
+    # what needs the corpus plan, before anything is written.
+    def build_and_generate() -> None:
+        generate_demo(tmp_path / "corpus", dataclasses.replace(TINY, **change), seed=1, **TINY_KW)
+
     with pytest.raises(ConfigError, match=key):
-        dataclasses.replace(TINY, **change)
+        build_and_generate()
     assert list(tmp_path.iterdir()) == []
 
 
