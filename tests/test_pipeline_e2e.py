@@ -10,7 +10,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from processes import stop_group
 
 pytestmark = pytest.mark.integration
 
@@ -265,9 +265,4 @@ def test_readme_serve_command_answers_http_without_the_venv_on_path(project, bar
             [pred] = json.loads(r.read())["predictions"]
         assert pred["error"] is None and 1.0 <= pred["mos"] <= 5.0
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc)

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from processes import stop_group
 
 from jsqa.cli import main
 from jsqa.config import RegisterConfig
@@ -99,14 +99,7 @@ def server(tmp_path_factory, empty_mlflow_store):
         _wait_for_ping(f"http://127.0.0.1:{port}/ping", proc, log)
         yield {"root": root, "uri": uri, "url": f"http://127.0.0.1:{port}/invocations"}
     finally:
-        # The server forks workers into its own session: stop the whole group we started.
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)  # the server forks workers into its own session
 
 
 @pytest.fixture(scope="module")
@@ -212,10 +205,4 @@ def test_jsqa_serve_runs_without_the_venv_on_path_and_refuses_rows_over_the_size
         assert preds[3]["error"] == (f"row 3: {clips['flac']}: 2.1 s long, over the 1.5 s limit "
                                      "(the server's JSQA_SERVE_MAX_SECONDS)")
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)  # the server forks workers into its own session
