@@ -402,7 +402,11 @@ def test_apply_dispatches_through_the_registry(monkeypatch: pytest.MonkeyPatch) 
         kind, default_step = "silence", 0.0
 
         def __init__(self, param: float) -> None:
-            pass
+            self.check(param)
+
+        @classmethod
+        def check(cls, param: float) -> None:
+            pass  # every parameter is a valid silence
 
         def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
             return np.zeros_like(x)

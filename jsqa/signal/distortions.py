@@ -23,6 +23,7 @@ parsed once into :class:`Spec` by :func:`parse_specs`);
 
 from __future__ import annotations
 
+import abc
 import logging
 import math
 from collections.abc import Sequence
@@ -186,7 +187,7 @@ def pick_rir(dist_seed: np.ndarray, n_rirs: int) -> np.ndarray:
     return np.asarray(dist_seed, dtype=np.int64) % int(n_rirs)
 
 
-class Distortion:
+class Distortion(abc.ABC):
     """A distortion with its parameter fixed, applied by calling it on a float signal.
 
     Subclasses set ``kind`` (the recipe name), ``default_step`` and the step rule: a ratio
@@ -203,17 +204,18 @@ class Distortion:
     integer: ClassVar[bool] = False
 
     @classmethod
+    @abc.abstractmethod
     def check(cls, param: float) -> None:
         """Raise ConfigError when ``param`` is outside the kind's bounds (any sample rate)."""
-        raise NotImplementedError
 
     @classmethod
     def from_param(cls, param: float, rir: np.ndarray | None = None) -> Distortion:
         """The transform for a recipe's float parameter (``rir``: reverb's measured response)."""
         return cls(param)  # type: ignore[call-arg]
 
+    @abc.abstractmethod
     def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
-        raise NotImplementedError
+        """The distorted signal (float32 in, float32 out); random parts come from ``seed``."""
 
 
 class Reverb(Distortion):
