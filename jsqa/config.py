@@ -358,7 +358,8 @@ class PretrainConfig(_Section):
 @dataclass(frozen=True)
 class FinetuneConfig(_Section):
     _key: ClassVar[str] = "finetune"
-    epochs: int = 15
+    # Max epochs; early stopping ends most runs well before (docs/statistics.md: the learning curves).
+    epochs: int = 60
     batch_size: int = 16
     learning_rate: float = 5e-4  # MOS head
     encoder_learning_rate: float = 2e-4
@@ -366,14 +367,20 @@ class FinetuneConfig(_Section):
     dropout: float = 0.1  # in the MOS head
     loss: Loss = "mse"
     crop_seconds: float = 1.5  # training crop of each clip
-    patience: int = 5  # early stopping on validation RMSE
+    patience: int = 10  # epochs without a better validation RMSE before stopping
     threads: int = 2  # CPU threads for torch
     device: Device = "auto"  # auto: GPU when visible
     seeds: int = 3  # K models per init (seed, seed+1, ...); the first is registered and scored
+    # Share of the train split used (stratified by db and MOS, drawn per seed); val/test untouched.
+    label_fraction: float = 1.0
+    # Also keep each run's best model within this many epochs: the equal-compute comparison. 0: off.
+    equal_compute_epochs: int = 15
 
     def _check(self) -> None:
         for name in ("epochs", "batch_size", "patience", "threads", "seeds"):
             self._require(getattr(self, name) >= 1, name, "must be >= 1")
+        self._require(0 < self.label_fraction <= 1, "label_fraction", "must be in (0, 1]")
+        self._require(self.equal_compute_epochs >= 0, "equal_compute_epochs", "must be >= 0")
         # 0 is allowed: a frozen encoder (or head) is a legitimate ablation.
         for name in ("learning_rate", "encoder_learning_rate", "weight_decay"):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")

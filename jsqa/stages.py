@@ -90,7 +90,7 @@ _FINETUNE = (
     "seed", "data.sample_rate", *_MODEL,
     "finetune.epochs", "finetune.batch_size", "finetune.learning_rate", "finetune.encoder_learning_rate",
     "finetune.weight_decay", "finetune.dropout", "finetune.loss", "finetune.crop_seconds",
-    "finetune.patience", "finetune.seeds",
+    "finetune.patience", "finetune.seeds", "finetune.label_fraction", "finetune.equal_compute_epochs",
 )
 
 STAGES: tuple[Stage, ...] = (
@@ -134,22 +134,28 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "finetune",
         f"bin/jsqa finetune --manifest {_MOS} --encoder models/encoder.pt"
-        " --out models/mos_pretrained.pt --metrics metrics/finetune_pretrained.json",
+        " --out models/mos_pretrained.pt --metrics metrics/finetune_pretrained.json"
+        " --curves plots/finetune_pretrained_curves.csv",
         "jsqa.cli.finetune",
         inputs=(_MOS, _VERDICT, "models/encoder.pt"),
         params=_FINETUNE,
         # The other finetune.seeds models sit in <out>.seeds; seeds.json lists all.
         outs=("models/mos_pretrained.pt", "models/mos_pretrained.seeds"),
         metrics=(no_cache("metrics/finetune_pretrained.json"),),
+        plots=(no_cache("plots/finetune_pretrained_curves.csv", template="scatter", x="epoch", y="val_rmse"),
+               no_cache("plots/finetune_pretrained_curves.png")),
     ),
     Stage(
         "finetune_scratch",
-        f"bin/jsqa finetune --manifest {_MOS} --out models/mos_scratch.pt --metrics metrics/finetune_scratch.json",
+        f"bin/jsqa finetune --manifest {_MOS} --out models/mos_scratch.pt --metrics metrics/finetune_scratch.json"
+        " --curves plots/finetune_scratch_curves.csv",
         "jsqa.cli.finetune",
         inputs=(_MOS, _VERDICT),
         params=_FINETUNE,
         outs=("models/mos_scratch.pt", "models/mos_scratch.seeds"),
         metrics=(no_cache("metrics/finetune_scratch.json"),),
+        plots=(no_cache("plots/finetune_scratch_curves.csv", template="scatter", x="epoch", y="val_rmse"),
+               no_cache("plots/finetune_scratch_curves.png")),
     ),
     Stage(
         "evaluate",

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from jsqa.evaluation.metrics import bootstrap_ci, mos_metrics, relative_change, seed_stats
+from jsqa.evaluation.metrics import absolute_change, bootstrap_ci, improves, mos_metrics, relative_change, seed_stats
 from jsqa.scoring.windows import windows
 
 
@@ -25,14 +25,19 @@ def test_constant_predictions_give_zero_correlation_not_nan():
     assert m["pcc"] == 0.0 and m["srcc"] == 0.0
 
 
-def test_relative_change_reports_improvements_as_positive():
+def test_relative_change_is_signed_as_the_paper_quotes_it():
+    # "RMSE -18%" is a reduction (better); "PCC +15%" a rise (better); absolute changes beside.
     base = {"rmse": 0.5, "mae": 0.4, "pcc": 0.8, "srcc": 0.7}
     better = {"rmse": 0.41, "mae": 0.324, "pcc": 0.92, "srcc": 0.819}
     rc = relative_change(better, base)
-    assert rc["rmse"] == pytest.approx(18.0)
-    assert rc["mae"] == pytest.approx(19.0)
+    assert rc["rmse"] == pytest.approx(-18.0)
+    assert rc["mae"] == pytest.approx(-19.0)
     assert rc["pcc"] == pytest.approx(15.0)
     assert rc["srcc"] == pytest.approx(17.0)
+    assert absolute_change(better, base) == pytest.approx({"rmse": -0.09, "mae": -0.076, "pcc": 0.12, "srcc": 0.119})
+    assert all(improves(m, d) for m, d in absolute_change(better, base).items())
+    # A PCC moving from 0.15 to 0.77 is +413%, which only the absolute change makes readable.
+    assert absolute_change({**base, "pcc": 0.77}, {**base, "pcc": 0.15})["pcc"] == pytest.approx(0.62)
 
 
 def test_windows_cover_the_clip_and_end_aligned():

@@ -12,11 +12,24 @@ import logging
 import os
 import sys
 
-from jsqa.cli import acquire, evaluate, export, finetune, models, pairs, predict, pretrain, register, serve, validate
+from jsqa.cli import (
+    acquire,
+    evaluate,
+    export,
+    finetune,
+    models,
+    pairs,
+    predict,
+    pretrain,
+    register,
+    serve,
+    study,
+    validate,
+)
 from jsqa.errors import JsqaError
 
 # In dvc.yaml order; `finetune` also serves the finetune_scratch stage.
-COMMANDS = (acquire, validate, pairs, pretrain, finetune, evaluate, register, export, predict, models, serve)
+COMMANDS = (acquire, validate, pairs, pretrain, finetune, evaluate, register, study, export, predict, models, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

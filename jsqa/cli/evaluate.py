@@ -30,15 +30,20 @@ def run(args: argparse.Namespace) -> int:
     from jsqa.io import write_csv, write_json
     from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
     from jsqa.tracking import stage_run
-    from jsqa.train.finetune import seed_checkpoints
+    from jsqa.train.finetune import budget_epochs, seed_checkpoints
 
     p = params(args)
-    models = {}
+    models, budget, budgets = {}, {}, set()
     for spec in args.model or DEFAULT_MODELS:
         name, _, path = spec.partition("=")
         if not path:
             raise JsqaError(f"--model expects NAME=CHECKPOINT, got '{spec}'")
         models[name] = {s: mos_model_from_checkpoint(load_checkpoint(f)) for s, f in seed_checkpoints(path).items()}
+        budget[name] = {s: mos_model_from_checkpoint(load_checkpoint(f))
+                        for s, f in seed_checkpoints(path, budget=True).items()}
+        budgets.add(budget_epochs(path))
+    # The equal-compute comparison needs every model's budget checkpoints, all at one budget.
+    equal = len(budgets) == 1 and None not in budgets and all(budget.values())
     manifest = mos_manifest(args)
     test_sets = args.test_sets.split(",") if args.test_sets else list(p.evaluate.test_sets)
     run_params = {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models),
@@ -46,7 +51,9 @@ def run(args: argparse.Namespace) -> int:
                   "bootstrap_resamples": p.evaluate.bootstrap_resamples}
     with stage_run("evaluate", run_params, args.root):
         report, preds = evaluate_models(models, manifest, test_sets, sample_rate=p.data.sample_rate, root=args.root,
-                                        resamples=p.evaluate.bootstrap_resamples, seed=p.seed)
+                                        resamples=p.evaluate.bootstrap_resamples, seed=p.seed,
+                                        budget_models=budget if equal else None,
+                                        budget_epochs=next(iter(budgets)) if equal else None)
         write_json(args.metrics, report)
         plots = Path(args.plots)
         write_csv(plots / "predictions.csv", preds)

@@ -16,14 +16,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--encoder", default=None, help="pretrained encoder checkpoint; omit for the scratch baseline")
     sp.add_argument("--out", default="models/mos_pretrained.pt")
     sp.add_argument("--metrics", default="metrics/finetune_pretrained.json")
+    sp.add_argument("--curves", default=None, help="CSV of every seed's per-epoch validation metrics, and a PNG "
+                    "beside it (DVC plots)")
 
 
 def run(args: argparse.Namespace) -> int:
     import mlflow
 
     from jsqa.config import to_flat_dict
-    from jsqa.io import write_json
+    from jsqa.io import write_csv, write_json
     from jsqa.tracking import log_epoch, stage_run
+    from jsqa.train.curves import curves_plot, curves_table
     from jsqa.train.finetune import finetune_seeds
 
     p = params(args)
@@ -44,10 +47,22 @@ def run(args: argparse.Namespace) -> int:
         best = {k: v for k, v in summary.items() if isinstance(v, float)}
         mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
         mlflow.log_metrics({f"seeds_{k}_{s}": v for s in ("mean", "std") for k, v in summary[f"seed_{s}"].items()})
+        mlflow.log_metrics({"failed_runs": float(len(summary["failed_seeds"])), "collapsed": float(summary["collapsed"])})
         write_json(args.metrics, summary)
+        if args.curves:
+            curves = Path(args.curves)
+            write_csv(curves, curves_table(summary["curves"]))
+            best_epochs = {s: m["best_epoch"] for s, m in summary["seeds"].items()}
+            curves_plot(summary["curves"], curves.with_suffix(".png"), flat["init"], best_epochs)
+            for f in (curves, curves.with_suffix(".png")):
+                mlflow.log_artifact(str(f))
         mlflow.log_artifact(args.out)
     mean, std = summary["seed_mean"], summary["seed_std"]
+    failed = summary["failed_seeds"]
     print(f"{stage}: model saved to {args.out} (val RMSE {best['val_rmse']:.3f}, PCC {best['val_pcc']:.3f}); "
-          f"{len(summary['seeds'])} seeds: val RMSE {mean['val_rmse']:.3f} ± {std['val_rmse']:.3f}, "
-          f"PCC {mean['val_pcc']:.3f} ± {std['val_pcc']:.3f}")
+          f"{len(summary['seeds']) - len(failed)} seeds that learned: val RMSE {mean['val_rmse']:.3f} ± "
+          f"{std['val_rmse']:.3f}, PCC {mean['val_pcc']:.3f} ± {std['val_pcc']:.3f}")
+    if failed:
+        print(f"{stage}: {len(failed)} of {len(summary['seeds'])} runs FAILED TO LEARN (predictions collapsed): "
+              f"seeds {', '.join(map(str, failed))}")
     return 0

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from jsqa.errors import ManifestError
-from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, relative_change, seed_stats
+from jsqa.evaluation.collapse import failure_summary, run_health
+from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, seed_stats
+from jsqa.evaluation.paired import paired_by_set, verdict
 from jsqa.io import atomic_path
 from jsqa.models.mos import MOSModel, check_sample_rate
 from jsqa.scoring.windows import score_waveforms
@@ -48,6 +50,8 @@ def evaluate_models(
     root: str | Path = ".",
     resamples: int = 1000,
     seed: int = 0,
+    budget_models: Mapping[str, Mapping[int, MOSModel]] | None = None,
+    budget_epochs: int | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Score every test clip with every model, and every seed of each model.
 
@@ -57,49 +61,89 @@ def evaluate_models(
     - ``models``: {name: {db: metrics, "pooled": metrics}} of the primary model;
     - ``ci95``: {name: {db: {metric: {"lo", "hi"}}}}, percentile bootstrap over test clips
       (``resamples`` draws, seeded) for the primary model;
-    - ``seeds``: {name: [seed, ...]}, ``per_seed``: {name: {seed: {db: metrics}}} and
-      ``seed_stats``: {name: {db: {metric: {"mean", "std"}}}} over seeds;
-    - ``relative_change``: {db: {metric: percent}} of the seed means of the first non-baseline
-      model against ``baseline`` (the paper's sign convention), when both are present.
+    - ``seeds``: {name: [seed, ...]}, ``per_seed``: {name: {seed: {db: metrics}}};
+    - ``health``: {name: {seed: {pred_std, spread_ratio, collapsed}}} on all test clips, and
+      ``failed``: {name: [seeds whose predictions collapsed]} (:mod:`jsqa.evaluation.collapse`);
+    - ``seed_stats``: {name: {db: {metric: {"mean", "std"}}}} over the runs that learned;
+    - ``paired``: {db: :func:`~jsqa.evaluation.paired.paired_difference`} of the first
+      non-baseline model against ``baseline`` over the seeds where both learned, with
+      ``relative_change`` / ``absolute_change`` ({db: {metric: value}}, signed: RMSE -18% is a
+      reduction) and ``verdict`` (one sentence per metric, pooled);
+    - ``equal_compute``: the same comparison for ``budget_models`` (each init's best model
+      within ``budget_epochs`` epochs), when given.
 
     predictions has one row per clip with columns id, db, mos and pred_<name> (primary model).
     ConfigError when a model was trained at another rate than ``sample_rate`` (data.sample_rate).
     """
-    for name, entry in models.items():
-        for s, model in (dict(entry) if isinstance(entry, Mapping) else {0: entry}).items():
-            check_sample_rate(model.sample_rate, sample_rate, f"model '{name}' (seed {s})")
+    for group in (models, budget_models or {}):
+        for name, entry in group.items():
+            for s, model in (dict(entry) if isinstance(entry, Mapping) else {0: entry}).items():
+                check_sample_rate(model.sample_rate, sample_rate, f"model '{name}' (seed {s})")
     test = select_test_rows(manifest, test_sets)
     clips = load_clips(test, sample_rate, root)
     preds = test[["id", "db", "mos"]].copy()
-    report: dict = {"models": {}, "ci95": {}, "seeds": {}, "per_seed": {}, "seed_stats": {},
+    y = preds["mos"].to_numpy(dtype=np.float64)
+    scores = _score_all(models, clips.audio, sample_rate)
+    report: dict = {"models": {}, "ci95": {}, "seeds": {}, "per_seed": {},
                     "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}}
+    for name, by_seed in scores.items():
+        primary = next(iter(by_seed.values()))
+        preds[f"pred_{name}"] = primary
+        report["ci95"][name] = _per_db(preds["db"], y, primary, lambda yy, pp: bootstrap_ci(yy, pp, resamples, seed))
+        report["per_seed"][name] = {str(s): _per_db(preds["db"], y, p) for s, p in by_seed.items()}
+        report["models"][name] = next(iter(report["per_seed"][name].values()))
+        report["seeds"][name] = [int(s) for s in by_seed]
+    report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
+    if budget_models:
+        budget_scores = _score_all(budget_models, clips.audio, sample_rate)
+        report["equal_compute"] = {"epochs": budget_epochs,
+                                   **_compare(preds["db"], y, budget_scores, baseline, resamples, seed)}
+    return report, preds
+
+
+def _score_all(
+    models: Mapping[str, MOSModel | Mapping[int, MOSModel]], audio: Sequence[np.ndarray], sample_rate: int
+) -> dict[str, dict[int, np.ndarray]]:
+    """{name: {seed: predictions}} for every model and seed, primary seed first."""
+    out: dict[str, dict[int, np.ndarray]] = {}
     for name, entry in models.items():
         by_seed = dict(entry) if isinstance(entry, Mapping) else {0: entry}
-        per_seed = {}
-        for i, (s, model) in enumerate(by_seed.items()):
-            scores = score_waveforms(model, clips.audio, sample_rate)
-            per_seed[str(s)] = _per_db(preds["db"], preds["mos"].to_numpy(), scores)
-            if i == 0:
-                preds[f"pred_{name}"] = scores
-                report["ci95"][name] = _per_db(preds["db"], preds["mos"].to_numpy(), scores,
-                                               lambda y, p: bootstrap_ci(y, p, resamples, seed))
-        primary = next(iter(per_seed.values()))
-        report["models"][name] = primary
-        report["seeds"][name] = [int(s) for s in by_seed]
-        report["per_seed"][name] = per_seed
-        report["seed_stats"][name] = {
-            db: {m: seed_stats([r[db][m] for r in per_seed.values()]) for m in METRICS} for db in primary
-        }
-    others = [m for m in models if m != baseline]
-    if baseline in models and others:
-        cand = report["seed_stats"][others[0]]
-        base = report["seed_stats"][baseline]
-        report["relative_change"] = {
-            db: relative_change({m: cand[db][m]["mean"] for m in METRICS}, {m: base[db][m]["mean"] for m in METRICS})
-            for db in cand
-        }
-        report["relative_change_of"] = f"{others[0]} vs {baseline}"
-    return report, preds
+        out[name] = {int(s): score_waveforms(model, audio, sample_rate) for s, model in by_seed.items()}
+    return out
+
+
+def _compare(
+    dbs: pd.Series, y: np.ndarray, scores: Mapping[str, Mapping[int, np.ndarray]], baseline: str | None,
+    resamples: int, seed: int,
+) -> dict:
+    """Run health, seed statistics over the runs that learned, and the paired comparison."""
+    health = {name: {str(s): run_health(y, p) for s, p in by_seed.items()} for name, by_seed in scores.items()}
+    failed = {name: [int(s) for s, h in per.items() if h["collapsed"]] for name, per in health.items()}
+    learned = {name: {s: p for s, p in by_seed.items() if s not in failed[name]} for name, by_seed in scores.items()}
+    out: dict = {"health": health, "failed": failed, "seed_stats": {}}
+    for name, by_seed in learned.items():
+        per_seed = [_per_db(dbs, y, p) for p in by_seed.values()]
+        if per_seed:
+            out["seed_stats"][name] = {db: {m: seed_stats([r[db][m] for r in per_seed]) for m in METRICS}
+                                       for db in per_seed[0]}
+    others = [m for m in scores if m != baseline]
+    if baseline is None or baseline not in scores or not others:
+        return out
+    cand = others[0]
+    common = sorted(set(learned[cand]) & set(learned[baseline]))
+    out["paired_of"] = f"{cand} vs {baseline}"
+    if not common:
+        out["verdict"] = [f"no seed where both {cand} and {baseline} learned: no paired comparison"]
+        return out
+    paired = paired_by_set(dbs.to_numpy(), y, {s: learned[cand][s] for s in common},
+                           {s: learned[baseline][s] for s in common}, resamples, seed, pooled=POOLED)
+    out["paired"] = paired
+    out["relative_change"] = {db: {m: r[m]["rel"] for m in METRICS} for db, r in paired.items()}
+    out["absolute_change"] = {db: {m: r[m]["diff"] for m in METRICS} for db, r in paired.items()}
+    out["relative_change_of"] = out["paired_of"]
+    out["verdict"] = [verdict(paired[POOLED], cand, baseline, POOLED, m) for m in METRICS]
+    out["verdict"] += failure_summary(failed, {n: [int(s) for s in by] for n, by in scores.items()})
+    return out
 
 
 def _per_db(dbs: pd.Series, y: np.ndarray, p: np.ndarray, fn: Callable = mos_metrics) -> dict:
@@ -125,7 +169,14 @@ def flat_metrics(report: dict) -> dict[str, float]:
                     out[f"{name}_{db}_{k}_seed_mean"], out[f"{name}_{db}_{k}_seed_std"] = st["mean"], st["std"]
     for db, change in report.get("relative_change", {}).items():
         for k, v in change.items():
-            out[f"relchange_{db}_{k}"] = v
+            if v is not None:
+                out[f"relchange_{db}_{k}"] = v
+    for db, per in report.get("paired", {}).items():
+        for k in METRICS:
+            out[f"diff_{db}_{k}"] = per[k]["diff"]
+            out[f"diff_{db}_{k}_p"] = per[k]["p"]
+    for name, bad in report.get("failed", {}).items():
+        out[f"{name}_failed_runs"] = float(len(bad))
     return out
 
 

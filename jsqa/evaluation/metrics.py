@@ -40,20 +40,25 @@ def mos_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 
 def relative_change(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """Percent change of each metric against the baseline, signed as the paper quotes it.
-
-    For RMSE and MAE a drop is an improvement and is reported as a positive reduction;
-    for PCC and SRCC a rise is reported as a positive increase.
+    """Signed percent change of each metric against the baseline, as the paper quotes it:
+    ``(model - baseline) / |baseline| * 100``, so "RMSE -18%" is a reduction (better) and
+    "PCC +5%" a rise (better). A zero baseline gives 0 (undefined; the absolute change says more).
     """
     out = {}
     for m in METRICS:
         b = baseline[m]
-        if b == 0:
-            out[m] = 0.0
-            continue
-        change = (model[m] - b) / abs(b) * 100.0
-        out[m] = float(-change if LOWER_IS_BETTER[m] else change)
+        out[m] = 0.0 if b == 0 else float((model[m] - b) / abs(b) * 100.0)
     return out
+
+
+def absolute_change(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """``model - baseline`` of each metric (MOS units for RMSE/MAE), beside the relative change."""
+    return {m: float(model[m] - baseline[m]) for m in METRICS}
+
+
+def improves(metric: str, difference: float) -> bool:
+    """Whether a difference (model - baseline) of ``metric`` is an improvement."""
+    return difference < 0 if LOWER_IS_BETTER[metric] else difference > 0
 
 
 def seed_stats(values: list[float]) -> dict[str, float]:
@@ -88,13 +93,18 @@ def bootstrap_ci(
     if resamples < 1 or not 0.0 < level < 1.0:
         raise ValueError(f"need resamples >= 1 and 0 < level < 1, got {resamples} and {level}")
     idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
+    dist = metric_draws(y, p, idx)
+    tail = (1.0 - level) / 2.0 * 100.0
+    return {m: {"lo": float(np.percentile(d, tail)), "hi": float(np.percentile(d, 100.0 - tail))} for m, d in dist.items()}
+
+
+def metric_draws(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric on each resample of the clips: ``idx`` is [resamples, n] indices into y and p."""
     ys, ps = y[idx], p[idx]
     err = ps - ys
-    dist = {
+    return {
         "rmse": np.sqrt((err**2).mean(axis=1)),
         "mae": np.abs(err).mean(axis=1),
         "pcc": _rowwise_pearson(ys, ps),
         "srcc": _rowwise_pearson(stats.rankdata(ys, axis=1), stats.rankdata(ps, axis=1)),
     }
-    tail = (1.0 - level) / 2.0 * 100.0
-    return {m: {"lo": float(np.percentile(d, tail)), "hi": float(np.percentile(d, 100.0 - tail))} for m, d in dist.items()}

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from jsqa.evaluation.collapse import failure_summary
 from jsqa.evaluation.metrics import METRICS
+from jsqa.evaluation.paired import format_p
 
 HEADERS = {"rmse": "RMSE", "mae": "MAE", "pcc": "PCC", "srcc": "SRCC"}
 FORMATS = ("text", "markdown")
@@ -91,24 +93,70 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     lines += _heading(title, fmt, level)
     lines += _table(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
 
+    failed = report.get("failed") or {}
     if stats:
         rows = []
         for db in sets:
             for name, per in stats.items():
                 st = per.get(db, {})
-                label = f"{name} ({len(seeds.get(name, []))} seeds)"
+                n_failed = len(failed.get(name, []))
+                label = f"{name} ({len(seeds.get(name, [])) - n_failed} seeds" + (
+                    f", {n_failed} failed)" if n_failed else ")")
                 rows.append([str(db), label, *(
                     f"{_num(st.get(k, {}).get('mean'), digits)} ± {_num(st.get(k, {}).get('std'), digits)}"
                     for k in METRICS)])
-        lines += _heading("Mean ± std over seeds", fmt, level)
+        lines += _heading("Mean ± std over seeds (runs that learned)", fmt, level)
         lines += _table(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)
 
-    change = report.get("relative_change") or {}
-    if isinstance(change, dict) and change:
-        what = report.get("relative_change_of", "pretrained vs scratch")
-        basis = " (of the seed means)" if stats else ""
-        lines += _heading(f"Relative change, {what}{basis}: RMSE/MAE as reduction, PCC/SRCC as increase", fmt, level)
-        rows = [[str(db), *(_pct((change[db] or {}).get(k)) for k in METRICS)]
-                for db in sorted(change, key=lambda n: n == "pooled")]
-        lines += _table(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)
+    lines += _comparison(report, "Paired difference", fmt, level, digits)
+    budget = report.get("equal_compute")
+    if isinstance(budget, dict) and budget.get("paired"):
+        lines += _comparison(budget, f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level, digits)
+    elif isinstance(budget, dict) and budget.get("verdict"):
+        lines += _heading(f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level)
+        lines += [str(v) for v in budget["verdict"]]
+    if "paired" not in report:
+        lines += _legacy_change(report, fmt, level, stats)
+    if not report.get("verdict") and any(failed.values()):
+        lines += _heading("Failed runs", fmt, level)
+        lines += failure_summary(failed, seeds)
     return "\n".join(lines).strip("\n") + "\n"
+
+
+def _comparison(report: dict, title: str, fmt: str, level: int, digits: int) -> list[str]:
+    """Paired differences with intervals and p-values, then the verdict and failed-run lines."""
+    paired = report.get("paired") or {}
+    lines: list[str] = []
+    if isinstance(paired, dict) and paired:
+        what = report.get("paired_of", "pretrained vs scratch")
+        some = next(iter(paired.values()))
+        lines += _heading(f"{title}, {what}: difference [95% CI], signed % change, p "
+                          f"(paired bootstrap over {len(some.get('seeds', []))} seeds and the clips)", fmt, level)
+        rows = []
+        for db in sorted(paired, key=lambda n: n == "pooled"):
+            r = paired[db]
+            cells = []
+            for k in METRICS:
+                m = r.get(k) or {}
+                cells.append(f"{_num(m.get('diff'), digits)} [{_num(m.get('lo'), digits)}, {_num(m.get('hi'), digits)}]"
+                             f" {_pct(m.get('rel'))} {format_p(m.get('p'), r.get('resamples', 1000))}")
+            rows.append([str(db), *cells])
+        lines += _table(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)
+    verdicts = report.get("verdict") or []
+    if verdicts:
+        lines += _heading("Verdict", fmt, level + 1 if fmt == "markdown" else level)
+        lines += [f"- {v}" if fmt == "markdown" else v for v in verdicts]
+    return lines
+
+
+def _legacy_change(report: dict, fmt: str, level: int, stats: dict) -> list[str]:
+    """Reports written before paired statistics: the relative change table as it was."""
+    change = report.get("relative_change") or {}
+    if not (isinstance(change, dict) and change):
+        return []
+    what = report.get("relative_change_of", "pretrained vs scratch")
+    basis = " (of the seed means)" if stats else ""
+    lines = _heading(f"Relative change, {what}{basis}", fmt, level)
+    rows = [[str(db), *(_pct((change[db] or {}).get(k)) for k in METRICS)]
+            for db in sorted(change, key=lambda n: n == "pooled")]
+    return lines + _table(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)

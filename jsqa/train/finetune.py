@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig
 from jsqa.errors import ConfigError, ManifestError
+from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, run_health
 from jsqa.evaluation.metrics import mos_metrics, seed_stats
 from jsqa.io import atomic_dir, read_json, write_json
 from jsqa.models.encoder import EncoderSpec
@@ -33,6 +35,7 @@ from jsqa.models.mos import (
 from jsqa.scoring.windows import score_waveforms
 from jsqa.train.clips import ClipSet, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
+from jsqa.train.label_subset import label_subset
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,14 @@ def build_model(
     return model
 
 
+def _encoder_side(model: MOSModel) -> list[torch.nn.Parameter]:
+    """Encoder and (when present) projection parameters: everything below the MOS head."""
+    params = list(model.encoder.parameters())
+    if model.projection is not None:
+        params += list(model.projection.parameters())
+    return params
+
+
 def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt, loss_fn, rng, device) -> float:
     model.train()
     order = rng.permutation(len(train))
@@ -105,13 +116,20 @@ def finetune(
     sample_rate: int = 16000,
     root: str | Path = ".",
     on_epoch: EpochCallback = no_callback,
-) -> dict[str, float]:
+    budget_path: Path | None = None,
+) -> dict[str, Any]:
     """Fine-tune on the manifest's train split, early-stop on its val split, save the best model.
 
-    Returns the best epoch's validation metrics (val_rmse, val_mae, val_pcc, val_srcc).
+    With ``cfg.label_fraction`` < 1 only a stratified share of the train split is used (drawn
+    from ``seed``: both inits of one seed see the same clips). With ``budget_path`` and
+    ``cfg.equal_compute_epochs``, the best model within that many epochs is saved there too.
+
+    Returns the best epoch's validation metrics (val_rmse, val_mae, val_pcc, val_srcc), its
+    run health (val_pred_std, val_spread_ratio, collapsed: see :mod:`jsqa.evaluation.collapse`),
+    best_epoch, epochs_run, train_clips and ``history`` (one dict of metrics per epoch).
     """
     rng = seed_everything(seed, cfg.threads)
-    train_df = manifest[manifest["split"] == "train"]
+    train_df = label_subset(manifest[manifest["split"] == "train"], cfg.label_fraction, seed)
     val_df = manifest[manifest["split"] == "val"]
     if len(train_df) < 2 or len(val_df) < 2:
         raise ManifestError(
@@ -124,48 +142,56 @@ def finetune(
     model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt, sample_rate).to(device)
     opt = torch.optim.AdamW(
         [
-            {"params": model.encoder.parameters(), "lr": cfg.encoder_learning_rate},
+            # The projection head belongs to the pretrained network: it learns at the encoder's
+            # rate (it was left out before, so scratch runs kept a random, untrained projection).
+            {"params": _encoder_side(model), "lr": cfg.encoder_learning_rate},
             {"params": model.head.parameters(), "lr": cfg.learning_rate},
         ],
         weight_decay=cfg.weight_decay,
     )
     loss_fn = _loss_fn(cfg.loss)
     crop = int(cfg.crop_seconds * sample_rate)
-    best: dict[str, float] | None = None
+    best: dict[str, Any] | None = None
     best_state = copy.deepcopy(model.state_dict())
+    budget: tuple[dict[str, Any], dict] | None = None
+    history: list[dict[str, float]] = []
     stale = 0
     for epoch in range(1, cfg.epochs + 1):
         train_loss = _epoch(model, train, cfg, crop, opt, loss_fn, rng, device)
-        val_metrics = {f"val_{k}": v for k, v in mos_metrics(val.mos, score_waveforms(model, val.audio, sample_rate)).items() if k != "n"}
+        val_pred = score_waveforms(model, val.audio, sample_rate)
+        val_metrics = {f"val_{k}": v for k, v in mos_metrics(val.mos, val_pred).items() if k != "n"}
         metrics = {"train_loss": train_loss, **val_metrics}
+        history.append({"epoch": float(epoch), **metrics})
         log.info("finetune (%s) epoch %d: %s", init, epoch, {k: round(v, 4) for k, v in metrics.items()})
         on_epoch(epoch, metrics)
         if best is None or metrics["val_rmse"] < best["val_rmse"]:
-            best = {**val_metrics, "best_epoch": float(epoch)}
+            health = run_health(val.mos, val_pred)
+            best = {**val_metrics, "val_pred_std": health["pred_std"], "val_spread_ratio": health["spread_ratio"],
+                    "collapsed": health["collapsed"], "best_epoch": float(epoch)}
             best_state = copy.deepcopy(model.state_dict())
             stale = 0
         else:
             stale += 1
-            if stale >= cfg.patience:
-                log.info("early stop after epoch %d (best %d)", epoch, int(best["best_epoch"]))
-                break
+        if epoch <= cfg.equal_compute_epochs and stale == 0:
+            budget = (dict(best), best_state)
+        if stale >= cfg.patience:
+            log.info("early stop after epoch %d (best %d)", epoch, int(best["best_epoch"]))
+            break
     assert best is not None
-    best["epochs_run"] = float(epoch)
-    model.load_state_dict(best_state)
+    best.update(epochs_run=float(epoch), train_clips=float(len(train)))
+    if best["collapsed"]:
+        log.warning("finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
+                    "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
+                    init, seed, best["val_spread_ratio"], MIN_SPREAD_RATIO)
     model.cpu()
-    save_checkpoint(
-        out_path,
-        "mos",
-        model,
-        model.encoder.spec,
-        sample_rate=sample_rate,
-        head=model.head_config,
-        init=init,
-        config=asdict(cfg),
-        metrics=best,
-        seed=seed,
-    )
-    return best
+    meta: dict[str, Any] = {"head": model.head_config, "init": init, "config": asdict(cfg), "seed": seed}
+    if budget_path is not None and budget is not None:
+        model.load_state_dict(budget[1])
+        save_checkpoint(budget_path, "mos", model, model.encoder.spec, sample_rate=sample_rate,
+                        metrics={**budget[0], "budget_epochs": float(cfg.equal_compute_epochs)}, **meta)
+    model.load_state_dict(best_state)
+    save_checkpoint(out_path, "mos", model, model.encoder.spec, sample_rate=sample_rate, metrics=best, **meta)
+    return {**best, "history": history}
 
 
 def seeds_dir(out_path: str | Path) -> Path:
@@ -174,21 +200,34 @@ def seeds_dir(out_path: str | Path) -> Path:
     return out_path.with_name(f"{out_path.stem}.seeds")
 
 
-def seed_checkpoints(out_path: str | Path) -> dict[int, Path]:
+def seed_checkpoints(out_path: str | Path, budget: bool = False) -> dict[int, Path]:
     """Every seed's checkpoint of a multi-seed run, primary first: {seed: path}.
 
     A checkpoint without a seeds folder (K = 1, or trained before seeds existed) is one entry.
+    ``budget``: the equal-compute checkpoints instead (empty when the run saved none).
     """
     out_path = Path(out_path)
     primary = int(load_checkpoint(out_path).get("seed", -1))
-    found = {primary: out_path}
     folder = seeds_dir(out_path)
     index = folder / SEEDS_INDEX
-    if index.is_file():
-        for s in read_json(index)["seeds"]:
-            if int(s) != primary:
-                found[int(s)] = folder / f"seed-{int(s)}.pt"
+    listed = read_json(index) if index.is_file() else {"seeds": [primary]}
+    if budget:
+        if not listed.get("budget_epochs"):
+            return {}
+        return {int(s): folder / f"budget-seed-{int(s)}.pt" for s in listed["seeds"]}
+    found = {primary: out_path}
+    for s in listed["seeds"]:
+        if int(s) != primary:
+            found[int(s)] = folder / f"seed-{int(s)}.pt"
     return found
+
+
+def budget_epochs(out_path: str | Path) -> int | None:
+    """The epoch budget of a run's equal-compute checkpoints (None when it saved none)."""
+    index = seeds_dir(out_path) / SEEDS_INDEX
+    if not index.is_file():
+        return None
+    return int(read_json(index).get("budget_epochs") or 0) or None
 
 
 def finetune_seeds(
@@ -206,24 +245,37 @@ def finetune_seeds(
 
     The first seed's model goes to ``out_path`` (the one registered and scored by default: a
     fixed choice, so picking the best of K on validation cannot flatter it); the others go to
-    ``seeds_dir(out_path)/seed-N.pt`` with ``seeds.json`` listing every seed. Returns the first
-    seed's best validation metrics plus ``seeds`` ({seed: metrics}) and ``seed_mean`` /
-    ``seed_std`` (sample std; 0 for one seed) of each validation metric.
+    ``seeds_dir(out_path)/seed-N.pt`` with ``seeds.json`` listing every seed, and each seed's
+    equal-compute model (``cfg.equal_compute_epochs`` > 0) to ``budget-seed-N.pt`` there.
+    Returns the first seed's best validation metrics plus ``seeds`` ({seed: metrics}),
+    ``curves`` ({seed: per-epoch metrics}), ``failed_seeds`` (runs that collapsed) and
+    ``seed_mean`` / ``seed_std`` (sample std; 0 for one run) of each validation metric over
+    the runs that learned (over all of them when none did).
     """
     seeds = [seed + i for i in range(cfg.seeds)]
-    per_seed: dict[str, dict[str, float]] = {}
+    per_seed: dict[str, dict[str, Any]] = {}
+    curves: dict[str, list[dict[str, float]]] = {}
     with atomic_dir(seeds_dir(out_path)) as folder:
         for s in seeds:
             target = out_path if s == seeds[0] else folder / f"seed-{s}.pt"
+            budget = folder / f"budget-seed-{s}.pt" if cfg.equal_compute_epochs else None
             log.info("fine-tuning seed %d of %s (%s)", s, seeds, "pretrained" if encoder_ckpt else "scratch")
-            per_seed[str(s)] = finetune(manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root,
-                                        on_epoch(s))
-        write_json(folder / SEEDS_INDEX, {"primary": seeds[0], "seeds": seeds})
+            result = finetune(manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root, on_epoch(s),
+                              budget_path=budget)
+            curves[str(s)] = result.pop("history")
+            per_seed[str(s)] = result
+        write_json(folder / SEEDS_INDEX, {"primary": seeds[0], "seeds": seeds,
+                                          "budget_epochs": cfg.equal_compute_epochs})
+    failed = [int(s) for s, m in per_seed.items() if m["collapsed"]]
+    learned = [m for s, m in per_seed.items() if int(s) not in failed] or list(per_seed.values())
     keys = [k for k in per_seed[str(seeds[0])] if k.startswith("val_")]
-    stats = {k: seed_stats([m[k] for m in per_seed.values()]) for k in keys}
+    stats = {k: seed_stats([m[k] for m in learned]) for k in keys}
     return {
         **per_seed[str(seeds[0])],
         "seeds": per_seed,
+        "curves": curves,
+        "failed_seeds": failed,
         "seed_mean": {k: v["mean"] for k, v in stats.items()},
         "seed_std": {k: v["std"] for k, v in stats.items()},
     }
+

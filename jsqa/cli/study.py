@@ -1,0 +1,54 @@
+"""``jsqa study``: collect DVC experiments (label fractions, ablations) into one table and plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    sp = sub.add_parser("study", help="collect DVC experiments into one table and plot (pretrained vs scratch "
+                        "against label fraction or an ablation)")
+    sp.add_argument("--root", default=".", help="the DVC project (default: here)")
+    sp.add_argument("--exp-json", default=None, help="read this `dvc exp show --json` output instead of running it")
+    sp.add_argument("--test-set", default="pooled", help="test set the table and plot report (default: pooled)")
+    sp.add_argument("--out", default="metrics/study.json")
+    sp.add_argument("--table", default="reports/study.md")
+    sp.add_argument("--plot", default="plots/study.png")
+    sp.set_defaults(func=run)
+
+
+def _exp_show(root: str) -> list:
+    from jsqa.errors import JsqaError
+
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits"]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise JsqaError(f"`dvc exp show` failed in {root}: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout or "[]")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jsqa.io import atomic_path, write_json
+    from jsqa.study import experiments_from_exp_show, factor_to_plot, study_markdown, study_plot, study_table
+
+    exp_show = json.loads(Path(args.exp_json).read_text()) if args.exp_json else _exp_show(args.root)
+    experiments = experiments_from_exp_show(exp_show)
+    table = study_table(experiments, args.test_set)
+    factors = [c for c in table.columns if "." in c]
+    markdown = study_markdown(table, factors)
+    verdicts = [f"- {e['name']}: {e['evaluation']['verdict'][0]}" for e in experiments if e["evaluation"].get("verdict")]
+    text = (f"# Study: {len(experiments)} experiments, factors {', '.join(factors) or 'none'} "
+            f"(test set: {args.test_set})\n\n{markdown}\n" + "\n".join(verdicts) + "\n")
+    with atomic_path(args.table) as tmp:
+        Path(tmp).write_text(text)
+    write_json(args.out, {"factors": factors, "rows": table.to_dict(orient="records")})
+    x = factor_to_plot(factors)
+    if x is not None:
+        study_plot(table, x, args.plot, title=args.test_set)
+    print(text.rstrip("\n"))
+    print(f"study: {args.table}, {args.out}" + (f", {args.plot}" if x else " (one setting: no plot)"))
+    return 0
