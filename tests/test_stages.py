@@ -220,6 +220,7 @@ EXECUTION_CHANGES = {
     "finetune.threads": 1,
     "finetune.device": "cpu",
     "validate.workers": 1,
+    "train.deterministic": False,
 }
 
 

@@ -32,7 +32,7 @@ from jsqa.models.mos import (
 )
 from jsqa.scoring.windows import score_waveforms
 from jsqa.train.clips import ClipSet, load_clips, random_crop
-from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
+from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything, set_determinism
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +105,15 @@ def finetune(
     sample_rate: int = 16000,
     root: str | Path = ".",
     on_epoch: EpochCallback = no_callback,
+    *,
+    deterministic: bool = True,
 ) -> dict[str, float]:
     """Fine-tune on the manifest's train split, early-stop on its val split, save the best model.
 
     Returns the best epoch's validation metrics (val_rmse, val_mae, val_pcc, val_srcc).
+    ``deterministic``: :func:`jsqa.train.common.set_determinism` (``train.deterministic``).
     """
+    set_determinism(deterministic)
     rng = seed_everything(seed, cfg.threads)
     train_df = manifest[manifest["split"] == "train"]
     val_df = manifest[manifest["split"] == "val"]
@@ -201,6 +205,8 @@ def finetune_seeds(
     sample_rate: int = 16000,
     root: str | Path = ".",
     on_epoch: Callable[[int], EpochCallback] = lambda s: no_callback,
+    *,
+    deterministic: bool = True,
 ) -> dict:
     """Fine-tune ``cfg.seeds`` models (seeds ``seed``, ``seed + 1``, ...) under one schedule.
 
@@ -217,7 +223,7 @@ def finetune_seeds(
             target = out_path if s == seeds[0] else folder / f"seed-{s}.pt"
             log.info("fine-tuning seed %d of %s (%s)", s, seeds, "pretrained" if encoder_ckpt else "scratch")
             per_seed[str(s)] = finetune(manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root,
-                                        on_epoch(s))
+                                        on_epoch(s), deterministic=deterministic)
         write_json(folder / SEEDS_INDEX, {"primary": seeds[0], "seeds": seeds})
     keys = [k for k in per_seed[str(seeds[0])] if k.startswith("val_")]
     stats = {k: seed_stats([m[k] for m in per_seed.values()]) for k in keys}
