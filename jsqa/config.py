@@ -397,6 +397,7 @@ class EvaluateConfig(_Section):
     _key: ClassVar[str] = "evaluate"
     test_sets: tuple[str, ...] = ()  # empty: every db in the test split; else a list of db names
     bootstrap_resamples: int = 1000  # resamples of the test clips for the 95% percentile intervals
+    device: Device = "auto"  # where models score (auto: GPU when visible); `jsqa evaluate --device` overrides
 
     def _check(self) -> None:
         self._require(self.bootstrap_resamples >= 1, "bootstrap_resamples", "must be >= 1")

@@ -59,6 +59,7 @@ EXECUTION_KEYS: frozenset[str] = frozenset({
     # Deterministic kernels change no number on a CPU (its kernels are deterministic already)
     # and, on a GPU, only rounding, not what a run is expected to give: like `device`.
     "train.deterministic",
+    "evaluate.device",
 })
 
 

@@ -221,6 +221,7 @@ EXECUTION_CHANGES = {
     "finetune.device": "cpu",
     "validate.workers": 1,
     "train.deterministic": False,
+    "evaluate.device": "cpu",
 }
 
 

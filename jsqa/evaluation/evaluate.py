@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
 from jsqa.errors import ManifestError
 from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, relative_change, seed_stats
@@ -48,6 +49,7 @@ def evaluate_models(
     root: str | Path = ".",
     resamples: int = 1000,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Score every test clip with every model, and every seed of each model.
 
@@ -64,6 +66,8 @@ def evaluate_models(
 
     predictions has one row per clip with columns id, db, mos and pred_<name> (primary model).
     ConfigError when a model was trained at another rate than ``sample_rate`` (data.sample_rate).
+    ``device``: where each model scores (default: where it is), windows batched across clips
+    (:func:`jsqa.scoring.windows.score_waveforms`).
     """
     for name, entry in models.items():
         for s, model in (dict(entry) if isinstance(entry, Mapping) else {0: entry}).items():
@@ -77,7 +81,7 @@ def evaluate_models(
         by_seed = dict(entry) if isinstance(entry, Mapping) else {0: entry}
         per_seed = {}
         for i, (s, model) in enumerate(by_seed.items()):
-            scores = score_waveforms(model, clips.audio, sample_rate)
+            scores = score_waveforms(model, clips.audio, sample_rate, device=device)
             per_seed[str(s)] = _per_db(preds["db"], preds["mos"].to_numpy(), scores)
             if i == 0:
                 preds[f"pred_{name}"] = scores
