@@ -32,11 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from jsqa.io import write_csv, write_json
     from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
     from jsqa.tracking import stage_run
-    from jsqa.train.common import pick_device
+    from jsqa.train.common import pick_device, set_determinism
     from jsqa.train.finetune import seed_checkpoints
 
     p = params(args)
     device = pick_device(args.device or p.evaluate.device)
+    set_determinism(p.train.deterministic)  # repeatable GPU scores too
     models = {}
     for spec in args.model or DEFAULT_MODELS:
         name, _, path = spec.partition("=")
