@@ -329,6 +329,17 @@ class ModelConfig(_Section):
 
 
 @dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Settings both training stages (pretrain, finetune) share."""
+
+    _key: ClassVar[str] = "train"
+    # Deterministic kernels only (torch.use_deterministic_algorithms, cuDNN benchmark off, fixed
+    # cuBLAS workspace): same params and seed give the same checkpoint bytes on a CPU and the
+    # same metrics on one GPU, at some GPU speed (docs/determinism.md). Free on a CPU.
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
 class PretrainConfig(_Section):
     _key: ClassVar[str] = "pretrain"
     epochs: int = 10
@@ -393,6 +404,7 @@ class EvaluateConfig(_Section):
     _key: ClassVar[str] = "evaluate"
     test_sets: tuple[str, ...] = ()  # empty: every db in the test split; else a list of db names
     bootstrap_resamples: int = 1000  # resamples of the test clips for the 95% percentile intervals
+    device: Device = "auto"  # where models score (auto: GPU when visible); `jsqa evaluate --device` overrides
 
     def _check(self) -> None:
         self._require(self.bootstrap_resamples >= 1, "bootstrap_resamples", "must be >= 1")
@@ -419,6 +431,7 @@ class Params(_Section):
     validate: ValidateConfig = field(default_factory=ValidateConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -56,6 +56,10 @@ EXECUTION_KEYS: frozenset[str] = frozenset({
     "finetune.threads",
     "finetune.device",
     "validate.workers",
+    # Deterministic kernels change no number on a CPU (its kernels are deterministic already)
+    # and, on a GPU, only rounding, not what a run is expected to give: like `device`.
+    "train.deterministic",
+    "evaluate.device",
 })
 
 

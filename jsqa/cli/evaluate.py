@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--test-sets", default="", help="comma-separated db names (default: params)")
     sp.add_argument("--metrics", default="metrics/evaluate.json")
     sp.add_argument("--plots", default="plots")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                    help="where models score (default: params evaluate.device; auto: GPU when visible)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,9 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from jsqa.io import write_csv, write_json
     from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
     from jsqa.tracking import stage_run
+    from jsqa.train.common import pick_device, set_determinism
     from jsqa.train.finetune import budget_epochs, seed_checkpoints
 
     p = params(args)
+    device = pick_device(args.device or p.evaluate.device)
+    set_determinism(p.train.deterministic)  # repeatable GPU scores too
     models, budget, budgets = {}, {}, set()
     for spec in args.model or DEFAULT_MODELS:
         name, _, path = spec.partition("=")
@@ -48,10 +53,10 @@ def run(args: argparse.Namespace) -> int:
     test_sets = args.test_sets.split(",") if args.test_sets else list(p.evaluate.test_sets)
     run_params = {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models),
                   "seeds": ",".join(str(len(m)) for m in models.values()),
-                  "bootstrap_resamples": p.evaluate.bootstrap_resamples}
+                  "bootstrap_resamples": p.evaluate.bootstrap_resamples, "device": str(device)}
     with stage_run("evaluate", run_params, args.root):
         report, preds = evaluate_models(models, manifest, test_sets, sample_rate=p.data.sample_rate, root=args.root,
-                                        resamples=p.evaluate.bootstrap_resamples, seed=p.seed,
+                                        resamples=p.evaluate.bootstrap_resamples, seed=p.seed, device=device,
                                         budget_models=budget if equal else None,
                                         budget_epochs=next(iter(budgets)) if equal else None)
         write_json(args.metrics, report)

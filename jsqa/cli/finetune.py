@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     encoder = Path(args.encoder) if args.encoder else None
     stage = "finetune" if encoder else "finetune_scratch"
     flat = {"seed": p.seed, "init": "pretrained" if encoder else "scratch",
-            **to_flat_dict(p.model, "model."), **to_flat_dict(p.finetune, "finetune.")}
+            **to_flat_dict(p.model, "model."), **to_flat_dict(p.train, "train."),
+            **to_flat_dict(p.finetune, "finetune.")}
     manifest = mos_manifest(args)
 
     def on_epoch(seed: int) -> Callable[[int, dict[str, float]], None]:
@@ -43,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     with stage_run(stage, flat, args.root):
         summary = finetune_seeds(manifest, p.model, p.finetune, p.seed, Path(args.out), encoder_ckpt=encoder,
-                                 sample_rate=p.data.sample_rate, root=args.root, on_epoch=on_epoch)
+                                 sample_rate=p.data.sample_rate, root=args.root, on_epoch=on_epoch,
+                                 deterministic=p.train.deterministic)
         best = {k: v for k, v in summary.items() if isinstance(v, float)}
         mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
         mlflow.log_metrics({f"seeds_{k}_{s}": v for s in ("mean", "std") for k, v in summary[f"seed_{s}"].items()})

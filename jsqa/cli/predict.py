@@ -25,16 +25,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="refuse longer files, checked before decoding (default 600)")
     sp.add_argument("--allow-truncated", action="store_true",
                     help="exit 0 when a file is shorter than its header says (it is scored, with a warning)")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where the model scores (default auto: the GPU when one is visible)")
     sp.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
+    from jsqa.train.common import pick_device
 
+    device = pick_device(args.device)
     files = audio_files(args.inputs)
     model, what = load_model(args.model, Path(args.root))
-    log.info("scoring %d file(s) with %s", len(files), what)
-    rows = score_files(model, files, limits=_scoring_limits(args), progress=sys.stderr.isatty())
+    log.info("scoring %d file(s) with %s on %s", len(files), what, device)
+    rows = score_files(model, files, limits=_scoring_limits(args), progress=sys.stderr.isatty(), device=device)
     sys.stdout.write(format_rows(rows, args.format))
     truncated = any(r["warning"] for r in rows) and not args.allow_truncated
     return 1 if truncated or any(r["error"] for r in rows) else 0

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     p = params(args)
     resume: Literal["auto", "resume", "fresh"] = "resume" if args.resume else "fresh" if args.fresh else "auto"
     ctx = context_from_env()
-    flat = {"seed": p.seed, **to_flat_dict(p.model, "model."), **to_flat_dict(p.pretrain, "pretrain.")}
+    flat = {"seed": p.seed, **to_flat_dict(p.model, "model."), **to_flat_dict(p.train, "train."),
+            **to_flat_dict(p.pretrain, "pretrain.")}
     # Under torchrun only rank 0 tracks and writes; the other ranks just train.
     tracked = stage_run("pretrain", {**flat, "world_size": ctx.world_size, "resume": resume}, args.root) \
         if ctx.is_main else contextlib.nullcontext()
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 Path(args.pairs), p.model, p.pretrain, p.seed, Path(args.out),
                 on_epoch=(lambda e, m: log_epoch(m, e)) if ctx.is_main else no_callback,
                 checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
-                resume=resume, dist_ctx=ctx,
+                resume=resume, dist_ctx=ctx, deterministic=p.train.deterministic,
             )
         except TrainingInterrupted as exc:
             if ctx.is_main:

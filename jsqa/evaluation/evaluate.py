@@ -12,6 +12,7 @@ matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
 from jsqa.errors import ManifestError
 from jsqa.evaluation.collapse import failure_summary, run_health
@@ -52,6 +53,7 @@ def evaluate_models(
     seed: int = 0,
     budget_models: Mapping[str, Mapping[int, MOSModel]] | None = None,
     budget_epochs: int | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Score every test clip with every model, and every seed of each model.
 
@@ -74,6 +76,8 @@ def evaluate_models(
 
     predictions has one row per clip with columns id, db, mos and pred_<name> (primary model).
     ConfigError when a model was trained at another rate than ``sample_rate`` (data.sample_rate).
+    ``device``: where each model scores (default: where it is), windows batched across clips
+    (:func:`jsqa.scoring.windows.score_waveforms`).
     """
     for group in (models, budget_models or {}):
         for name, entry in group.items():
@@ -83,7 +87,7 @@ def evaluate_models(
     clips = load_clips(test, sample_rate, root)
     preds = test[["id", "db", "mos"]].copy()
     y = preds["mos"].to_numpy(dtype=np.float64)
-    scores = _score_all(models, clips.audio, sample_rate)
+    scores = _score_all(models, clips.audio, sample_rate, device)
     report: dict = {"models": {}, "ci95": {}, "seeds": {}, "per_seed": {},
                     "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}}
     for name, by_seed in scores.items():
@@ -95,20 +99,22 @@ def evaluate_models(
         report["seeds"][name] = [int(s) for s in by_seed]
     report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
     if budget_models:
-        budget_scores = _score_all(budget_models, clips.audio, sample_rate)
+        budget_scores = _score_all(budget_models, clips.audio, sample_rate, device)
         report["equal_compute"] = {"epochs": budget_epochs,
                                    **_compare(preds["db"], y, budget_scores, baseline, resamples, seed)}
     return report, preds
 
 
 def _score_all(
-    models: Mapping[str, MOSModel | Mapping[int, MOSModel]], audio: Sequence[np.ndarray], sample_rate: int
+    models: Mapping[str, MOSModel | Mapping[int, MOSModel]], audio: Sequence[np.ndarray], sample_rate: int,
+    device: torch.device | str | None = None,
 ) -> dict[str, dict[int, np.ndarray]]:
     """{name: {seed: predictions}} for every model and seed, primary seed first."""
     out: dict[str, dict[int, np.ndarray]] = {}
     for name, entry in models.items():
         by_seed = dict(entry) if isinstance(entry, Mapping) else {0: entry}
-        out[name] = {int(s): score_waveforms(model, audio, sample_rate) for s, model in by_seed.items()}
+        out[name] = {int(s): score_waveforms(model, audio, sample_rate, device=device)
+                     for s, model in by_seed.items()}
     return out
 
 

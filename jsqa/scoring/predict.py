@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import torch
 import yaml
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -28,7 +29,7 @@ from jsqa.errors import JsqaError
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
 from jsqa.registry.register import CHECKPOINT_ARTIFACT
 from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits
-from jsqa.scoring.windows import score_blocks
+from jsqa.scoring.windows import model_device, score_blocks
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,7 @@ def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 def score_files(
     model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits = LIMITS, progress: bool = False,
+    *, device: torch.device | str | None = None,
 ) -> list[dict]:
     """One row per file: {"path", "mos", "error", "warning"}; an unusable file gets an error, not
     a crash; a truncated one is scored and gets a warning saying how much of it was read.
@@ -151,8 +153,18 @@ def score_files(
     Each file is checked from its header (:class:`jsqa.scoring.limits.ScoringAudio`, as the
     served model does), then decoded, resampled to the model's input rate and scored block by
     block, so memory does not grow with its length. ``progress`` draws a tqdm bar on stderr (the
-    CLI turns it on when stderr is a terminal).
+    CLI turns it on when stderr is a terminal). ``device``: where to score (default: where the
+    model is); the model moves there once, for all the files, and back after.
     """
+    home = model_device(model)
+    model.to(device if device is not None else home)
+    try:
+        return _score_files(model, files, limits, progress)
+    finally:
+        model.to(home)
+
+
+def _score_files(model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits, progress: bool) -> list[dict]:
     rows: list[dict] = []
     sample_rate = model.sample_rate
     for f in tqdm(files, disable=not progress, file=sys.stderr, unit="file", desc="scoring"):

@@ -86,6 +86,12 @@ class WindowStream:
             self._buf_start = keep
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a module's weights are (the CPU for a module without any)."""
+    params = next(model.parameters(), None)
+    return params.device if params is not None else torch.device("cpu")
+
+
 @torch.inference_mode()
 def windowed_mean_blocks(
     fn: Callable[[torch.Tensor], torch.Tensor], blocks: Iterable[np.ndarray], sample_rate: int | None = None,
@@ -100,8 +106,7 @@ def windowed_mean_blocks(
     sample_rate = sample_rate or int(getattr(fn, "sample_rate", DEFAULT_SAMPLE_RATE))
     stream = WindowStream(int(window_s * sample_rate), int(hop_s * sample_rate))
     # Inputs go where the module's weights are (the GPU during GPU training).
-    params = next(fn.parameters(), None) if isinstance(fn, torch.nn.Module) else None
-    device = params.device if params is not None else torch.device("cpu")
+    device = model_device(fn) if isinstance(fn, torch.nn.Module) else torch.device("cpu")
     total: torch.Tensor | None = None
     weight = 0
     pending: list[np.ndarray] = []
@@ -155,8 +160,54 @@ def score_waveform(
     return clamp_mos(windowed_mean(model, x, sample_rate, window_s, hop_s).item())
 
 
+# Audio per forward pass when windows of many clips are batched together: what CHUNK_WINDOWS
+# full windows hold (64 s), so short clips go many to a pass and memory stays bounded.
+BATCH_SECONDS = CHUNK_WINDOWS * WINDOW_S
+
+
+@torch.inference_mode()
 def score_waveforms(
-    model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int | None = None
+    model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int | None = None, *,
+    device: torch.device | str | None = None, batch_seconds: float = BATCH_SECONDS,
 ) -> np.ndarray:
-    """MOS for each clip (see :func:`score_waveform`)."""
-    return np.asarray([score_waveform(model, c, sample_rate) for c in clips], dtype=np.float64)
+    """MOS for each clip: :func:`score_waveform` of each (equal within float rounding), batched.
+
+    The windows of all clips are sorted by length and those of one length scored together,
+    at most ``batch_seconds`` of audio per forward pass (at least one window), whichever clip
+    they come from: test sets have many clips of one length, and every window of a long clip
+    is 8 s. Each clip's MOS is its windows' mean weighted by length, clamped to the MOS scale.
+    ``device``: where to score (default: where the model is); the model is moved there for
+    the call and back after. AudioError for an empty clip.
+    """
+    sample_rate = sample_rate or int(getattr(model, "sample_rate", DEFAULT_SAMPLE_RATE))
+    window, hop = int(WINDOW_S * sample_rate), int(HOP_S * sample_rate)
+    spans: list[tuple[int, int, int]] = []  # (length, clip, start)
+    for i, clip in enumerate(clips):
+        if len(clip) == 0:
+            raise AudioError(f"clip {i}: audio is empty (0 samples)")
+        spans.extend((b - a, i, a) for a, b in windows(len(clip), window, hop))
+    spans.sort()
+    total = np.zeros(len(clips), dtype=np.float64)
+    weight = np.zeros(len(clips), dtype=np.float64)
+    home = model_device(model)
+    target = torch.device(device) if device is not None else home
+    model.eval()
+    model.to(target)
+    try:
+        start = 0
+        while start < len(spans):
+            length = spans[start][0]
+            per_pass = max(1, int(batch_seconds * sample_rate) // length)
+            end = start
+            while end < len(spans) and end - start < per_pass and spans[end][0] == length:
+                end += 1
+            batch = spans[start:end]
+            x = np.stack([np.asarray(clips[i][a : a + n], dtype=np.float32) for n, i, a in batch])
+            out = model(torch.from_numpy(x).to(target)).reshape(len(batch)).double().cpu().numpy()
+            idx = np.asarray([i for _, i, _ in batch])
+            np.add.at(total, idx, out * length)
+            np.add.at(weight, idx, float(length))
+            start = end
+    finally:
+        model.to(home)
+    return np.asarray([clamp_mos(float(v)) for v in total / weight], dtype=np.float64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from collections.abc import Callable
 
@@ -23,6 +24,33 @@ def seed_everything(seed: int, threads: int | None = None) -> np.random.Generato
     if threads:
         torch.set_num_threads(threads)
     return np.random.default_rng(seed)
+
+
+# cuBLAS picks its reduction order per workspace; a fixed workspace makes GPU matmuls repeatable
+# (https://docs.nvidia.com/cuda/cublas/#results-reproducibility). Read when cuBLAS starts.
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def set_determinism(enabled: bool) -> None:
+    """Make training repeatable bit for bit (``train.deterministic``), or let torch pick kernels.
+
+    On: torch raises on any op that has only a nondeterministic kernel
+    (``use_deterministic_algorithms(True)``, not warn-only), cuDNN uses deterministic
+    convolution algorithms and never benchmarks for the fastest one, and cuBLAS gets a fixed
+    workspace (``CUBLAS_WORKSPACE_CONFIG``, set only when the user has not, and effective only
+    when set before the process's first cuBLAS call: training sets it before the model goes to
+    the device). The CPU kernels used here are deterministic already, so on a CPU this costs
+    nothing and changes no number; on a GPU it costs speed (docs/determinism.md). No loader
+    here uses worker processes (pair batches are read ahead in one thread, in a fixed order),
+    so there are no workers to seed. Off restores torch's defaults (cuDNN benchmarking stays
+    off: scoring sees many input lengths, each of which it would benchmark anew). Process-wide:
+    the last call wins.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(enabled, warn_only=False)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = enabled
 
 
 def pick_device(name: str) -> torch.device:

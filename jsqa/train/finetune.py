@@ -34,7 +34,7 @@ from jsqa.models.mos import (
 )
 from jsqa.scoring.windows import score_waveforms
 from jsqa.train.clips import ClipSet, load_clips, random_crop
-from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything
+from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything, set_determinism
 from jsqa.train.label_subset import label_subset
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,8 @@ def finetune(
     root: str | Path = ".",
     on_epoch: EpochCallback = no_callback,
     budget_path: Path | None = None,
+    *,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune on the manifest's train split, early-stop on its val split, save the best model.
 
@@ -127,7 +129,9 @@ def finetune(
     Returns the best epoch's validation metrics (val_rmse, val_mae, val_pcc, val_srcc), its
     run health (val_pred_std, val_spread_ratio, collapsed: see :mod:`jsqa.evaluation.collapse`),
     best_epoch, epochs_run, train_clips and ``history`` (one dict of metrics per epoch).
+    ``deterministic``: :func:`jsqa.train.common.set_determinism` (``train.deterministic``).
     """
+    set_determinism(deterministic)
     rng = seed_everything(seed, cfg.threads)
     train_df = label_subset(manifest[manifest["split"] == "train"], cfg.label_fraction, seed)
     val_df = manifest[manifest["split"] == "val"]
@@ -240,6 +244,8 @@ def finetune_seeds(
     sample_rate: int = 16000,
     root: str | Path = ".",
     on_epoch: Callable[[int], EpochCallback] = lambda s: no_callback,
+    *,
+    deterministic: bool = True,
 ) -> dict:
     """Fine-tune ``cfg.seeds`` models (seeds ``seed``, ``seed + 1``, ...) under one schedule.
 
@@ -261,7 +267,7 @@ def finetune_seeds(
             budget = folder / f"budget-seed-{s}.pt" if cfg.equal_compute_epochs else None
             log.info("fine-tuning seed %d of %s (%s)", s, seeds, "pretrained" if encoder_ckpt else "scratch")
             result = finetune(manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root, on_epoch(s),
-                              budget_path=budget)
+                              budget_path=budget, deterministic=deterministic)
             curves[str(s)] = result.pop("history")
             per_seed[str(s)] = result
         write_json(folder / SEEDS_INDEX, {"primary": seeds[0], "seeds": seeds,

@@ -51,6 +51,7 @@ from jsqa.train.common import (
     no_callback,
     pick_device,
     seed_everything,
+    set_determinism,
     step_seed,
 )
 from jsqa.train.distributed import (
@@ -170,6 +171,7 @@ def pretrain(
     checkpoint_dir: Path | None = None,
     resume: ResumeMode = "auto",
     dist_ctx: DistContext | None = None,
+    deterministic: bool = True,
 ) -> dict[str, float]:
     """Train the encoder (and projection head) contrastively; save an 'encoder' checkpoint.
 
@@ -179,8 +181,10 @@ def pretrain(
     every epoch's means. Raises :class:`TrainingInterrupted` after saving a checkpoint when
     SIGTERM/SIGINT arrives. ``resume`` (see :func:`jsqa.train.checkpointing.starting_state`):
     "auto" continues a checkpoint in ``checkpoint_dir`` made with the same parameters, "resume"
-    must continue one, "fresh" starts at step 0 regardless.
+    must continue one, "fresh" starts at step 0 regardless. ``deterministic``:
+    :func:`jsqa.train.common.set_determinism` (``train.deterministic``).
     """
+    set_determinism(deterministic)
     # Handlers go in before the slow setup (the first optimizer pulls in torch's lazy imports),
     # so a signal at any time ends the run at a step boundary with a checkpoint.
     with stop_on_signals() as stop:
