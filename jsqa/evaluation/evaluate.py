@@ -66,7 +66,8 @@ def evaluate_models(
     - ``seeds``: {name: [seed, ...]}, ``per_seed``: {name: {seed: {db: metrics}}};
     - ``health``: {name: {seed: {pred_std, spread_ratio, collapsed}}} on all test clips, and
       ``failed``: {name: [seeds whose predictions collapsed]} (:mod:`jsqa.evaluation.collapse`);
-    - ``seed_stats``: {name: {db: {metric: {"mean", "std"}}}} over the runs that learned;
+    - ``seed_stats``: {name: {db: {metric: {"mean", "std"}}}} over the runs that learned (all
+      runs when none did: ``seed_stats_of`` says which);
     - ``paired``: {db: :func:`~jsqa.evaluation.paired.paired_difference`} of the first
       non-baseline model against ``baseline`` over the seeds where both learned, with
       ``relative_change`` / ``absolute_change`` ({db: {metric: value}}, signed: RMSE -18% is a
@@ -126,12 +127,14 @@ def _compare(
     health = {name: {str(s): run_health(y, p) for s, p in by_seed.items()} for name, by_seed in scores.items()}
     failed = {name: [int(s) for s, h in per.items() if h["collapsed"]] for name, per in health.items()}
     learned = {name: {s: p for s, p in by_seed.items() if s not in failed[name]} for name, by_seed in scores.items()}
-    out: dict = {"health": health, "failed": failed, "seed_stats": {}}
+    out: dict = {"health": health, "failed": failed, "seed_stats": {}, "seed_stats_of": {}}
     for name, by_seed in learned.items():
-        per_seed = [_per_db(dbs, y, p) for p in by_seed.values()]
-        if per_seed:
-            out["seed_stats"][name] = {db: {m: seed_stats([r[db][m] for r in per_seed]) for m in METRICS}
-                                       for db in per_seed[0]}
+        # Over the runs that learned; when none did, over all of them, and the report says so.
+        runs = by_seed or scores[name]
+        per_seed = [_per_db(dbs, y, p) for p in runs.values()]
+        out["seed_stats"][name] = {db: {m: seed_stats([r[db][m] for r in per_seed]) for m in METRICS}
+                                   for db in per_seed[0]}
+        out["seed_stats_of"][name] = "runs that learned" if by_seed else "all runs (none learned)"
     others = [m for m in scores if m != baseline]
     if baseline is None or baseline not in scores or not others:
         return out

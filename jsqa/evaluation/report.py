@@ -99,9 +99,11 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
         for db in sets:
             for name, per in stats.items():
                 st = per.get(db, {})
-                n_failed = len(failed.get(name, []))
-                label = f"{name} ({len(seeds.get(name, [])) - n_failed} seeds" + (
-                    f", {n_failed} failed)" if n_failed else ")")
+                n_failed, total = len(failed.get(name, [])), len(seeds.get(name, []))
+                if n_failed and n_failed >= total:  # statistics over all runs, all of which failed
+                    label = f"{name} ({total} seeds, all failed)"
+                else:
+                    label = f"{name} ({total - n_failed} seeds" + (f", {n_failed} failed)" if n_failed else ")")
                 rows.append([str(db), label, *(
                     f"{_num(st.get(k, {}).get('mean'), digits)} ± {_num(st.get(k, {}).get('std'), digits)}"
                     for k in METRICS)])
