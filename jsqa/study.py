@@ -58,6 +58,17 @@ def experiments_from_exp_show(exp_show: Sequence[Mapping[str, Any]]) -> list[dic
     return found
 
 
+def failed_experiments(exp_show: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Names of the experiments whose run failed (DVC keeps them, with an error, in the listing)."""
+    names: list[str] = []
+    for entry in exp_show:
+        for group in entry.get("experiments") or []:
+            for child in group.get("revs") or []:
+                if child.get("error"):
+                    names.append(str(child.get("name") or group.get("name") or child.get("rev")))
+    return sorted(names)
+
+
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in tree.items():
@@ -96,7 +107,11 @@ def study_table(experiments: Sequence[Mapping[str, Any]], test_set: str = POOLED
     rows = []
     for e in experiments:
         ev = e["evaluation"]
-        failed = ev.get("failed") or {}
+        # `dvc exp show` drops lists from metrics, so failed runs are read from the per-seed
+        # health flags (booleans survive) and, for saved files, from the list.
+        health = ev.get("health") or {}
+        failed = {name: [s for s, h in per.items() if isinstance(h, Mapping) and h.get("collapsed")]
+                  for name, per in health.items()} if health else (ev.get("failed") or {})
         paired = (ev.get("paired") or {}).get(test_set)
         cand = str(ev.get("paired_of", "")).split(" vs ")[0]
         for init, per_seed in (ev.get("per_seed") or {}).items():

@@ -198,3 +198,14 @@ def test_decision_respects_metric_direction(metric, candidate, champion, min_imp
     got, reason = decide(candidate, champion, metric, min_improvement)
     assert got is promoted
     assert "\n" not in reason and reason
+
+
+def test_a_collapsed_candidate_is_never_promoted_however_low_its_rmse(scenario, tmp_path):
+    # Last in this module: it adds a version to the shared store.
+    client, cfg = scenario["client"], scenario["cfg"]
+    before = _alias_version(client, cfg.mos_name)
+    mos = _mos_ckpt(tmp_path / "collapsed.pt", {"val_rmse": 0.01, "val_pcc": 0.0, "collapsed": True,
+                                                "val_spread_ratio": 0.002}, seed=9)
+    result = register(scenario["encoder"], mos, cfg, root=scenario["root"])
+    assert result["promoted"] is False and "failed to learn" in result["reason"]
+    assert _alias_version(client, cfg.mos_name) == before

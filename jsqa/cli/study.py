@@ -33,7 +33,14 @@ def _exp_show(root: str) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from jsqa.io import atomic_path, write_json
-    from jsqa.study import experiments_from_exp_show, factor_to_plot, study_markdown, study_plot, study_table
+    from jsqa.study import (
+        experiments_from_exp_show,
+        factor_to_plot,
+        failed_experiments,
+        study_markdown,
+        study_plot,
+        study_table,
+    )
 
     exp_show = json.loads(Path(args.exp_json).read_text()) if args.exp_json else _exp_show(args.root)
     experiments = experiments_from_exp_show(exp_show)
@@ -41,11 +48,13 @@ def run(args: argparse.Namespace) -> int:
     factors = [c for c in table.columns if "." in c]
     markdown = study_markdown(table, factors)
     verdicts = [f"- {e['name']}: {e['evaluation']['verdict'][0]}" for e in experiments if e["evaluation"].get("verdict")]
+    failed = failed_experiments(exp_show)
+    note = (f"\n{len(failed)} experiment(s) failed and are not in the table: {', '.join(failed)}\n" if failed else "")
     text = (f"# Study: {len(experiments)} experiments, factors {', '.join(factors) or 'none'} "
-            f"(test set: {args.test_set})\n\n{markdown}\n" + "\n".join(verdicts) + "\n")
+            f"(test set: {args.test_set})\n\n{markdown}\n" + "\n".join(verdicts) + "\n" + note)
     with atomic_path(args.table) as tmp:
         Path(tmp).write_text(text)
-    write_json(args.out, {"factors": factors, "rows": table.to_dict(orient="records")})
+    write_json(args.out, {"factors": factors, "rows": table.to_dict(orient="records"), "failed_experiments": failed})
     x = factor_to_plot(factors)
     if x is not None:
         study_plot(table, x, args.plot, title=args.test_set)

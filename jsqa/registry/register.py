@@ -260,7 +260,11 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
             card = model_card(load_checkpoint(mos_ckpt), provenance, evaluation, profile)
             client.update_model_version(cfg.mos_name, mos_version, description=card)
 
-            if champ_version is not None and champion is None:
+            if metrics.get("collapsed"):
+                # A model predicting one value for every clip is never served, whatever its RMSE.
+                promoted, reason = False, ("candidate failed to learn: its validation predictions collapsed "
+                                           f"(spread {metrics.get('val_spread_ratio', 0.0):.3f} of the labels')")
+            elif champ_version is not None and champion is None:
                 promoted, reason = True, (
                     f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
                 )
