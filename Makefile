@@ -13,7 +13,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: setup pipeline repro test test-fast lint ui-mlflow ui-prefect serve lock clean-outputs
+.PHONY: setup pipeline repro study test test-fast lint ui-mlflow ui-prefect serve lock clean-outputs
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -30,6 +30,18 @@ pipeline: $(STAMP)  ## run every stage on the offline demo corpus, through the P
 
 repro: $(STAMP)  ## the same stages with plain DVC
 	$(BIN)/dvc repro
+
+# The label-efficiency study (README, "Does pretraining help?"): one DVC experiment per setting,
+# each re-running finetune, finetune_scratch and evaluate; everything upstream is reused from the
+# cache (dvc.lock is copied into each experiment: it is not committed). STUDY is any `-S` grid;
+# STUDY_JOBS experiments run at once (each uses finetune.threads cores).
+STUDY ?= finetune.label_fraction=0.1,0.3,1.0
+STUDY_JOBS ?= 1
+study: $(STAMP)  ## pretrained vs scratch over STUDY settings, as DVC experiments, then `jsqa study`
+	$(BIN)/dvc repro pretrain
+	$(BIN)/dvc exp run --queue -C dvc.lock $(foreach s,$(STUDY),-S '$(s)') evaluate
+	-$(BIN)/dvc exp run --run-all -j $(STUDY_JOBS)  # a failed experiment is named by `jsqa study`, which then exits 1
+	$(BIN)/jsqa study
 
 test: $(STAMP)  ## the full suite, unit and integration tests (what CI runs)
 	$(BIN)/python -m pytest -q

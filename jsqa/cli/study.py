@@ -60,4 +60,4 @@ def run(args: argparse.Namespace) -> int:
         study_plot(table, x, args.plot, title=args.test_set)
     print(text.rstrip("\n"))
     print(f"study: {args.table}, {args.out}" + (f", {args.plot}" if x else " (one setting: no plot)"))
-    return 0
+    return 1 if failed else 0
