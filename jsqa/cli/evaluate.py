@@ -19,6 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--test-sets", default="", help="comma-separated db names (default: params)")
     sp.add_argument("--metrics", default="metrics/evaluate.json")
     sp.add_argument("--plots", default="plots")
+    sp.add_argument("--report", default="reports/evaluate.html", help="the HTML page of this evaluation")
+    sp.add_argument("--peer-cache", default="data/peer_cache",
+                    help="per-clip peer scores kept between evaluations (not a DVC output)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
             raise JsqaError(f"--model expects NAME=CHECKPOINT, got '{spec}'")
         models[name] = {s: mos_model_from_checkpoint(load_checkpoint(f)) for s, f in seed_checkpoints(path).items()}
     manifest = mos_manifest(args)
+    if getattr(args, "csv", None):
+        from jsqa.evaluation.field_report import require_test_split
+
+        require_test_split(manifest, args.csv)
     test_sets = args.test_sets.split(",") if args.test_sets else list(p.evaluate.test_sets)
     run_params = {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models),
                   "seeds": ",".join(str(len(m)) for m in models.values()),
@@ -51,8 +58,23 @@ def run(args: argparse.Namespace) -> int:
         plots = Path(args.plots)
         write_csv(plots / "predictions.csv", preds)
         scatter_plot(preds, plots / "scatter.png", list(models))
+        # Field comparison (issue 16): mapped RMSE, conditions, peers, the HTML page.
+        from jsqa.evaluation.comparison import comparison_flat_metrics
+        from jsqa.evaluation.evaluate import select_test_rows
+        from jsqa.evaluation.field_report import write_comparison
+
+        compared = write_comparison(report, preds, select_test_rows(manifest, test_sets), p.evaluate.peers,
+                                    plots, Path(args.report), args.root, args.peer_cache)
+        write_json(args.metrics, report)
+        write_csv(plots / "predictions.csv", preds)
+        mlflow.log_metrics(comparison_flat_metrics(report))
+        for extra in compared.extra():
+            mlflow.log_artifact(str(extra))
         mlflow.log_metrics(flat_metrics(report))
         for f in (args.metrics, plots / "predictions.csv", plots / "scatter.png"):
             mlflow.log_artifact(str(f))
     print(evaluation_tables(report, "text").rstrip("\n"))
+    from jsqa.evaluation.comparison_report import comparison_tables
+
+    print(comparison_tables(report, "text").rstrip("\n"))
     return 0
