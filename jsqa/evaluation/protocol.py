@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,7 +76,9 @@ def fit_mapping(p: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
         return lin if order == 1 else np.array([*lin, 0.0, 0.0])
     sign = 1.0 if lin[1] >= 0 else -1.0
     lo, hi = float(p.min()), float(p.max())
-    coef = np.polyfit(p, y, 3)[::-1]
+    with warnings.catch_warnings():  # near-constant predictions: the minimum-norm fit is fine
+        warnings.simplefilter("ignore", np.exceptions.RankWarning)
+        coef = np.polyfit(p, y, 3)[::-1]
     if min_slope(sign * coef, lo, hi) >= 0:
         return coef
     grid = np.linspace(lo, hi, _GRID)
