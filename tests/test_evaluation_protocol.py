@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -149,3 +150,21 @@ def test_a_user_csv_without_a_test_split_is_refused_naming_the_split_column(tmp_
         mos_manifest_from_csv(_tiny_csv(tmp_path / "nosplit", None), root=tmp_path)
     with pytest.raises(ManifestError, match="split 'later' is not one of"):
         mos_manifest_from_csv(_tiny_csv(tmp_path / "bad", ["later"] * 6), root=tmp_path)
+
+
+def test_the_prefect_artifact_shows_peers_mapped_rmse_and_conditions(tmp_path):
+    from flows.jsqa_flow import metrics_markdown
+
+    rows, preds = _rows()
+    report = {"models": {"m": {"A": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 6},
+                               "B": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 4},
+                               "pooled": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 10}}}}
+    peer = pd.DataFrame({"stoi": np.linspace(0.5, 0.95, 10)})
+    from jsqa.evaluation.peers import STOI
+
+    add_comparison(report, preds, rows, peer, {"stoi": STOI.info})
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "evaluate.json").write_text(json.dumps(report))
+    md = metrics_markdown(tmp_path)
+    assert "| A | stoi |" in md and "RMSE map3" in md and "Per condition" in md
+    assert "stoi: not on the MOS scale" in md and report["peers"]["stoi"]["pooled"]["rmse"] is None
