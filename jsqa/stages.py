@@ -155,7 +155,7 @@ STAGES: tuple[Stage, ...] = (
         "evaluate",
         f"bin/jsqa evaluate --manifest {_MOS}"
         " --model pretrained=models/mos_pretrained.pt --model scratch=models/mos_scratch.pt"
-        " --metrics metrics/evaluate.json --plots plots",
+        " --metrics metrics/evaluate.json --plots plots --report reports/evaluate.html",
         "jsqa.cli.evaluate",
         inputs=(_MOS, "models/mos_pretrained.pt", "models/mos_pretrained.seeds",
                 "models/mos_scratch.pt", "models/mos_scratch.seeds"),
