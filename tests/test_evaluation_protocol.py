@@ -96,6 +96,17 @@ def test_condition_mos_is_the_mean_over_its_files_compared_with_the_mean_predict
     assert m["n_conditions"] == 3
     assert m["rmse"] == pytest.approx(math.sqrt((0 + 0.25**2 + 0.55**2) / 3))
     assert m["pcc"] == pytest.approx(np.corrcoef([3.0, 1.25, 4.75], [3.0, 1.5, 4.2])[0, 1])
+    # Two conditions: a correlation would be ±1 whatever the predictor; reported as absent.
+    two = condition_metrics(table.iloc[:2])
+    assert two["pcc"] is None and two["srcc"] is None and two["n_conditions"] == 2
+
+
+def test_the_demo_condition_is_its_degradation_and_snr_band():
+    from jsqa.data.demo import demo_condition
+
+    assert demo_condition("none", -3.0) == "none/snr<10"
+    assert demo_condition("mulaw8", 10.0) == "mulaw8/snr10-25"
+    assert demo_condition("clipping", 39.0) == "clipping/snr>=25"
 
 
 def test_report_gains_mapped_rmse_conditions_and_says_which_set_has_no_conditions(tmp_path):

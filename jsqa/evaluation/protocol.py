@@ -166,12 +166,18 @@ def condition_table(rows: pd.DataFrame, pred: str) -> pd.DataFrame:
     return g.agg(mos=("mos", "mean"), pred=(pred, "mean"), n=("mos", "size")).reset_index()
 
 
+MIN_CONDITIONS = 3  # fewer and a correlation is undefined (1) or trivially ±1 (2)
+
+
 def condition_metrics(table: pd.DataFrame) -> dict[str, float | int | None]:
-    """PCC, SRCC, RMSE and mapped RMSE at condition level, and the number of conditions."""
+    """PCC, SRCC, RMSE and mapped RMSE at condition level, and the number of conditions
+    (correlations None below :data:`MIN_CONDITIONS` conditions)."""
     y = table["mos"].to_numpy(dtype=np.float64)
     p = table["pred"].to_numpy(dtype=np.float64)
     base = mos_metrics(y, p)
     out: dict[str, float | int | None] = {k: base[k] for k in ("pcc", "srcc", "rmse")}
+    if len(table) < MIN_CONDITIONS:
+        out["pcc"] = out["srcc"] = None
     out["rmse_map1"] = mapped_rmse(y, p, 1)
     out["rmse_map3"] = mapped_rmse(y, p, 3)
     out["n_conditions"] = int(len(table))
