@@ -3,8 +3,8 @@
 :func:`add_comparison` extends the report of :func:`jsqa.evaluation.evaluate.evaluate_models`
 (new keys only; nothing existing changes):
 
-- every per-set metrics dict under ``models`` (and ``peers``) gains ``rmse_map1``, ``rmse_map3``
-  and ``rmse_eps`` (None where not computable; ``notes`` says why);
+- every per-set metrics dict under ``models`` gains ``rmse_map1``, ``rmse_map3`` and ``rmse_eps``
+  where computable (absent otherwise; ``notes`` says why); under ``peers`` they are None instead;
 - ``peers``: {output: {db: metrics, "pooled": metrics}} for each peer output (DNSMOS SIG, ...),
   over the clips the peer could score (``n``); STOI's raw RMSE/MAE are None (not a MOS scale);
 - ``peer_info``: {peer: name, version, sample_rate, licence, trained_on, outputs};
@@ -80,7 +80,9 @@ def add_comparison(
         for db, idx in groups.items():
             extra = _set_metrics(rows, pred, idx, True)
             if extra is not None and db in report["models"].get(name, {}):
-                report["models"][name][db].update({k: extra[k] for k in PROTOCOL_METRICS})
+                # Absent rather than null when not computable: consumers of ``models`` (register's
+                # tags) read every value as a number.
+                report["models"][name][db].update({k: extra[k] for k in PROTOCOL_METRICS if extra[k] is not None})
     info = dict(peer_info or {})
     if peer_scores is not None and len(peer_scores.columns):
         report["peers"] = {}
