@@ -28,6 +28,7 @@ from flows.profile_switch import set_profile
 from flows.runlock import run_lock
 from flows.stages import read_stage_names, select_stages
 from jsqa.errors import JsqaError, StageFailed
+from jsqa.evaluation.comparison_report import comparison_tables
 from jsqa.evaluation.report import evaluation_tables
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,9 @@ def metrics_markdown(project_dir: str | Path) -> str | None:
         if not isinstance(evaluation.get("models") or {}, dict):
             raise JsqaError(f"{root / 'metrics' / 'evaluate.json'}: 'models' must be an object")
         lines += ["## Evaluation", "", evaluation_tables(evaluation, "markdown", level=3)]
+        compared = comparison_tables(evaluation, "markdown", level=3)  # peers, mapped RMSE, conditions
+        if compared:
+            lines += ["", compared]
     if register is not None:
         lines += ["", "## Registration", "", "| key | value |", "|---|---|"]
         lines += [f"| {_cell(key)} | {_cell(value)} |" for key, value in register.items()]

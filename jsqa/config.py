@@ -28,6 +28,7 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16"]
 Loss = Literal["mse", "l1"]
 Direction = Literal["higher", "lower"]
+PeerName = Literal["dnsmos", "distillmos", "pesq", "stoi"]  # jsqa.evaluation.peers.PEERS
 
 
 def _choices(tp: Any) -> tuple[Any, ...] | None:
@@ -405,6 +406,9 @@ class EvaluateConfig(_Section):
     test_sets: tuple[str, ...] = ()  # empty: every db in the test split; else a list of db names
     bootstrap_resamples: int = 1000  # resamples of the test clips for the 95% percentile intervals
     device: Device = "auto"  # where models score (auto: GPU when visible); `jsqa evaluate --device` overrides
+    # Established predictors scored on the same clips (docs/evaluation.md); [] turns them off.
+    # pesq and stoi need a clean reference (ref_path) and skip rows without one.
+    peers: tuple[PeerName, ...] = ("dnsmos", "distillmos", "pesq", "stoi")
 
     def _check(self) -> None:
         self._require(self.bootstrap_resamples >= 1, "bootstrap_resamples", "must be >= 1")

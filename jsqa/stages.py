@@ -165,15 +165,23 @@ STAGES: tuple[Stage, ...] = (
         "evaluate",
         f"bin/jsqa evaluate --manifest {_MOS}"
         " --model pretrained=models/mos_pretrained.pt --model scratch=models/mos_scratch.pt"
-        " --metrics metrics/evaluate.json --plots plots",
+        " --metrics metrics/evaluate.json --plots plots --report reports/evaluate.html",
         "jsqa.cli.evaluate",
         inputs=(_MOS, "models/mos_pretrained.pt", "models/mos_pretrained.seeds",
                 "models/mos_scratch.pt", "models/mos_scratch.seeds"),
-        params=("seed", "data.sample_rate", "evaluate.test_sets", "evaluate.bootstrap_resamples"),
+        params=("seed", "data.sample_rate", "evaluate.test_sets", "evaluate.bootstrap_resamples", "evaluate.peers"),
+        # The HTML page (tables + plots) a person reads; peers' per-clip scores are cached under
+        # data/peer_cache, which only saves time and is not an output.
+        outs=(no_cache("reports/evaluate.html"),),
         metrics=(no_cache("metrics/evaluate.json"),),
         plots=(
             no_cache("plots/predictions.csv", template="scatter", x="mos", y="pred_pretrained"),
             no_cache("plots/scatter.png"),
+            # One row per (predictor, test set) and per (predictor, condition): `dvc plots diff`
+            # shows two experiments' models and peers side by side.
+            no_cache("plots/metrics.csv", template="bar_horizontal", x="pcc", y="predictor"),
+            no_cache("plots/conditions.csv", template="scatter", x="mos", y="pred"),
+            no_cache("plots/conditions.png"),
         ),
     ),
     Stage(

@@ -97,6 +97,7 @@ def test_finetune_and_evaluate_take_a_nisqa_layout_csv(tmp_path, empty_mlflow_st
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["finetune"].update(epochs=1, batch_size=8, crop_seconds=1.0, seeds=2)
     params["evaluate"]["bootstrap_resamples"] = 100
+    params["evaluate"]["peers"] = []  # peers have their own tests (test_peers.py)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     common = ["--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path), "--csv", str(csv)]
     assert main(["finetune", *common, "--out", str(tmp_path / "m.pt"), "--metrics", str(tmp_path / "ft.json")]) == 0

@@ -63,7 +63,7 @@ def make_nisqa(base: Path, corpus_file: bool = True) -> Path:
 def test_corpus_csv_becomes_a_manifest_with_splits(tmp_path: Path) -> None:
     corpus = make_nisqa(tmp_path)
     manifest, quarantine = prepare_nisqa(corpus, root=tmp_path)
-    assert quarantine == [] and list(manifest.columns) == MOS_COLUMNS
+    assert quarantine == [] and list(manifest.columns)[: len(MOS_COLUMNS)] == MOS_COLUMNS
     split = dict(zip(manifest["db"], manifest["split"]))
     assert split == {"NISQA_TRAIN_SIM": "train", "NISQA_VAL_LIVE": "val", "NISQA_TEST_P501": "test"}
     row = manifest.set_index("id").loc["NISQA_TRAIN_SIM__deg__c00002_b"]

@@ -72,7 +72,7 @@ def project(tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("jsqa") / "project"
     # Only what git would hand a new user: no venv, no outputs of an earlier run.
     top_level = {".venv", ".git", "mlflow.db", "mlartifacts", ".prefect", "models", "metrics", "plots",
-                 ".pytest_cache", "dvc.lock"}
+                 ".pytest_cache", "dvc.lock", "reports"}
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
@@ -106,6 +106,11 @@ def test_every_stage_ran_and_left_metrics_for_both_models(project):
     for f in ("pretrain.json", "finetune_pretrained.json", "finetune_scratch.json", "register.json"):
         assert (project / "metrics" / f).exists(), f
     assert (project / "plots" / "scatter.png").stat().st_size > 1000
+    # The peers (on by default) beside the models, per condition, and the page a person reads.
+    assert {"dnsmos_ovrl", "distillmos", "pesq_wb", "stoi"} <= set(report["peers"])
+    assert "pooled" in report["conditions"]["pretrained"]
+    assert "data:image/png;base64," in (project / "reports" / "evaluate.html").read_text()
+    assert list((project / "data" / "peer_cache").glob("*.json"))
     preds = (project / "plots" / "predictions.csv").read_text().splitlines()
     assert preds[0].split(",")[:3] == ["id", "db", "mos"]
 

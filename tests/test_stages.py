@@ -122,7 +122,8 @@ def test_code_deps_follow_every_kind_of_import(tmp_path):
 def test_params_read_follows_attribute_chains_and_whole_sections():
     assert "data.sample_rate" in params_read("jsqa.cli.finetune")
     assert params_read("jsqa.cli.evaluate") == {"seed", "data.sample_rate", "evaluate.test_sets",
-                                                "evaluate.bootstrap_resamples", "evaluate.device", "train.deterministic"}
+                                                "evaluate.bootstrap_resamples", "evaluate.device", "train.deterministic",
+                                                "evaluate.peers"}
     pairs = params_read("jsqa.cli.pairs")  # p.pairs is passed whole: every leaf, workers too
     assert param_leaves("pairs") <= pairs and "pairs.distortions.reverb.rt60_s" in pairs
     assert "pairs.workers" in pairs

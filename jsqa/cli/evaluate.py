@@ -21,6 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--plots", default="plots")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                     help="where models score (default: params evaluate.device; auto: GPU when visible)")
+    sp.add_argument("--report", default="reports/evaluate.html", help="the HTML page of this evaluation")
+    sp.add_argument("--peer-cache", default="data/peer_cache",
+                    help="per-clip peer scores kept between evaluations (not a DVC output)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +53,10 @@ def run(args: argparse.Namespace) -> int:
     # The equal-compute comparison needs every model's budget checkpoints, all at one budget.
     equal = len(budgets) == 1 and None not in budgets and all(budget.values())
     manifest = mos_manifest(args)
+    if getattr(args, "csv", None):
+        from jsqa.evaluation.field_report import require_test_split
+
+        require_test_split(manifest, args.csv)
     test_sets = args.test_sets.split(",") if args.test_sets else list(p.evaluate.test_sets)
     run_params = {"test_sets": ",".join(test_sets) or "all", "models": ",".join(models),
                   "seeds": ",".join(str(len(m)) for m in models.values()),
@@ -63,8 +70,23 @@ def run(args: argparse.Namespace) -> int:
         plots = Path(args.plots)
         write_csv(plots / "predictions.csv", preds)
         scatter_plot(preds, plots / "scatter.png", list(models))
+        # Field comparison (issue 16): mapped RMSE, conditions, peers, the HTML page.
+        from jsqa.evaluation.comparison import comparison_flat_metrics
+        from jsqa.evaluation.evaluate import select_test_rows
+        from jsqa.evaluation.field_report import write_comparison
+
+        compared = write_comparison(report, preds, select_test_rows(manifest, test_sets), p.evaluate.peers,
+                                    plots, Path(args.report), args.root, args.peer_cache)
+        write_json(args.metrics, report)
+        write_csv(plots / "predictions.csv", preds)
+        mlflow.log_metrics(comparison_flat_metrics(report))
+        for extra in compared.extra():
+            mlflow.log_artifact(str(extra))
         mlflow.log_metrics(flat_metrics(report))
         for f in (args.metrics, plots / "predictions.csv", plots / "scatter.png"):
             mlflow.log_artifact(str(f))
     print(evaluation_tables(report, "text").rstrip("\n"))
+    from jsqa.evaluation.comparison_report import comparison_tables
+
+    print(comparison_tables(report, "text").rstrip("\n"))
     return 0

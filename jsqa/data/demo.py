@@ -636,10 +636,23 @@ def _mos_clip(
         "noise": family,
         "snr_db": round(snr, 3),
         "degradation": kind,
+        # The evaluation's condition (NISQA evaluates per condition): degradation and SNR band.
+        "condition": demo_condition(kind, snr),
         "proxy_mos": round(label, 4),
         "duration": round(len(ref) / sr, 4),
     }
     return deg, ref, row
+
+
+# SNR bands (dB) of the demo's conditions: the MOS clips' SNR range cut in three.
+CONDITION_SNR_EDGES_DB = (10.0, 25.0)
+
+
+def demo_condition(kind: str, snr_db: float) -> str:
+    """A demo clip's condition: its degradation and SNR band, e.g. ``mulaw8/snr10-25``."""
+    lo, hi = CONDITION_SNR_EDGES_DB
+    band = f"snr<{lo:g}" if snr_db < lo else (f"snr{lo:g}-{hi:g}" if snr_db < hi else f"snr>={hi:g}")
+    return f"{kind}/{band}"
 
 
 def _write_mos(

@@ -24,6 +24,9 @@ AUDIO_COLUMNS = ["id", "path", "duration", "sample_rate", "channels"]
 CLEAN_COLUMNS = AUDIO_COLUMNS + ["speaker"]
 NOISE_COLUMNS = AUDIO_COLUMNS + ["environment"]
 MOS_COLUMNS = AUDIO_COLUMNS + ["mos", "db", "split"]
+# Optional MOS-manifest columns kept from a NISQA-layout CSV when it has them: the condition
+# (NISQA ``con`` or a user ``condition``), the raters' spread and count, the clean reference.
+MOS_OPTIONAL_COLUMNS = ["condition", "mos_std", "votes", "ref_path"]
 SPLITS = ("train", "val", "test")
 
 # What each manifest must hold; validate and every consumer rely on it.
@@ -143,7 +146,9 @@ def mos_manifest_from_csv(
 
     Needs ``filepath_deg`` (relative to ``corpus_root``, by default the CSV's folder) and
     ``mos``; ``db`` is optional (default 'USER_TEST'), and a ``split`` column, if present,
-    overrides the split read from the db name.
+    overrides the split read from the db name. Optional columns are kept (see
+    :data:`MOS_OPTIONAL_COLUMNS`): ``condition`` (or NISQA's ``con``), ``mos_std``, ``votes`` and
+    ``ref_path`` (from ``filepath_ref``, relative to ``corpus_root`` like ``filepath_deg``).
     """
     csv_path = Path(csv_path)
     try:
@@ -162,7 +167,7 @@ def mos_manifest_from_csv(
         info = by_path.get(relpath(f, root))
         if info is None:
             continue
-        split = str(rec["split"]) if "split" in table.columns else _csv_split(str(rec["db"]), csv_path)
+        split = _row_split(rec, table, csv_path)
         out.append(
             {
                 "id": Path(str(rec["filepath_deg"])).with_suffix("").as_posix().replace("/", "__"),
@@ -170,6 +175,45 @@ def mos_manifest_from_csv(
                 "mos": float(rec["mos"]),
                 "db": str(rec["db"]),
                 "split": split,
+                **_optional(rec, table, corpus_root, root),
             }
         )
-    return pd.DataFrame(out, columns=MOS_COLUMNS), quarantine
+    columns = MOS_COLUMNS + [c for c in MOS_OPTIONAL_COLUMNS if _has_optional(table, c)]
+    return pd.DataFrame(out, columns=columns), quarantine
+
+
+def _row_split(rec: pd.Series, table: pd.DataFrame, csv_path: Path) -> str:
+    """The row's ``split`` cell when the CSV has one (an empty cell falls back to the db name)."""
+    if "split" in table.columns and isinstance(rec["split"], str) and rec["split"].strip():
+        split = rec["split"].strip().lower()
+        if split not in SPLITS:
+            raise ManifestError(f"{csv_path}: split '{rec['split']}' is not one of {', '.join(SPLITS)}")
+        return split
+    return _csv_split(str(rec["db"]), csv_path)
+
+
+_OPTIONAL_SOURCES = {"condition": ("condition", "con"), "mos_std": ("mos_std",), "votes": ("votes",),
+                     "ref_path": ("filepath_ref",)}
+
+
+def _has_optional(table: pd.DataFrame, column: str) -> bool:
+    return any(c in table.columns for c in _OPTIONAL_SOURCES[column])
+
+
+def _optional(rec: pd.Series, table: pd.DataFrame, corpus_root: Path, root: str | Path) -> dict:
+    """The optional columns of one CSV row (None where its cell is empty)."""
+    out: dict = {}
+    for column, sources in _OPTIONAL_SOURCES.items():
+        source = next((c for c in sources if c in table.columns), None)
+        if source is None:
+            continue
+        value = rec[source]
+        if pd.isna(value) or str(value).strip() in ("", "-"):
+            out[column] = None
+        elif column == "condition":
+            out[column] = str(value)
+        elif column == "ref_path":
+            out[column] = relpath(corpus_root / str(value), root)
+        else:
+            out[column] = float(value)
+    return out

@@ -15,7 +15,7 @@ import pandas as pd
 
 from jsqa.data.download import Remote
 from jsqa.data.download import fetch_and_extract
-from jsqa.data.manifests import MOS_COLUMNS, mos_manifest_from_csv, require_columns
+from jsqa.data.manifests import MOS_COLUMNS, MOS_OPTIONAL_COLUMNS, mos_manifest_from_csv, require_columns
 from jsqa.errors import ConfigError, JsqaError, ManifestError
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ def prepare_nisqa(
 
     Reads ``NISQA_corpus_file.csv``, or each subset's ``<SUBSET>/<SUBSET>_file.csv`` when the
     corpus file is absent. Split: TRAIN_* -> train, VAL_* -> val, TEST_* -> test.
-    Returns (manifest with MOS_COLUMNS, quarantine of unreadable files).
+    Returns (manifest with MOS_COLUMNS and the optional condition, mos_std, votes, ref_path
+    columns the CSV provides, quarantine of unreadable files).
     """
     corpus_dir = Path(corpus_dir)
     # Accept the download target too (the folder that holds NISQA_Corpus/).
@@ -142,7 +143,7 @@ def prepare_nisqa(
         table.to_csv(selected, index=False)
         manifest, quarantine = mos_manifest_from_csv(selected, corpus_root=corpus_dir, root=root)
     log.info("NISQA %s: %d clips, %d quarantined", ",".join(chosen), len(manifest), len(quarantine))
-    return manifest[MOS_COLUMNS], quarantine
+    return manifest[MOS_COLUMNS + [c for c in MOS_OPTIONAL_COLUMNS if c in manifest.columns]], quarantine
 
 
 def prepare_user_mos(
