@@ -44,7 +44,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_study_collects_queued_dvc_experiments_into_a_table_and_plot(blank_project, tmp_path):  # noqa: F811
+def test_study_collects_queued_dvc_experiments_into_a_table_and_plot(blank_project, tmp_path):
     root = make_project(
         blank_project, tmp_path / "proj",
         {"evaluate": {"cmd": f"{sys.executable} evaluate.py", "deps": ["evaluate.py"],
