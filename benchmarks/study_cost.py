@@ -50,7 +50,8 @@ def main() -> None:
     seeds = int(yaml.safe_load((ROOT / "params.yaml").read_text())["finetune"]["seeds"])
     steps = {
         "dvc repro pretrain": timed([*dvc, "repro", "pretrain"], env),
-        "queue": timed([*dvc, "exp", "run", "--queue", "-C", "dvc.lock", *[a for g in grids for a in ("-S", g)],
+        "queue": timed([*dvc, "exp", "run", "--queue", "-C", "dvc.lock", "-S", "evaluate.peers=[]",
+                        *[a for g in grids for a in ("-S", g)],
                         "evaluate"], env),
         "run queue": timed([*dvc, "exp", "run", "--run-all", "-j", str(args.jobs)], env, check=False),
         "jsqa study": timed([sys.executable, "-m", "jsqa.cli", "study"], env, check=False),
