@@ -173,7 +173,9 @@ STAGES: tuple[Stage, ...] = (
         # The HTML page (tables + plots) a person reads; peers' per-clip scores are cached under
         # data/peer_cache, which only saves time and is not an output.
         outs=(no_cache("reports/evaluate.html"),),
-        metrics=(no_cache("metrics/evaluate.json"),),
+        # Cached (not git-tracked: metrics/ is ignored), so a DVC experiment keeps it and `dvc exp
+        # show` (hence `jsqa study`) can read every experiment's evaluation.
+        metrics=("metrics/evaluate.json",),
         plots=(
             no_cache("plots/predictions.csv", template="scatter", x="mos", y="pred_pretrained"),
             no_cache("plots/scatter.png"),

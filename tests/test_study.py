@@ -19,7 +19,8 @@ from jsqa.study import experiments_from_exp_show, study_markdown, study_table, v
 # What an evaluation of one setting holds (the parts the study reads): per seed, failed runs,
 # and the paired comparison of the pooled set.
 _EVAL_STAGE = """
-import json, yaml
+import json, os, yaml
+os.makedirs('metrics', exist_ok=True)
 p = yaml.safe_load(open('params.yaml'))
 f = p['finetune']['label_fraction']
 assert f > 0, 'label_fraction must be > 0'
@@ -49,11 +50,12 @@ def test_study_collects_queued_dvc_experiments_into_a_table_and_plot(blank_proje
         blank_project, tmp_path / "proj",
         {"evaluate": {"cmd": f"{sys.executable} evaluate.py", "deps": ["evaluate.py"],
                       "params": ["finetune.label_fraction"],
-                      "metrics": [{"metrics/evaluate.json": {"cache": False}}]}},
+                      "metrics": ["metrics/evaluate.json"]}},
         params={"seed": 1, "finetune": {"label_fraction": 1.0}},
     )
-    (root / "metrics").mkdir()
-    (root / "metrics" / ".gitkeep").touch()
+    # As in jsqa: metrics/ is git-ignored and the evaluation is a cached DVC metric, which is what
+    # lets each experiment keep its own.
+    (root / ".gitignore").write_text("/metrics/\n")
     (root / "evaluate.py").write_text(_EVAL_STAGE)
 
     def run(*cmd: str) -> str:
