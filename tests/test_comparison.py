@@ -174,3 +174,17 @@ def test_fine_tuning_flags_a_model_that_outputs_a_constant_and_keeps_label_fract
     budget = ft.seed_checkpoints(tmp_path / "m.pt", budget=True)
     assert sorted(budget) == [3, 4] and all(p.is_file() for p in budget.values())
     assert ft.budget_epochs(tmp_path / "m.pt") == 1
+
+
+def test_model_selection_never_prefers_a_collapsed_epoch():
+    from jsqa.train.finetune import _better
+
+    learned = {"collapsed": False}
+    flat = {"collapsed": True}
+    # Predicting the mean has a low RMSE on a small set; a learned epoch still replaces it...
+    assert _better(learned, 0.95, {"collapsed": True, "val_rmse": 0.90})
+    # ...and a collapsed epoch never replaces a learned one, however low its RMSE.
+    assert not _better(flat, 0.50, {"collapsed": False, "val_rmse": 0.90})
+    assert _better(learned, 0.80, {"collapsed": False, "val_rmse": 0.90})
+    assert not _better(learned, 0.95, {"collapsed": False, "val_rmse": 0.90})
+    assert _better(flat, 0.80, {"collapsed": True, "val_rmse": 0.90}) and _better(flat, 9.9, None)

@@ -78,6 +78,18 @@ def build_model(
     return model
 
 
+def _better(health: dict, val_rmse: float, best: dict[str, Any] | None) -> bool:
+    """Whether this epoch replaces the best one: a lower validation RMSE, but an epoch whose
+    predictions collapsed never replaces one that learned, and one that learned always replaces a
+    collapsed one. Plain lowest-RMSE selection picks the untrained, near-constant model on small
+    sets: predicting the mean has a low RMSE until the spread of the predictions is learned."""
+    if best is None:
+        return True
+    if health["collapsed"] != best["collapsed"]:
+        return not health["collapsed"]
+    return val_rmse < best["val_rmse"]
+
+
 def _encoder_side(model: MOSModel) -> list[torch.nn.Parameter]:
     """Encoder and (when present) projection parameters: everything below the MOS head."""
     params = list(model.encoder.parameters())
@@ -168,13 +180,16 @@ def finetune(
         history.append({"epoch": float(epoch), **metrics})
         log.info("finetune (%s) epoch %d: %s", init, epoch, {k: round(v, 4) for k, v in metrics.items()})
         on_epoch(epoch, metrics)
-        if best is None or metrics["val_rmse"] < best["val_rmse"]:
-            health = run_health(val.mos, val_pred)
+        health = run_health(val.mos, val_pred)
+        history[-1]["val_spread_ratio"] = health["spread_ratio"]
+        if _better(health, metrics["val_rmse"], best):
             best = {**val_metrics, "val_pred_std": health["pred_std"], "val_spread_ratio": health["spread_ratio"],
                     "collapsed": health["collapsed"], "best_epoch": float(epoch)}
             best_state = copy.deepcopy(model.state_dict())
             stale = 0
-        else:
+        elif not best["collapsed"]:
+            # Patience runs only once an epoch has learned: a run still leaving its initial
+            # near-constant output is not stopped for failing to beat that output's RMSE.
             stale += 1
         if epoch <= cfg.equal_compute_epochs and stale == 0:
             budget = (dict(best), best_state)
