@@ -31,15 +31,16 @@ pipeline: $(STAMP)  ## run every stage on the offline demo corpus, through the P
 repro: $(STAMP)  ## the same stages with plain DVC
 	$(BIN)/dvc repro
 
-# The label-efficiency study (README, "Does pretraining help?"): one DVC experiment per setting,
-# each re-running finetune, finetune_scratch and evaluate; everything upstream is reused from the
-# cache (dvc.lock is copied into each experiment: it is not committed). STUDY is any `-S` grid;
+# The label-efficiency study (README, "Does pretraining help?"): the workspace's own evaluation
+# (params.yaml, label_fraction 1.0) plus one DVC experiment per STUDY setting, each re-running
+# finetune, finetune_scratch and evaluate; everything upstream is reused from the cache
+# (dvc.lock is copied into each experiment: it is not committed). STUDY is any `-S` grid;
 # STUDY_JOBS experiments run at once (each uses finetune.threads cores). Peers are off in the
 # study: it compares the two inits, and each experiment's folder would re-score them.
-STUDY ?= finetune.label_fraction=0.1,0.3,1.0
+STUDY ?= finetune.label_fraction=0.1,0.3
 STUDY_JOBS ?= 1
 study: $(STAMP)  ## pretrained vs scratch over STUDY settings, as DVC experiments, then `jsqa study`
-	$(BIN)/dvc repro pretrain
+	$(BIN)/dvc repro evaluate
 	$(BIN)/dvc exp run --queue -C dvc.lock -S 'evaluate.peers=[]' $(foreach s,$(STUDY),-S '$(s)') evaluate
 	-$(BIN)/dvc exp run --run-all -j $(STUDY_JOBS)  # a failed experiment is named by `jsqa study`, which then exits 1
 	$(BIN)/jsqa study

@@ -25,36 +25,46 @@ from scipy import stats
 
 from jsqa.errors import JsqaError
 from jsqa.io import atomic_path
+from jsqa.stages import EXECUTION_KEYS
 
 log = logging.getLogger(__name__)
 
 EVALUATION = "metrics/evaluate.json"
 PARAMS = "params.yaml"
 POOLED = "pooled"
-# Params that never make two experiments different settings (execution keys, bookkeeping).
-IGNORED_PARAMS = ("seed",)
+# Params that never make two settings of the study different: speed-only keys, and the peers
+# (scored beside the models, off in study experiments, on in the workspace run).
+IGNORED_PARAMS = frozenset({"seed", "evaluate.peers"}) | EXECUTION_KEYS
 
 
 def experiments_from_exp_show(exp_show: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``[{name, rev, params: {dotted key: value}, evaluation: dict}]`` from ``dvc exp show --json``,
-    for every commit and experiment that has an evaluation (the workspace entry is skipped: it
-    repeats whichever experiment was applied last)."""
+    for every commit and experiment that has an evaluation, and the workspace's own (the
+    pipeline run at the params in params.yaml, one more setting of the study) unless an
+    experiment has exactly its params."""
     found: list[dict[str, Any]] = []
+    workspace: dict[str, Any] | None = None
 
     def visit(entry: Mapping[str, Any]) -> None:
+        nonlocal workspace
         data = entry.get("data") or {}
         rev, name = entry.get("rev") or data.get("rev"), entry.get("name") or data.get("name")
         evaluation = ((data.get("metrics") or {}).get(EVALUATION) or {}).get("data")
         params = ((data.get("params") or {}).get(PARAMS) or {}).get("data")
-        if rev != "workspace" and evaluation and params:
-            found.append({"name": name or str(rev)[:7], "rev": rev, "params": _flatten(params),
-                          "evaluation": evaluation})
+        if evaluation and params:
+            item = {"name": name or (rev if rev == "workspace" else str(rev)[:7]), "rev": rev, "params": _flatten(params), "evaluation": evaluation}
+            if rev == "workspace":
+                workspace = item
+            else:
+                found.append(item)
         for group in entry.get("experiments") or []:
             for child in group.get("revs") or []:
                 visit(child)
 
     for entry in exp_show:
         visit(entry)
+    if workspace is not None and all(_setting(e["params"]) != _setting(workspace["params"]) for e in found):
+        found.insert(0, workspace)
     return found
 
 
@@ -67,6 +77,10 @@ def failed_experiments(exp_show: Sequence[Mapping[str, Any]]) -> list[str]:
                 if child.get("error"):
                     names.append(str(child.get("name") or group.get("name") or child.get("rev")))
     return sorted(names)
+
+
+def _setting(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in IGNORED_PARAMS}
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -82,7 +96,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def varying_params(experiments: Sequence[Mapping[str, Any]]) -> list[str]:
     """The params keys whose values differ between experiments (the study's factors), sorted."""
-    keys = sorted({k for e in experiments for k in e["params"]} - set(IGNORED_PARAMS))
+    keys = sorted({k for e in experiments for k in e["params"]} - IGNORED_PARAMS)
     return [k for k in keys if len({repr(e["params"].get(k)) for e in experiments}) > 1]
 
 

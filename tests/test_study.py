@@ -103,7 +103,13 @@ def test_experiments_are_read_from_dvc_exp_show_json_and_factors_found():
     shown = [entry("workspace", None, 0.5, ev),
              entry("abc", "main", 1.0, None, [entry("e1", "exp-a", 0.1, ev), entry("e2", "exp-b", 0.5, ev)])]
     found = experiments_from_exp_show(shown)
-    assert [e["name"] for e in found] == ["exp-a", "exp-b"]  # not the workspace, not the commit without one
+    # The workspace repeats exp-b's params (an applied experiment): counted once; the commit has no evaluation.
+    assert [e["name"] for e in found] == ["exp-a", "exp-b"]
+    shown[0]["data"]["params"]["params.yaml"]["data"]["finetune"]["label_fraction"] = 1.0
+    shown[0]["data"]["params"]["params.yaml"]["data"]["evaluate"] = {"peers": ["dnsmos"]}  # not a factor
+    again = experiments_from_exp_show(shown)
+    assert [e["name"] for e in again] == ["workspace", "exp-a", "exp-b"]
+    assert varying_params(again) == ["finetune.label_fraction"]
     assert found[0]["params"]["finetune.label_fraction"] == 0.1
     assert varying_params(found) == ["finetune.label_fraction"]
     table = study_table(found)

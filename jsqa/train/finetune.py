@@ -187,10 +187,11 @@ def finetune(
                     "collapsed": health["collapsed"], "best_epoch": float(epoch)}
             best_state = copy.deepcopy(model.state_dict())
             stale = 0
-        elif not best["collapsed"]:
+        elif best is not None and not best["collapsed"]:
             # Patience runs only once an epoch has learned: a run still leaving its initial
             # near-constant output is not stopped for failing to beat that output's RMSE.
             stale += 1
+        assert best is not None  # set by the first epoch
         if epoch <= cfg.equal_compute_epochs and stale == 0:
             budget = (dict(best), best_state)
         if stale >= cfg.patience:
