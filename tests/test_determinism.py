@@ -49,7 +49,8 @@ def test_finetuning_twice_gives_identical_checkpoint_bytes_and_metrics(small_cor
         runs.append((summary, files))
     (first, first_files), (second, second_files) = runs
     assert first == second  # exactly, every seed's metrics
-    assert first_files.keys() == second_files.keys() and len(first_files) == 3  # primary, seed-12.pt, seeds.json
+    # primary, seed-12.pt, each seed's equal-compute model (budget-seed-11/12.pt), seeds.json
+    assert first_files.keys() == second_files.keys() and len(first_files) == 5
     for rel, data in first_files.items():
         assert data == second_files[rel], f"{rel} differs between two identical runs"
 
