@@ -1,9 +1,9 @@
 """Cost of one full label-efficiency study on this machine: the `make study` steps, timed.
 
 Run (from the project root, after `make setup`):
-    .venv/bin/python benchmarks/study_cost.py [--study "finetune.label_fraction=0.1,0.3,1.0"] [--jobs 1]
+    .venv/bin/python benchmarks/study_cost.py [--study "finetune.label_fraction=0.1,0.3"] [--jobs 1]
 
-Prints wall-clock seconds of each step (`dvc repro pretrain`, queueing, running the queue,
+Prints wall-clock seconds of each step (`dvc repro evaluate`, queueing, running the queue,
 `jsqa study`), the number of experiments, seconds per experiment, and how many fine-tuning runs
 there were (experiments x 2 inits x finetune.seeds). Runs real DVC experiments in this
 project: remove them afterwards with `dvc exp remove --all` if unwanted.
@@ -35,7 +35,7 @@ def timed(cmd: list[str], env: dict[str, str], check: bool = True) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--study", default="finetune.label_fraction=0.1,0.3,1.0", help="space-separated -S grids")
+    ap.add_argument("--study", default="finetune.label_fraction=0.1,0.3", help="space-separated -S grids")
     ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()
     bin_dir = str(Path(sys.executable).parent)
@@ -49,7 +49,7 @@ def main() -> None:
         n_exp *= k
     seeds = int(yaml.safe_load((ROOT / "params.yaml").read_text())["finetune"]["seeds"])
     steps = {
-        "dvc repro pretrain": timed([*dvc, "repro", "pretrain"], env),
+        "dvc repro evaluate": timed([*dvc, "repro", "evaluate"], env),
         "queue": timed([*dvc, "exp", "run", "--queue", "-C", "dvc.lock", "-S", "evaluate.peers=[]",
                         *[a for g in grids for a in ("-S", g)],
                         "evaluate"], env),
