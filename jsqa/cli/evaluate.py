@@ -30,7 +30,10 @@ def run(args: argparse.Namespace) -> int:
     import mlflow
 
     from jsqa.errors import JsqaError
-    from jsqa.evaluation.evaluate import evaluate_models, flat_metrics, scatter_plot
+    from jsqa.evaluation.comparison import comparison_flat_metrics
+    from jsqa.evaluation.comparison_report import comparison_tables
+    from jsqa.evaluation.evaluate import evaluate_models, flat_metrics, select_test_rows
+    from jsqa.evaluation.field_report import write_comparison
     from jsqa.evaluation.report import evaluation_tables
     from jsqa.io import write_csv, write_json
     from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
@@ -66,15 +69,9 @@ def run(args: argparse.Namespace) -> int:
                                         resamples=p.evaluate.bootstrap_resamples, seed=p.seed, device=device,
                                         budget_models=budget if equal else None,
                                         budget_epochs=next(iter(budgets)) if equal else None)
-        write_json(args.metrics, report)
         plots = Path(args.plots)
-        write_csv(plots / "predictions.csv", preds)
-        scatter_plot(preds, plots / "scatter.png", list(models))
-        # Field comparison (issue 16): mapped RMSE, conditions, peers, the HTML page.
-        from jsqa.evaluation.comparison import comparison_flat_metrics
-        from jsqa.evaluation.evaluate import select_test_rows
-        from jsqa.evaluation.field_report import write_comparison
-
+        # The field comparison: mapped RMSE, conditions, peers, the scatter (one panel per
+        # predictor) and the HTML page; it extends report and preds, written once below.
         compared = write_comparison(report, preds, select_test_rows(manifest, test_sets), p.evaluate.peers,
                                     plots, Path(args.report), args.root, args.peer_cache)
         write_json(args.metrics, report)
@@ -86,7 +83,5 @@ def run(args: argparse.Namespace) -> int:
         for f in (args.metrics, plots / "predictions.csv", plots / "scatter.png"):
             mlflow.log_artifact(str(f))
     print(evaluation_tables(report, "text").rstrip("\n"))
-    from jsqa.evaluation.comparison_report import comparison_tables
-
     print(comparison_tables(report, "text").rstrip("\n"))
     return 0
