@@ -7,7 +7,8 @@ import torch
 
 from jsqa.data.manifests import read_manifest
 from jsqa.errors import ConfigError, ManifestError
-from jsqa.evaluation.evaluate import evaluate_models, flat_metrics, scatter_plot
+from jsqa.evaluation.comparison_plots import predictor_scatter
+from jsqa.evaluation.evaluate import evaluate_models, flat_metrics
 from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import MOSModel, encoder_spec
 
@@ -52,7 +53,7 @@ def test_reports_every_test_set_pooled_and_relative_change(small_corpus, tmp_pat
     assert report["verdict"][0].startswith("pretrained vs scratch, pooled RMSE: ")
     assert all(1.0 <= v <= 5.0 for v in preds["pred_scratch"])
     assert "pretrained_pooled_srcc" in flat_metrics(report)
-    scatter_plot(preds, tmp_path / "scatter.png", list(models))
+    predictor_scatter(preds, tmp_path / "scatter.png", list(models))
     assert (tmp_path / "scatter.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,4 +1,4 @@
-"""Evaluation: each model on each test set (and pooled), relative change against scratch, plots."""
+"""Evaluation: each model on each test set (and pooled), failed runs, the paired comparison."""
 
 from __future__ import annotations
 
@@ -6,10 +6,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
@@ -18,7 +14,6 @@ from jsqa.errors import ManifestError
 from jsqa.evaluation.collapse import failure_summary, run_health
 from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, seed_stats
 from jsqa.evaluation.paired import paired_by_set, verdict
-from jsqa.io import atomic_path
 from jsqa.models.mos import MOSModel, check_sample_rate
 from jsqa.scoring.windows import score_waveforms
 from jsqa.train.clips import load_clips
@@ -188,17 +183,3 @@ def flat_metrics(report: dict) -> dict[str, float]:
         out[f"{name}_failed_runs"] = float(len(bad))
     return out
 
-
-def scatter_plot(preds: pd.DataFrame, path: Path, models: Sequence[str]) -> None:
-    """Predicted-vs-true MOS, one panel per model, colour per test set (PNG, atomic)."""
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4.6), squeeze=False)
-    for ax, name in zip(axes[0], models):
-        for db, g in preds.groupby("db", sort=True):
-            ax.scatter(g["mos"], g[f"pred_{name}"], s=12, alpha=0.7, label=str(db))
-        ax.plot([1, 5], [1, 5], color="grey", lw=1, ls="--")
-        ax.set(xlim=(1, 5), ylim=(1, 5), xlabel="true MOS", ylabel="predicted MOS", title=name)
-        ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
