@@ -415,6 +415,20 @@ class EvaluateConfig(_Section):
 
 
 @dataclass(frozen=True)
+class CalibrateConfig(_Section):
+    """Held-out JND pairs that calibrate the encoder's distance (``jsqa calibrate``)."""
+
+    _key: ClassVar[str] = "calibrate"
+    pairs_per_utterance: int = 8  # held-out pairs per test-split clean reference
+    max_delta_jnd: float = 2.0  # |snr_a - snr_b| drawn over [0, this * pairs.jnd_db): 2 balances same/different
+
+    def _check(self) -> None:
+        self._require(self.pairs_per_utterance >= 1, "pairs_per_utterance", "must be >= 1")
+        self._require(self.max_delta_jnd > 1 and math.isfinite(self.max_delta_jnd), "max_delta_jnd",
+                      "must be above 1 (else no pair is beyond one JND)")
+
+
+@dataclass(frozen=True)
 class RegisterConfig(_Section):
     _key: ClassVar[str] = "register"
     encoder_name: str = "jsqa-encoder"  # registered model name of the encoder
@@ -439,6 +453,7 @@ class Params(_Section):
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
 
     def _check(self) -> None:

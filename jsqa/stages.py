@@ -136,6 +136,18 @@ STAGES: tuple[Stage, ...] = (
         metrics=(no_cache("metrics/pretrain.json"),),
     ),
     Stage(
+        "calibrate",
+        "bin/jsqa calibrate --encoder models/encoder.pt --manifests data/manifests"
+        " --out models/jnd_calibration.json --metrics metrics/jnd.json",
+        "jsqa.cli.calibrate",
+        # Held-out JND pairs: the test split's clean references (mos manifest) with the noise files.
+        inputs=("models/encoder.pt", "data/manifests/clean.parquet", "data/manifests/noise.parquet", _MOS),
+        params=("seed", "pairs.jnd_db", "pairs.snr_db", "pairs.segment_seconds", "pairs.speech_level_dbov",
+                "calibrate.pairs_per_utterance", "calibrate.max_delta_jnd"),
+        outs=("models/jnd_calibration.json",),
+        metrics=(no_cache("metrics/jnd.json"),),
+    ),
+    Stage(
         "finetune",
         f"bin/jsqa finetune --manifest {_MOS} --encoder models/encoder.pt"
         " --out models/mos_pretrained.pt --metrics metrics/finetune_pretrained.json"
@@ -165,10 +177,10 @@ STAGES: tuple[Stage, ...] = (
         "evaluate",
         f"bin/jsqa evaluate --manifest {_MOS}"
         " --model pretrained=models/mos_pretrained.pt --model scratch=models/mos_scratch.pt"
-        " --metrics metrics/evaluate.json --plots plots --report reports/evaluate.html",
+        " --metrics metrics/evaluate.json --plots plots --report reports/evaluate.html --jnd metrics/jnd.json",
         "jsqa.cli.evaluate",
         inputs=(_MOS, "models/mos_pretrained.pt", "models/mos_pretrained.seeds",
-                "models/mos_scratch.pt", "models/mos_scratch.seeds"),
+                "models/mos_scratch.pt", "models/mos_scratch.seeds", "metrics/jnd.json"),
         params=("seed", "data.sample_rate", "evaluate.test_sets", "evaluate.bootstrap_resamples", "evaluate.peers"),
         # The HTML page (tables + plots) a person reads; peers' per-clip scores are cached under
         # data/peer_cache, which only saves time and is not an output.
@@ -189,10 +201,12 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "register",
         "bin/jsqa register --encoder models/encoder.pt --mos models/mos_pretrained.pt"
-        " --evaluation metrics/evaluate.json --manifests data/manifests --out metrics/register.json",
+        " --evaluation metrics/evaluate.json --manifests data/manifests --calibration models/jnd_calibration.json"
+        " --out metrics/register.json",
         "jsqa.cli.register",
-        # The manifests' hashes tag the registered versions.
-        inputs=("models/encoder.pt", "models/mos_pretrained.pt", "metrics/evaluate.json", "data/manifests"),
+        # The manifests' hashes tag the registered versions; the encoder carries its JND calibration.
+        inputs=("models/encoder.pt", "models/mos_pretrained.pt", "metrics/evaluate.json", "data/manifests",
+                "models/jnd_calibration.json"),
         # data.profile: the model card's licence and label notes.
         params=("data.profile", "register.encoder_name", "register.mos_name", "register.alias", "register.metric",
                 "register.min_improvement", "register.direction"),

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["acquire", "validate", "pairs", "pretrain", "finetune", "finetune_scratch", "evaluate", "register"]
+STAGES = ["acquire", "validate", "pairs", "pretrain", "calibrate", "finetune", "finetune_scratch", "evaluate", "register"]
 
 TINY = {
     "data": {"demo": {"n_talkers": 4, "utterances_per_talker": 4, "utterance_seconds": [1.5, 2.5],

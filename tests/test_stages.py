@@ -251,7 +251,7 @@ def test_execution_settings_rerun_no_stage(restore_params):
 
 @pytest.mark.integration
 @pytest.mark.parametrize(("key", "value", "stages"), [
-    ("pairs.jnd_db", 4.0, {"pairs"}),
+    ("pairs.jnd_db", 4.0, {"pairs", "calibrate"}),  # calibrate labels held-out pairs by the JND
     ("validate.min_rms_dbov", -80.0, {"validate"}),
     ("data.sample_rate", 8000, {"acquire", "validate", "pairs", "finetune", "finetune_scratch", "evaluate"}),
 ])

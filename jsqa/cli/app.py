@@ -14,6 +14,8 @@ import sys
 
 from jsqa.cli import (
     acquire,
+    calibrate,
+    compare,
     evaluate,
     export,
     finetune,
@@ -29,7 +31,8 @@ from jsqa.cli import (
 from jsqa.errors import JsqaError
 
 # In dvc.yaml order; `finetune` also serves the finetune_scratch stage.
-COMMANDS = (acquire, validate, pairs, pretrain, finetune, evaluate, register, study, export, predict, models, serve)
+COMMANDS = (acquire, validate, pairs, pretrain, calibrate, finetune, evaluate, register, study, export, predict, compare,
+            models, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

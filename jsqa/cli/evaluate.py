@@ -22,6 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                     help="where models score (default: params evaluate.device; auto: GPU when visible)")
     sp.add_argument("--report", default="reports/evaluate.html", help="the HTML page of this evaluation")
+    sp.add_argument("--jnd", default="metrics/jnd.json",
+                    help="held-out JND same/different metrics (jsqa calibrate) added to the report when present")
     sp.add_argument("--peer-cache", default="data/peer_cache",
                     help="per-clip peer scores kept between evaluations (not a DVC output)")
 
@@ -74,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
         # predictor) and the HTML page; it extends report and preds, written once below.
         compared = write_comparison(report, preds, select_test_rows(manifest, test_sets), p.evaluate.peers,
                                     plots, Path(args.report), args.root, args.peer_cache)
+        jnd = _jnd_metrics(args.jnd)
+        if jnd is not None:
+            report["jnd"] = jnd
+            mlflow.log_metrics({f"jnd_{k}": float(jnd[k]) for k in ("accuracy", "roc_auc", "majority_accuracy")
+                                if jnd.get(k) is not None})
         write_json(args.metrics, report)
         write_csv(plots / "predictions.csv", preds)
         mlflow.log_metrics(comparison_flat_metrics(report))
@@ -84,4 +91,23 @@ def run(args: argparse.Namespace) -> int:
             mlflow.log_artifact(str(f))
     print(evaluation_tables(report, "text").rstrip("\n"))
     print(comparison_tables(report, "text").rstrip("\n"))
+    if jnd is not None:
+        print(jnd_line(jnd))
     return 0
+
+
+def _jnd_metrics(path: str | None) -> dict | None:
+    """metrics/jnd.json when it exists (the calibrate stage's held-out same/different results)."""
+    from jsqa.io import read_json
+
+    return read_json(path) if path and Path(path).is_file() else None
+
+
+def jnd_line(jnd: dict) -> str:
+    """One line: same/different accuracy on held-out JND pairs, against the majority rule."""
+    def num(v: object) -> str:
+        return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
+
+    return (f"Perceptual distance (held-out JND pairs, n={jnd.get('n_report')}): same/different accuracy "
+            f"{num(jnd.get('accuracy'))} (majority rule {num(jnd.get('majority_accuracy'))}), "
+            f"ROC AUC {num(jnd.get('roc_auc'))}")

@@ -31,6 +31,7 @@ from jsqa.models.mos import checkpoint_sample_rate, encoder_from_checkpoint, loa
 from jsqa.registry.champion import champion_version, promote
 from jsqa.registry.model_card import model_card
 from jsqa.registry.provenance import file_sha256, provenance_tags
+from jsqa.scoring.compare import CALIBRATION_ARTIFACT, load_calibration
 from jsqa.scoring.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
 from jsqa.scoring.serving import input_schema as _input_schema
 
@@ -79,8 +80,11 @@ def input_example(sample_rate: int, seconds: float = EXAMPLE_SECONDS) -> pd.Data
     return pd.DataFrame({"audio_base64": [base64.b64encode(buffer.getvalue()).decode("ascii")]})
 
 
-def log_models(encoder_ckpt: Path, mos_ckpt: Path) -> dict[str, str]:
-    """Log both checkpoints as pyfunc models in the active run; return {"encoder", "mos"} URIs."""
+def log_models(encoder_ckpt: Path, mos_ckpt: Path, calibration: Path | None = None) -> dict[str, str]:
+    """Log both checkpoints as pyfunc models in the active run; return {"encoder", "mos"} URIs.
+
+    ``calibration`` (the ``jsqa calibrate`` file) goes with the encoder, which then serves
+    ``p_different`` for rows with a reference."""
     if mlflow.active_run() is None:
         raise JsqaError("log_models needs an active MLflow run (use tracking.stage_run)")
     code = [str(Path(jsqa.__file__).resolve().parent)]
@@ -92,21 +96,34 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path) -> dict[str, str]:
                              Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)])),
         MOS_MODEL_NAME: (MOS_MODEL_CODE, mos_ckpt, Schema([ColSpec("double", "mos")])),
     }
+    extra_artifacts = {ENCODER_MODEL_NAME: _calibration_artifact(encoder_ckpt, calibration)}
     uris: dict[str, str] = {}
     for name, (wrapper, ckpt, outputs) in specs.items():
         # The example is scored once at logging time: a model that cannot serve it fails here.
         info = mlflow.pyfunc.log_model(
             name=name,
             python_model=wrapper,
-            artifacts={CHECKPOINT_ARTIFACT: str(Path(ckpt).resolve())},
+            artifacts={CHECKPOINT_ARTIFACT: str(Path(ckpt).resolve()), **extra_artifacts.get(name, {})},
             code_paths=code,
             pip_requirements=reqs,
-            signature=ModelSignature(inputs=_input_schema(), outputs=outputs),
+            signature=ModelSignature(inputs=_input_schema(reference=name == ENCODER_MODEL_NAME), outputs=outputs),
             input_example=example,
         )
         uris[name] = info.model_uri
         log.info("logged %s model from %s as %s", name, ckpt, info.model_uri)
     return uris
+
+
+def _calibration_artifact(encoder_ckpt: Path, calibration: Path | None) -> dict[str, str]:
+    """``{CALIBRATION_ARTIFACT: path}`` for the encoder, empty without a calibration file;
+    JsqaError when the file was fitted on another encoder checkpoint."""
+    if calibration is None:
+        return {}
+    cal = load_calibration(calibration)
+    if cal.encoder_sha256 != file_sha256(encoder_ckpt):
+        raise JsqaError(f"{calibration}: calibrated on another encoder checkpoint than {encoder_ckpt} "
+                        "(re-run `jsqa calibrate`)")
+    return {CALIBRATION_ARTIFACT: str(Path(calibration).resolve())}
 
 
 def higher_is_better(metric: str) -> bool:
@@ -207,14 +224,15 @@ def _same_version(client: MlflowClient, name: str, mos_sha: str, encoder_sha: st
 
 def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path = Path("."),
              extra_tags: dict | None = None, manifests: Path | None = None, evaluation: dict | None = None,
-             profile: str | None = None) -> dict:
+             profile: str | None = None, calibration: Path | None = None) -> dict:
     """Log and register both models, then promote them to ``@cfg.alias`` if the MOS model wins.
 
     Each version is tagged with its provenance (git commit, dvc.lock and manifest hashes, see
     :func:`jsqa.registry.provenance.provenance_tags`; manifests default to ``root/data/manifests``), its
     validation metrics, the sha256 of both checkpoint files and ``extra_tags`` (the CLI adds the
     test metrics); the MOS version's description is its model card (``evaluation``: an
-    evaluate.json document, ``profile``: the data profile). Checkpoints identical to an existing
+    evaluate.json document, ``profile``: the data profile). ``calibration``: the JND calibration
+    file the encoder carries (:func:`log_models`). Checkpoints identical to an existing
     version's are not registered again (``unchanged`` in the result names that version).
     Returns a JSON-able summary of the decision (see the keys below).
     """
@@ -247,7 +265,7 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
             mos_version, enc_version = str(same.version), same.tags.get("encoder_version", "")
             log.info("%s: %s (not registered again)", cfg.mos_name, reason)
         else:
-            uris = log_models(encoder_ckpt, mos_ckpt)
+            uris = log_models(encoder_ckpt, mos_ckpt, calibration)
             provenance = provenance_tags(root, manifests if manifests is not None else Path(root) / "data" / "manifests")
             version_tags = {**provenance, **hashes, "init": init, "run_id": run_id,
                             **{k: repr(v) for k, v in metrics.items()}, **extra}

@@ -90,6 +90,17 @@ def existing_store(root: Path) -> str:
 
 
 def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
+    with tempfile.TemporaryDirectory(prefix="jsqa-model-") as tmp:
+        local, described = download_model(uri, root, Path(tmp))
+        ckpt = _checkpoint_in(local) if local.is_dir() else local
+        model = mos_model_from_checkpoint(load_checkpoint(ckpt))
+    log.info("loaded %s", described)
+    return model, described
+
+
+def download_model(uri: str, root: Path, dst: Path) -> tuple[Path, str]:
+    """Download an MLflow model URI (an alias resolved to its version first) into ``dst``;
+    returns (the local model folder or file, a one-line description)."""
     store = existing_store(root)
     tracking.configure(root)
     described = uri
@@ -111,15 +122,11 @@ def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
         # Download the resolved version, so an alias moved meanwhile cannot mix two versions.
         uri = f"models:/{name}/{mv.version}"
         described = f"{described} ({name} version {mv.version}, run {mv.run_id})"
-    with tempfile.TemporaryDirectory(prefix="jsqa-model-") as tmp:
-        try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
-        except MlflowException as exc:
-            raise JsqaError(f"cannot download {uri} from {store}: {str(exc).splitlines()[0]}") from exc
-        ckpt = _checkpoint_in(local) if local.is_dir() else local
-        model = mos_model_from_checkpoint(load_checkpoint(ckpt))
-    log.info("loaded %s", described)
-    return model, described
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    except MlflowException as exc:
+        raise JsqaError(f"cannot download {uri} from {store}: {str(exc).splitlines()[0]}") from exc
+    return local, described
 
 
 def audio_files(inputs: Iterable[str | Path]) -> list[Path]:

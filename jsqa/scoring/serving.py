@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
@@ -47,6 +48,14 @@ from mlflow.types.schema import AnyType
 from jsqa.errors import AudioError, JsqaError
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
+from jsqa.scoring.compare import (
+    CALIBRATION_ARTIFACT,
+    Calibration,
+    compare_waveforms,
+    distance_model_from_checkpoint,
+    load_calibration,
+    model_rate,
+)
 from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, scoring_waveform
 from jsqa.scoring.windows import HOP_S, WINDOW_S, score_blocks, windowed_mean, windowed_mean_blocks
 
@@ -54,6 +63,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_ARTIFACT = "checkpoint"
 INPUT_COLUMNS = ("path", "audio_base64", "audio", "sample_rate")
+# The served encoder's optional reference, given like the audio (one of path / base64 / samples):
+# a row with one also gets jnd_distance and p_different (jsqa.scoring.compare).
+REFERENCE_COLUMNS = ("ref_path", "ref_audio_base64", "ref_audio", "ref_sample_rate")
 DEFAULT_MAX_BYTES = 64 * 2**20
 _CODE_DIR = Path(__file__).resolve().parent / "pyfunc_code"
 # "Models from code" entry files for mlflow.pyfunc.log_model(python_model=...).
@@ -61,11 +73,13 @@ MOS_MODEL_CODE = str(_CODE_DIR / "mos.py")
 ENCODER_MODEL_CODE = str(_CODE_DIR / "encoder.py")
 
 
-def input_schema() -> Schema:
+def input_schema(reference: bool = False) -> Schema:
     """The served input columns; all optional and untyped, because rows mix input kinds and
     MLflow's typed enforcement would reject a whole batch for one row's missing value.
-    Types are checked per row by :func:`row_waveform` instead."""
-    return Schema([ColSpec(AnyType(), name, required=False) for name in INPUT_COLUMNS])
+    Types are checked per row by :func:`row_waveform` instead. ``reference``: the encoder's
+    optional :data:`REFERENCE_COLUMNS` too."""
+    names = INPUT_COLUMNS + (REFERENCE_COLUMNS if reference else ())
+    return Schema([ColSpec(AnyType(), name, required=False) for name in names])
 
 
 def paths_allowed() -> bool:
@@ -249,15 +263,72 @@ class MOSPyfunc(PythonModel):
             raise _bad_request(exc) from exc
 
 
+def reference_row(row: dict) -> dict | None:
+    """Row ``row``'s reference as an input row of its own (``ref_`` dropped); None without one."""
+    ref = {c[len("ref_"):]: row.get(c) for c in REFERENCE_COLUMNS}
+    return ref if any(_present(ref[c]) for c in ("path", "audio_base64", "audio")) else None
+
+
+def _row_waveform(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> np.ndarray:
+    with row_blocks(row, i, target_sr, limits) as blocks:
+        parts = [np.asarray(b, dtype=np.float32) for b in blocks]
+    if not parts or sum(len(p) for p in parts) == 0:
+        raise AudioError(f"row {i}: audio is empty (0 samples)")
+    return np.concatenate(parts)
+
+
+def distance_rows(
+    model: torch.nn.Module, calibration: Calibration | None, model_input: Any, limits: ScoringLimits | None = None
+) -> pd.DataFrame:
+    """``jnd_distance`` and ``p_different`` per input row (None for a row without a reference, or
+    without a calibration for ``p_different``), plus ``error`` for a row whose pair failed."""
+    limits = limits or serve_limits()
+    sr = model_rate(model)
+    dist: list[float | None] = []
+    prob: list[float | None] = []
+    errors: list[str | None] = []
+    for i, row in enumerate(_rows(model_input)):
+        ref = reference_row(row)
+        d = p = err = None
+        if ref is not None:
+            try:
+                out = compare_waveforms(model, _row_waveform(ref, i, sr, limits), _row_waveform(row, i, sr, limits),
+                                        calibration)
+                d, p = out["distance"], out.get("p_different")
+            except AudioError as exc:
+                log.warning("reference: %s", exc)
+                err = f"reference: {str(exc).splitlines()[0]}"
+        dist.append(d)
+        prob.append(p)
+        errors.append(err)
+    return pd.DataFrame({"jnd_distance": pd.Series(dist, dtype="object"),
+                         "p_different": pd.Series(prob, dtype="object"), "error": pd.Series(errors, dtype="object")})
+
+
+def has_reference(model_input: Any) -> bool:
+    """Whether the input table has any reference column."""
+    return any(c in as_frame(model_input).columns for c in REFERENCE_COLUMNS)
+
+
 class EncoderPyfunc(PythonModel):
-    """Audio rows -> embedding columns e0..eD-1 (and ``error``)."""
+    """Audio rows -> embedding columns e0..eD-1 (and ``error``); rows with a reference
+    (:data:`REFERENCE_COLUMNS`) also get ``jnd_distance`` and ``p_different`` (None without one)."""
 
     def load_context(self, context: Any) -> None:
-        self.encoder = encoder_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])).eval()
+        payload = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
+        self.encoder = encoder_from_checkpoint(payload).eval()
+        self.distance_model = distance_model_from_checkpoint(payload)
+        cal = context.artifacts.get(CALIBRATION_ARTIFACT)
+        self.calibration = load_calibration(cal) if cal else None
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Embed each row (see the module docstring); HTTP 400 for an unusable table."""
         try:
-            return embed_rows(self.encoder, model_input)
+            out = embed_rows(self.encoder, model_input)
+            if has_reference(model_input):
+                pairs = distance_rows(self.distance_model, self.calibration, model_input)
+                out["jnd_distance"], out["p_different"] = pairs["jnd_distance"], pairs["p_different"]
+                out["error"] = out["error"].where(out["error"].notna(), pairs["error"])
+            return out
         except JsqaError as exc:
             raise _bad_request(exc) from exc
