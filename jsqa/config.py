@@ -387,6 +387,11 @@ class FinetuneConfig(_Section):
     label_fraction: float = 1.0
     # Also keep each run's best model within this many epochs: the equal-compute comparison. 0: off.
     equal_compute_epochs: int = 15
+    # P.56 active speech level (dBov) every clip and scoring window is scaled to before the
+    # encoder; recorded in the checkpoint (jsqa.signal.speech). None: input as it comes.
+    input_level_dbov: float | None = -26.0
+    # Random gain, uniform in +-this many dB, on each training crop (after normalisation). 0: off.
+    gain_augment_db: float = 6.0
 
     def _check(self) -> None:
         for name in ("epochs", "batch_size", "patience", "threads", "seeds"):
@@ -398,6 +403,9 @@ class FinetuneConfig(_Section):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")
         self._require(self.crop_seconds > 0, "crop_seconds", "must be > 0")
         self._require(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        level = self.input_level_dbov
+        self._require(level is None or -60 <= level <= 0, "input_level_dbov", "must be in [-60, 0] dBov or null")
+        self._require(0 <= self.gain_augment_db <= 40, "gain_augment_db", "must be in [0, 40] dB")
 
 
 @dataclass(frozen=True)
@@ -482,7 +490,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         _, vt = typing.get_args(tp)
         return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
-        raise ConfigError(f"{key}: unsupported union type")  # pragma: no cover - not used
+        # Only "T | None" (YAML null for None) is used.
+        args = typing.get_args(tp)
+        if len(args) != 2 or type(None) not in args:
+            raise ConfigError(f"{key}: unsupported union type")  # pragma: no cover - not used
+        return None if value is None else _coerce(value, next(a for a in args if a is not type(None)), key)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")

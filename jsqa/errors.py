@@ -13,6 +13,10 @@ class AudioError(JsqaError):
     """An audio file cannot be used: unreadable, empty, non-finite samples."""
 
 
+class NoSpeechError(AudioError):
+    """The audio holds no active speech to score (jsqa.signal.speech: silence, tones, very low level)."""
+
+
 class ManifestError(JsqaError):
     """A manifest or CSV lacks a column or holds values it must not."""
 

@@ -7,9 +7,8 @@ checkpoint can never run code when opened.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -43,11 +42,15 @@ class MOSModel(nn.Module):
     ``projection=True`` puts the pretraining projection head between encoder and MOS head (the
     MOS head reads its output before L2 normalisation); ``False`` regresses MOS directly on the
     encoder embedding. Comparing the two is the paper's projection-head ablation.
+
+    ``input_level_dbov``: scoring and training scale each window (clip) to this P.56 active
+    speech level before the encoder (:mod:`jsqa.signal.speech`), and audio without speech gets
+    no score; None (checkpoints without it) takes the input as it comes.
     """
 
     def __init__(
         self, spec: EncoderSpec, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0,
-        projection: bool = False, sample_rate: int = LEGACY_SAMPLE_RATE,
+        projection: bool = False, sample_rate: int = LEGACY_SAMPLE_RATE, input_level_dbov: float | None = None,
     ) -> None:
         super().__init__()
         self.encoder = Encoder(spec, sample_rate)
@@ -60,7 +63,12 @@ class MOSModel(nn.Module):
             self.projection = ProjectionHead(spec.embedding_dim, proj_hidden, in_dim)
         self.head = MOSHead(in_dim, hidden=hidden, dropout=dropout, init_mos=init_mos)
         # Checkpoints without "projection" (older ones) rebuild as projection=False.
-        self.head_config = {"hidden": hidden, "dropout": dropout, "init_mos": init_mos, "projection": projection}
+        self.input_level_dbov = None if input_level_dbov is None else float(input_level_dbov)
+        self.head_config: dict[str, Any] = {"hidden": hidden, "dropout": dropout, "init_mos": init_mos,
+                                            "projection": projection}
+        # Checkpoints without it (older ones) rebuild as None: no level normalisation.
+        if self.input_level_dbov is not None:
+            self.head_config["input_level_dbov"] = self.input_level_dbov
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.encoder(x)

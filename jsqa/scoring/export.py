@@ -56,4 +56,8 @@ def export_model(checkpoint: Path, out: Path, fmt: str = "torchscript") -> Path:
     with atomic_path(out) as tmp:
         traced.save(str(tmp))
     log.info("exported %s to %s", checkpoint, out)
+    if model.input_level_dbov is not None:
+        log.warning("%s: the model expects each window scaled to %.1f dBov active speech level (ITU-T P.56) "
+                    "and no score for audio without speech; the exported module does neither: the caller must",
+                    checkpoint, model.input_level_dbov)
     return Path(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -10,6 +11,9 @@ import torch
 from jsqa.errors import AudioError
 from jsqa.models.encoder import DEFAULT_SAMPLE_RATE
 from jsqa.mos_scale import clamp_mos
+from jsqa.signal.speech import SpeechCheck, check_speech, level_gain, no_speech_error, normalise_window, scaled
+
+log = logging.getLogger(__name__)
 
 
 def windows(n: int, window: int, hop: int) -> list[tuple[int, int]]:
@@ -86,6 +90,12 @@ class WindowStream:
             self._buf_start = keep
 
 
+def input_level(model: torch.nn.Module) -> float | None:
+    """The active speech level (dBov) a MOS model's windows are normalised to; None: as they come."""
+    level = getattr(model, "input_level_dbov", None)
+    return None if level is None else float(level)
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """Where a module's weights are (the CPU for a module without any)."""
     params = next(model.parameters(), None)
@@ -95,13 +105,16 @@ def model_device(model: torch.nn.Module) -> torch.device:
 @torch.inference_mode()
 def windowed_mean_blocks(
     fn: Callable[[torch.Tensor], torch.Tensor], blocks: Iterable[np.ndarray], sample_rate: int | None = None,
-    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS,
+    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS, *,
+    level_dbov: float | None = None,
 ) -> torch.Tensor:
     """``fn`` over the windows of a mono signal given as consecutive blocks at ``sample_rate``
     (default: ``fn``'s input rate, as a model records it), averaged with weights by window length.
 
     ``fn`` maps a batch [B, T] to [B, ...]; windows are scored as the blocks arrive, ``chunk``
     at a time (runs of equal length), so memory is one chunk of windows, not the signal.
+    ``level_dbov``: each window is scaled to that active speech level first, and windows
+    without speech (:mod:`jsqa.signal.speech`) are left out; NoSpeechError when none has any.
     """
     sample_rate = sample_rate or int(getattr(fn, "sample_rate", DEFAULT_SAMPLE_RATE))
     stream = WindowStream(int(window_s * sample_rate), int(hop_s * sample_rate))
@@ -110,6 +123,7 @@ def windowed_mean_blocks(
     total: torch.Tensor | None = None
     weight = 0
     pending: list[np.ndarray] = []
+    no_speech: list[SpeechCheck] = []
 
     def flush() -> None:
         nonlocal total, weight
@@ -121,7 +135,11 @@ def windowed_mean_blocks(
             pending.clear()
 
     def add(spans: list[np.ndarray]) -> None:
-        for w in spans:
+        for span in spans:
+            w = normalise_window(span, sample_rate, level_dbov)
+            if isinstance(w, SpeechCheck):
+                no_speech.append(w)
+                continue
             if pending and (len(pending) >= max(chunk, 1) or len(pending[0]) != len(w)):
                 flush()
             pending.append(w)
@@ -131,23 +149,26 @@ def windowed_mean_blocks(
     add(stream.finish())
     flush()
     if total is None:
-        raise AudioError("audio is empty (0 samples)")
+        raise no_speech_error(no_speech) if no_speech else AudioError("audio is empty (0 samples)")
     return total / weight
 
 
 def windowed_mean(
     fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, sample_rate: int | None = None,
-    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS,
+    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS, *,
+    level_dbov: float | None = None,
 ) -> torch.Tensor:
     """:func:`windowed_mean_blocks` of one clip held in memory."""
-    return windowed_mean_blocks(fn, [x], sample_rate, window_s, hop_s, chunk)
+    return windowed_mean_blocks(fn, [x], sample_rate, window_s, hop_s, chunk, level_dbov=level_dbov)
 
 
 def score_blocks(model: torch.nn.Module, blocks: Iterable[np.ndarray], sample_rate: int | None = None) -> float:
     """MOS of one mono signal given as consecutive blocks at ``sample_rate`` (default: the
-    model's rate), scored as it arrives; clamped to the MOS scale."""
+    model's rate), scored as it arrives; clamped to the MOS scale. A model with an
+    ``input_level_dbov`` scores level-normalised windows with speech only (NoSpeechError when
+    none has any: :func:`windowed_mean_blocks`)."""
     model.eval()
-    return clamp_mos(windowed_mean_blocks(model, blocks, sample_rate).item())
+    return clamp_mos(windowed_mean_blocks(model, blocks, sample_rate, level_dbov=input_level(model)).item())
 
 
 def score_waveform(
@@ -155,9 +176,9 @@ def score_waveform(
     hop_s: float = HOP_S,
 ) -> float:
     """MOS of one mono clip at ``sample_rate`` (default: the model's rate): the mean over windows, so
-    length is unbounded; clamped to the MOS scale."""
+    length is unbounded; clamped to the MOS scale. Level and speech as in :func:`score_blocks`."""
     model.eval()
-    return clamp_mos(windowed_mean(model, x, sample_rate, window_s, hop_s).item())
+    return clamp_mos(windowed_mean(model, x, sample_rate, window_s, hop_s, level_dbov=input_level(model)).item())
 
 
 # Audio per forward pass when windows of many clips are batched together: what CHUNK_WINDOWS
@@ -178,6 +199,10 @@ def score_waveforms(
     is 8 s. Each clip's MOS is its windows' mean weighted by length, clamped to the MOS scale.
     ``device``: where to score (default: where the model is); the model is moved there for
     the call and back after. AudioError for an empty clip.
+
+    A model with an ``input_level_dbov`` scores each window scaled to that active speech level,
+    leaving out windows without speech; a clip with no speech in any window is scored as it is
+    (evaluation and validation score every clip; logged once per call).
     """
     sample_rate = sample_rate or int(getattr(model, "sample_rate", DEFAULT_SAMPLE_RATE))
     window, hop = int(WINDOW_S * sample_rate), int(HOP_S * sample_rate)
@@ -186,6 +211,7 @@ def score_waveforms(
         if len(clip) == 0:
             raise AudioError(f"clip {i}: audio is empty (0 samples)")
         spans.extend((b - a, i, a) for a, b in windows(len(clip), window, hop))
+    gains = _window_gains(clips, spans, sample_rate, input_level(model))
     spans.sort()
     total = np.zeros(len(clips), dtype=np.float64)
     weight = np.zeros(len(clips), dtype=np.float64)
@@ -202,7 +228,7 @@ def score_waveforms(
             while end < len(spans) and end - start < per_pass and spans[end][0] == length:
                 end += 1
             batch = spans[start:end]
-            x = np.stack([np.asarray(clips[i][a : a + n], dtype=np.float32) for n, i, a in batch])
+            x = np.stack([_window(clips, i, a, n, gains) for n, i, a in batch])
             out = model(torch.from_numpy(x).to(target)).reshape(len(batch)).double().cpu().numpy()
             idx = np.asarray([i for _, i, _ in batch])
             np.add.at(total, idx, out * length)
@@ -211,3 +237,39 @@ def score_waveforms(
     finally:
         model.to(home)
     return np.asarray([clamp_mos(float(v)) for v in total / weight], dtype=np.float64)
+
+
+def _window_gains(
+    clips: Sequence[np.ndarray], spans: list[tuple[int, int, int]], sample_rate: int, level_dbov: float | None
+) -> dict[tuple[int, int], float] | None:
+    """Gain of each window (clip, start) kept for scoring, for a level-normalised model; ``spans``
+    loses the windows without speech of clips that have some. None: no normalisation."""
+    if level_dbov is None:
+        return None
+    checks = check_speech([clips[i][a : a + n] for n, i, a in spans], sample_rate)
+    with_speech = {i for (_, i, _), c in zip(spans, checks) if c.has_speech}
+    gains: dict[tuple[int, int], float] = {}
+    kept = []
+    for span, check in zip(spans, checks):
+        _, i, a = span
+        if check.has_speech:
+            gains[(i, a)] = level_gain(check, level_dbov)
+        elif i not in with_speech:
+            gains[(i, a)] = 1.0
+        else:
+            continue
+        kept.append(span)
+    spans[:] = kept
+    silent = sorted({i for _, i, _ in spans} - with_speech)
+    if silent:
+        log.warning("%d of %d clips have no active speech (first: clip %d); scored without level normalisation",
+                    len(silent), len(clips), silent[0])
+    return gains
+
+
+def _window(clips: Sequence[np.ndarray], i: int, start: int, n: int,
+            gains: dict[tuple[int, int], float] | None) -> np.ndarray:
+    """Window [start, start + n) of clip ``i`` as the model sees it: float32, scaled by its gain
+    when normalising."""
+    w = clips[i][start : start + n]
+    return np.asarray(w, dtype=np.float32) if gains is None else scaled(w, gains[(i, start)])

@@ -12,6 +12,7 @@ import pandas as pd
 
 from jsqa.audio import load_audio
 from jsqa.data.manifests import resolve
+from jsqa.signal.speech import check_speech, level_gain, scaled
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +29,25 @@ class ClipSet:
         return len(self.audio)
 
 
-def load_clips(df: pd.DataFrame, sample_rate: int, root: str | Path = ".", workers: int = 4) -> ClipSet:
-    """Read every clip of a manifest slice (threads: decoding releases the GIL)."""
+def load_clips(
+    df: pd.DataFrame, sample_rate: int, root: str | Path = ".", workers: int = 4, *, level_dbov: float | None = None,
+) -> ClipSet:
+    """Read every clip of a manifest slice (threads: decoding releases the GIL).
+
+    ``level_dbov``: each clip is scaled to that active speech level (training crops then come
+    from level-normalised clips); a clip without speech (:mod:`jsqa.signal.speech`) is kept as
+    it is, and logged.
+    """
     paths = [resolve(p, root) for p in df["path"]]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         audio = list(pool.map(lambda p: load_audio(p, sample_rate)[0], paths))
+    if level_dbov is not None:
+        checks = check_speech(audio, sample_rate)
+        audio = [scaled(x, level_gain(c, level_dbov)) if c.has_speech else x for x, c in zip(audio, checks)]
+        failed = [(p, c) for p, c in zip(paths, checks) if not c.has_speech]
+        if failed:
+            log.warning("%d of %d clips have no active speech and keep their level (first: %s, %s)",
+                        len(failed), len(paths), failed[0][0], failed[0][1].reason)
     return ClipSet(audio=audio, mos=df["mos"].to_numpy(dtype=np.float32), rows=df.reset_index(drop=True))
 
 

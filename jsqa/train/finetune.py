@@ -33,6 +33,7 @@ from jsqa.models.mos import (
     save_checkpoint,
 )
 from jsqa.scoring.windows import score_waveforms
+from jsqa.signal.speech import random_gains
 from jsqa.train.clips import ClipSet, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything, set_determinism
 from jsqa.train.label_subset import label_subset
@@ -58,7 +59,8 @@ def build_model(
     """
     projection = model_cfg.projection_head
     def mos_model(spec: EncoderSpec) -> MOSModel:
-        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection, sample_rate=sample_rate)
+        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection, sample_rate=sample_rate,
+                        input_level_dbov=cfg.input_level_dbov)
 
     if encoder_ckpt is None:
         return mos_model(encoder_spec(model_cfg.size))
@@ -106,7 +108,10 @@ def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt,
         idx = order[i : i + cfg.batch_size]
         if len(idx) < 2:  # BatchNorm needs two items
             continue
-        x = torch.from_numpy(np.stack([random_crop(train.audio[j], crop, rng) for j in idx])).to(device)
+        crops = np.stack([random_crop(train.audio[j], crop, rng) for j in idx])
+        if cfg.gain_augment_db > 0:  # drawn after the crops, and only when on: runs without it are unchanged
+            crops = (crops * random_gains(len(idx), cfg.gain_augment_db, rng)[:, None]).astype(np.float32)
+        x = torch.from_numpy(crops).to(device)
         y = torch.from_numpy(train.mos[idx]).to(device)
         loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
@@ -151,7 +156,8 @@ def finetune(
         raise ManifestError(
             f"fine-tuning needs at least 2 train and 2 val clips, found {len(train_df)} and {len(val_df)}"
         )
-    train = load_clips(train_df, sample_rate, root)
+    # Validation clips are normalised per scoring window, by score_waveforms (the model's level).
+    train = load_clips(train_df, sample_rate, root, level_dbov=cfg.input_level_dbov)
     val = load_clips(val_df, sample_rate, root)
     init = "pretrained" if encoder_ckpt is not None else "scratch"
     device = pick_device(cfg.device)
