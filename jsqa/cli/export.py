@@ -1,4 +1,4 @@
-"""``jsqa export``: a MOS checkpoint as a TorchScript file (waveform batch -> MOS)."""
+"""``jsqa export``: a MOS checkpoint as a TorchScript or ONNX file (waveform batch -> MOS)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sp = sub.add_parser("export", help="export a MOS checkpoint as a TorchScript file (waveform batch -> MOS)")
+    sp = sub.add_parser("export", help="export a MOS checkpoint as a TorchScript or ONNX file (waveform batch -> MOS)")
     sp.add_argument("--model", required=True, help="MOS checkpoint (.pt)")
-    sp.add_argument("--format", choices=("torchscript",), default="torchscript",
-                    help="torchscript (ONNX needs the onnx package, which is not in the stack)")
-    sp.add_argument("--out", required=True, help="output file, e.g. model.ts")
+    sp.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript",
+                    help="torchscript, or onnx (needs the optional extra: pip install 'jsqa[onnx]')")
+    sp.add_argument("--out", required=True, help="output file, e.g. model.ts or model.onnx")
     sp.set_defaults(func=run)
 
 
