@@ -17,7 +17,7 @@ from jsqa.audio import load_audio
 from jsqa.cli.app import main
 from jsqa.cli.evaluate import jnd_line
 from jsqa.config import PairsConfig
-from jsqa.data.manifests import read_manifest, resolve
+from jsqa.data.manifests import read_manifest, resolve, write_manifest
 from jsqa.errors import JsqaError
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.pairs.heldout import heldout_clean, plan_heldout, split_halves
@@ -141,6 +141,71 @@ def test_calibrate_stage_writes_calibration_and_held_out_metrics(
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["majority_accuracy"] <= 1
     assert "same/different accuracy" in capsys.readouterr().out
     assert "accuracy" in jnd_line(m) and "majority rule" in jnd_line(m)
+
+
+def _calibrate(small_corpus, encoder, tmp_path, mos: pd.DataFrame) -> tuple[int, Path, Path]:
+    """Run the calibrate stage on the small corpus with ``mos`` as the MOS manifest."""
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    for kind in ("clean", "noise"):
+        (mdir / f"{kind}.parquet").write_bytes(small_corpus[kind].read_bytes())
+    write_manifest(mdir / "mos.parquet", mos, "mos")
+    params = tmp_path / "params.yaml"
+    params.write_text("pairs: {segment_seconds: 0.5}\ncalibrate: {pairs_per_utterance: 8}\n")
+    out, metrics = tmp_path / "jnd_calibration.json", tmp_path / "jnd.json"
+    code = main(["calibrate", "--params", str(params), "--root", str(small_corpus["root"]), "--encoder", str(encoder),
+                 "--manifests", str(mdir), "--out", str(out), "--metrics", str(metrics)])
+    return code, out, metrics
+
+
+@pytest.mark.parametrize("case", ["no ref_path column", "references in train only"])
+def test_calibration_is_unavailable_not_an_error_without_test_references(
+    case, small_corpus, manifests, encoder, clips, tmp_path, monkeypatch, empty_mlflow_store, capsys, caplog
+):
+    empty_mlflow_store(tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mos = manifests["mos"].copy()
+    if case == "no ref_path column":  # a user's MOS CSV in the NISQA layout without filepath_ref
+        mos = mos.drop(columns="ref_path")
+    else:
+        mos.loc[mos["split"] == "test", "ref_path"] = None
+        assert mos["ref_path"].notna().any()
+    code, out, metrics = _calibrate(small_corpus, encoder, tmp_path, mos)
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "calibration unavailable" in printed and "no test-split clean references (ref_path)" in printed
+    assert any(r.levelname == "WARNING" and "unavailable" in r.getMessage() for r in caplog.records)
+    cal = load_calibration(out)
+    assert not cal.available and "ref_path" in (cal.reason or "") and cal.intercept is None and cal.slope is None
+    assert cal.encoder_sha256 == file_sha256(encoder) and cal.sample_rate == 16000
+    m = json.loads(metrics.read_text())
+    assert m["available"] is False and m["reason"] == cal.reason
+    assert m["accuracy"] is None and m["roc_auc"] is None and m["n_pairs"] == 0
+    assert jnd_line(m).endswith(f"same/different accuracy: not available ({cal.reason})")
+    # compare: the distance, p_different n/a with the reason, exit 0.
+    code, text, err = _compare(capsys, str(clips["ref"]), str(clips["snr-5"]), "--encoder", str(encoder),
+                               "--calibration", str(out))
+    assert code == 0 and err == "" and "distance" in text and "p_different  n/a (JND calibration unavailable" in text
+    row = json.loads(_compare(capsys, str(clips["ref"]), str(clips["snr-5"]), "--encoder", str(encoder),
+                              "--calibration", str(out), "--format", "json")[1])
+    assert row["distance"] > 0 and row["p_different"] is None and row["verdict"] is None and cal.reason in row["note"]
+    # Serving: the distance, p_different null; register still carries the file.
+    served = EncoderPyfunc()
+    served.load_context(SimpleNamespace(artifacts={CHECKPOINT_ARTIFACT: str(encoder), CALIBRATION_ARTIFACT: str(out)}))
+    pred = served.predict(None, pd.DataFrame({"path": [str(clips["snr-5"])], "ref_path": [str(clips["ref"])]}))
+    assert pred.loc[0, "jnd_distance"] > 0 and pred.loc[0, "p_different"] is None and pred.loc[0, "error"] is None
+    assert _calibration_artifact(encoder, out) == {CALIBRATION_ARTIFACT: str(out.resolve())}
+
+
+def test_calibration_still_fails_on_other_errors(small_corpus, manifests, encoder, tmp_path, monkeypatch,
+                                                 empty_mlflow_store, capsys):
+    empty_mlflow_store(tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mos = manifests["mos"].copy()
+    mos.loc[mos["split"] == "test", "ref_path"] = "raw/missing-reference.wav"
+    code, out, _ = _calibrate(small_corpus, encoder, tmp_path, mos)
+    assert code == 2 and not out.exists()
+    assert "missing-reference.wav" in capsys.readouterr().err
 
 
 def _compare(capsys, *args: str) -> tuple[int, str, str]:

@@ -43,8 +43,14 @@ def run(args: argparse.Namespace) -> int:
         save_calibration(args.out, cal)
         write_json(args.metrics, metrics)
         mlflow.log_metrics({f"jnd_{k}": float(v) for k, v in metrics.items()
-                            if isinstance(v, (int, float)) and v is not None and abs(float(v)) != float("inf")})
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(float(v)) != float("inf")})
+        mlflow.set_tag("jnd_calibration", "available" if cal.available else f"unavailable: {cal.reason}")
         mlflow.log_artifact(str(args.out))
+    if not cal.available:
+        # Not an error: MOS training and evaluation do not need it; compare gives the distance alone.
+        print(f"calibrate: JND calibration unavailable ({cal.reason}); wrote {args.out} marked unavailable, "
+              "so p_different will be n/a")
+        return 0
     auc = metrics["roc_auc"]
     print(f"calibrate: {metrics['n_pairs']} held-out JND pairs; same/different accuracy {metrics['accuracy']:.3f} "
           f"(majority rule {metrics['majority_accuracy']:.3f}), ROC AUC "

@@ -30,7 +30,9 @@ def _format(row: dict, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(row) + "\n"
     lines = [f"ref          {row['ref']}", f"deg          {row['deg']}", f"distance     {row['distance']:.6f}"]
-    if "p_different" in row:
+    if row.get("note"):
+        lines.append(f"p_different  n/a ({row['note']})")
+    elif "p_different" in row:
         lines += [f"p_different  {row['p_different']:.3f}", f"verdict      {row['verdict']}"]
     else:
         lines.append("p_different  - (no calibration: run `jsqa calibrate`)")

@@ -108,6 +108,8 @@ def jnd_line(jnd: dict) -> str:
     def num(v: object) -> str:
         return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
 
+    if jnd.get("available") is False:
+        return f"Perceptual distance (held-out JND pairs): same/different accuracy: not available ({jnd.get('reason')})"
     return (f"Perceptual distance (held-out JND pairs, n={jnd.get('n_report')}): same/different accuracy "
             f"{num(jnd.get('accuracy'))} (majority rule {num(jnd.get('majority_accuracy'))}), "
             f"ROC AUC {num(jnd.get('roc_auc'))}")

@@ -40,20 +40,33 @@ def heldout_seed(seed: int, part: int = 0) -> int:
     return int(np.random.SeedSequence([int(seed), _HELDOUT_STREAM, int(part)]).generate_state(1)[0])
 
 
+class NoHeldoutReferences(ManifestError):
+    """The MOS manifest has no test-split clean reference to make held-out pairs from (a user's
+    MOS CSV without ``filepath_ref``, NISQA LIVETALK only, ...): calibration is unavailable, and
+    the ``calibrate`` stage records that instead of failing."""
+
+
 def heldout_clean(mos: pd.DataFrame, clean: pd.DataFrame, root: Path = Path(".")) -> pd.DataFrame:
     """Clean utterances for held-out pairs (columns :data:`CLEAN_COLUMNS`): the distinct
     ``ref_path`` files of the MOS manifest's test split that the clean manifest does not list.
 
-    Raises ManifestError when there are none (no ``ref_path`` column, or no test reference).
+    Raises :class:`NoHeldoutReferences` when there are none (no ``ref_path`` column, no test
+    reference, or only references the clean manifest lists).
     """
+    why = "no test-split clean references (ref_path) in the MOS manifest: "
     if "ref_path" not in mos.columns:
-        raise ManifestError("mos manifest: no ref_path column; held-out JND pairs need the test clips' clean references")
-    test = mos[(mos["split"] == "test") & mos["ref_path"].notna() & (mos["ref_path"].astype(str) != "")]
+        raise NoHeldoutReferences(why + "it has no ref_path column (held-out JND pairs need the test clips' "
+                                  "clean references)")
+    in_test = mos["split"] == "test"
+    has_ref = mos["ref_path"].notna() & (mos["ref_path"].astype(str) != "")
+    test = mos[in_test & has_ref]
+    if test.empty:
+        raise NoHeldoutReferences(why + f"none of its {int(in_test.sum())} test-split rows has one "
+                                  f"({int(has_ref.sum())} rows in all have one)")
     seen = {Path(p).as_posix() for p in clean["path"].astype(str)}
     refs = sorted({Path(p).as_posix() for p in test["ref_path"].astype(str)} - seen)
     if not refs:
-        raise ManifestError("mos manifest: no test-split clean reference outside the clean manifest to make "
-                            "held-out JND pairs from")
+        raise NoHeldoutReferences(why + "every test-split reference is in the clean manifest (pretraining saw it)")
     rows: list[dict] = []
     for ref in refs:
         info = audio_info(resolve(ref, root))

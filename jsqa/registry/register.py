@@ -123,6 +123,9 @@ def _calibration_artifact(encoder_ckpt: Path, calibration: Path | None) -> dict[
     if cal.encoder_sha256 != file_sha256(encoder_ckpt):
         raise JsqaError(f"{calibration}: calibrated on another encoder checkpoint than {encoder_ckpt} "
                         "(re-run `jsqa calibrate`)")
+    if not cal.available:
+        log.warning("%s: JND calibration unavailable (%s); the encoder serves p_different as null",
+                    calibration, cal.reason)
     return {CALIBRATION_ARTIFACT: str(Path(calibration).resolve())}
 
 

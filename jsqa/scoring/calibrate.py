@@ -4,6 +4,10 @@ The held-out pairs (:mod:`jsqa.pairs.heldout`) are split by utterance into a fit
 reporting half. A 1-D logistic regression P(different | distance) is fitted on the first; the
 second gives the same/different accuracy at p = 0.5, the ROC AUC of the distance, and the
 accuracy of the trivial rule that always answers the fitting half's majority class.
+
+When the MOS manifest has no held-out references (:class:`jsqa.pairs.heldout.NoHeldoutReferences`)
+the calibration is recorded as unavailable, with the reason, rather than failing the pipeline;
+every other error still raises.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import pandas as pd
 from jsqa.config import PairsConfig
 from jsqa.errors import JsqaError
 from jsqa.models.mos import load_checkpoint
-from jsqa.pairs.heldout import heldout_clean, plan_heldout, render_heldout, split_halves
+from jsqa.pairs.heldout import NoHeldoutReferences, heldout_clean, plan_heldout, render_heldout, split_halves
 from jsqa.registry.provenance import file_sha256
 from jsqa.scoring.compare import Calibration, cosine_distance, distance_model_from_checkpoint, embed, model_rate
 
@@ -70,7 +74,16 @@ def report_metrics(pairs: pd.DataFrame, fit: np.ndarray, cal: Calibration) -> di
         "mean_distance_different": float(d[y].mean()) if y.any() else None,
         "threshold_distance": cal.threshold(),
         "intercept": cal.intercept, "slope": cal.slope,
+        "available": True,
     }
+
+
+def unavailable_metrics(reason: str) -> dict[str, Any]:
+    """``metrics/jnd.json`` when no calibration could be fitted: the reason, null figures."""
+    figures = ("accuracy", "roc_auc", "majority_accuracy", "share_different", "mean_distance_same",
+               "mean_distance_different", "threshold_distance", "intercept", "slope")
+    return {"available": False, "reason": reason, "n_pairs": 0, "n_fit": 0, "n_report": 0, "n_utterances": 0,
+            **dict.fromkeys(figures)}
 
 
 def calibrate(
@@ -79,12 +92,20 @@ def calibrate(
 ) -> tuple[Calibration, dict[str, Any], pd.DataFrame]:
     """Render held-out JND pairs, measure their distances, fit and report the calibration.
 
-    Returns (calibration, metrics, the pairs with ``distance`` and ``fit`` columns).
+    Returns (calibration, metrics, the pairs with ``distance`` and ``fit`` columns). Without
+    held-out references: an unavailable calibration, :func:`unavailable_metrics` and no pairs.
     """
     payload = load_checkpoint(encoder_ckpt)
     model = distance_model_from_checkpoint(payload)
     sr = model_rate(model)
-    heldout = heldout_clean(mos, clean, root)
+    try:
+        heldout = heldout_clean(mos, clean, root)
+    except NoHeldoutReferences as exc:
+        reason = str(exc)
+        log.warning("JND calibration unavailable: %s", reason)
+        cal = Calibration.unavailable(reason, float(cfg.jnd_db), float(cfg.speech_level_dbov), sr,
+                                      file_sha256(encoder_ckpt))
+        return cal, unavailable_metrics(reason), pd.DataFrame()
     plan = plan_heldout(heldout, noise, cfg, seed, sr, max_delta_jnd)
     pairs, members = render_heldout(plan, cfg, sr, root)
     # Members are made at the pairs' level already: embedded as they are.

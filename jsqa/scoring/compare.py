@@ -6,7 +6,9 @@ output (:class:`jsqa.models.mos.PretrainModel`; the encoder's own embedding when
 has no projection head), averaged over the scoring windows. Both recordings are first brought
 to the pairs' active speech level, as JND pairs are made. A :class:`Calibration` (a 1-D logistic
 regression fitted on held-out JND pairs by ``jsqa calibrate``) maps a distance to the probability
-that a listener hears the two as different (beyond one JND).
+that a listener hears the two as different (beyond one JND). A calibration marked unavailable
+(``available: false``, with its ``reason``: the MOS data had no held-out references) gives the
+distance alone, ``p_different`` None.
 """
 
 from __future__ import annotations
@@ -69,24 +71,40 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Calibration:
-    """``p_different(d) = 1 / (1 + exp(-(intercept + slope * d)))`` for a distance ``d``; slope >= 0."""
+    """``p_different(d) = 1 / (1 + exp(-(intercept + slope * d)))`` for a distance ``d``; slope >= 0.
 
-    intercept: float
-    slope: float
+    ``available`` False (``intercept``/``slope`` None): no calibration could be fitted, ``reason``
+    says why; the encoder hash, JND, level and rate are still recorded.
+    """
+
+    intercept: float | None
+    slope: float | None
     jnd_db: float
     speech_level_dbov: float
     sample_rate: int
     encoder_sha256: str
     distance: str = DISTANCE
     format: str = CALIBRATION_FORMAT
+    available: bool = True
+    reason: str | None = None
+
+    @classmethod
+    def unavailable(cls, reason: str, jnd_db: float, speech_level_dbov: float, sample_rate: int,
+                    encoder_sha256: str) -> Calibration:
+        """A calibration file that records why there is none."""
+        return cls(None, None, jnd_db, speech_level_dbov, sample_rate, encoder_sha256, available=False, reason=reason)
 
     def p_different(self, d: float | np.ndarray) -> np.ndarray:
         """P(perceptibly different) for distances ``d`` (monotone non-decreasing)."""
+        if self.intercept is None or self.slope is None:
+            raise JsqaError(f"JND calibration unavailable: {self.reason}")
         z = self.intercept + self.slope * np.asarray(d, dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-z))
 
-    def threshold(self) -> float:
-        """The distance at which ``p_different`` is 0.5 (inf when the slope is 0)."""
+    def threshold(self) -> float | None:
+        """The distance at which ``p_different`` is 0.5 (inf when the slope is 0; None when unavailable)."""
+        if self.intercept is None or self.slope is None:
+            return None
         return -self.intercept / self.slope if self.slope > 0 else math.inf
 
 
@@ -107,7 +125,14 @@ def load_calibration(path: str | Path) -> Calibration:
         cal = Calibration(**raw)
     except (ValueError, TypeError, AttributeError) as exc:
         raise JsqaError(f"{path}: not a JND calibration file ({exc})") from exc
-    if not (math.isfinite(cal.intercept) and math.isfinite(cal.slope) and cal.slope >= 0):
+    if not isinstance(cal.available, bool):
+        raise JsqaError(f"{path}: 'available' must be true or false")
+    if not cal.available:
+        if cal.intercept is not None or cal.slope is not None:
+            raise JsqaError(f"{path}: an unavailable calibration has no coefficients")
+        return cal
+    if not (isinstance(cal.intercept, (int, float)) and isinstance(cal.slope, (int, float))
+            and math.isfinite(cal.intercept) and math.isfinite(cal.slope) and cal.slope >= 0):
         raise JsqaError(f"{path}: calibration coefficients must be finite with slope >= 0")
     return cal
 
@@ -116,15 +141,18 @@ def compare_waveforms(
     model: torch.nn.Module, ref: np.ndarray, deg: np.ndarray, cal: Calibration | None = None,
     level_dbov: float = -26.0,
 ) -> dict[str, Any]:
-    """Distance (and, with ``cal``, ``p_different`` and ``verdict``) of two mono clips at the
-    model's rate, each level-normalised to ``cal.speech_level_dbov`` (else ``level_dbov``)."""
+    """Distance (and, with ``cal``, ``p_different`` and ``verdict``; both None, with a ``note``,
+    when ``cal`` is unavailable) of two mono clips at the model's rate, each level-normalised to
+    ``cal.speech_level_dbov`` (else ``level_dbov``)."""
     sr = model_rate(model)
     level = cal.speech_level_dbov if cal is not None else level_dbov
     za = embed(model, level_normalise(ref, sr, level, "reference"))
     zb = embed(model, level_normalise(deg, sr, level, "degraded"))
     d = float(cosine_distance(za, zb))
     out: dict[str, Any] = {"distance": d}
-    if cal is not None:
+    if cal is not None and not cal.available:
+        out.update(p_different=None, verdict=None, note=f"JND calibration unavailable: {cal.reason}")
+    elif cal is not None:
         p = float(cal.p_different(d))
         out.update(p_different=p, verdict="different" if p >= 0.5 else "same")
     return out

@@ -320,6 +320,8 @@ class EncoderPyfunc(PythonModel):
         self.distance_model = distance_model_from_checkpoint(payload)
         cal = context.artifacts.get(CALIBRATION_ARTIFACT)
         self.calibration = load_calibration(cal) if cal else None
+        if self.calibration is not None and not self.calibration.available:
+            log.warning("JND calibration unavailable (%s): p_different will be null", self.calibration.reason)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Embed each row (see the module docstring); HTTP 400 for an unusable table."""
