@@ -121,7 +121,7 @@ def main() -> None:
         if not (pairs_dir / "index.json").exists():
             t0 = time.perf_counter()
             make_corpus(base, args.utterances, 6)
-            cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=1.0, shard_size=256, workers=1)
+            cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=1.0, shard_size=256, workers=1).for_profile("paper")
             generate_pairs(base / "manifests" / "clean.parquet", base / "manifests" / "noise.parquet", cfg, 0,
                            pairs_dir, root=base)
             print(f"pair set: rendered in {time.perf_counter() - t0:.1f} s")

@@ -252,7 +252,7 @@ def main() -> None:
         print(json.dumps(fn(Path(args.root), Path(args.out), cfg, args.seed)))
         return
 
-    cfg = dataclasses.replace(PairsConfig(), workers=args.workers, shard_size=args.shard_size)
+    cfg = dataclasses.replace(PairsConfig().for_profile("paper"), workers=args.workers, shard_size=args.shard_size)
     rows = []
     with tempfile.TemporaryDirectory(prefix="jsqa-pairs-bench-") as tmp:
         base = Path(args.keep) if args.keep else Path(tmp)

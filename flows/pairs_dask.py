@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_pairs_dask(
             manifests / "clean.parquet",
             manifests / "noise.parquet",
-            params.pairs,
+            params.pairs.for_profile(params.data.profile),  # distortions only in their profiles
             params.seed,
             Path(args.out),
             sample_rate=params.data.sample_rate,

@@ -256,16 +256,59 @@ class PacketLossConfig(_Section):
 
 
 @dataclass(frozen=True)
+class MnruConfig(_Section):
+    """ITU-T P.810 modulated noise (speech-correlated noise Q dB below the signal); step: 2 dB."""
+
+    _key: ClassVar[str] = "pairs.distortions.mnru"
+    prob: float = 0.0  # share of pairs with MNRU noise
+    q_db: tuple[float, float] = (5.0, 40.0)  # [low, high] Q in dB, within [-20, 80]
+    step_db: float = 2.0  # within one JND: Qs less than 2 dB apart
+
+    def _check(self) -> None:
+        _check_distortion(self, "q_db", "step_db")
+
+
+@dataclass(frozen=True)
+class BandpassConfig(_Section):
+    """Band-limited coding from a fixed 300 Hz lower edge to an upper cutoff; step: cutoff ratio within 5%."""
+
+    _key: ClassVar[str] = "pairs.distortions.bandpass"
+    prob: float = 0.0  # share of pairs band-passed
+    high_hz: tuple[float, float] = (3400.0, 7000.0)  # [low, high] upper cutoff: narrow-band .. wideband
+    step: float = 0.05  # within one JND: cutoff ratio within 5%
+
+    def _check(self) -> None:
+        _check_distortion(self, "high_hz", "step")
+
+
+@dataclass(frozen=True)
 class DistortionsConfig(_Section):
     """Per-pair distortions beyond noise; at most one per pair (probabilities sum to <= 1),
-    applied to both members after mixing with one seed; all off by default (the paper's setting)."""
+    applied to both members after mixing with one seed.
+
+    The probabilities apply in the data profiles listed in ``profiles`` (default: the demo);
+    in any other profile the pairs are additive noise only, the paper's setting
+    (:meth:`for_profile` resolves this; the pairs stage passes ``data.profile``). Each family
+    is off unless given a probability; :class:`PairsConfig`'s default is the shipped mix.
+    """
 
     _key: ClassVar[str] = "pairs.distortions"
+    profiles: tuple[Profile, ...] = ("demo",)  # data profiles the probabilities apply in; elsewhere noise only
     reverb: ReverbConfig = field(default_factory=ReverbConfig)
     lowpass: LowpassConfig = field(default_factory=LowpassConfig)
     mulaw: MulawConfig = field(default_factory=MulawConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     packet_loss: PacketLossConfig = field(default_factory=PacketLossConfig)
+    mnru: MnruConfig = field(default_factory=MnruConfig)
+    bandpass: BandpassConfig = field(default_factory=BandpassConfig)
+
+    def for_profile(self, profile: str) -> DistortionsConfig:
+        """These settings when ``profile`` is listed in ``profiles``; else every probability 0
+        (additive noise only), ranges and steps kept."""
+        if profile in self.profiles:
+            return self
+        off = {name: dataclasses.replace(getattr(self, name), prob=0.0) for name, *_ in self.settings()}
+        return dataclasses.replace(self, **off)
 
     def _check(self) -> None:
         total = sum(prob for _, prob, _, _ in self.settings())
@@ -282,6 +325,8 @@ class DistortionsConfig(_Section):
             ("mulaw", self.mulaw.prob, (float(self.mulaw.bits[0]), float(self.mulaw.bits[1])), 0.0),
             ("clip", self.clip.prob, self.clip.threshold_db, self.clip.step_db),
             ("packet_loss", self.packet_loss.prob, self.packet_loss.rate, self.packet_loss.step),
+            ("mnru", self.mnru.prob, self.mnru.q_db, self.mnru.step_db),
+            ("bandpass", self.bandpass.prob, self.bandpass.high_hz, self.bandpass.step),
         )
 
     @property
@@ -293,6 +338,18 @@ class DistortionsConfig(_Section):
     def enabled(self) -> bool:
         """True when any distortion has a positive probability."""
         return any(prob > 0 for _, prob, _, _ in self.settings())
+
+
+def _shipped_distortions() -> DistortionsConfig:
+    """The mix params.yaml ships: every family beyond noise, 44% of pairs, in the demo profile only.
+
+    (A family's own default is off, so a params.yaml that lists some families uses just those.)
+    """
+    return DistortionsConfig(
+        reverb=ReverbConfig(prob=0.07), lowpass=LowpassConfig(prob=0.06), mulaw=MulawConfig(prob=0.06),
+        clip=ClipConfig(prob=0.06), packet_loss=PacketLossConfig(prob=0.06), mnru=MnruConfig(prob=0.07),
+        bandpass=BandpassConfig(prob=0.06),
+    )
 
 
 @dataclass(frozen=True)
@@ -307,7 +364,11 @@ class PairsConfig(_Section):
     speech_level_dbov: float = -26.0  # active speech level clean speech is normalised to (P.56 style)
     shard_size: int = 256  # pairs per shard
     workers: int = 2  # rendering processes
-    distortions: DistortionsConfig = field(default_factory=DistortionsConfig)
+    distortions: DistortionsConfig = field(default_factory=_shipped_distortions)
+
+    def for_profile(self, profile: str) -> PairsConfig:
+        """These settings with the distortions of data profile ``profile`` (:meth:`DistortionsConfig.for_profile`)."""
+        return dataclasses.replace(self, distortions=self.distortions.for_profile(profile))
 
     def _check(self) -> None:
         self._require(self.jnd_db > 0 and math.isfinite(self.jnd_db), "jnd_db", "must be positive")

@@ -116,7 +116,7 @@ STAGES: tuple[Stage, ...] = (
         "pairs", "bin/jsqa pairs --manifests data/manifests --out data/pairs", "jsqa.cli.pairs",
         inputs=("data/manifests/clean.parquet", "data/manifests/noise.parquet", _VERDICT),
         params=(
-            "seed", "data.sample_rate",
+            "seed", "data.profile", "data.sample_rate",
             "pairs.jnd_db", "pairs.snr_db", "pairs.clean_anchor_prob", "pairs.pairs_per_utterance",
             "pairs.shared_segment", "pairs.segment_seconds", "pairs.speech_level_dbov", "pairs.shard_size",
             "pairs.distortions",

@@ -138,7 +138,7 @@ def test_every_section_knows_its_dotted_place_in_params_yaml():
                 walk(hints[f.name], f"{key}.{f.name}".lstrip("."))
 
     walk(Params, "")
-    assert len(seen) == 19  # every section, each once
+    assert len(seen) == 21  # every section, each once
     for cls, key in seen:
         assert cls._key == key, cls.__name__
 
@@ -148,9 +148,12 @@ def test_distortion_settings_parse_into_specs_with_each_kinds_bounds():
 
     cfg = params_from_dict({"pairs": {"distortions": {"clip": {"prob": 0.5, "step_db": 2.0}}}}).pairs.distortions
     specs = parse_specs(cfg, 16000)
-    assert [s.kind for s in specs] == ["reverb", "lowpass", "mulaw", "clip", "packet_loss"]
+    assert [s.kind for s in specs] == ["reverb", "lowpass", "mulaw", "clip", "packet_loss", "mnru", "bandpass"]
     assert specs[3].step == 2.0 and specs[3].prob == 0.5 and cfg.steps["clip"] == 2.0 and cfg.enabled
     bad = params_from_dict({"pairs": {"distortions": {"mulaw": {"bits": [1, 8]}}}}).pairs.distortions
     with pytest.raises(ConfigError, match=r"pairs\.distortions\.mulaw: range \(1\.0, 8\.0\) out of bounds"):
         parse_specs(bad, 16000)
-    assert not Params().pairs.distortions.enabled
+    # Beyond-noise pairs are on in the demo profile and off in the paper profile (additive noise only).
+    assert Params().pairs.distortions.for_profile("demo").enabled
+    off = Params().pairs.for_profile("paper").distortions
+    assert not off.enabled and off.steps == Params().pairs.distortions.steps

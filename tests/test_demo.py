@@ -24,8 +24,8 @@ from jsqa.data.demo import (
 )
 from jsqa.data.manifests import SCHEMAS, read_manifest, resolve
 from jsqa.errors import AudioError, ConfigError
-from jsqa.signal.distortions import Clip, MuLaw, PacketLoss
-from jsqa.signal.levels import active_speech_level, gain_to_db
+from jsqa.signal.distortions import Bandpass, Clip, Mnru, MuLaw, PacketLoss, Reverb
+from jsqa.signal.levels import active_speech_level, gain_to_db, mix_at_snr
 
 # The NISQA corpus file layout users already know (data-sources.md).
 NISQA_COLUMNS = [
@@ -317,15 +317,87 @@ def test_demo_degradations_are_the_shared_distortion_transforms() -> None:
     assert "log1p" not in source and "expm1" not in source
     sr = 16000
     x = synth_utterance(clean_talkers(1, 3)[0], 1.0, sr, np.random.default_rng(0)).astype(np.float64)
-    y, what = demo._degrade(x, "mulaw8", sr, np.random.default_rng(1))
+    y, what, _ = demo._degrade(x, "mulaw8", sr, np.random.default_rng(1))
     assert np.array_equal(y, MuLaw(8)(x)) and what == "mu-law 8 bit"
     # The same draws, replayed, give the shared transform's parameters.
-    y, what = demo._degrade(x, "clipping", sr, np.random.default_rng(2))
+    y, what, threshold_db = demo._degrade(x, "clipping", sr, np.random.default_rng(2))
     replay = np.random.default_rng(2)
-    assert np.array_equal(y, Clip(float(gain_to_db(replay.uniform(0.1, 0.5))))(x, sr)) and "dB below the peak" in what
-    y, what = demo._degrade(x, "packet_loss", sr, np.random.default_rng(3))
+    assert threshold_db == float(gain_to_db(replay.uniform(0.1, 0.5)))
+    assert np.array_equal(y, Clip(threshold_db)(x, sr)) and "dB below the peak" in what
+    y, what, rate = demo._degrade(x, "packet_loss", sr, np.random.default_rng(3))
     replay = np.random.default_rng(3)
-    rate = float(replay.uniform(0.05, 0.25))
+    assert rate == float(replay.uniform(0.05, 0.25))
     assert np.array_equal(y, PacketLoss(rate)(x, sr, int(replay.integers(2**32))))
     assert (y == 0).any()
+    y, what, q_db = demo._degrade(x, "mnru", sr, np.random.default_rng(4))
+    replay = np.random.default_rng(4)
+    assert q_db == float(replay.uniform(*demo.MNRU_Q_DB)) and what.startswith("MNRU")
+    assert np.array_equal(y, Mnru(q_db)(x, sr, int(replay.integers(2**32))))
+    y, what, high = demo._degrade(x, "bandpass", sr, np.random.default_rng(5))
+    assert np.array_equal(y, Bandpass(high)(x, sr)) and what.startswith("band-pass 300-")
+    y, what, rt60 = demo._degrade(x, "reverb", sr, np.random.default_rng(6))
+    replay = np.random.default_rng(6)
+    assert rt60 == float(replay.uniform(*demo.REVERB_RT60_S)) and "RT60" in what
+    # The dry signal plus the shared Reverb's output, each scaled: nothing else.
+    parts = np.stack([x, Reverb(rt60)(x, sr, int(replay.integers(2**32)))], axis=1)
+    gains = np.linalg.lstsq(parts, y, rcond=None)[0]
+    assert np.linalg.norm(parts @ gains - y) < 1e-9 * np.linalg.norm(y) and (gains > 0).all()
+
+
+def _noisy_clips(snr_db: float, sr: int = 16000) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ref, ref + noise at ``snr_db``) for six short utterances over three noise families."""
+    talkers = clean_talkers(3, seed=11)
+    clips = []
+    for i in range(6):
+        rng = np.random.default_rng(i)
+        ref = synth_utterance(talkers[i % 3], 2.0, sr, rng).astype(np.float64)
+        noise = make_noise(("white", "pink", "babble")[i % 3], 2.0, sr, rng).astype(np.float64)
+        clips.append((ref, mix_at_snr(ref, noise, snr_db, sr)[0]))
+    return clips
+
+
+def test_every_demo_degradation_lowers_the_label_and_reverb_and_mnru_with_severity() -> None:
+    sr = 16000
+    clips = _noisy_clips(35.0, sr)
+    noise_only = np.mean([proxy_mos(deg, ref, sr) for ref, deg in clips])
+    severity: dict[str, list[tuple[float, float]]] = {}
+    for kind in demo.DEGRADATIONS[1:]:
+        for j, (ref, deg) in enumerate(clips * 4):
+            y, _, param = demo._degrade(deg, kind, sr, np.random.default_rng(j))
+            severity.setdefault(kind, []).append((param, proxy_mos(np.clip(y, -1.0, 1.0), ref, sr)))
+        mean = np.mean([label for _, label in severity[kind]])
+        assert mean < noise_only - 0.05, kind  # beyond-noise degradations cost quality on top of the noise
+    # The label falls as the room gets more reverberant and as MNRU's Q falls.
+    rho = {k: pd.DataFrame(severity[k]).corr(method="spearman").iloc[0, 1] for k in ("reverb", "mnru")}
+    assert rho["reverb"] < -0.8 and rho["mnru"] > 0.8
+
+
+def test_csv_has_per_dimension_proxies_in_range(table: pd.DataFrame) -> None:
+    dims = ["noi", "col", "dis", "loud"]
+    assert set(dims) <= set(table.columns) and table[dims].notna().all().all()
+    assert table[dims].apply(lambda c: c.between(1.0, 5.0)).all().all()
+    # noi follows the additive-noise SNR alone; col and dis are 5 without their degradations.
+    assert table["snr_db"].rank().equals(table["noi"].rank())
+    plain = table["degradation"] == "none"
+    assert (table.loc[plain, ["col", "dis"]] == 5.0).all().all()
+    coloured = table["degradation"].isin(["bandlimit_nb", "bandlimit_wb", "bandpass", "reverb", "mnru", "mulaw8",
+                                          "quantise"])
+    broken = table["degradation"].isin(["clipping", "packet_loss"])
+    assert (table.loc[coloured, "col"] < 5).all() and (table.loc[coloured, "dis"] == 5).all()
+    assert (table.loc[broken, "dis"] < 5).all() and (table.loc[broken, "col"] == 5).all()
+    assert coloured.any() and broken.any()
+    # Level-normalised speech: loud is high unless loud noise raises the level.
+    assert table["loud"].median() >= 4.5
+    assert table.loc[(table["snr_db"] > 20) & (table["degradation"] == "none"), "loud"].min() == 5.0
+
+
+def test_dimension_proxies_follow_severity() -> None:
+    sr = 16000
+    x = synth_utterance(clean_talkers(1, 3)[0], 1.0, sr, np.random.default_rng(0)).astype(np.float64)
+    col = [demo.dimension_proxies("reverb", rt60, 30.0, x, sr)["col"] for rt60 in (0.2, 0.6, 1.2)]
+    dis = [demo.dimension_proxies("packet_loss", rate, 30.0, x, sr)["dis"] for rate in (0.05, 0.15, 0.25)]
+    noi = [demo.dimension_proxies("none", 0.0, snr, x, sr)["noi"] for snr in (-5.0, 10.0, 40.0)]
+    assert col[0] > col[1] > col[2] and dis[0] > dis[1] > dis[2] and noi[0] < noi[1] < noi[2]
+    assert demo.dimension_proxies("none", 0.0, 30.0, x, sr)["loud"] == 5.0
+    assert demo.dimension_proxies("none", 0.0, 30.0, 0.1 * x, sr)["loud"] < 3.0  # 20 dB too quiet
 

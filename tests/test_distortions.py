@@ -13,13 +13,16 @@ import pytest
 from scipy import signal
 
 from jsqa.config import (
+    BandpassConfig,
     ClipConfig,
     DistortionsConfig,
     LowpassConfig,
+    MnruConfig,
     MulawConfig,
     PacketLossConfig,
     PairsConfig,
     ReverbConfig,
+    load_params,
     params_from_dict,
 )
 from jsqa.errors import AudioError, ConfigError
@@ -33,12 +36,15 @@ from jsqa.signal.levels import active_speech_level
 from tests.test_pairs import CFG, SR, T, clean_frame, noise_frame, speech_like
 
 ALL_ON = DistortionsConfig(
-    reverb=ReverbConfig(prob=0.2),
-    lowpass=LowpassConfig(prob=0.2),
-    mulaw=MulawConfig(prob=0.2),
-    clip=ClipConfig(prob=0.2),
+    reverb=ReverbConfig(prob=0.15),
+    lowpass=LowpassConfig(prob=0.15),
+    mulaw=MulawConfig(prob=0.15),
+    clip=ClipConfig(prob=0.15),
     packet_loss=PacketLossConfig(prob=0.15),
+    mnru=MnruConfig(prob=0.1),
+    bandpass=BandpassConfig(prob=0.1),
 )
+REPO = Path(__file__).resolve().parents[1]
 
 
 def speech(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
@@ -112,12 +118,46 @@ def test_packet_loss_zeroes_expected_share_of_frames() -> None:
     assert ((more == 0).all(axis=1) >= lost).all()
 
 
+def test_mnru_noise_sits_q_db_below_the_signal() -> None:
+    x = speech(10.0, seed=3)
+    for q_db in (5.0, 20.0, 40.0):
+        noise = D.Mnru(q_db)(x, SR, seed=4) - x
+        snr = 10 * np.log10(np.sum(x**2) / np.sum(noise**2))
+        assert snr == pytest.approx(q_db, abs=0.2)
+    # Speech-correlated: silence stays silent, however low Q.
+    assert not D.Mnru(0.0)(np.zeros(SR), SR, seed=4).any()
+    # Deterministic from the seed; one seed and two Qs give the same noise, scaled.
+    a, b = D.Mnru(10.0)(x, SR, 4), D.Mnru(12.0)(x, SR, 4)
+    assert np.array_equal(a, D.Mnru(10.0)(x, SR, 4)) and not np.array_equal(a, D.Mnru(10.0)(x, SR, 5))
+    assert np.allclose((a - x) * 10 ** (10.0 / 20), (b - x) * 10 ** (12.0 / 20))
+
+
+def test_bandpass_keeps_the_band_and_attenuates_outside_it() -> None:
+    x = np.random.default_rng(2).standard_normal(2 * SR)
+    y = D.Bandpass(3400.0)(x, SR)
+    f, px = signal.welch(x, SR, nperseg=2048)
+    _, py = signal.welch(y, SR, nperseg=2048)
+
+    def gain_db(sel: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(py[sel]) / np.sum(px[sel])))
+
+    assert gain_db((f > 500) & (f < 3000)) == pytest.approx(0.0, abs=0.5)
+    assert gain_db(f < 120) < -30 and gain_db(f > 5000) < -30
+    assert np.array_equal(y, D.Bandpass(3400.0)(x, SR))  # no randomness
+    with pytest.raises(ConfigError, match=r"bandpass: upper cutoff 9000.0 Hz must be in \(300, 8000.0\)"):
+        D.Bandpass(9000.0)(x, SR)
+    with pytest.raises(ConfigError, match="bandpass"):
+        D.Bandpass(250.0)
+
+
 def test_within_step_rule_and_defaults() -> None:
     assert D.within_step("reverb", 0.5, 0.54) and not D.within_step("reverb", 0.5, 0.56)
     assert D.within_step("lowpass", 4000.0, 4190.0) and not D.within_step("lowpass", 4000.0, 4250.0)
     assert D.within_step("mulaw", 6, 6) and not D.within_step("mulaw", 6, 7)
     assert D.within_step("clip", -6.0, -5.1) and not D.within_step("clip", -6.0, -5.0)
     assert D.within_step("packet_loss", 0.10, 0.109) and not D.within_step("packet_loss", 0.1, 0.111)
+    assert D.within_step("mnru", 10.0, 11.9) and not D.within_step("mnru", 10.0, 12.1)
+    assert D.within_step("bandpass", 3400.0, 3560.0) and not D.within_step("bandpass", 3400.0, 3580.0)
     assert D.within_step("none", 0.0, 0.0)
     got = D.within_step("clip", np.array([-3.0, -3.0]), np.array([-2.5, -1.0]))
     assert got.tolist() == [True, False]
@@ -174,6 +214,22 @@ def test_planned_distortion_params_are_within_their_step() -> None:
     assert (plan.groupby("utterance_id")[["distortion", "dist_seed"]].nunique() == 1).all().all()
 
 
+def test_pair_families_are_on_in_the_demo_profile_and_off_in_the_paper_profile() -> None:
+    # params.yaml as shipped: every family beyond noise in demo pairs, none in paper pairs.
+    pairs = load_params(REPO / "params.yaml").pairs
+    assert pairs.distortions.profiles == ("demo",)
+    demo = plan_pairs(clean_frame(300), noise_frame(4), pairs.for_profile("demo"), 9, SR)
+    assert set(D.KINDS) < set(demo["distortion"])
+    assert 0.3 < (demo["distortion"] != D.NONE).mean() < 0.6
+    for kind in ("mnru", "bandpass"):  # the new families keep member b within one step of a
+        rows = demo[demo["distortion"] == kind]
+        assert D.within_step(kind, rows["dist_param_a"], rows["dist_param_b"], pairs.distortions.steps[kind]).all()
+        assert (rows["dist_param_a"] != rows["dist_param_b"]).mean() > 0.9
+    paper = plan_pairs(clean_frame(300), noise_frame(4), pairs.for_profile("paper"), 9, SR)
+    assert list(paper.columns) == PLAN_COLUMNS  # additive noise only, as the paper
+    pd.testing.assert_frame_equal(paper, demo[PLAN_COLUMNS])  # and nothing else moves
+
+
 def test_distortions_off_leave_the_plan_exactly_as_before() -> None:
     # Hashes of these noise-only plans (plan format of jsqa.pairs.plan.plan_uniforms): the
     # distortion feature, on or off, must not move a single draw of a noise-only run, and a
@@ -189,7 +245,8 @@ def test_distortions_off_leave_the_plan_exactly_as_before() -> None:
         False: "c32ed24b1e6f35f0b123edd07309415f5f3db2afbb35f24fef0dc7cf5dff7d31",
     }
     for shared, digest in golden.items():
-        cfg = PairsConfig(clean_anchor_prob=0.25, segment_seconds=0.5, shard_size=5, shared_segment=shared)
+        cfg = PairsConfig(clean_anchor_prob=0.25, segment_seconds=0.5, shard_size=5,
+                         shared_segment=shared).for_profile("paper")
         plan = plan_pairs(clean, noise, cfg, 42, SR)
         assert list(plan.columns) == PLAN_COLUMNS
         assert hashlib.sha256(plan.to_csv(index=False).encode()).hexdigest() == digest
@@ -268,7 +325,8 @@ def test_distorted_pair_sets_are_bit_identical_across_workers(distorted_corpus: 
     kinds = ps.recipes["distortion"].to_numpy()
     m = ps.positives_mask(np.arange(ps.n))
     assert not (m & (kinds[:, None] != kinds[None, :])).any()
-    assert ps.distortion_steps == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01}
+    assert ps.distortion_steps == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01,
+                                   "mnru": 2.0, "bandpass": 0.05}
     # Turning distortions off again re-renders: distorted shards are not kept as noise-only.
     plain = generate_pairs(distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", CFG, 21,
                            outs[0], SR, distorted_corpus)
@@ -353,13 +411,14 @@ def test_bad_rir_folder_fails_with_its_name(distorted_corpus: Path, tmp_path: Pa
 
 
 def test_registry_lists_every_kind_once_in_planning_order() -> None:
-    assert list(D.REGISTRY) == ["reverb", "lowpass", "mulaw", "clip", "packet_loss"]
+    assert list(D.REGISTRY) == ["reverb", "lowpass", "mulaw", "clip", "packet_loss", "mnru", "bandpass"]
     assert tuple(D.REGISTRY) == D.KINDS
-    # One section of pairs.distortions per kind, in the same order.
-    assert [f.name for f in dataclasses.fields(DistortionsConfig)] == list(D.REGISTRY)
+    # One section of pairs.distortions per kind, in the same order (after the profiles list).
+    assert [f.name for f in dataclasses.fields(DistortionsConfig)] == ["profiles", *D.REGISTRY]
     assert {k: c.kind for k, c in D.REGISTRY.items()} == {k: k for k in D.REGISTRY}
-    assert D.DEFAULT_STEPS == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01}
-    assert {k for k, c in D.REGISTRY.items() if c.relative} == {"reverb", "lowpass"}
+    assert D.DEFAULT_STEPS == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01,
+                               "mnru": 2.0, "bandpass": 0.05}
+    assert {k for k, c in D.REGISTRY.items() if c.relative} == {"reverb", "lowpass", "bandpass"}
     assert {k for k, c in D.REGISTRY.items() if c.integer} == {"mulaw"}
 
 
@@ -375,6 +434,9 @@ def test_registry_lists_every_kind_once_in_planning_order() -> None:
         (D.Clip, 0.0, -3.0),
         (D.PacketLoss, 1.5, 0.1),
         (D.PacketLoss, -0.1, 0.0),
+        (D.Mnru, float("nan"), 10.0),
+        (D.Mnru, 100.0, -5.0),
+        (D.Bandpass, 300.0, 3400.0),
     ],
 )
 def test_each_transform_validates_its_parameter(cls: type, bad: float, good: float) -> None:

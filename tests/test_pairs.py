@@ -32,7 +32,7 @@ CFG = PairsConfig(
     speech_level_dbov=-26.0,
     shard_size=6,
     workers=1,
-)
+).for_profile("paper")  # additive noise only
 T = segment_samples(CFG, SR)
 
 

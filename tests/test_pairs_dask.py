@@ -32,7 +32,7 @@ CFG = PairsConfig(
     speech_level_dbov=-26.0,
     shard_size=4,
     workers=1,
-)
+).for_profile("paper")  # additive noise only
 SEED = 7
 
 

@@ -41,7 +41,7 @@ def test_grouped_batches_cover_each_pair_once_in_utterance_groups(batch_size, gr
 @pytest.fixture(scope="module")
 def pairs_dir(small_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("pairs")
-    cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=0.5, shard_size=32, workers=1)
+    cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=0.5, shard_size=32, workers=1).for_profile("paper")
     generate_pairs(small_corpus["clean"], small_corpus["noise"], cfg, 11, out, root=small_corpus["root"])
     return out
 

@@ -23,9 +23,13 @@ def run(args: argparse.Namespace) -> int:
 
     p = params(args)
     mdir = Path(args.manifests)
-    with stage_run("pairs", to_flat_dict(p.pairs, "pairs."), args.root):
+    # The distortions beyond noise apply only in the data profiles pairs.distortions.profiles lists.
+    pairs, profile = p.pairs, p.data.profile
+    cfg = pairs.for_profile(profile)
+    logged = {**to_flat_dict(cfg, "pairs."), "data.profile": profile}
+    with stage_run("pairs", logged, args.root):
         pairset = generate_pairs(
-            mdir / "clean.parquet", mdir / "noise.parquet", p.pairs, p.seed, Path(args.out),
+            mdir / "clean.parquet", mdir / "noise.parquet", cfg, p.seed, Path(args.out),
             sample_rate=p.data.sample_rate, root=Path(args.root),
         )
         mlflow.log_metric("n_pairs", pairset.n)

@@ -16,6 +16,8 @@ The MOS labels are NOT human ratings. They come from an objective proxy, :func:`
 (a frequency-weighted segmental SNR against the clean reference mapped through a logistic),
 plus Gaussian rater-like scatter. They are good enough to check that a model learns "more
 degradation, lower score", and nothing more: never report results on them as quality results.
+The per-dimension columns ``noi``, ``col``, ``dis`` and ``loud`` are proxies as well
+(:func:`dimension_proxies`, docs/data.md).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from jsqa.data.manifests import (
 from jsqa.errors import AudioError, ConfigError
 from jsqa.io import atomic_dir, write_csv, write_json
 from jsqa.mos_scale import clamp_mos
-from jsqa.signal.distortions import Clip, MuLaw, PacketLoss
+from jsqa.signal.distortions import Bandpass, Clip, Mnru, MuLaw, PacketLoss, Reverb
 from jsqa.signal.levels import active_speech_level, db_to_gain, gain_to_db, mix_at_snr
 
 log = logging.getLogger(__name__)
@@ -68,10 +70,35 @@ NISQA_COLUMNS = [
     "db", "con", "file", "con_description", "filename_deg", "filename_ref", "source", "lang",
     "votes", "mos", "mos_std", "filepath_deg", "filepath_ref",
 ]  # fmt: skip
-# Condition numbers (the NISQA ``con`` column); 0 is additive noise alone.
+# Condition numbers (the NISQA ``con`` column); 0 is additive noise alone. New kinds go last,
+# so the others keep their numbers.
 DEGRADATIONS: tuple[str, ...] = (
     "none", "bandlimit_nb", "bandlimit_wb", "mulaw8", "quantise", "clipping", "packet_loss",
+    "reverb", "mnru", "bandpass",
 )  # fmt: skip
+# Severity ranges of the degradations drawn per clip (uniform).
+REVERB_RT60_S = (0.2, 1.2)
+REVERB_DRR_DB = (12.0, 0.0)  # direct-to-reverberant ratio at those RT60s (see _reverberate)
+MNRU_Q_DB = (0.0, 30.0)
+BANDPASS_HIGH_HZ = (2400.0, 7000.0)
+
+# Per-dimension proxy labels (NISQA's noi, col, dis, loud columns; see dimension_proxies).
+DIMENSION_COLUMNS = ("noi", "col", "dis", "loud")
+NOI_MID_DB, NOI_SLOPE_DB = 12.5, 6.0
+LOUD_TARGET_DBOV = -26.0
+# Degradation -> (dimension it lowers, severity parameter points, scores there), linear between
+# the points and flat beyond them. Fixed-parameter kinds score the same everywhere.
+DIMENSION_PROXIES: dict[str, tuple[str, tuple[float, float], tuple[float, float]]] = {
+    "bandlimit_nb": ("col", (0.0, 1.0), (2.5, 2.5)),
+    "bandlimit_wb": ("col", (0.0, 1.0), (4.2, 4.2)),
+    "bandpass": ("col", BANDPASS_HIGH_HZ, (1.8, 4.2)),         # upper cutoff, Hz
+    "reverb": ("col", REVERB_RT60_S, (4.2, 1.8)),              # RT60, s
+    "mnru": ("col", MNRU_Q_DB, (1.5, 4.2)),                    # Q, dB
+    "mulaw8": ("col", (0.0, 1.0), (4.0, 4.0)),
+    "quantise": ("col", (6.0, 8.0), (2.5, 3.5)),               # bits
+    "clipping": ("dis", (-20.0, -6.0), (1.8, 3.8)),            # threshold, dB below the peak
+    "packet_loss": ("dis", (0.05, 0.25), (3.8, 1.5)),          # share of 20 ms frames lost
+}
 
 # Proxy label constants (see proxy_mos). C and S were fitted on this generator's clips so that
 # additive noise from -5 to 40 dB SNR spans about 1.2 to 4.6.
@@ -413,31 +440,86 @@ def make_noise(family: str, seconds: float, sr: int, rng: np.random.Generator) -
 # --------------------------------------------------------------------------- degradations
 
 
+def _reverberate(x: np.ndarray, rt60: float, sr: int, seed: int) -> tuple[np.ndarray, float]:
+    """A talker at some distance in a room: the dry signal plus its :class:`Reverb` (synthetic
+    room response from ``seed``) at a direct-to-reverberant ratio falling with RT60 (12 dB at
+    0.2 s to 0 dB at 1.2 s, as a bigger, more reverberant room would), active level kept.
+    Returns the signal and the DRR in dB."""
+    x = np.asarray(x, dtype=np.float64)
+    wet = Reverb(rt60)(x, sr, seed)
+    drr_db = float(np.interp(rt60, REVERB_RT60_S, REVERB_DRR_DB))
+    power = float(np.mean(wet**2))
+    y = x if power == 0 else x + wet * math.sqrt(float(np.mean(x**2)) / power) * db_to_gain(-drr_db)
+    return y * db_to_gain(active_speech_level(x, sr) - active_speech_level(y, sr)), drr_db
+
+
 def _degrade(
     x: np.ndarray, kind: str, sr: int, rng: np.random.Generator
-) -> tuple[np.ndarray, str]:
-    """Apply one non-additive degradation; returns the signal and a description of it."""
+) -> tuple[np.ndarray, str, float]:
+    """Apply one non-additive degradation with parameters drawn from ``rng``; returns the
+    signal, a description and the parameter that sets its severity (:data:`DIMENSION_PROXIES`)."""
     if kind == "bandlimit_nb":
         sos = signal.butter(6, [300, 3400], btype="bandpass", fs=sr, output="sos")
-        return signal.sosfilt(sos, x), "band-limited 300-3400 Hz"
+        return signal.sosfilt(sos, x), "band-limited 300-3400 Hz", 3400.0
     if kind == "bandlimit_wb":
         sos = signal.butter(6, [50, min(7000, 0.45 * sr)], btype="bandpass", fs=sr, output="sos")
-        return signal.sosfilt(sos, x), "band-limited 50-7000 Hz"
+        return signal.sosfilt(sos, x), "band-limited 50-7000 Hz", 7000.0
     if kind == "mulaw8":
-        return MuLaw(8)(x), "mu-law 8 bit"
+        return MuLaw(8)(x), "mu-law 8 bit", 8.0
     if kind == "quantise":
         bits = int(rng.integers(6, 9))
         step = 2.0 / 2**bits
-        return np.round(x / step) * step, f"linear quantisation {bits} bit"
+        return np.round(x / step) * step, f"linear quantisation {bits} bit", float(bits)
     if kind == "clipping":
         # Clipping as overdrive: the level stays, the waveform is distorted.
         threshold_db = float(gain_to_db(rng.uniform(0.1, 0.5)))
-        return Clip(threshold_db)(x, sr), f"hard clipping at {threshold_db:.1f} dB below the peak"
+        return Clip(threshold_db)(x, sr), f"hard clipping at {threshold_db:.1f} dB below the peak", threshold_db
     if kind == "packet_loss":
         rate = float(rng.uniform(0.05, 0.25))
         seed = int(rng.integers(2**32))
-        return PacketLoss(rate)(x, sr, seed), f"packet loss {rate:.0%} of 20 ms frames"
+        return PacketLoss(rate)(x, sr, seed), f"packet loss {rate:.0%} of 20 ms frames", rate
+    if kind == "reverb":
+        rt60 = float(rng.uniform(*REVERB_RT60_S))
+        seed = int(rng.integers(2**32))
+        y, drr_db = _reverberate(x, rt60, sr, seed)
+        return y, f"reverberation RT60 {rt60:.2f} s, DRR {drr_db:.1f} dB (synthetic room)", rt60
+    if kind == "mnru":
+        q_db = float(rng.uniform(*MNRU_Q_DB))
+        seed = int(rng.integers(2**32))
+        return Mnru(q_db)(x, sr, seed), f"MNRU Q {q_db:.1f} dB", q_db
+    if kind == "bandpass":
+        high = min(float(rng.uniform(*BANDPASS_HIGH_HZ)), 0.45 * sr)
+        return Bandpass(high)(x, sr), f"band-pass {Bandpass.LOW_HZ:g}-{high:.0f} Hz", high
     raise ConfigError(f"degradation '{kind}' is unknown")  # pragma: no cover - internal list
+
+
+# --------------------------------------------------------------------------- per-dimension proxies
+
+
+def _logistic(x: float, mid: float, slope: float) -> float:
+    """1 + 4 / (1 + exp(-(x - mid) / slope)): a score on the 1-5 scale."""
+    return 1.0 + 4.0 / (1.0 + math.exp(-(x - mid) / slope))
+
+
+def dimension_proxies(kind: str, param: float, snr_db: float, deg: np.ndarray, sr: int) -> dict[str, float]:
+    """Objective stand-ins for NISQA's per-dimension MOS columns, each in [1, 5]; not ratings.
+
+    - ``noi`` (noisiness): the additive-noise SNR through a logistic,
+      ``1 + 4 / (1 + exp(-(snr_db - 12.5) / 6))`` (-5 dB: 1.2, 40 dB: 4.96).
+    - ``col`` (coloration) and ``dis`` (discontinuity): the clip's degradation, when it is one of
+      that dimension's in :data:`DIMENSION_PROXIES`, scored linearly in its severity parameter;
+      5 when the clip has none.
+    - ``loud`` (loudness): the active speech level L of ``deg`` against the -26 dBov target,
+      ``5 - max(0, |L + 26| - 2) / 3`` clamped to [1, 5]: 5 within 2 dB of the target. The demo
+      is level-normalised, so this falls only where loud noise raises the level.
+    """
+    out = {"noi": _logistic(snr_db, NOI_MID_DB, NOI_SLOPE_DB), "col": 5.0, "dis": 5.0}
+    if kind in DIMENSION_PROXIES:
+        dim, xs, ys = DIMENSION_PROXIES[kind]
+        out[dim] = float(np.interp(param, xs, ys))
+    level = active_speech_level(np.asarray(deg, dtype=np.float64), sr)
+    out["loud"] = min(5.0, max(1.0, 5.0 - max(0.0, abs(level - LOUD_TARGET_DBOV) - 2.0) / 3.0))
+    return out
 
 
 # --------------------------------------------------------------------------- proxy label
@@ -607,14 +689,15 @@ def _mos_clip(
     snr = float(rng.uniform(*cfg.mos_snr_db))
     deg = mix_at_snr(ref, bank[start : start + len(ref)], snr, sr)[0]
     description = f"{family} noise at {snr:.1f} dB SNR"
-    kind = "none"
+    kind, param = "none", 0.0
     if subset == "test_mixed" or (subset in ("train", "val") and rng.random() < degraded_share):
         kind = DEGRADATIONS[1 + int(rng.integers(len(DEGRADATIONS) - 1))]
-        deg, what = _degrade(deg, kind, sr, rng)
+        deg, what, param = _degrade(deg, kind, sr, rng)
         description += f" + {what}"
     # Label what the file will hold: 16-bit PCM cannot go past full scale.
     deg = np.clip(deg, -1.0, 1.0)
     label = proxy_mos(deg, ref, sr)
+    dims = dimension_proxies(kind, param, snr, deg, sr)
     mos = float(clamp_mos(label + rng.normal(0, cfg.label_noise_std)))
     cid = f"c{i:05d}"
     row = {
@@ -629,6 +712,8 @@ def _mos_clip(
         "votes": 0,
         "mos": round(mos, 4),
         "mos_std": cfg.label_noise_std,
+        # Per-dimension proxies (dimension_proxies), deterministic, not ratings.
+        **{k: round(dims[k], 4) for k in DIMENSION_COLUMNS},
         "filepath_deg": f"deg/{cid}.wav",
         "filepath_ref": f"ref/{cid}.wav",
         "split": "test" if subset.startswith("test") else subset,

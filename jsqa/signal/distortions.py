@@ -12,10 +12,12 @@ lowpass        cutoff in Hz          ratio within 5%, about 1/14 octave
 mulaw          bit depth             none: both members use the same bit depth
 clip           threshold, dB re peak less than 1 dB apart
 packet_loss    loss rate (0..1)      less than 1 percentage point apart
+mnru           Q in dB (ITU-T P.810) less than 2 dB apart
+bandpass       upper cutoff in Hz    ratio within 5% (the lower edge is fixed at 300 Hz)
 =============  ====================  =====================================================
 
 Each kind is a transform class (:class:`Reverb`, :class:`Lowpass`, :class:`MuLaw`,
-:class:`Clip`, :class:`PacketLoss`) that validates its parameter and carries its step rule;
+:class:`Clip`, :class:`PacketLoss`, :class:`Mnru`, :class:`Bandpass`) that validates its parameter and carries its step rule;
 :data:`REGISTRY` maps kind -> class. Steps are configurable (``pairs.distortions.<kind>``,
 parsed once into :class:`Spec` by :func:`parse_specs`);
 :func:`within_step` is the rule.
@@ -356,11 +358,69 @@ class PacketLoss(Distortion):
         return x * keep
 
 
+class Mnru(Distortion):
+    """Modulated noise reference unit (ITU-T P.810): ``y = x * (1 + 10**(-Q/20) * N)``.
+
+    N is white Gaussian noise of unit variance from the seed, so the speech-correlated noise
+    lies ``Q`` dB below the signal (over a long signal) and one seed with two Qs gives the
+    same noise, scaled. Full-band (P.810's wideband form, without its output filter).
+    """
+
+    kind, default_step = "mnru", 2.0
+
+    def __init__(self, q_db: float) -> None:
+        self.check(q_db)
+        self.q_db = float(q_db)
+
+    @classmethod
+    def check(cls, param: float) -> None:
+        if not (math.isfinite(param) and -20.0 <= param <= 80.0):
+            raise ConfigError(f"mnru: Q must be in [-20, 80] dB, got {param}")
+
+    def __call__(self, x: np.ndarray, sr: int = 0, seed: int = 0) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        n = np.random.default_rng(seed).standard_normal(x.size).reshape(x.shape)
+        return x * (1.0 + db_to_gain(-self.q_db) * n)
+
+
+class Bandpass(Distortion):
+    """Band-limited coding: ``LOW_HZ`` (300 Hz, the telephone band's lower edge) to
+    ``high_hz``, an 8th-order Butterworth band-pass, zero phase. ``high_hz`` 3400 is
+    narrow-band telephony, 7000 wideband's upper edge."""
+
+    kind, default_step, relative = "bandpass", 0.05, True
+    LOW_HZ: ClassVar[float] = 300.0
+
+    def __init__(self, high_hz: float) -> None:
+        self.check(high_hz)
+        self.high_hz = float(high_hz)
+
+    @classmethod
+    def check(cls, param: float, sr: int | None = None) -> None:
+        """Above the 300 Hz lower edge, and below Nyquist when the sample rate ``sr`` is known."""
+        nyquist = math.inf if sr is None else sr / 2
+        if not cls.LOW_HZ < param < nyquist:
+            raise ConfigError(f"bandpass: upper cutoff {param} Hz must be in ({cls.LOW_HZ:g}, {nyquist})")
+
+    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+        self.check(self.high_hz, sr)
+        from scipy import signal  # lazily, as in Reverb
+
+        sos = signal.butter(4, [self.LOW_HZ, self.high_hz], btype="bandpass", fs=sr, output="sos")
+        x = np.asarray(x, dtype=np.float64)
+        if x.size <= 3 * (2 * len(sos) + 1):  # too short for sosfiltfilt, as in Lowpass
+            return signal.sosfilt(sos, x)
+        return signal.sosfiltfilt(sos, x)
+
+
 # Every distortion kind, in planning order (the order of pairs.distortions in params.yaml):
-# adding a kind is a class above and a line here.
+# adding a kind is a class above and a line here (new kinds go last: each kind takes the next
+# slice of the plan's uniform, so appending leaves the others' pairs where they were).
 REGISTRY: dict[str, type[Distortion]] = {
-    cls.kind: cls for cls in (Reverb, Lowpass, MuLaw, Clip, PacketLoss)
+    cls.kind: cls for cls in (Reverb, Lowpass, MuLaw, Clip, PacketLoss, Mnru, Bandpass)
 }
+# Kinds whose parameter is a frequency that must stay below Nyquist (checked once the rate is known).
+_BELOW_NYQUIST: dict[str, type[Lowpass] | type[Bandpass]] = {"lowpass": Lowpass, "bandpass": Bandpass}
 KINDS = tuple(REGISTRY)
 DEFAULT_STEPS = {kind: cls.default_step for kind, cls in REGISTRY.items()}
 
@@ -396,13 +456,13 @@ def parse_specs(cfg: DistortionsConfig, sample_rate: int) -> tuple[Spec, ...]:
 
 
 def check_sample_rate(specs: Sequence[Spec], sample_rate: int) -> None:
-    """The checks that need the sample rate (a lowpass cutoff below Nyquist), naming the key."""
+    """The checks that need the sample rate (a lowpass or bandpass cutoff below Nyquist), naming the key."""
     for s in specs:
-        if s.kind == "lowpass":
+        if s.kind in _BELOW_NYQUIST:
             try:
-                Lowpass.check(s.high, sample_rate)
+                _BELOW_NYQUIST[s.kind].check(s.high, sample_rate)
             except ConfigError as exc:
-                raise ConfigError(f"pairs.distortions.lowpass: range ({s.low}, {s.high}) out of bounds ({exc})") from None
+                raise ConfigError(f"pairs.distortions.{s.kind}: range ({s.low}, {s.high}) out of bounds ({exc})") from None
 
 
 def reverb(x: np.ndarray, rt60: float, sr: int, seed: int, rir: np.ndarray | None = None) -> np.ndarray:
@@ -461,9 +521,11 @@ __all__ = [
     "NONE",
     "PACKET_MS",
     "REGISTRY",
+    "Bandpass",
     "Clip",
     "Distortion",
     "Lowpass",
+    "Mnru",
     "MuLaw",
     "PacketLoss",
     "Reverb",
