@@ -86,6 +86,9 @@ def test_heldout_pairs_use_unseen_speech_follow_the_jnd_rule_and_are_balanced(ma
     assert len(plan) == CFG.pairs_per_utterance * len(held)
     assert not set(plan["clean_path"]) & set(manifests["clean"]["path"])
     assert np.isfinite(plan[["snr_a", "snr_b"]].to_numpy()).all()  # no clean anchors
+    # Noise level alone, even though CFG carries the demo's beyond-noise families.
+    assert CFG.distortions.enabled
+    assert "distortion" not in plan.columns or (plan["distortion"] == "none").all()
     assert (plan["different"] == ~within_jnd(plan["snr_a"].to_numpy(), plan["snr_b"].to_numpy(), 3.0)).all()
     assert plan["delta_db"].max() < 2 * 3.0
     assert 0.3 < plan["different"].mean() < 0.7

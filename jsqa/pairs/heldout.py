@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from jsqa.audio import audio_info, load_audio
-from jsqa.config import DistortionsConfig, PairsConfig
+from jsqa.config import PairsConfig
 from jsqa.data.manifests import CLEAN_COLUMNS, resolve
 from jsqa.errors import AudioError, ConfigError, ManifestError
 from jsqa.pairs.jnd import within_jnd
@@ -86,7 +86,8 @@ def plan_heldout(
     """
     if not max_delta_jnd > 0:
         raise ConfigError(f"calibrate.max_delta_jnd: must be positive, got {max_delta_jnd}")
-    cfg = dataclasses.replace(cfg, clean_anchor_prob=0.0, distortions=DistortionsConfig())
+    # No data profile lists "": every distortion probability 0 (DistortionsConfig() ships the demo mix).
+    cfg = dataclasses.replace(cfg, clean_anchor_prob=0.0, distortions=cfg.distortions.for_profile(""))
     plan = plan_pairs(clean, noise, cfg, heldout_seed(seed, 0), sample_rate)
     rng = np.random.default_rng(heldout_seed(seed, 1))
     u = rng.random((len(plan), 2))
