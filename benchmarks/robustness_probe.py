@@ -18,6 +18,9 @@ column. Prints one line per figure:
 - resample_16k: mean (and max) |score change| between a clip scored from its original file
   and from a 16 kHz copy made by another resampler (scipy's polyphase), both through
   ``jsqa predict``'s path (:func:`score_files`).
+- codec drop: per distortion family at one fixed, clearly audible setting (:data:`CODECS`), the
+  mean score of the clean references minus that of the same references distorted (positive: the
+  model hears it), through :func:`score_waveforms`.
 """
 
 from __future__ import annotations
@@ -38,10 +41,20 @@ from jsqa.audio import load_audio, write_audio
 from jsqa.models.mos import MOSModel
 from jsqa.scoring.predict import load_model, score_files
 from jsqa.scoring.windows import score_waveforms
+from jsqa.signal.distortions import Bandpass, Clip, Distortion, Mnru, MuLaw, PacketLoss, Reverb
 
 GAIN_DB = 20.0
 SILENCE_S = 4.0
 LOW_RATE = 16000
+# One clearly audible setting per beyond-noise family (the demo's and the pairs' families).
+CODECS: dict[str, Distortion] = {
+    "mnru_q10": Mnru(10.0),
+    "narrowband_300_3400": Bandpass(3400.0),
+    "mulaw_4bit": MuLaw(4),
+    "clip_-20db": Clip(-20.0),
+    "packet_loss_15pct": PacketLoss(0.15),
+    "reverb_rt60_0.8s": Reverb(0.8),
+}
 
 
 def corpus_table(corpus: Path, clips: int, seed: int) -> tuple[pd.DataFrame, Path]:
@@ -73,9 +86,11 @@ def probe(model: MOSModel, rows: pd.DataFrame, base: Path) -> dict:
     deg = [load_audio(base / p, sr)[0] for p in rows["filepath_deg"]]
     ref = [load_audio(base / p, sr)[0] for p in rows["filepath_ref"]]
     gain = np.float32(10 ** (GAIN_DB / 20))
-    scores = score_waveforms(model, deg + [x / gain for x in deg] + [x * gain for x in deg] + ref, sr)
+    codec = [np.asarray(d(x, sr, seed=i), dtype=np.float32) for d in CODECS.values() for i, x in enumerate(ref)]
+    scores = score_waveforms(model, deg + [x / gain for x in deg] + [x * gain for x in deg] + ref + codec, sr)
     n = len(deg)
-    at0, quiet, loud, clean = scores[:n], scores[n : 2 * n], scores[2 * n : 3 * n], scores[3 * n :]
+    at0, quiet, loud, clean = scores[:n], scores[n : 2 * n], scores[2 * n : 3 * n], scores[3 * n : 4 * n]
+    by_codec = scores[4 * n :].reshape(len(CODECS), n)
     gain_delta = np.concatenate([np.abs(quiet - at0), np.abs(loud - at0)])
     with tempfile.TemporaryDirectory(prefix="jsqa-probe-") as name:
         tmp = Path(name)
@@ -102,6 +117,7 @@ def probe(model: MOSModel, rows: pd.DataFrame, base: Path) -> dict:
         "resample_16k_mean_abs_delta": float(rate_delta.mean()),
         "resample_16k_max_abs_delta": float(rate_delta.max()),
         "resample_16k_scored_pairs": len(pairs),
+        "codec_drop": {name: float((clean - s).mean()) for name, s in zip(CODECS, by_codec)},
     }
 
 
@@ -115,6 +131,8 @@ def print_report(described: str, out: dict) -> None:
           f"{out['clean_above_noisy_share']:.0%} of clips")
     print(f"resample_16k: mean |delta| {out['resample_16k_mean_abs_delta']:.4f}  "
           f"max {out['resample_16k_max_abs_delta']:.4f}  ({out['resample_16k_scored_pairs']} clips scored)")
+    for name, drop in out["codec_drop"].items():
+        print(f"codec_drop {name}: clean minus distorted {drop:+.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
