@@ -26,7 +26,7 @@ Profile = Literal["demo", "paper"]
 ModelSize = Literal["small", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16"]
-Loss = Literal["mse", "l1"]
+Loss = Literal["gnll", "mse", "l1"]
 Direction = Literal["higher", "lower"]
 PeerName = Literal["dnsmos", "distillmos", "pesq", "stoi"]  # jsqa.evaluation.peers.PEERS
 
@@ -438,7 +438,7 @@ class FinetuneConfig(_Section):
     encoder_learning_rate: float = 2e-4
     weight_decay: float = 1e-4
     dropout: float = 0.1  # in the MOS head
-    loss: Loss = "mse"
+    loss: Loss = "gnll"  # gnll: Gaussian NLL, the model also predicts mos_std (docs/architecture.md)
     crop_seconds: float = 1.5  # training crop of each clip
     patience: int = 10  # epochs without a better validation RMSE before stopping
     threads: int = 2  # CPU threads for torch

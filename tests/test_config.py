@@ -71,7 +71,7 @@ def test_dataclass_defaults_are_the_shipped_params():
 @pytest.mark.parametrize(
     ("raw", "key", "allowed"),
     [
-        ({"finetune": {"loss": "huber"}}, "finetune.loss", "mse, l1"),
+        ({"finetune": {"loss": "huber"}}, "finetune.loss", "gnll, mse, l1"),
         ({"pretrain": {"device": "tpu"}}, "pretrain.device", "auto, cpu, cuda"),
         ({"register": {"direction": "up"}}, "register.direction", "higher, lower"),
         ({"data": {"demo": {"noise_families": ["white", "rain"]}}}, "data.demo.noise_families", "white, pink"),

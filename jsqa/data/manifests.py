@@ -24,9 +24,14 @@ AUDIO_COLUMNS = ["id", "path", "duration", "sample_rate", "channels"]
 CLEAN_COLUMNS = AUDIO_COLUMNS + ["speaker"]
 NOISE_COLUMNS = AUDIO_COLUMNS + ["environment"]
 MOS_COLUMNS = AUDIO_COLUMNS + ["mos", "db", "split"]
+# NISQA's quality dimensions, rated like MOS on a 1-5 scale (DIMENSION_RANGE): noisiness,
+# colouration, discontinuity, loudness. Optional manifest columns and optional model outputs.
+DIMENSIONS: tuple[str, ...] = ("noi", "col", "dis", "loud")
+DIMENSION_RANGE = (1.0, 5.0)
 # Optional MOS-manifest columns kept from a NISQA-layout CSV when it has them: the condition
-# (NISQA ``con`` or a user ``condition``), the raters' spread and count, the clean reference.
-MOS_OPTIONAL_COLUMNS = ["condition", "mos_std", "votes", "ref_path"]
+# (NISQA ``con`` or a user ``condition``), the raters' spread and count, the clean reference,
+# and NISQA's quality dimensions (noi, col, dis, loud: 1-5 like MOS).
+MOS_OPTIONAL_COLUMNS = ["condition", "mos_std", "votes", "ref_path", *DIMENSIONS]
 SPLITS = ("train", "val", "test")
 
 # What each manifest must hold; validate and every consumer rely on it.
@@ -147,8 +152,9 @@ def mos_manifest_from_csv(
     Needs ``filepath_deg`` (relative to ``corpus_root``, by default the CSV's folder) and
     ``mos``; ``db`` is optional (default 'USER_TEST'), and a ``split`` column, if present,
     overrides the split read from the db name. Optional columns are kept (see
-    :data:`MOS_OPTIONAL_COLUMNS`): ``condition`` (or NISQA's ``con``), ``mos_std``, ``votes`` and
-    ``ref_path`` (from ``filepath_ref``, relative to ``corpus_root`` like ``filepath_deg``).
+    :data:`MOS_OPTIONAL_COLUMNS`): ``condition`` (or NISQA's ``con``), ``mos_std``, ``votes``,
+    ``ref_path`` (from ``filepath_ref``, relative to ``corpus_root`` like ``filepath_deg``) and
+    the quality dimensions ``noi``, ``col``, ``dis``, ``loud``.
     """
     csv_path = Path(csv_path)
     try:
@@ -193,7 +199,7 @@ def _row_split(rec: pd.Series, table: pd.DataFrame, csv_path: Path) -> str:
 
 
 _OPTIONAL_SOURCES = {"condition": ("condition", "con"), "mos_std": ("mos_std",), "votes": ("votes",),
-                     "ref_path": ("filepath_ref",)}
+                     "ref_path": ("filepath_ref",), **{d: (d,) for d in DIMENSIONS}}
 
 
 def _has_optional(table: pd.DataFrame, column: str) -> bool:

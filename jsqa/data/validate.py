@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from jsqa.audio import to_mono
 from jsqa.config import ValidateConfig
-from jsqa.data.manifests import SCHEMAS, SPLITS, read_manifest, resolve
+from jsqa.data.manifests import DIMENSION_RANGE, DIMENSIONS, SCHEMAS, SPLITS, read_manifest, resolve
 from jsqa.errors import AudioError, ConfigError, ManifestError, ValidationFailed
 from jsqa.io import atomic_dir, write_json
 from jsqa.signal.levels import active_speech_levels, rms_db
@@ -134,6 +134,11 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
     if kind == "mos":
         lo, hi = cfg.mos_range
         out.append(gxe.ExpectColumnValuesToBeBetween(column="mos", min_value=lo, max_value=hi))
+        # Optional quality dimensions (1-5 like MOS): checked when the manifest has them; a
+        # missing value (null) is allowed, the between rule skips it.
+        for dim in DIMENSIONS:
+            out.append(gxe.ExpectColumnValuesToBeBetween(
+                column=dim, min_value=DIMENSION_RANGE[0], max_value=DIMENSION_RANGE[1]))
         out.append(gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)))
         out.append(
             gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(SPLITS))

@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from jsqa.data.manifests import DIMENSIONS
 from jsqa.errors import ManifestError
 from jsqa.evaluation.collapse import failure_summary, run_health
-from jsqa.evaluation.metrics import METRICS, bootstrap_ci, mos_metrics, seed_stats
+from jsqa.evaluation.metrics import METRICS, bootstrap_ci, calibration, mos_metrics, seed_stats
 from jsqa.evaluation.paired import paired_by_set, verdict
 from jsqa.models.mos import MOSModel, check_sample_rate
-from jsqa.scoring.windows import score_waveforms
-from jsqa.train.clips import load_clips
+from jsqa.scoring.windows import score_waveforms_all
+from jsqa.train.clips import label_se, load_clips
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,12 @@ def evaluate_models(
       ``relative_change`` / ``absolute_change`` ({db: {metric: value}}, signed: RMSE -18% is a
       reduction) and ``verdict`` (one sentence per metric, pooled);
     - ``equal_compute``: the same comparison for ``budget_models`` (each init's best model
-      within ``budget_epochs`` epochs), when given.
+      within ``budget_epochs`` epochs), when given;
+    - ``calibration``: {name: {db: :func:`~jsqa.evaluation.metrics.calibration`}} of the primary
+      model, for models that predict ``mos_std`` (the labels' ``mos_std / sqrt(votes)`` widen
+      the intervals when the manifest has them);
+    - ``dimensions``: {name: {dim: {db: metrics}}} for the quality dimensions (noi, col, dis,
+      loud) that both the model predicts and the test rows label (rows without a label left out).
 
     predictions has one row per clip with columns id, db, mos and pred_<name> (primary model).
     ConfigError when a model was trained at another rate than ``sample_rate`` (data.sample_rate).
@@ -83,7 +89,8 @@ def evaluate_models(
     clips = load_clips(test, sample_rate, root)
     preds = test[["id", "db", "mos"]].copy()
     y = preds["mos"].to_numpy(dtype=np.float64)
-    scores = _score_all(models, clips.audio, sample_rate, device)
+    outputs = _score_all(models, clips.audio, sample_rate, device)
+    scores = _mos_of(outputs)
     report: dict = {"models": {}, "ci95": {}, "seeds": {}, "per_seed": {},
                     "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}}
     for name, by_seed in scores.items():
@@ -93,9 +100,10 @@ def evaluate_models(
         report["per_seed"][name] = {str(s): _per_db(preds["db"], y, p) for s, p in by_seed.items()}
         report["models"][name] = next(iter(report["per_seed"][name].values()))
         report["seeds"][name] = [int(s) for s in by_seed]
+    report.update(_output_metrics(preds["db"], test, y, {n: next(iter(o.values())) for n, o in outputs.items()}))
     report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
     if budget_models:
-        budget_scores = _score_all(budget_models, clips.audio, sample_rate, device)
+        budget_scores = _mos_of(_score_all(budget_models, clips.audio, sample_rate, device))
         report["equal_compute"] = {"epochs": budget_epochs,
                                    **_compare(preds["db"], y, budget_scores, baseline, resamples, seed)}
     return report, preds
@@ -104,14 +112,57 @@ def evaluate_models(
 def _score_all(
     models: Mapping[str, MOSModel | Mapping[int, MOSModel]], audio: Sequence[np.ndarray], sample_rate: int,
     device: torch.device | str | None = None,
-) -> dict[str, dict[int, np.ndarray]]:
-    """{name: {seed: predictions}} for every model and seed, primary seed first."""
-    out: dict[str, dict[int, np.ndarray]] = {}
+) -> dict[str, dict[int, dict[str, np.ndarray]]]:
+    """{name: {seed: {output: predictions}}} for every model and seed, primary seed first."""
+    out: dict[str, dict[int, dict[str, np.ndarray]]] = {}
     for name, entry in models.items():
         by_seed = dict(entry) if isinstance(entry, Mapping) else {0: entry}
-        out[name] = {int(s): score_waveforms(model, audio, sample_rate, device=device)
-                     for s, model in by_seed.items()}
+        out[name] = {}
+        for s, model in by_seed.items():
+            scores = score_waveforms_all(model, audio, sample_rate, device=device)
+            names = getattr(model, "outputs", ("mos",))
+            out[name][int(s)] = {o: np.ascontiguousarray(scores[:, k]) for k, o in enumerate(names)}
     return out
+
+
+def _mos_of(outputs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) -> dict[str, dict[int, np.ndarray]]:
+    """{name: {seed: MOS predictions}} of :func:`_score_all`'s outputs."""
+    return {name: {s: o["mos"] for s, o in by_seed.items()} for name, by_seed in outputs.items()}
+
+
+def _output_metrics(
+    dbs: pd.Series, test: pd.DataFrame, y: np.ndarray, outputs: Mapping[str, Mapping[str, np.ndarray]],
+) -> dict:
+    """``calibration`` and ``dimensions`` of each primary model (see :func:`evaluate_models`);
+    keys only where some model has them."""
+    se = label_se(test)
+    out: dict = {"calibration": {}, "dimensions": {}}
+    for name, scored in outputs.items():
+        if "mos_std" in scored:
+            out["calibration"][name] = {
+                db: calibration(y[idx], scored["mos"][idx], scored["mos_std"][idx], se[idx])
+                for db, idx in _groups(dbs).items()}
+        dims = {}
+        for dim in DIMENSIONS:
+            if dim not in scored or dim not in test.columns:
+                continue
+            labels = pd.to_numeric(test[dim], errors="coerce").to_numpy(dtype=np.float64)
+            per = {db: mos_metrics(labels[idx], scored[dim][idx])
+                   for db, idx in _groups(dbs, np.isfinite(labels)).items()}
+            if per:
+                dims[dim] = per
+        if dims:
+            out["dimensions"][name] = dims
+    return {k: v for k, v in out.items() if v}
+
+
+def _groups(dbs: pd.Series, keep: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Row indices of each test set (sorted) and of all rows pooled, only rows where ``keep``;
+    sets left without rows are dropped."""
+    keep = np.ones(len(dbs), dtype=bool) if keep is None else keep
+    groups = {str(db): idx[keep[idx]] for db, idx in dbs.groupby(dbs, sort=True).indices.items()}
+    groups[POOLED] = np.flatnonzero(keep)
+    return {db: idx for db, idx in groups.items() if len(idx)}
 
 
 def _compare(
@@ -181,5 +232,11 @@ def flat_metrics(report: dict) -> dict[str, float]:
             out[f"diff_{db}_{k}_p"] = per[k]["p"]
     for name, bad in report.get("failed", {}).items():
         out[f"{name}_failed_runs"] = float(len(bad))
+    for name, per in report.get("calibration", {}).items():
+        for db, c in per.items():
+            out.update({f"{name}_{db}_{k}": c[k] for k in ("coverage68", "coverage95", "mean_sigma")})
+    for name, dims in report.get("dimensions", {}).items():
+        for dim, per in dims.items():
+            out.update({f"{name}_{dim}_{db}_{k}": m[k] for db, m in per.items() for k in METRICS})
     return out
 

@@ -39,6 +39,25 @@ def mos_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
+# Nominal coverage -> z: the central intervals mu ± z·sigma of a normal distribution.
+COVERAGE_Z = {"coverage68": 1.0, "coverage95": 1.96}
+
+
+def calibration(
+    y_true: np.ndarray, mu: np.ndarray, sigma: np.ndarray, se: np.ndarray | None = None,
+) -> dict[str, float]:
+    """How well predicted standard deviations match the errors: ``coverage68`` / ``coverage95``,
+    the share of items with ``|y - mu| <= z * sqrt(sigma² + se²)`` (z = 1, 1.96; a calibrated
+    model gives about 0.68 and 0.95), ``mean_sigma`` and n. ``se``: the labels' standard errors."""
+    y, m, s = (np.asarray(a, dtype=np.float64) for a in (y_true, mu, sigma))
+    if not (y.shape == m.shape == s.shape) or y.ndim != 1 or len(y) == 0:
+        raise ValueError(f"y_true, mu and sigma must be 1-D of one nonzero length, got {y.shape}, {m.shape}, {s.shape}")
+    var = s**2 + (0.0 if se is None else np.asarray(se, dtype=np.float64) ** 2)
+    err = np.abs(y - m)
+    out = {k: float(np.mean(err <= z * np.sqrt(var))) for k, z in COVERAGE_Z.items()}
+    return {**out, "mean_sigma": float(np.mean(s)), "n": int(len(y))}
+
+
 def relative_change(model: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
     """Signed percent change of each metric against the baseline, as the paper quotes it:
     ``(model - baseline) / |baseline| * 100``, so "RMSE -18%" is a reduction (better) and

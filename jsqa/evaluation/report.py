@@ -110,6 +110,7 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
         lines += _heading("Mean ± std over seeds (runs that learned)", fmt, level)
         lines += _table(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)
 
+    lines += _output_tables(report, fmt, level, digits)
     lines += _comparison(report, "Paired difference", fmt, level, digits)
     budget = report.get("equal_compute")
     if isinstance(budget, dict) and budget.get("paired"):
@@ -123,6 +124,27 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
         lines += _heading("Failed runs", fmt, level)
         lines += failure_summary(failed, seeds)
     return "\n".join(lines).strip("\n") + "\n"
+
+
+def _output_tables(report: dict, fmt: str, level: int, digits: int) -> list[str]:
+    """Calibration of the predicted mos_std and the quality-dimension metrics, when the report has them."""
+    lines: list[str] = []
+    cal = report.get("calibration") or {}
+    rows = [[str(db), str(name), *(_num(c.get(k), digits) for k in ("coverage68", "coverage95", "mean_sigma")),
+             str(c.get("n", "–"))]
+            for name, per in cal.items() for db, c in sorted(per.items(), key=lambda kv: kv[0] == "pooled")]
+    if rows:
+        lines += _heading("Calibration: share of files within the predicted 68% / 95% intervals "
+                          "(nominal 0.68 / 0.95), mean predicted std", fmt, level)
+        lines += _table(["test set", "model", "68%", "95%", "mean std", "n"], rows, fmt)
+    dims = report.get("dimensions") or {}
+    rows = [[str(dim), str(db), str(name), *(_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))]
+            for name, per_dim in dims.items() for dim, per in per_dim.items()
+            for db, m in sorted(per.items(), key=lambda kv: kv[0] == "pooled")]
+    if rows:
+        lines += _heading("Quality dimensions (primary model)", fmt, level)
+        lines += _table(["dimension", "test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt, names=3)
+    return lines
 
 
 def _comparison(report: dict, title: str, fmt: str, level: int, digits: int) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -21,6 +22,28 @@ from jsqa.mos_scale import clamp_mos
 CHECKPOINT_FORMAT = "jsqa-checkpoint-v1"
 # The input rate of checkpoints that do not record one (written before they did).
 LEGACY_SAMPLE_RATE = DEFAULT_SAMPLE_RATE
+# The output layout of checkpoints that do not record one: the mean MOS alone.
+LEGACY_OUTPUTS: tuple[str, ...] = ("mos",)
+STD_SUFFIX = "_std"
+# Smallest predicted standard deviation (MOS units): keeps the likelihood finite.
+STD_FLOOR = 0.02
+# Predicted standard deviation of an untrained model.
+INIT_STD = 0.5
+
+
+def output_layout(dims: tuple[str, ...] | list[str] = (), gaussian: bool = True) -> tuple[str, ...]:
+    """The model outputs for MOS plus ``dims``: each target, followed by its ``<target>_std``
+    when ``gaussian`` (e.g. ("mos", "mos_std", "noi", "noi_std"))."""
+    out: list[str] = []
+    for target in ("mos", *dims):
+        out += [target, target + STD_SUFFIX] if gaussian else [target]
+    return tuple(out)
+
+
+def is_std(name: str) -> bool:
+    """Whether output ``name`` is a predicted standard deviation."""
+    return name.endswith(STD_SUFFIX)
+
 
 def encoder_spec(size: str) -> EncoderSpec:
     """The encoder architecture for a named size ('small' or 'paper')."""
@@ -39,6 +62,10 @@ def projection_dims(spec: EncoderSpec) -> tuple[int, int]:
 class MOSModel(nn.Module):
     """Waveform [B, T] at ``sample_rate`` (16 kHz by default) -> MOS [B].
 
+    ``outputs`` names the head's outputs (:func:`output_layout`); "mos" is first, ``*_std``
+    outputs are standard deviations (softplus + :data:`STD_FLOOR`); :meth:`all_outputs` gives
+    them all [B, K], ``forward`` the mean MOS only.
+
     ``projection=True`` puts the pretraining projection head between encoder and MOS head (the
     MOS head reads its output before L2 normalisation); ``False`` regresses MOS directly on the
     encoder embedding. Comparing the two is the paper's projection-head ablation.
@@ -50,7 +77,8 @@ class MOSModel(nn.Module):
 
     def __init__(
         self, spec: EncoderSpec, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0,
-        projection: bool = False, sample_rate: int = LEGACY_SAMPLE_RATE, input_level_dbov: float | None = None,
+        projection: bool = False, sample_rate: int = LEGACY_SAMPLE_RATE,
+        outputs: tuple[str, ...] | list[str] = LEGACY_OUTPUTS, input_level_dbov: float | None = None,
     ) -> None:
         super().__init__()
         self.encoder = Encoder(spec, sample_rate)
@@ -61,20 +89,43 @@ class MOSModel(nn.Module):
         if projection:
             proj_hidden, in_dim = projection_dims(spec)
             self.projection = ProjectionHead(spec.embedding_dim, proj_hidden, in_dim)
-        self.head = MOSHead(in_dim, hidden=hidden, dropout=dropout, init_mos=init_mos)
-        # Checkpoints without "projection" (older ones) rebuild as projection=False.
-        self.input_level_dbov = None if input_level_dbov is None else float(input_level_dbov)
+        self.outputs = tuple(str(o) for o in outputs)
+        if not self.outputs or self.outputs[0] != "mos" or len(set(self.outputs)) != len(self.outputs):
+            raise JsqaError(f"model outputs must start with 'mos' and not repeat, got {self.outputs}")
+        std = [is_std(o) for o in self.outputs]
+        init_std = float(np.log(np.expm1(INIT_STD - STD_FLOOR)))  # softplus inverse
+        self.head = MOSHead(in_dim, hidden=hidden, dropout=dropout, init_mos=init_mos, n_out=len(self.outputs),
+                            init_bias=[init_std if s else init_mos for s in std])
+        # Not saved: rebuilt from "outputs", so checkpoints without it load unchanged.
+        self.std_mask: torch.Tensor
+        self.register_buffer("std_mask", torch.tensor(std), persistent=False)
+        self.has_std = any(std)
+        # Checkpoints without "projection" (older ones) rebuild as projection=False, without
+        # "outputs" as the MOS-only head.
         self.head_config: dict[str, Any] = {"hidden": hidden, "dropout": dropout, "init_mos": init_mos,
-                                            "projection": projection}
+                                            "projection": projection, "outputs": list(self.outputs)}
         # Checkpoints without it (older ones) rebuild as None: no level normalisation.
+        self.input_level_dbov = None if input_level_dbov is None else float(input_level_dbov)
         if self.input_level_dbov is not None:
             self.head_config["input_level_dbov"] = self.input_level_dbov
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def all_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Every output [B, K] in the order of :attr:`outputs` (unclamped)."""
         z = self.encoder(x)
         if self.projection is not None:
             z = self.projection.features(z)
-        return self.head(z)
+        return self.head_outputs(z)
+
+    def head_outputs(self, z: torch.Tensor) -> torch.Tensor:
+        """The head's outputs [B, K] for features ``z`` (what the head reads): standard
+        deviations through softplus plus :data:`STD_FLOOR`, the rest as they are."""
+        raw = self.head(z)
+        if not self.has_std:
+            return raw
+        return torch.where(self.std_mask, nn.functional.softplus(raw) + STD_FLOOR, raw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.all_outputs(x)[:, 0]
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

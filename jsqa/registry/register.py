@@ -90,11 +90,14 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path, calibration: Path | None = No
     code = [str(Path(jsqa.__file__).resolve().parent)]
     reqs = _pip_requirements()
     encoder_dim = encoder_from_checkpoint(load_checkpoint(encoder_ckpt)).embedding_dim
-    example = input_example(checkpoint_sample_rate(load_checkpoint(mos_ckpt)))
+    mos_payload = load_checkpoint(mos_ckpt)
+    example = input_example(checkpoint_sample_rate(mos_payload))
+    # mos, then mos_std and quality dimensions when the model predicts them (older checkpoints: mos).
+    mos_outputs = list((mos_payload.get("head") or {}).get("outputs") or ["mos"])
     specs = {
         ENCODER_MODEL_NAME: (ENCODER_MODEL_CODE, encoder_ckpt,
                              Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)])),
-        MOS_MODEL_NAME: (MOS_MODEL_CODE, mos_ckpt, Schema([ColSpec("double", "mos")])),
+        MOS_MODEL_NAME: (MOS_MODEL_CODE, mos_ckpt, Schema([ColSpec("double", o) for o in mos_outputs])),
     }
     extra_artifacts = {ENCODER_MODEL_NAME: _calibration_artifact(encoder_ckpt, calibration)}
     uris: dict[str, str] = {}

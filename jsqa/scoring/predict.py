@@ -29,7 +29,7 @@ from jsqa.errors import JsqaError
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
 from jsqa.registry.register import CHECKPOINT_ARTIFACT
 from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits
-from jsqa.scoring.windows import model_device, score_blocks
+from jsqa.scoring.windows import model_device, model_outputs, score_blocks_all
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,8 @@ def score_files(
     model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits = LIMITS, progress: bool = False,
     *, device: torch.device | str | None = None,
 ) -> list[dict]:
-    """One row per file: {"path", "mos", "error", "warning"}; an unusable file gets an error, not
+    """One row per file: {"path", "mos", "error", "warning"}, plus the model's other outputs
+    (``mos_std``, quality dimensions: :func:`score_outputs`) when it has them; an unusable file gets an error, not
     a crash; a truncated one is scored and gets a warning saying how much of it was read.
 
     Each file is checked from its header (:class:`jsqa.scoring.limits.ScoringAudio`, as the
@@ -174,11 +175,12 @@ def score_files(
 def _score_files(model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits, progress: bool) -> list[dict]:
     rows: list[dict] = []
     sample_rate = model.sample_rate
+    outputs = score_outputs(model)
     for f in tqdm(files, disable=not progress, file=sys.stderr, unit="file", desc="scoring"):
-        row: dict[str, Any] = {"path": str(f), "mos": None, "error": None, "warning": None}
+        row: dict[str, Any] = {"path": str(f), "mos": None, **dict.fromkeys(outputs), "error": None, "warning": None}
         try:
             with ScoringAudio(f, str(f), limits) as audio:
-                row["mos"] = score_blocks(model, audio.blocks(sample_rate), sample_rate)
+                row.update(score_blocks_all(model, audio.blocks(sample_rate), sample_rate))
                 row["warning"] = audio.truncation
             if row["warning"]:
                 log.warning("%s", row["warning"])
@@ -189,18 +191,36 @@ def _score_files(model: MOSModel, files: Sequence[str | Path], limits: ScoringLi
     return rows
 
 
+def score_outputs(model: MOSModel) -> list[str]:
+    """The model's outputs besides MOS that score rows carry (``mos_std``, ``noi``, ...)."""
+    return [o for o in model_outputs(model) if o != "mos"]
+
+
+_BASE_COLUMNS = ("path", "mos", "error", "warning")
+
+
+def _extra_columns(rows: Sequence[dict]) -> list[str]:
+    """Output columns beyond path/mos/error/warning, in the order rows give them."""
+    out: list[str] = []
+    for r in rows:
+        out += [k for k in r if k not in _BASE_COLUMNS and k not in out]
+    return out
+
+
 def format_rows(rows: Sequence[dict], fmt: str) -> str:
     """Render score rows as an aligned table, CSV or a JSON list of objects; the text ends with
-    exactly one newline."""
+    exactly one newline. Columns: path, mos, the model's other outputs when rows have them
+    (``mos_std``, quality dimensions), error, warning."""
+    extra = _extra_columns(rows)
     if fmt == "json":
-        return json.dumps([_row(r) for r in rows], indent=2) + "\n"
+        return json.dumps([_row(r, extra) for r in rows], indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["path", "mos", "error", "warning"], lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=["path", "mos", *extra, "error", "warning"], lineterminator="\n")
         writer.writeheader()
         for r in rows:
-            r = _row(r)
-            writer.writerow({"path": r["path"], "mos": "" if r["mos"] is None else repr(r["mos"]),
+            r = _row(r, extra)
+            writer.writerow({"path": r["path"], **{c: "" if r[c] is None else repr(r[c]) for c in ["mos", *extra]},
                              "error": r["error"] or "", "warning": r["warning"] or ""})
         return buf.getvalue()
     if fmt == "table":
@@ -208,24 +228,30 @@ def format_rows(rows: Sequence[dict], fmt: str) -> str:
     raise JsqaError(f"unknown output format '{fmt}' (choose {', '.join(FORMATS)})")
 
 
-def _row(r: dict) -> dict[str, Any]:
-    mos = r.get("mos")
-    return {"path": str(r["path"]), "mos": None if mos is None else float(mos), "error": r.get("error"),
-            "warning": r.get("warning")}
+def _num(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _row(r: dict, extra: Sequence[str] = ()) -> dict[str, Any]:
+    return {"path": str(r["path"]), "mos": _num(r.get("mos")), **{c: _num(r.get(c)) for c in extra},
+            "error": r.get("error"), "warning": r.get("warning")}
 
 
 def _table(rows: Sequence[dict]) -> str:
+    outputs = ["mos", *_extra_columns(rows)]
     # The error and warning columns appear only when some row has one.
     extra = [c for c in ("error", "warning") if any(r.get(c) for r in rows)]
-    header = ["path", "mos", *extra]
+    header = ["path", *outputs, *extra]
     body = []
     for r in rows:
-        r = _row(r)
-        body.append([r["path"], "-" if r["mos"] is None else f"{r['mos']:.3f}", *(r[c] or "" for c in extra)])
+        r = _row(r, outputs[1:])
+        body.append([r["path"], *("-" if r[c] is None else f"{r[c]:.3f}" for c in outputs),
+                     *(r[c] or "" for c in extra)])
     widths = [max(len(c[i]) for c in [header, *body]) for i in range(len(header))]
+    n = 1 + len(outputs)
     lines = []
     for cells in [header, *body]:
-        # mos is right-aligned so the decimals line up; the last column is not padded.
-        parts = [cells[0].ljust(widths[0]), cells[1].rjust(widths[1])] + cells[2:]
+        # Scores are right-aligned so the decimals line up; the last column is not padded.
+        parts = [cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:n], widths[1:n]))] + cells[n:]
         lines.append("  ".join(parts).rstrip())
     return "\n".join(lines) + "\n"

@@ -18,8 +18,9 @@ model sees it and has no size limit of its own; rows whose ``audio_base64`` or `
 refused with an error row before they are decoded. ``JSQA_SERVE_MAX_SECONDS`` (default 600)
 is the duration limit.
 
-Output: one row per input row, in order. A row that cannot be scored gets ``mos`` null and a
-one-line ``error``; the other rows are still scored. A request that is unusable as a whole (no
+Output: one row per input row, in order: ``mos``, the model's other outputs when it has them
+(``mos_std``, quality dimensions ``noi`` ...), ``error``. A row that cannot be scored gets
+null scores and a one-line ``error``; the other rows are still scored. A request that is unusable as a whole (no
 known column, not a table) raises, which the scoring server answers with HTTP 400.
 """
 
@@ -57,7 +58,7 @@ from jsqa.scoring.compare import (
     model_rate,
 )
 from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, scoring_waveform
-from jsqa.scoring.windows import HOP_S, WINDOW_S, score_blocks, windowed_mean, windowed_mean_blocks
+from jsqa.scoring.windows import HOP_S, WINDOW_S, model_outputs, score_blocks_all, windowed_mean, windowed_mean_blocks
 
 log = logging.getLogger(__name__)
 
@@ -186,30 +187,35 @@ def _rows(model_input: Any) -> list[dict]:
 
 
 def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits | None = None) -> pd.DataFrame:
-    """One MOS per input row (columns ``mos``, ``error``); a bad row gets an error, not a crash.
+    """One MOS per input row (columns ``mos``, the model's other outputs such as ``mos_std`` and
+    quality dimensions when it has them, ``error``); a bad row gets an error, not a crash.
     Each row's audio is resampled to the model's input rate (the one its checkpoint records).
 
-    ``mos`` is float64 when every row scored, else object with None where ``error`` is set (so
+    Scores are float64 when every row scored, else object with None where ``error`` is set (so
     the JSON response never carries NaN). ``limits`` defaults to :func:`serve_limits`. Raises
     JsqaError only for an unusable input table.
     """
     limits = limits or serve_limits()
-    mos: list[float | None] = []
+    names = model_outputs(model)
+    scores: dict[str, list[float | None]] = {n: [] for n in names}
     errors: list[str | None] = []
     for i, row in enumerate(_rows(model_input)):
         try:
             with row_blocks(row, i, model.sample_rate, limits) as blocks:
-                value = score_blocks(model, blocks, model.sample_rate)
-            if not math.isfinite(value):
+                values = score_blocks_all(model, blocks, model.sample_rate)
+            if not all(math.isfinite(v) for v in values.values()):
                 raise AudioError(f"row {i}: the model gave a non-finite score")
-            mos.append(value)
+            for n in names:
+                scores[n].append(values[n])
             errors.append(None)
         except AudioError as exc:
             log.warning("%s", exc)
-            mos.append(None)
+            for n in names:
+                scores[n].append(None)
             errors.append(str(exc).splitlines()[0])
     dtype = "float64" if all(e is None for e in errors) else "object"
-    return pd.DataFrame({"mos": pd.Series(mos, dtype=dtype), "error": pd.Series(errors, dtype="object")})
+    return pd.DataFrame({**{n: pd.Series(v, dtype=dtype) for n, v in scores.items()},
+                         "error": pd.Series(errors, dtype="object")})
 
 
 def embed_waveform(encoder: Encoder, x: np.ndarray, window_s: float = WINDOW_S, hop_s: float = HOP_S) -> np.ndarray:

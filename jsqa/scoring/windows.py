@@ -167,8 +167,48 @@ def score_blocks(model: torch.nn.Module, blocks: Iterable[np.ndarray], sample_ra
     model's rate), scored as it arrives; clamped to the MOS scale. A model with an
     ``input_level_dbov`` scores level-normalised windows with speech only (NoSpeechError when
     none has any: :func:`windowed_mean_blocks`)."""
+    return score_blocks_all(model, blocks, sample_rate)["mos"]
+
+
+def model_outputs(model: torch.nn.Module) -> tuple[str, ...]:
+    """The names of a model's outputs (:attr:`jsqa.models.mos.MOSModel.outputs`); ("mos",) for a
+    module that gives MOS alone."""
+    return tuple(getattr(model, "outputs", ("mos",)))
+
+
+class _Accumulable(torch.nn.Module):
+    """A model's outputs [B, K] ready for a weighted mean over windows: standard deviations
+    squared (variances average; their root is taken after), the rest as they are."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.sample_rate = getattr(model, "sample_rate", DEFAULT_SAMPLE_RATE)
+        self.std = torch.tensor([o.endswith("_std") for o in model_outputs(model)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        all_outputs = getattr(self.model, "all_outputs", None)
+        out = all_outputs(x) if all_outputs is not None else self.model(x).reshape(len(x), 1)
+        return torch.where(self.std.to(out.device), out**2, out) if bool(self.std.any()) else out
+
+
+def _finish(mean: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """Window means [..., K] to scores: the root of averaged variances, the rest clamped to the MOS scale."""
+    std = np.asarray([n.endswith("_std") for n in names])
+    return np.where(std, np.sqrt(np.abs(mean)), clamp_mos(np.asarray(mean, dtype=np.float64)))
+
+
+def score_blocks_all(
+    model: torch.nn.Module, blocks: Iterable[np.ndarray], sample_rate: int | None = None,
+) -> dict[str, float]:
+    """Every output of :func:`model_outputs` for one mono signal given as blocks (as
+    :func:`score_blocks`): the length-weighted mean over windows, clamped to the MOS scale,
+    except ``*_std`` outputs: the root of the weighted mean of the variances."""
     model.eval()
-    return clamp_mos(windowed_mean_blocks(model, blocks, sample_rate, level_dbov=input_level(model)).item())
+    names = model_outputs(model)
+    acc = windowed_mean_blocks(_Accumulable(model), blocks, sample_rate, level_dbov=input_level(model))
+    mean = acc.reshape(-1).numpy()
+    return {n: float(v) for n, v in zip(names, _finish(mean, names))}
 
 
 def score_waveform(
@@ -186,17 +226,31 @@ def score_waveform(
 BATCH_SECONDS = CHUNK_WINDOWS * WINDOW_S
 
 
-@torch.inference_mode()
 def score_waveforms(
     model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int | None = None, *,
     device: torch.device | str | None = None, batch_seconds: float = BATCH_SECONDS,
 ) -> np.ndarray:
     """MOS for each clip: :func:`score_waveform` of each (equal within float rounding), batched.
 
+    The "mos" column of :func:`score_waveforms_all`, whose docstring says how windows are
+    batched. AudioError for an empty clip.
+    """
+    all_outputs = score_waveforms_all(model, clips, sample_rate, device=device, batch_seconds=batch_seconds)
+    return np.ascontiguousarray(all_outputs[:, 0])
+
+
+@torch.inference_mode()
+def score_waveforms_all(
+    model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int | None = None, *,
+    device: torch.device | str | None = None, batch_seconds: float = BATCH_SECONDS,
+) -> np.ndarray:
+    """Every output of :func:`model_outputs` for each clip, [N, K] ("mos" first).
+
     The windows of all clips are sorted by length and those of one length scored together,
     at most ``batch_seconds`` of audio per forward pass (at least one window), whichever clip
     they come from: test sets have many clips of one length, and every window of a long clip
-    is 8 s. Each clip's MOS is its windows' mean weighted by length, clamped to the MOS scale.
+    is 8 s. Each clip's outputs are its windows' means weighted by length, clamped to the MOS
+    scale, except ``*_std`` outputs: the root of the weighted mean of the variances.
     ``device``: where to score (default: where the model is); the model is moved there for
     the call and back after. AudioError for an empty clip.
 
@@ -213,8 +267,10 @@ def score_waveforms(
         spans.extend((b - a, i, a) for a, b in windows(len(clip), window, hop))
     gains = _window_gains(clips, spans, sample_rate, input_level(model))
     spans.sort()
-    total = np.zeros(len(clips), dtype=np.float64)
-    weight = np.zeros(len(clips), dtype=np.float64)
+    names = model_outputs(model)
+    fn = _Accumulable(model)
+    total = np.zeros((len(clips), len(names)), dtype=np.float64)
+    weight = np.zeros((len(clips), 1), dtype=np.float64)
     home = model_device(model)
     target = torch.device(device) if device is not None else home
     model.eval()
@@ -229,14 +285,14 @@ def score_waveforms(
                 end += 1
             batch = spans[start:end]
             x = np.stack([_window(clips, i, a, n, gains) for n, i, a in batch])
-            out = model(torch.from_numpy(x).to(target)).reshape(len(batch)).double().cpu().numpy()
+            out = fn(torch.from_numpy(x).to(target)).reshape(len(batch), len(names)).double().cpu().numpy()
             idx = np.asarray([i for _, i, _ in batch])
             np.add.at(total, idx, out * length)
             np.add.at(weight, idx, float(length))
             start = end
     finally:
         model.to(home)
-    return np.asarray([clamp_mos(float(v)) for v in total / weight], dtype=np.float64)
+    return _finish(total / weight, names)
 
 
 def _window_gains(

@@ -51,6 +51,28 @@ def load_clips(
     return ClipSet(audio=audio, mos=df["mos"].to_numpy(dtype=np.float32), rows=df.reset_index(drop=True))
 
 
+def label_se(rows: pd.DataFrame) -> np.ndarray:
+    """Each clip's MOS standard error ``mos_std / sqrt(votes)``; 0 without votes (< 1), without
+    the columns or where a cell is missing."""
+    n = len(rows)
+    if "mos_std" not in rows.columns or "votes" not in rows.columns:
+        return np.zeros(n, dtype=np.float32)
+    std = pd.to_numeric(rows["mos_std"], errors="coerce").to_numpy(dtype=np.float64)
+    votes = pd.to_numeric(rows["votes"], errors="coerce").to_numpy(dtype=np.float64)
+    ok = np.isfinite(std) & np.isfinite(votes) & (votes >= 1)
+    se = np.zeros(n, dtype=np.float64)
+    se[ok] = std[ok] / np.sqrt(votes[ok])
+    return se.astype(np.float32)
+
+
+def label_targets(rows: pd.DataFrame, outputs: tuple[str, ...]) -> np.ndarray:
+    """[N, T] labels of the model's targets (its outputs but the ``_std`` ones), NaN where missing."""
+    targets = [o for o in outputs if not o.endswith("_std")]
+    cols = [pd.to_numeric(rows[t], errors="coerce") if t in rows.columns else pd.Series(np.nan, index=rows.index)
+            for t in targets]
+    return np.stack([c.to_numpy(dtype=np.float64) for c in cols], axis=1).astype(np.float32)
+
+
 def random_crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
     """A ``length``-sample crop at a random offset; shorter clips are zero-padded at the end."""
     if len(x) >= length:

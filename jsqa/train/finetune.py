@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig
+from jsqa.data.manifests import DIMENSIONS
 from jsqa.errors import ConfigError, ManifestError
 from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, run_health
 from jsqa.evaluation.metrics import mos_metrics, seed_stats
@@ -30,37 +31,44 @@ from jsqa.models.mos import (
     encoder_from_checkpoint,
     encoder_spec,
     load_checkpoint,
+    output_layout,
     save_checkpoint,
 )
 from jsqa.scoring.windows import score_waveforms
 from jsqa.signal.speech import random_gains
-from jsqa.train.clips import ClipSet, load_clips, random_crop
+from jsqa.train.clips import ClipSet, label_se, label_targets, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything, set_determinism
 from jsqa.train.label_subset import label_subset
+from jsqa.train.losses import target_loss
 
 log = logging.getLogger(__name__)
 
 SEEDS_INDEX = "seeds.json"
 
 
-def _loss_fn(name: str) -> torch.nn.Module:
-    return torch.nn.MSELoss() if name == "mse" else torch.nn.L1Loss()
+def manifest_dimensions(train: pd.DataFrame) -> tuple[str, ...]:
+    """The NISQA quality dimensions (:data:`DIMENSIONS`) the train rows label (a column with at
+    least one value): the model gets an output for each."""
+    return tuple(d for d in DIMENSIONS if d in train.columns and train[d].notna().any())
 
 
 def build_model(
     model_cfg: ModelConfig, cfg: FinetuneConfig, init_mos: float, encoder_ckpt: Path | None,
-    sample_rate: int = 16000,
+    sample_rate: int = 16000, dims: tuple[str, ...] = (),
 ) -> MOSModel:
     """A MOS model for ``sample_rate`` input whose encoder is random (scratch) or loaded from a
     pretraining checkpoint (ConfigError when that was trained at another rate).
 
     With ``model.projection_head`` on, the MOS head sits on the projection head, which is also
-    taken from the pretraining checkpoint; off, it sits on the encoder embedding.
+    taken from the pretraining checkpoint; off, it sits on the encoder embedding. Outputs: MOS
+    and ``dims``, each with a standard deviation when ``cfg.loss`` is gnll.
     """
     projection = model_cfg.projection_head
+    outputs = output_layout(dims, gaussian=cfg.loss == "gnll")
+
     def mos_model(spec: EncoderSpec) -> MOSModel:
         return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection, sample_rate=sample_rate,
-                        input_level_dbov=cfg.input_level_dbov)
+                        outputs=outputs, input_level_dbov=cfg.input_level_dbov)
 
     if encoder_ckpt is None:
         return mos_model(encoder_spec(model_cfg.size))
@@ -100,8 +108,10 @@ def _encoder_side(model: MOSModel) -> list[torch.nn.Parameter]:
     return params
 
 
-def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt, loss_fn, rng, device) -> float:
+def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt, rng, device) -> float:
     model.train()
+    labels = torch.from_numpy(label_targets(train.rows, model.outputs))
+    se = torch.from_numpy(label_se(train.rows))
     order = rng.permutation(len(train))
     total, n = 0.0, 0
     for i in range(0, len(order), cfg.batch_size):
@@ -112,8 +122,8 @@ def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt,
         if cfg.gain_augment_db > 0:  # drawn after the crops, and only when on: runs without it are unchanged
             crops = (crops * random_gains(len(idx), cfg.gain_augment_db, rng)[:, None]).astype(np.float32)
         x = torch.from_numpy(crops).to(device)
-        y = torch.from_numpy(train.mos[idx]).to(device)
-        loss = loss_fn(model(x), y)
+        sel = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        loss = target_loss(cfg.loss, model.outputs, model.all_outputs(x), labels[sel].to(device), se[sel].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -161,7 +171,9 @@ def finetune(
     val = load_clips(val_df, sample_rate, root)
     init = "pretrained" if encoder_ckpt is not None else "scratch"
     device = pick_device(cfg.device)
-    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt, sample_rate).to(device)
+    # From the whole train split, so every seed and label fraction has one output layout.
+    dims = manifest_dimensions(manifest[manifest["split"] == "train"])
+    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt, sample_rate, dims).to(device)
     opt = torch.optim.AdamW(
         [
             # The projection head belongs to the pretrained network: it learns at the encoder's
@@ -171,7 +183,6 @@ def finetune(
         ],
         weight_decay=cfg.weight_decay,
     )
-    loss_fn = _loss_fn(cfg.loss)
     crop = int(cfg.crop_seconds * sample_rate)
     best: dict[str, Any] | None = None
     best_state = copy.deepcopy(model.state_dict())
@@ -179,7 +190,7 @@ def finetune(
     history: list[dict[str, float]] = []
     stale = 0
     for epoch in range(1, cfg.epochs + 1):
-        train_loss = _epoch(model, train, cfg, crop, opt, loss_fn, rng, device)
+        train_loss = _epoch(model, train, cfg, crop, opt, rng, device)
         val_pred = score_waveforms(model, val.audio, sample_rate)
         val_metrics = {f"val_{k}": v for k, v in mos_metrics(val.mos, val_pred).items() if k != "n"}
         metrics = {"train_loss": train_loss, **val_metrics}
