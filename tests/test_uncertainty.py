@@ -237,7 +237,8 @@ def test_manifests_keep_quality_dimensions_and_validation_accepts_them(tmp_path)
 
 
 def test_finetune_with_gnll_learns_the_manifest_dimensions(small_corpus, tmp_path):
-    manifest = read_manifest(small_corpus["mos"], "mos")
+    # The demo's own proxies replaced by two dimensions, one of them half missing.
+    manifest = read_manifest(small_corpus["mos"], "mos").drop(columns=["noi", "col", "dis", "loud"], errors="ignore")
     manifest["col"] = manifest["mos"]
     manifest["loud"] = np.where(np.arange(len(manifest)) % 2 == 0, np.nan, 3.0)
     cfg = FinetuneConfig(epochs=1, batch_size=8, crop_seconds=1.0, threads=2)
