@@ -142,7 +142,7 @@ STAGES: tuple[Stage, ...] = (
         " --out models/jnd_calibration.json --metrics metrics/jnd.json",
         "jsqa.cli.calibrate",
         # Held-out JND pairs: the test split's clean references (mos manifest) with the noise files.
-        inputs=("models/encoder.pt", "data/manifests/clean.parquet", "data/manifests/noise.parquet", _MOS),
+        inputs=("models/encoder.pt", "data/manifests/clean.parquet", "data/manifests/noise.parquet", _MOS, _VERDICT),
         params=("seed", "pairs.jnd_db", "pairs.snr_db", "pairs.segment_seconds", "pairs.speech_level_dbov",
                 "calibrate.pairs_per_utterance", "calibrate.max_delta_jnd"),
         outs=("models/jnd_calibration.json",),

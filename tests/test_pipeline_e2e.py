@@ -24,6 +24,15 @@ import soundfile as sf
 import yaml
 from processes import stop_group
 
+from jsqa.data.demo import clean_talkers, synth_utterance
+
+
+def _speech(seconds: float, sr: int) -> np.ndarray:
+    """Speech-like audio (the demo's synthesiser) at -26 dBov: the champion refuses tones and
+    silence ("no active speech found"), as users' clips are speech."""
+    return synth_utterance(clean_talkers(1, 7)[0], seconds, sr, np.random.default_rng(0)).astype(np.float32)
+
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[1]
@@ -140,9 +149,8 @@ def test_champion_alias_is_set_and_predict_answers_with_it(project, tmp_path):
     register = json.loads((project / "metrics" / "register.json").read_text())
     assert register["promoted"] is True
     sr = 8000
-    t = np.arange(2 * sr) / sr
     wav = tmp_path / "clip.wav"
-    sf.write(wav, np.stack([0.3 * np.sin(2 * np.pi * 200 * t)] * 2, axis=1), sr)  # 8 kHz stereo
+    sf.write(wav, np.stack([_speech(2.0, sr)] * 2, axis=1), sr)  # 8 kHz stereo
     proc = _run([str(BIN / "jsqa"), "predict", str(wav), "--format", "json"], project)
     rows = json.loads(proc.stdout)
     assert len(rows) == 1 and 1.0 <= rows[0]["mos"] <= 5.0
@@ -226,8 +234,7 @@ def test_every_readme_command_names_a_program_the_venv_has():
 
 def test_readme_commands_run_without_the_venv_on_path(project, bare):
     sr = 16000
-    t = np.arange(sr) / sr
-    sf.write(project / "clip.wav", 0.3 * np.sin(2 * np.pi * 300 * t), sr)
+    sf.write(project / "clip.wav", _speech(1.0, sr), sr)
 
     def run(cmd: list[str]) -> str:
         proc = subprocess.run(cmd, cwd=project, env=bare, capture_output=True, text=True, timeout=900)
@@ -264,7 +271,7 @@ def test_readme_serve_command_answers_http_without_the_venv_on_path(project, bar
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 time.sleep(0.5)
         sr = 8000
-        samples = (0.3 * np.sin(2 * np.pi * 200 * np.arange(sr) / sr)).tolist()
+        samples = _speech(1.0, sr).tolist()
         body = json.dumps({"dataframe_records": [{"audio": samples, "sample_rate": sr}]}).encode()
         req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                      headers={"Content-Type": "application/json"})
