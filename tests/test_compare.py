@@ -15,10 +15,10 @@ import torch
 
 from jsqa.audio import load_audio
 from jsqa.cli.app import main
-from jsqa.cli.evaluate import jnd_line
 from jsqa.config import PairsConfig
 from jsqa.data.manifests import read_manifest, resolve, write_manifest
 from jsqa.errors import JsqaError
+from jsqa.evaluation.report import evaluation_tables, jnd_line
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.pairs.heldout import heldout_clean, plan_heldout, split_halves
 from jsqa.pairs.jnd import within_jnd
@@ -144,6 +144,9 @@ def test_calibrate_stage_writes_calibration_and_held_out_metrics(
     assert 0 <= m["accuracy"] <= 1 and 0 <= m["majority_accuracy"] <= 1
     assert "same/different accuracy" in capsys.readouterr().out
     assert "accuracy" in jnd_line(m) and "majority rule" in jnd_line(m)
+    # The evaluation's tables (text, and the markdown of the HTML page) carry the same line.
+    for fmt in ("text", "markdown"):
+        assert jnd_line(m) in evaluation_tables({"models": {}, "jnd": m}, fmt)
 
 
 def _calibrate(small_corpus, encoder, tmp_path, mos: pd.DataFrame) -> tuple[int, Path, Path]:

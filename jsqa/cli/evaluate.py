@@ -71,16 +71,16 @@ def run(args: argparse.Namespace) -> int:
                                         resamples=p.evaluate.bootstrap_resamples, seed=p.seed, device=device,
                                         budget_models=budget if equal else None,
                                         budget_epochs=next(iter(budgets)) if equal else None)
+        jnd = _jnd_metrics(args.jnd)
+        if jnd is not None:  # in the tables and the HTML page too
+            report["jnd"] = jnd
+            mlflow.log_metrics({f"jnd_{k}": float(jnd[k]) for k in ("accuracy", "roc_auc", "majority_accuracy")
+                                if jnd.get(k) is not None})
         plots = Path(args.plots)
         # The field comparison: mapped RMSE, conditions, peers, the scatter (one panel per
         # predictor) and the HTML page; it extends report and preds, written once below.
         compared = write_comparison(report, preds, select_test_rows(manifest, test_sets), p.evaluate.peers,
                                     plots, Path(args.report), args.root, args.peer_cache)
-        jnd = _jnd_metrics(args.jnd)
-        if jnd is not None:
-            report["jnd"] = jnd
-            mlflow.log_metrics({f"jnd_{k}": float(jnd[k]) for k in ("accuracy", "roc_auc", "majority_accuracy")
-                                if jnd.get(k) is not None})
         write_json(args.metrics, report)
         write_csv(plots / "predictions.csv", preds)
         mlflow.log_metrics(comparison_flat_metrics(report))
@@ -91,8 +91,6 @@ def run(args: argparse.Namespace) -> int:
             mlflow.log_artifact(str(f))
     print(evaluation_tables(report, "text").rstrip("\n"))
     print(comparison_tables(report, "text").rstrip("\n"))
-    if jnd is not None:
-        print(jnd_line(jnd))
     return 0
 
 
@@ -101,15 +99,3 @@ def _jnd_metrics(path: str | None) -> dict | None:
     from jsqa.io import read_json
 
     return read_json(path) if path and Path(path).is_file() else None
-
-
-def jnd_line(jnd: dict) -> str:
-    """One line: same/different accuracy on held-out JND pairs, against the majority rule."""
-    def num(v: object) -> str:
-        return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
-
-    if jnd.get("available") is False:
-        return f"Perceptual distance (held-out JND pairs): same/different accuracy: not available ({jnd.get('reason')})"
-    return (f"Perceptual distance (held-out JND pairs, n={jnd.get('n_report')}): same/different accuracy "
-            f"{num(jnd.get('accuracy'))} (majority rule {num(jnd.get('majority_accuracy'))}), "
-            f"ROC AUC {num(jnd.get('roc_auc'))}")

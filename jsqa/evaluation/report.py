@@ -123,7 +123,23 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     if not report.get("verdict") and any(failed.values()):
         lines += _heading("Failed runs", fmt, level)
         lines += failure_summary(failed, seeds)
+    if isinstance(report.get("jnd"), dict):
+        lines += _heading("Perceptual distance", fmt, level)
+        lines += [jnd_line(report["jnd"]), ""]
     return "\n".join(lines).strip("\n") + "\n"
+
+
+def jnd_line(jnd: dict) -> str:
+    """One line: same/different accuracy on held-out JND pairs (metrics/jnd.json, the calibrate
+    stage's), against the majority rule."""
+    def num(v: object) -> str:
+        return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
+
+    if jnd.get("available") is False:
+        return f"Held-out JND pairs: same/different accuracy: not available ({jnd.get('reason')})"
+    return (f"Held-out JND pairs (n={jnd.get('n_report')}): same/different accuracy "
+            f"{num(jnd.get('accuracy'))} (majority rule {num(jnd.get('majority_accuracy'))}), "
+            f"ROC AUC {num(jnd.get('roc_auc'))}")
 
 
 def _output_tables(report: dict, fmt: str, level: int, digits: int) -> list[str]:
