@@ -150,11 +150,11 @@ def test_silence_tones_and_very_low_noise_get_an_error_row_when_served(model):
     inputs = {**_no_speech(), "speech": _speech(3.0, seed=7)}
     out = score_rows(model, pd.DataFrame([{"audio": x.tolist(), "sample_rate": SR} for x in inputs.values()]))
     assert len(out) == len(inputs)
-    for name, (mos, error) in zip(inputs, zip(out["mos"], out["error"])):
+    for i, (name, mos, error) in enumerate(zip(inputs, out["mos"], out["error"])):
         if name == "speech":
             assert error is None and 1.0 <= mos <= 5.0
         else:
-            assert mos is None and error.startswith(NO_SPEECH)
+            assert mos is None and error.startswith(f"row {i}: {NO_SPEECH}")
 
 
 def test_windows_without_speech_are_left_out_of_a_long_clip(model):

@@ -212,7 +212,9 @@ def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits | None =
             log.warning("%s", exc)
             for n in names:
                 scores[n].append(None)
-            errors.append(str(exc).splitlines()[0])
+            message = str(exc).splitlines()[0]
+            # Errors raised below the row (no speech, decoding) name it like the rest.
+            errors.append(message if message.startswith(f"row {i}:") else f"row {i}: {message}")
     dtype = "float64" if all(e is None for e in errors) else "object"
     return pd.DataFrame({**{n: pd.Series(v, dtype=dtype) for n, v in scores.items()},
                          "error": pd.Series(errors, dtype="object")})
@@ -241,7 +243,9 @@ def embed_rows(encoder: Encoder, model_input: Any, limits: ScoringLimits | None 
         except AudioError as exc:
             log.warning("%s", exc)
             cells.append([None] * dim)
-            errors.append(str(exc).splitlines()[0])
+            message = str(exc).splitlines()[0]
+            # Errors raised below the row (no speech, decoding) name it like the rest.
+            errors.append(message if message.startswith(f"row {i}:") else f"row {i}: {message}")
     dtype = "float64" if all(e is None for e in errors) else "object"
     out = pd.DataFrame(cells, columns=[f"e{i}" for i in range(dim)], dtype=dtype)
     out["error"] = pd.Series(errors, dtype="object")
