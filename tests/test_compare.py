@@ -242,6 +242,8 @@ def test_compare_errors_are_one_clear_line(clips, encoder, calibration, tmp_path
                       (clips["silent"], "degraded")):
         code, out, err = _compare(capsys, str(clips["ref"]), str(deg), *enc)
         assert code == 2 and out == "" and says in err and err.startswith("jsqa compare: error:"), err
+        if deg == clips["silent"]:  # the scoring's own no-speech rule, not a bare level error
+            assert "no active speech found" in err, err
     other = tmp_path / "other.json"
     save_calibration(other, replace(load_calibration(calibration), encoder_sha256="0" * 64))
     code, _, err = _compare(capsys, str(clips["ref"]), str(clips["ref"]), "--encoder", str(encoder),

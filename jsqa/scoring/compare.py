@@ -27,7 +27,7 @@ from jsqa.io import read_json, write_json
 from jsqa.models.encoder import EncoderSpec
 from jsqa.models.mos import PretrainModel, checkpoint_sample_rate, model_sample_rate
 from jsqa.scoring.windows import windowed_mean
-from jsqa.signal.levels import gain_for_level
+from jsqa.signal.speech import normalise_level
 
 CALIBRATION_FORMAT = "jsqa-jnd-calibration-v1"
 DISTANCE = "cosine distance of the window-averaged, L2-normalised projection-head embeddings (pretraining's space)"
@@ -51,9 +51,10 @@ def model_rate(model: torch.nn.Module) -> int:
 
 
 def level_normalise(x: np.ndarray, sample_rate: int, level_dbov: float, name: str = "audio") -> np.ndarray:
-    """``x`` scaled to ``level_dbov`` active speech level; AudioError naming ``name`` when silent."""
+    """``x`` scaled to ``level_dbov`` active speech level; AudioError naming ``name`` when it
+    holds no speech (silent, too faint or tonal: the rule MOS scoring applies, jsqa.signal.speech)."""
     try:
-        return (np.asarray(x, dtype=np.float32) * np.float32(gain_for_level(x, sample_rate, level_dbov)))
+        return normalise_level(x, sample_rate, level_dbov)
     except AudioError as exc:
         raise AudioError(f"{name}: {exc}") from exc
 
