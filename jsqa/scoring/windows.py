@@ -10,6 +10,7 @@ import torch
 
 from jsqa.errors import AudioError
 from jsqa.models.encoder import DEFAULT_SAMPLE_RATE
+from jsqa.models.mos import is_std
 from jsqa.mos_scale import clamp_mos
 from jsqa.signal.speech import SpeechCheck, check_speech, level_gain, no_speech_error, normalise_window, scaled
 
@@ -184,7 +185,7 @@ class _Accumulable(torch.nn.Module):
         super().__init__()
         self.model = model
         self.sample_rate = getattr(model, "sample_rate", DEFAULT_SAMPLE_RATE)
-        self.std = torch.tensor([o.endswith("_std") for o in model_outputs(model)])
+        self.std = torch.tensor([is_std(o) for o in model_outputs(model)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         all_outputs = getattr(self.model, "all_outputs", None)
@@ -194,7 +195,7 @@ class _Accumulable(torch.nn.Module):
 
 def _finish(mean: np.ndarray, names: Sequence[str]) -> np.ndarray:
     """Window means [..., K] to scores: the root of averaged variances, the rest clamped to the MOS scale."""
-    std = np.asarray([n.endswith("_std") for n in names])
+    std = np.asarray([is_std(n) for n in names])
     return np.where(std, np.sqrt(np.abs(mean)), clamp_mos(np.asarray(mean, dtype=np.float64)))
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from jsqa.audio import load_audio
 from jsqa.data.manifests import resolve
+from jsqa.models.mos import is_std
 from jsqa.signal.speech import check_speech, level_gain, scaled
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def label_se(rows: pd.DataFrame) -> np.ndarray:
 
 def label_targets(rows: pd.DataFrame, outputs: tuple[str, ...]) -> np.ndarray:
     """[N, T] labels of the model's targets (its outputs but the ``_std`` ones), NaN where missing."""
-    targets = [o for o in outputs if not o.endswith("_std")]
+    targets = [o for o in outputs if not is_std(o)]
     cols = [pd.to_numeric(rows[t], errors="coerce") if t in rows.columns else pd.Series(np.nan, index=rows.index)
             for t in targets]
     return np.stack([c.to_numpy(dtype=np.float64) for c in cols], axis=1).astype(np.float32)

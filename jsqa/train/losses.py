@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from jsqa.models.mos import is_std
+
 
 def nt_xent(
     z_a: torch.Tensor,
@@ -57,7 +59,7 @@ def target_loss(
     [B, T] holds the targets (the outputs not ending in ``_std``) in order, NaN where a clip has
     no label (left out); ``se`` [B] is the MOS label's standard error (gnll only, MOS only).
     """
-    targets = [o for o in outputs if not o.endswith("_std")]
+    targets = [o for o in outputs if not is_std(o)]
     if y.shape[-1] != len(targets):
         raise ValueError(f"expected {len(targets)} target columns ({', '.join(targets)}), got {y.shape[-1]}")
     total = pred.new_zeros(())
