@@ -34,16 +34,14 @@ repro: $(STAMP)  ## the same stages with plain DVC
 # The label-efficiency study (README, "Does pretraining help?"): the workspace's own evaluation
 # (params.yaml, label_fraction 1.0) plus one DVC experiment per STUDY setting, each re-running
 # finetune, finetune_scratch and evaluate; everything upstream is reused from the cache
-# (dvc.lock is copied into each experiment: it is not committed). STUDY is any `-S` grid;
-# STUDY_JOBS experiments run at once (each uses finetune.threads cores). Peers are off in the
-# study: it compares the two inits, and each experiment's folder would re-score them.
+# (dvc.lock is copied into each experiment: it is not committed). STUDY is any `-S` grid; the
+# settings run one after another as `dvc exp run --temp` (jsqa/sweep.py says why not the queue).
+# Peers are off in the study: it compares the two inits, and each experiment would re-score them.
+# A failed setting is named by `jsqa study`, which then exits 1.
 STUDY ?= finetune.label_fraction=0.1,0.3
-STUDY_JOBS ?= 1
-study: $(STAMP)  ## pretrained vs scratch over STUDY settings, as DVC experiments, then `jsqa study`
+study: $(STAMP)  ## pretrained vs scratch over STUDY settings, as DVC experiments, then one table and plot
 	$(BIN)/dvc repro evaluate
-	$(BIN)/dvc exp run --queue -C dvc.lock -S 'evaluate.peers=[]' $(foreach s,$(STUDY),-S '$(s)') evaluate
-	-$(BIN)/dvc exp run --run-all -j $(STUDY_JOBS)  # a failed experiment is named by `jsqa study`, which then exits 1
-	$(BIN)/jsqa study
+	$(BIN)/jsqa study -S 'evaluate.peers=[]' $(foreach s,$(STUDY),-S '$(s)')
 
 test: $(STAMP)  ## the full suite, unit and integration tests (what CI runs)
 	$(BIN)/python -m pytest -q

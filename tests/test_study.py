@@ -15,6 +15,7 @@ from dvc_projects import blank_project, make_project  # noqa: F401
 from jsqa.cli import main
 from jsqa.errors import JsqaError
 from jsqa.study import experiments_from_exp_show, study_markdown, study_table, varying_params
+from jsqa.sweep import expand_grid
 
 # What an evaluation of one setting holds (the parts the study reads): per seed, failed runs,
 # and the paired comparison of the pooled set.
@@ -39,16 +40,18 @@ json.dump(ev, open('metrics/evaluate.json', 'w'))
 
 
 def _env() -> dict[str, str]:
-    # DVC's queue workers start `dvc` from PATH: the venv's bin must be on it (as `make` puts it).
+    # Stage commands are looked up on PATH: the venv's bin must be on it (as `make` puts it).
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "DVC_NO_ANALYTICS": "1"}
 
 
 @pytest.mark.integration
-def test_study_collects_queued_dvc_experiments_into_a_table_and_plot(blank_project, tmp_path):
+@pytest.mark.timeout(600)
+def test_study_runs_a_grid_as_dvc_experiments_and_collects_a_table_and_plot(blank_project, tmp_path):
+    runs_log = tmp_path / "evaluations.log"  # outside the project: counts the stage's executions
     root = make_project(
         blank_project, tmp_path / "proj",
-        {"evaluate": {"cmd": f"{sys.executable} evaluate.py", "deps": ["evaluate.py"],
+        {"evaluate": {"cmd": f"{sys.executable} evaluate.py {runs_log}", "deps": ["evaluate.py"],
                       "params": ["finetune.label_fraction"],
                       "metrics": ["metrics/evaluate.json"]}},
         params={"seed": 1, "finetune": {"label_fraction": 1.0}},
@@ -56,25 +59,25 @@ def test_study_collects_queued_dvc_experiments_into_a_table_and_plot(blank_proje
     # As in jsqa: metrics/ is git-ignored and the evaluation is a cached DVC metric, which is what
     # lets each experiment keep its own.
     (root / ".gitignore").write_text("/metrics/\n")
-    (root / "evaluate.py").write_text(_EVAL_STAGE)
+    log_run = ("import sys, yaml; open(sys.argv[1], 'a').write("
+               "str(yaml.safe_load(open('params.yaml'))['finetune']['label_fraction']) + '\\n')\n")
+    (root / "evaluate.py").write_text(log_run + _EVAL_STAGE)
 
-    def run(*cmd: str) -> str:
-        done = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True)
+    def git(*cmd: str) -> None:
+        done = subprocess.run(["git", *cmd], cwd=root, env=_env(), capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
-        return done.stdout
 
-    run("git", "add", "-A")
-    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "study")
-    # The documented sweep: queue a grid, run the queue (README, "Does pretraining help?").
-    run(sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", "finetune.label_fraction=0.1,0.3,1.0")
-    # One setting that fails: the study names it instead of silently dropping it.
-    run(sys.executable, "-m", "dvc", "exp", "run", "--queue", "-S", "finetune.label_fraction=-1", "-n", "broken")
-    subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "--run-all", "-j", "2"], cwd=root, env=_env(),
-                   capture_output=True)  # non-zero: one experiment failed
-    os.environ["PATH"] = _env()["PATH"]
-    # Exit 1: the table is written, but one setting failed.
-    assert main(["study", "--root", str(root), "--out", str(root / "study.json"), "--table",
-                 str(root / "study.md"), "--plot", str(root / "study.png")]) == 1
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "study")
+    study = ["study", "--root", str(root), "--out", str(root / "study.json"), "--table", str(root / "study.md"),
+             "--plot", str(root / "study.png")]
+    # The documented sweep (README, "Label efficiency"), with one setting that fails: the study
+    # names it instead of silently dropping it, and exits 1 with the table written.
+    grid = ["-S", "finetune.label_fraction=0.1,0.3,1.0,-1"]
+    assert main([*study, *grid]) == 1
+    executed = runs_log.read_text().split()
+    assert sorted(executed) == ["-1", "0.1", "0.3", "1.0"]
+
     rows = json.loads((root / "study.json").read_text())["rows"]
     assert json.loads((root / "study.json").read_text())["factors"] == ["finetune.label_fraction"]
     by = {(r["finetune.label_fraction"], r["init"]): r for r in rows}
@@ -87,8 +90,33 @@ def test_study_collects_queued_dvc_experiments_into_a_table_and_plot(blank_proje
     table = (root / "study.md").read_text()
     assert "| finetune.label_fraction | init | seeds (failed) |" in table and "| 0.1 | scratch | 2 (1) |" in table
     assert (root / "study.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((root / "study.json").read_text())["failed_experiments"] == ["broken"]
-    assert "1 experiment(s) failed and are not in the table: broken" in table
+    assert json.loads((root / "study.json").read_text())["failed_experiments"] == ["label_fraction=-1"]
+    assert "1 experiment(s) failed and are not in the table: label_fraction=-1" in table
+
+    # Run again, interrupted or not: finished settings come from DVC's run cache (the stage does
+    # not execute again), each setting is still one row, and only the failed one is retried.
+    assert main([*study, *grid]) == 1
+    assert sorted(runs_log.read_text().split()) == sorted([*executed, "-1"])
+    again = json.loads((root / "study.json").read_text())["rows"]
+    assert sorted((r["finetune.label_fraction"], r["init"]) for r in again) == sorted(by)
+
+
+def test_a_grid_expands_like_dvc_and_names_each_setting_by_what_differs():
+    grid = expand_grid(["evaluate.peers=[]", "finetune.label_fraction=0.1,0.3", "model.projection_head=true,false"])
+    assert [s.overrides for s in grid] == [
+        ("evaluate.peers=[]", "finetune.label_fraction=0.1", "model.projection_head=True"),
+        ("evaluate.peers=[]", "finetune.label_fraction=0.1", "model.projection_head=False"),
+        ("evaluate.peers=[]", "finetune.label_fraction=0.3", "model.projection_head=True"),
+        ("evaluate.peers=[]", "finetune.label_fraction=0.3", "model.projection_head=False")]
+    assert [s.name for s in grid][:2] == ["label_fraction=0.1_projection_head=True",
+                                          "label_fraction=0.1_projection_head=False"]
+    # One setting: named by all of it; characters git refuses in a ref become '-'.
+    assert [s.name for s in expand_grid(["evaluate.peers=[a, b]"])] == ["peers=-a-b"]
+    assert expand_grid(["other.yaml:x.y=1,2"])[1].overrides == ("other.yaml:x.y=2",)
+    with pytest.raises(JsqaError, match="at least one -S"):
+        expand_grid([])
+    with pytest.raises(JsqaError, match="cannot read the study's -S settings"):
+        expand_grid(["finetune.label_fraction=[0.1"])
 
 
 def test_experiments_are_read_from_dvc_exp_show_json_and_factors_found():
