@@ -44,7 +44,7 @@ study: $(STAMP)  ## pretrained vs scratch over STUDY settings, as DVC experiment
 	$(BIN)/jsqa study -S 'evaluate.peers=[]' $(foreach s,$(STUDY),-S '$(s)')
 
 test: $(STAMP)  ## the full suite, unit and integration tests (what CI runs)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=10  # the ten slowest tests close the report
 
 test-fast: $(STAMP)  ## unit tests only (under a minute): no pipeline, server, subprocess or training run
 	$(BIN)/python -m pytest -q -m "not integration"
