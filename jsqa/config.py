@@ -453,6 +453,9 @@ class FinetuneConfig(_Section):
     input_level_dbov: float | None = -26.0
     # Random gain, uniform in +-this many dB, on each training crop (after normalisation). 0: off.
     gain_augment_db: float = 6.0
+    # Rescale each predicted standard deviation by one factor fitted on the validation split
+    # after training (jsqa/train/std_scaling.py), so its intervals hold what they claim.
+    calibrate_std: bool = True
 
     def _check(self) -> None:
         for name in ("epochs", "batch_size", "patience", "threads", "seeds"):

@@ -95,7 +95,7 @@ _FINETUNE = (
     "finetune.epochs", "finetune.batch_size", "finetune.learning_rate", "finetune.encoder_learning_rate",
     "finetune.weight_decay", "finetune.dropout", "finetune.loss", "finetune.crop_seconds",
     "finetune.patience", "finetune.seeds", "finetune.label_fraction", "finetune.equal_compute_epochs",
-    "finetune.input_level_dbov", "finetune.gain_augment_db",
+    "finetune.input_level_dbov", "finetune.gain_augment_db", "finetune.calibrate_std",
 )
 
 STAGES: tuple[Stage, ...] = (

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from jsqa.audio import write_audio
+from jsqa.audio import load_audio, write_audio
 from jsqa.config import FinetuneConfig, ModelConfig, ValidateConfig
 from jsqa.data.manifests import mos_manifest_from_csv, read_manifest
 from jsqa.data.validate import suite_for
+from jsqa.errors import JsqaError
 from jsqa.evaluation.evaluate import evaluate_models, flat_metrics
 from jsqa.evaluation.metrics import calibration
 from jsqa.evaluation.report import evaluation_tables
@@ -33,6 +34,7 @@ from jsqa.scoring.windows import score_blocks, score_blocks_all, score_waveforms
 from jsqa.train.clips import label_se, label_targets
 from jsqa.train.finetune import finetune
 from jsqa.train.losses import gaussian_nll, target_loss
+from jsqa.train.std_scaling import fit_std_scale
 
 SR = 16000
 
@@ -247,3 +249,57 @@ def test_finetune_with_gnll_learns_the_manifest_dimensions(small_corpus, tmp_pat
     assert model.outputs == ("mos", "mos_std", "col", "col_std", "loud", "loud_std")
     rows = score_files(model, [small_corpus["root"] / manifest["path"].iloc[0]])
     assert rows[0]["mos_std"] > 0 and 1.0 <= rows[0]["loud"] <= 5.0
+
+
+def test_std_scale_is_the_likelihood_optimum_with_and_without_label_error():
+    rng = np.random.default_rng(0)
+    mu, sigma = rng.uniform(1, 5, 4000), rng.uniform(0.2, 0.8, 4000)
+    y = mu + 2.0 * sigma * rng.standard_normal(4000)  # the model's stds are half the real spread
+    assert fit_std_scale(y, mu, sigma) == pytest.approx(2.0, rel=0.03)
+    # Exact case: residual variance 5 = s² · 1 + 1 (label error) -> s = 2 (grid step 0.3%).
+    r = np.array([-1.0, 1.0]) * math.sqrt(5.0)
+    assert fit_std_scale(r, np.zeros(2), np.ones(2), se=np.ones(2)) == pytest.approx(2.0, rel=0.01)
+    # Missing labels are left out; fewer than two labels leave the stds as they are.
+    assert fit_std_scale(np.append(y, np.nan), np.append(mu, 3.0), np.append(sigma, 0.5)) == pytest.approx(
+        fit_std_scale(y, mu, sigma))
+    assert fit_std_scale(np.array([np.nan, 3.0]), np.array([3.0, 3.0]), np.array([1.0, 1.0])) == 1.0
+
+
+def test_a_std_scale_multiplies_the_stds_only_and_travels_in_the_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = MOSModel(encoder_spec("small"), outputs=output_layout(("noi",))).eval()
+    x = torch.from_numpy(np.stack([_tone(0.1, SR), _tone(0.3, SR, seed=1)])).float()
+    before = model.all_outputs(x).detach()
+    model.set_std_scale({"mos_std": 2.0, "noi_std": 0.5})
+    after = model.all_outputs(x).detach()
+    torch.testing.assert_close(after[:, [0, 2]], before[:, [0, 2]])
+    torch.testing.assert_close(after[:, 1], 2.0 * before[:, 1])
+    torch.testing.assert_close(after[:, 3], 0.5 * before[:, 3])
+    save_checkpoint(tmp_path / "m.pt", "mos", model, model.encoder.spec, head=model.head_config)
+    again = mos_model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
+    torch.testing.assert_close(again.all_outputs(x).detach(), after)
+    with pytest.raises(JsqaError, match="not a standard-deviation output"):
+        model.set_std_scale({"mos": 2.0})
+    with pytest.raises(JsqaError, match="positive"):
+        model.set_std_scale({"mos_std": 0.0})
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_finetune_calibrates_the_stds_on_the_validation_split(small_corpus, tmp_path, calibrate):
+    manifest = read_manifest(small_corpus["mos"], "mos")
+    cfg = FinetuneConfig(epochs=1, batch_size=8, crop_seconds=1.0, threads=2, calibrate_std=calibrate)
+    best = finetune(manifest, ModelConfig(size="small"), cfg, seed=0, out_path=tmp_path / "m.pt",
+                    root=small_corpus["root"])
+    payload = load_checkpoint(tmp_path / "m.pt")
+    model = mos_model_from_checkpoint(payload)
+    if not calibrate:
+        assert "std_scale" not in payload["head"] and "val_std_scale" not in best
+        return
+    assert set(payload["head"]["std_scale"]) == {o for o in model.outputs if o.endswith("_std")}
+    assert best["val_std_scale"] == payload["head"]["std_scale"]["mos_std"]
+    # The saved model's validation intervals: the mean squared standardised error is 1 (the
+    # likelihood optimum, demo labels are exact), whatever it was before the factor.
+    val = manifest[manifest["split"] == "val"]
+    out = score_waveforms_all(model, [load_audio(small_corpus["root"] / p, SR)[0] for p in val["path"]], SR)
+    z2 = ((val["mos"].to_numpy() - out[:, 0]) / out[:, 1]) ** 2
+    assert float(np.mean(z2)) == pytest.approx(1.0, rel=1e-3)

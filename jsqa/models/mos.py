@@ -6,6 +6,8 @@ checkpoint can never run code when opened.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,7 @@ class MOSModel(nn.Module):
         self, spec: EncoderSpec, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0,
         projection: bool = False, sample_rate: int = LEGACY_SAMPLE_RATE,
         outputs: tuple[str, ...] | list[str] = LEGACY_OUTPUTS, input_level_dbov: float | None = None,
+        std_scale: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = Encoder(spec, sample_rate)
@@ -100,6 +103,8 @@ class MOSModel(nn.Module):
         self.std_mask: torch.Tensor
         self.register_buffer("std_mask", torch.tensor(std), persistent=False)
         self.has_std = any(std)
+        self.std_scale_vec: torch.Tensor
+        self.register_buffer("std_scale_vec", torch.ones(len(self.outputs)), persistent=False)
         # Checkpoints without "projection" (older ones) rebuild as projection=False, without
         # "outputs" as the MOS-only head.
         self.head_config: dict[str, Any] = {"hidden": hidden, "dropout": dropout, "init_mos": init_mos,
@@ -108,6 +113,24 @@ class MOSModel(nn.Module):
         self.input_level_dbov = None if input_level_dbov is None else float(input_level_dbov)
         if self.input_level_dbov is not None:
             self.head_config["input_level_dbov"] = self.input_level_dbov
+        if std_scale:
+            self.set_std_scale(std_scale)
+
+    def set_std_scale(self, scales: Mapping[str, float]) -> None:
+        """Multiply the named ``*_std`` outputs by these factors (post-hoc calibration; kept in
+        :attr:`head_config`, so checkpoints carry it; checkpoints without it use 1)."""
+        vec = torch.ones(len(self.outputs))
+        for name, s in scales.items():
+            if name not in self.outputs or not is_std(name):
+                raise JsqaError(f"std scale for '{name}': not a standard-deviation output of {self.outputs}")
+            if not (math.isfinite(s) and s > 0):
+                raise JsqaError(f"std scale for '{name}' must be a positive number, got {s}")
+            vec[self.outputs.index(name)] = float(s)
+        self.std_scale_vec.copy_(vec)
+        if scales:
+            self.head_config["std_scale"] = {k: float(v) for k, v in scales.items()}
+        else:
+            self.head_config.pop("std_scale", None)
 
     def all_outputs(self, x: torch.Tensor) -> torch.Tensor:
         """Every output [B, K] in the order of :attr:`outputs` (unclamped)."""
@@ -118,11 +141,12 @@ class MOSModel(nn.Module):
 
     def head_outputs(self, z: torch.Tensor) -> torch.Tensor:
         """The head's outputs [B, K] for features ``z`` (what the head reads): standard
-        deviations through softplus plus :data:`STD_FLOOR`, the rest as they are."""
+        deviations through softplus plus :data:`STD_FLOOR`, times their calibration factor
+        (:meth:`set_std_scale`), the rest as they are."""
         raw = self.head(z)
         if not self.has_std:
             return raw
-        return torch.where(self.std_mask, nn.functional.softplus(raw) + STD_FLOOR, raw)
+        return torch.where(self.std_mask, (nn.functional.softplus(raw) + STD_FLOOR) * self.std_scale_vec, raw)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.all_outputs(x)[:, 0]

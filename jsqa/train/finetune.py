@@ -34,12 +34,13 @@ from jsqa.models.mos import (
     output_layout,
     save_checkpoint,
 )
-from jsqa.scoring.windows import score_waveforms
+from jsqa.scoring.windows import score_waveforms, score_waveforms_all
 from jsqa.signal.speech import random_gains
 from jsqa.train.clips import ClipSet, label_se, label_targets, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything, set_determinism
 from jsqa.train.label_subset import label_subset
 from jsqa.train.losses import target_loss
+from jsqa.train.std_scaling import fit_std_scales
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,17 @@ def _encoder_side(model: MOSModel) -> list[torch.nn.Parameter]:
     if model.projection is not None:
         params += list(model.projection.parameters())
     return params
+
+
+def _calibrate_std(model: MOSModel, val: ClipSet, sample_rate: int, enabled: bool) -> dict[str, float]:
+    """Fit and set the model's std factors on the validation clips (:mod:`jsqa.train.std_scaling`);
+    returns ``val_std_scale`` (the MOS factor) for the metrics, or nothing when off or MOS-only."""
+    model.set_std_scale({})  # fit on the raw stds: a loaded state keeps the last factors
+    if not (enabled and model.has_std):
+        return {}
+    scales = fit_std_scales(model, score_waveforms_all(model, val.audio, sample_rate), val)
+    model.set_std_scale(scales)
+    return {"val_std_scale": scales.get("mos_std", 1.0)}
 
 
 def _epoch(model: MOSModel, train: ClipSet, cfg: FinetuneConfig, crop: int, opt, rng, device) -> float:
@@ -220,13 +232,16 @@ def finetune(
         log.warning("finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
                     "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
                     init, seed, best["val_spread_ratio"], MIN_SPREAD_RATIO)
-    model.cpu()
     meta: dict[str, Any] = {"head": model.head_config, "init": init, "config": asdict(cfg), "seed": seed}
     if budget_path is not None and budget is not None:
         model.load_state_dict(budget[1])
-        save_checkpoint(budget_path, "mos", model, model.encoder.spec, sample_rate=sample_rate,
-                        metrics={**budget[0], "budget_epochs": float(cfg.equal_compute_epochs)}, **meta)
+        scale = _calibrate_std(model, val, sample_rate, cfg.calibrate_std)
+        save_checkpoint(budget_path, "mos", model.cpu(), model.encoder.spec, sample_rate=sample_rate,
+                        metrics={**budget[0], **scale, "budget_epochs": float(cfg.equal_compute_epochs)}, **meta)
+        model.to(device)
     model.load_state_dict(best_state)
+    best.update(_calibrate_std(model, val, sample_rate, cfg.calibrate_std))
+    model.cpu()
     save_checkpoint(out_path, "mos", model, model.encoder.spec, sample_rate=sample_rate, metrics=best, **meta)
     return {**best, "history": history}
 
