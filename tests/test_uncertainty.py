@@ -205,8 +205,12 @@ class GaussLevel(StepModel):
 def test_evaluate_reports_calibration_and_dimension_metrics(small_corpus):
     manifest = read_manifest(small_corpus["mos"], "mos")
     manifest["noi"] = np.where(np.arange(len(manifest)) % 3 == 0, np.nan, manifest["mos"])
-    report, _ = evaluate_models({"pretrained": GaussLevel(), "scratch": MOSModel(encoder_spec("small")).eval()},
-                                manifest, root=small_corpus["root"], resamples=50)
+    report, preds = evaluate_models({"pretrained": GaussLevel(), "scratch": MOSModel(encoder_spec("small")).eval()},
+                                    manifest, root=small_corpus["root"], resamples=50)
+    # predictions.csv carries each file's predicted std beside its prediction, for models that have one.
+    assert [c for c in preds.columns if c.startswith(("pred_", "std_"))] == ["pred_pretrained", "pred_scratch",
+                                                                             "std_pretrained"]
+    assert preds["std_pretrained"].to_numpy() == pytest.approx(0.5)
     cal = report["calibration"]
     assert list(cal) == ["pretrained"]  # the MOS-only model has no mos_std
     test = manifest[manifest["split"] == "test"]

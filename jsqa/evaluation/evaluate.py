@@ -76,7 +76,8 @@ def evaluate_models(
     - ``dimensions``: {name: {dim: {db: metrics}}} for the quality dimensions (noi, col, dis,
       loud) that both the model predicts and the test rows label (rows without a label left out).
 
-    predictions has one row per clip with columns id, db, mos and pred_<name> (primary model).
+    predictions has one row per clip with columns id, db, mos and pred_<name> (primary model),
+    and std_<name> (its predicted mos_std) for models that predict one.
     ConfigError when a model was trained at another rate than ``sample_rate`` (data.sample_rate).
     ``device``: where each model scores (default: where it is), windows batched across clips
     (:func:`jsqa.scoring.windows.score_waveforms`).
@@ -100,7 +101,11 @@ def evaluate_models(
         report["per_seed"][name] = {str(s): _per_db(preds["db"], y, p) for s, p in by_seed.items()}
         report["models"][name] = next(iter(report["per_seed"][name].values()))
         report["seeds"][name] = [int(s) for s in by_seed]
-    report.update(_output_metrics(preds["db"], test, y, {n: next(iter(o.values())) for n, o in outputs.items()}))
+    primaries = {n: next(iter(o.values())) for n, o in outputs.items()}
+    for name, scored in primaries.items():
+        if "mos_std" in scored:  # the per-file uncertainty beside the prediction ("std_", not a predictor)
+            preds[f"std_{name}"] = scored["mos_std"]
+    report.update(_output_metrics(preds["db"], test, y, primaries))
     report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
     if budget_models:
         budget_scores = _mos_of(_score_all(budget_models, clips.audio, sample_rate, device))
