@@ -251,6 +251,9 @@ def test_compare_errors_are_one_clear_line(clips, encoder, calibration, tmp_path
     assert code == 2 and "another encoder" in err
     code, _, err = _compare(capsys, str(clips["ref"]), str(clips["ref"]), "--encoder", str(tmp_path / "none.pt"))
     assert code == 2 and "none.pt" in err
+    # Files are checked against the scoring limits before decoding, as `jsqa predict` does.
+    code, out, err = _compare(capsys, str(clips["ref"]), str(clips["ref"]), *enc, "--max-seconds", "0.1")
+    assert code == 2 and out == "" and "over the 0.1 s limit (raise it with --max-seconds)" in err, err
 
 
 def test_served_encoder_adds_distance_columns_for_rows_with_a_reference(clips, encoder, calibration):

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from jsqa.cli.common import max_seconds_arg, scoring_limits
+
 DEFAULT_CALIBRATION = "models/jnd_calibration.json"
 DEFAULT_ENCODER = "models/encoder.pt"
 
@@ -23,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          "if present; without one only the distance is given)")
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
+    max_seconds_arg(sp)
     sp.set_defaults(func=run)
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if calibration is None and args.encoder == DEFAULT_ENCODER and local_default.is_file():
         calibration = local_default
     model, cal, _ = load_distance_model(args.encoder, calibration, Path(args.root))
-    row = compare_files(model, args.ref, args.deg, cal)
+    row = compare_files(model, args.ref, args.deg, cal, limits=scoring_limits(args))
     row["sample_rate"] = model_rate(model)
     sys.stdout.write(_format(row, args.format))
     return 0

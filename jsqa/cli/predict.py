@@ -6,10 +6,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from jsqa.scoring.limits import ScoringLimits
+from jsqa.cli.common import max_seconds_arg, scoring_limits
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="checkpoint path or MLflow model URI (default: models:/jsqa-mos@champion)")
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
-    sp.add_argument("--max-seconds", type=float, default=None,
-                    help="refuse longer files, checked before decoding (default 600)")
+    max_seconds_arg(sp)
     sp.add_argument("--allow-truncated", action="store_true",
                     help="exit 0 when a file is shorter than its header says (it is scored, with a warning)")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -38,15 +35,8 @@ def run(args: argparse.Namespace) -> int:
     files = audio_files(args.inputs)
     model, what = load_model(args.model, Path(args.root))
     log.info("scoring %d file(s) with %s on %s", len(files), what, device)
-    rows = score_files(model, files, limits=_scoring_limits(args), progress=sys.stderr.isatty(), device=device)
+    rows = score_files(model, files, limits=scoring_limits(args), progress=sys.stderr.isatty(), device=device)
     sys.stdout.write(format_rows(rows, args.format))
     truncated = any(r["warning"] for r in rows) and not args.allow_truncated
     return 1 if truncated or any(r["error"] for r in rows) else 0
 
-
-def _scoring_limits(args: argparse.Namespace) -> ScoringLimits:
-    from dataclasses import replace
-
-    from jsqa.scoring.limits import LIMITS
-
-    return LIMITS if args.max_seconds is None else replace(LIMITS, max_seconds=args.max_seconds)

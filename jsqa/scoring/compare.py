@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from jsqa.audio import load_audio
 from jsqa.errors import AudioError, JsqaError
 from jsqa.io import read_json, write_json
 from jsqa.models.encoder import EncoderSpec
 from jsqa.models.mos import PretrainModel, checkpoint_sample_rate, model_sample_rate
+from jsqa.scoring.limits import LIMITS, ScoringLimits, load_scoring_audio
 from jsqa.scoring.windows import windowed_mean
 from jsqa.signal.speech import normalise_level
 
@@ -160,12 +160,14 @@ def compare_waveforms(
 
 
 def compare_files(
-    model: torch.nn.Module, ref: str | Path, deg: str | Path, cal: Calibration | None = None
+    model: torch.nn.Module, ref: str | Path, deg: str | Path, cal: Calibration | None = None,
+    limits: ScoringLimits = LIMITS,
 ) -> dict[str, Any]:
-    """:func:`compare_waveforms` of two audio files (mono, resampled to the model's rate)."""
+    """:func:`compare_waveforms` of two audio files (mono, resampled to the model's rate), each
+    checked against the scoring ``limits`` before it is decoded, as `jsqa predict` does."""
     sr = model_rate(model)
-    x = load_audio(ref, sr)[0]
-    y = load_audio(deg, sr)[0]
+    x = load_scoring_audio(ref, target_sr=sr, limits=limits)
+    y = load_scoring_audio(deg, target_sr=sr, limits=limits)
     return {"ref": str(ref), "deg": str(deg), **compare_waveforms(model, x, y, cal)}
 
 
