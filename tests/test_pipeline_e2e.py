@@ -33,7 +33,8 @@ def _speech(seconds: float, sr: int) -> np.ndarray:
     return synth_utterance(clean_talkers(1, 7)[0], seconds, sr, np.random.default_rng(0)).astype(np.float32)
 
 
-pytestmark = pytest.mark.integration
+# The module's fixture runs the whole demo pipeline: 13 min on a loaded 2-core machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

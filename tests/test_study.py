@@ -46,7 +46,6 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(600)
 def test_study_runs_a_grid_as_dvc_experiments_and_collects_a_table_and_plot(blank_project, tmp_path):
     runs_log = tmp_path / "evaluations.log"  # outside the project: counts the stage's executions
     root = make_project(
