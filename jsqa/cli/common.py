@@ -1,4 +1,4 @@
-"""Argument helpers shared by the stage and scoring commands."""
+"""Argument helpers shared by the stage commands."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from jsqa.config import Params, load_params
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from jsqa.scoring.limits import ScoringLimits
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -35,21 +33,6 @@ def csv_args(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--csv", default=None, help="MOS dataset in the NISQA CSV layout (filepath_deg, mos, db); "
                     "replaces --manifest")
     sp.add_argument("--audio-root", default=None, help="folder filepath_deg is relative to (default: the CSV's)")
-
-
-def max_seconds_arg(sp: argparse.ArgumentParser) -> None:
-    """``--max-seconds``: the longest audio file a scoring command reads (checked before decoding)."""
-    sp.add_argument("--max-seconds", type=float, default=None,
-                    help="refuse longer files, checked before decoding (default 600)")
-
-
-def scoring_limits(args: argparse.Namespace) -> ScoringLimits:
-    """The scoring limits with ``--max-seconds`` applied."""
-    from dataclasses import replace
-
-    from jsqa.scoring.limits import LIMITS
-
-    return LIMITS if args.max_seconds is None else replace(LIMITS, max_seconds=args.max_seconds)
 
 
 def mos_manifest(args: argparse.Namespace) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from jsqa.cli.common import max_seconds_arg, scoring_limits
+from jsqa.cli.scoring_args import max_seconds_arg, scoring_limits
 
 DEFAULT_CALIBRATION = "models/jnd_calibration.json"
 DEFAULT_ENCODER = "models/encoder.pt"

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from jsqa.cli.common import max_seconds_arg, scoring_limits
+from jsqa.cli.scoring_args import max_seconds_arg, scoring_limits
 
 log = logging.getLogger(__name__)
 
