@@ -47,7 +47,6 @@ def fit_std_scales(model: MOSModel, outputs: np.ndarray, clips: ClipSet) -> dict
     names: Sequence[str] = model.outputs
     targets = [o for o in names if not is_std(o)]
     labels = label_targets(clips.rows, model.outputs)
-    labels[:, 0] = clips.mos  # the MOS column as loaded (the clips' own labels)
     se = label_se(clips.rows)
     scales: dict[str, float] = {}
     for t, target in enumerate(targets):
