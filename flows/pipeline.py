@@ -28,6 +28,7 @@ from typing import Any
 
 from flows.runlock import record_server, run_lock
 from flows.stages import read_stage_names, select_stages
+from jsqa.config import PROFILES
 from jsqa.errors import JsqaError
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--force", help="comma-separated stages to re-run even if unchanged")
     common.add_argument("--force-downstream", action="store_true",
                         help="also force every stage after the first forced one")
-    common.add_argument("--profile", choices=("demo", "paper"), default=None,
+    common.add_argument("--profile", choices=PROFILES, default=None,
                         help="set data.profile in params.yaml before running (default: leave it)")
     common.add_argument("--wait", type=float, default=None, metavar="SECONDS",
                         help="wait this long for another run of the project to finish "

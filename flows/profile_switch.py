@@ -11,10 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from jsqa.config import PROFILES
 from jsqa.errors import ConfigError
 from jsqa.io import atomic_path
 
-PROFILES = ("demo", "paper")
 _SECTION = re.compile(r"^data:\s*(#.*)?$")
 _PROFILE = re.compile(r"^(?P<indent>[ \t]+)profile:(?P<gap>[ \t]*)(?P<value>[^#\s]+)(?P<rest>.*)$")
 

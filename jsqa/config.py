@@ -22,13 +22,19 @@ import yaml
 from jsqa.errors import ConfigError
 
 NoiseFamily = Literal["white", "pink", "brown", "babble", "hum", "transients"]
-Profile = Literal["demo", "paper"]
+# Each Literal below is the one list of its names; the tuples are the same names at run time.
+Profile = Literal["demo", "paper"]  # data profiles (docs/data.md)
+PROFILES: tuple[Profile, ...] = typing.get_args(Profile)
 ModelSize = Literal["small", "paper"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16"]
 Loss = Literal["gnll", "mse", "l1"]
 Direction = Literal["higher", "lower"]
-PeerName = Literal["dnsmos", "distillmos", "pesq", "stoi"]  # jsqa.evaluation.peers.PEERS
+DIRECTIONS: tuple[Direction, ...] = typing.get_args(Direction)
+# The established predictors jsqa.evaluation.peers implements (its PEERS checks it has exactly
+# these), named here so that validating params needs no evaluation code.
+PeerName = Literal["dnsmos", "distillmos", "pesq", "stoi"]
+PEER_NAMES: tuple[PeerName, ...] = typing.get_args(PeerName)
 
 
 def _choices(tp: Any) -> tuple[Any, ...] | None:
@@ -173,112 +179,122 @@ class ValidateConfig(_Section):
         self._require(self.workers >= 1, "workers", "must be >= 1")
 
 
-def _check_distortion(cfg: _Section, range_name: str, step_name: str | None) -> None:
-    """Checks shared by the distortion sections: probability, ordered range, non-negative step.
+@dataclass(frozen=True)
+class DistortionSection(_Section):
+    """One ``pairs.distortions.<kind>`` section: the share of pairs (``prob``), the [low, high]
+    range of the kind's parameter and, unless the kind has none, its within-one-JND step.
 
-    Each kind's own bounds (bit depths, thresholds below the peak, a cutoff below Nyquist) are
-    its transform class's rule, checked when the pairs stage parses the settings
-    (:func:`jsqa.signal.distortions.parse_specs`): importing the transforms here would make
-    every stage depend on the signal code.
+    Subclasses name the kind (the section's key, the recipes' ``distortion`` value and the
+    transform's name in :data:`jsqa.signal.distortions.REGISTRY`, whose class binds to its
+    section), which field holds the range (``param``) and the step (``step_field``; None when
+    both members share the parameter), and ``shipped_prob``, the kind's share in the mix
+    params.yaml ships. The checks shared by every kind run here; each kind's own bounds (bit
+    depths, thresholds below the peak, a cutoff below Nyquist) are its transform's rule, checked
+    when the pairs stage parses the settings (:func:`jsqa.signal.distortions.parse_specs`):
+    importing the transforms here would make every stage depend on the signal code.
     """
-    cfg._require(0.0 <= getattr(cfg, "prob") <= 1.0, "prob", "must be in [0, 1]")  # noqa: B009 - every distortion section has it
-    lo, hi = getattr(cfg, range_name)
-    cfg._require(_finite_range(lo, hi, strict=False), range_name, "range must be finite and ordered")
-    if step_name:
-        step = getattr(cfg, step_name)
-        cfg._require(step >= 0 and math.isfinite(step), step_name, "step must be non-negative")
+
+    kind: ClassVar[str]
+    param: ClassVar[str]
+    step_field: ClassVar[str | None] = "step"
+    shipped_prob: ClassVar[float]
+    prob: float = 0.0  # share of pairs given this distortion
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._key = f"pairs.distortions.{cls.kind}"
+
+    @classmethod
+    def default_step(cls) -> float:
+        """The step a section gets when params.yaml leaves it out (0: the parameter is shared)."""
+        if cls.step_field is None:
+            return 0.0
+        return float(getattr(cls, cls.step_field))  # a dataclass field's default is a class attribute
+
+    @property
+    def param_range(self) -> tuple[float, float]:
+        """The configured [low, high] of the parameter, as floats."""
+        lo, hi = getattr(self, self.param)
+        return float(lo), float(hi)
+
+    @property
+    def jnd_step(self) -> float:
+        """The configured within-one-JND step (0 when the kind has none)."""
+        return 0.0 if self.step_field is None else float(getattr(self, self.step_field))
+
+    def _check(self) -> None:
+        self._require(0.0 <= self.prob <= 1.0, "prob", "must be in [0, 1]")
+        self._require(_finite_range(*self.param_range, strict=False), self.param, "range must be finite and ordered")
+        if self.step_field is not None:
+            step = self.jnd_step
+            self._require(step >= 0 and math.isfinite(step), self.step_field, "step must be non-negative")
 
 
 @dataclass(frozen=True)
-class ReverbConfig(_Section):
+class ReverbConfig(DistortionSection):
     """Room reverberation; step: RT60 ratio within 10% (jsqa/signal/distortions.py)."""
 
-    _key: ClassVar[str] = "pairs.distortions.reverb"
-    prob: float = 0.0  # share of pairs reverberated
+    kind, param, shipped_prob = "reverb", "rt60_s", 0.07
     rt60_s: tuple[float, float] = (0.2, 1.0)  # [low, high] RT60 in seconds
     step: float = 0.1  # within one JND: RT60 ratio within 10%
     rir_folder: str = ""  # measured room responses (.wav/.flac, relative to the data root); "": synthetic
 
-    def _check(self) -> None:
-        _check_distortion(self, "rt60_s", "step")
-
 
 @dataclass(frozen=True)
-class LowpassConfig(_Section):
+class LowpassConfig(DistortionSection):
     """Band-limiting; step: cutoff ratio within 5%."""
 
-    _key: ClassVar[str] = "pairs.distortions.lowpass"
-    prob: float = 0.0  # share of pairs band-limited
+    kind, param, shipped_prob = "lowpass", "cutoff_hz", 0.06
     cutoff_hz: tuple[float, float] = (2000.0, 7000.0)  # [low, high] cutoff; high below data.sample_rate / 2
     step: float = 0.05  # within one JND: cutoff ratio within 5%
 
-    def _check(self) -> None:
-        _check_distortion(self, "cutoff_hz", "step")
-
 
 @dataclass(frozen=True)
-class MulawConfig(_Section):
+class MulawConfig(DistortionSection):
     """Codec-like mu-law quantisation; both members share the bit depth (1 bit is audible)."""
 
-    _key: ClassVar[str] = "pairs.distortions.mulaw"
-    prob: float = 0.0  # share of pairs mu-law quantised
+    kind, param, step_field, shipped_prob = "mulaw", "bits", None, 0.06
     bits: tuple[int, int] = (4, 8)  # [low, high] bit depth, within [2, 16]
-
-    def _check(self) -> None:
-        _check_distortion(self, "bits", None)
 
 
 @dataclass(frozen=True)
-class ClipConfig(_Section):
+class ClipConfig(DistortionSection):
     """Clipping at a threshold in dB below the peak; step: 1 dB."""
 
-    _key: ClassVar[str] = "pairs.distortions.clip"
-    prob: float = 0.0  # share of pairs clipped
+    kind, param, step_field, shipped_prob = "clip", "threshold_db", "step_db", 0.06
     threshold_db: tuple[float, float] = (-20.0, -1.0)  # [low, high] dB below the peak (< 0)
     step_db: float = 1.0  # within one JND: thresholds less than 1 dB apart
 
-    def _check(self) -> None:
-        _check_distortion(self, "threshold_db", "step_db")
-
 
 @dataclass(frozen=True)
-class PacketLossConfig(_Section):
+class PacketLossConfig(DistortionSection):
     """Zeroed 20 ms frames; step: loss rate within 1 percentage point."""
 
-    _key: ClassVar[str] = "pairs.distortions.packet_loss"
-    prob: float = 0.0  # share of pairs with packet loss
+    kind, param, shipped_prob = "packet_loss", "rate", 0.06
     rate: tuple[float, float] = (0.01, 0.2)  # [low, high] share of 20 ms frames zeroed (high < 1)
     step: float = 0.01  # within one JND: rates less than 1 percentage point apart
 
     def _check(self) -> None:
-        _check_distortion(self, "rate", "step")
+        super()._check()
         self._require(self.rate[1] < 1, "rate", "must stay below 1 (a member of silence)")
 
 
 @dataclass(frozen=True)
-class MnruConfig(_Section):
+class MnruConfig(DistortionSection):
     """ITU-T P.810 modulated noise (speech-correlated noise Q dB below the signal); step: 2 dB."""
 
-    _key: ClassVar[str] = "pairs.distortions.mnru"
-    prob: float = 0.0  # share of pairs with MNRU noise
+    kind, param, step_field, shipped_prob = "mnru", "q_db", "step_db", 0.07
     q_db: tuple[float, float] = (5.0, 40.0)  # [low, high] Q in dB, within [-20, 80]
     step_db: float = 2.0  # within one JND: Qs less than 2 dB apart
 
-    def _check(self) -> None:
-        _check_distortion(self, "q_db", "step_db")
-
 
 @dataclass(frozen=True)
-class BandpassConfig(_Section):
+class BandpassConfig(DistortionSection):
     """Band-limited coding from a fixed 300 Hz lower edge to an upper cutoff; step: cutoff ratio within 5%."""
 
-    _key: ClassVar[str] = "pairs.distortions.bandpass"
-    prob: float = 0.0  # share of pairs band-passed
+    kind, param, shipped_prob = "bandpass", "high_hz", 0.06
     high_hz: tuple[float, float] = (3400.0, 7000.0)  # [low, high] upper cutoff: narrow-band .. wideband
     step: float = 0.05  # within one JND: cutoff ratio within 5%
-
-    def _check(self) -> None:
-        _check_distortion(self, "high_hz", "step")
 
 
 @dataclass(frozen=True)
@@ -290,6 +306,12 @@ class DistortionsConfig(_Section):
     in any other profile the pairs are additive noise only, the paper's setting
     (:meth:`for_profile` resolves this; the pairs stage passes ``data.profile``). Each family
     is off unless given a probability; :class:`PairsConfig`'s default is the shipped mix.
+
+    Every other field is one kind's :class:`DistortionSection`, named by its kind: these fields
+    are the list of kinds (:data:`DISTORTION_KINDS`), in planning order. Adding a kind is a
+    section class above, a field here (last: each kind takes the next slice of the plan's
+    uniform, so appending leaves the other kinds' pairs where they were) and its transform class
+    in jsqa/signal/distortions.py.
     """
 
     _key: ClassVar[str] = "pairs.distortions"
@@ -307,49 +329,61 @@ class DistortionsConfig(_Section):
         (additive noise only), ranges and steps kept."""
         if profile in self.profiles:
             return self
-        off = {name: dataclasses.replace(getattr(self, name), prob=0.0) for name, *_ in self.settings()}
+        off: dict[str, Any] = {s.kind: dataclasses.replace(s, prob=0.0) for s in self.sections()}
         return dataclasses.replace(self, **off)
 
     def _check(self) -> None:
-        total = sum(prob for _, prob, _, _ in self.settings())
+        total = sum(s.prob for s in self.sections())
         if total > 1.0 + 1e-12:
             raise ConfigError(f"{self._key}: probabilities sum to {total:g} (> 1; one distortion per pair)")
 
+    def sections(self) -> tuple[DistortionSection, ...]:
+        """Each kind's section, in planning order."""
+        return tuple(getattr(self, kind) for kind in DISTORTION_KINDS)
+
     def settings(self) -> tuple[tuple[str, float, tuple[float, float], float], ...]:
-        """(kind, prob, (low, high), step) per kind, in planning order; mu-law's step is 0 (both
-        members share the bit depth). :func:`jsqa.signal.distortions.parse_specs` turns these
-        into the planner's specs."""
-        return (
-            ("reverb", self.reverb.prob, self.reverb.rt60_s, self.reverb.step),
-            ("lowpass", self.lowpass.prob, self.lowpass.cutoff_hz, self.lowpass.step),
-            ("mulaw", self.mulaw.prob, (float(self.mulaw.bits[0]), float(self.mulaw.bits[1])), 0.0),
-            ("clip", self.clip.prob, self.clip.threshold_db, self.clip.step_db),
-            ("packet_loss", self.packet_loss.prob, self.packet_loss.rate, self.packet_loss.step),
-            ("mnru", self.mnru.prob, self.mnru.q_db, self.mnru.step_db),
-            ("bandpass", self.bandpass.prob, self.bandpass.high_hz, self.bandpass.step),
-        )
+        """(kind, prob, (low, high), step) per kind, in planning order; a kind without a step
+        (mu-law: both members share the bit depth) has 0. :func:`jsqa.signal.distortions.parse_specs`
+        turns these into the planner's specs."""
+        return tuple((s.kind, s.prob, s.param_range, s.jnd_step) for s in self.sections())
 
     @property
     def steps(self) -> dict[str, float]:
         """Each kind's within-one-JND step as configured."""
-        return {kind: float(step) for kind, _, _, step in self.settings()}
+        return {s.kind: s.jnd_step for s in self.sections()}
 
     @property
     def enabled(self) -> bool:
         """True when any distortion has a positive probability."""
-        return any(prob > 0 for _, prob, _, _ in self.settings())
+        return any(s.prob > 0 for s in self.sections())
+
+
+def _distortion_sections() -> dict[str, type[DistortionSection]]:
+    """Kind -> section class, from :class:`DistortionsConfig`'s fields (each named by its kind)."""
+    hints = typing.get_type_hints(DistortionsConfig)
+    out: dict[str, type[DistortionSection]] = {}
+    for f in dataclasses.fields(DistortionsConfig):
+        tp = hints[f.name]
+        if isinstance(tp, type) and issubclass(tp, DistortionSection):
+            if tp.kind != f.name:
+                raise TypeError(f"DistortionsConfig.{f.name} holds the section of kind {tp.kind!r}")
+            out[f.name] = tp
+    return out
+
+
+# The distortion kinds, in planning order (the order of pairs.distortions in params.yaml).
+DISTORTION_SECTIONS: dict[str, type[DistortionSection]] = _distortion_sections()
+DISTORTION_KINDS: tuple[str, ...] = tuple(DISTORTION_SECTIONS)
 
 
 def _shipped_distortions() -> DistortionsConfig:
-    """The mix params.yaml ships: every family beyond noise, 44% of pairs, in the demo profile only.
+    """The mix params.yaml ships: every family beyond noise at its ``shipped_prob`` (44% of
+    pairs), in the demo profile only.
 
     (A family's own default is off, so a params.yaml that lists some families uses just those.)
     """
-    return DistortionsConfig(
-        reverb=ReverbConfig(prob=0.07), lowpass=LowpassConfig(prob=0.06), mulaw=MulawConfig(prob=0.06),
-        clip=ClipConfig(prob=0.06), packet_loss=PacketLossConfig(prob=0.06), mnru=MnruConfig(prob=0.07),
-        bandpass=BandpassConfig(prob=0.06),
-    )
+    shipped: dict[str, Any] = {kind: cls(prob=cls.shipped_prob) for kind, cls in DISTORTION_SECTIONS.items()}
+    return DistortionsConfig(**shipped)
 
 
 @dataclass(frozen=True)
@@ -480,7 +514,7 @@ class EvaluateConfig(_Section):
     device: Device = "auto"  # where models score (auto: GPU when visible); `jsqa evaluate --device` overrides
     # Established predictors scored on the same clips (docs/evaluation.md); [] turns them off.
     # pesq and stoi need a clean reference (ref_path) and skip rows without one.
-    peers: tuple[PeerName, ...] = ("dnsmos", "distillmos", "pesq", "stoi")
+    peers: tuple[PeerName, ...] = PEER_NAMES
 
     def _check(self) -> None:
         self._require(self.bootstrap_resamples >= 1, "bootstrap_resamples", "must be >= 1")

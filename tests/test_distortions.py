@@ -477,3 +477,61 @@ def test_apply_dispatches_through_the_registry(monkeypatch: pytest.MonkeyPatch) 
     assert not D.apply("silence", x, 0.0, SR, 1).any()
     with pytest.raises(ConfigError, match="unknown kind 'flanger'"):
         D.apply("flanger", x, 0.0, SR, 1)
+
+
+# ---------------------------------------------------------------- filters bound to a sample rate
+
+
+def _filtered_as_before(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
+    """The filters' output as it was computed before the coefficients were kept: designed per call."""
+    x = np.asarray(x, dtype=np.float64)
+    return signal.sosfilt(sos, x) if x.size <= 3 * (2 * len(sos) + 1) else signal.sosfiltfilt(sos, x)
+
+
+@pytest.mark.parametrize("sr", [8000, 16000])
+@pytest.mark.parametrize("n", [20, 800, 16000])  # 20: too short for sosfiltfilt, the causal path
+def test_filters_designed_once_give_the_per_call_output(sr: int, n: int) -> None:
+    x = speech(n / sr + 0.01, 7)[:n]
+    for cutoff in (1000.0, 2500.0, 3900.0):
+        old = _filtered_as_before(x, signal.butter(8, cutoff, btype="low", fs=sr, output="sos"))
+        assert np.array_equal(D.Lowpass(cutoff, sr)(x), old)
+        assert np.array_equal(D.Lowpass(cutoff)(x, sr), old)
+        assert np.array_equal(D.lowpass(x, cutoff, sr), old)
+        assert np.array_equal(D.apply("lowpass", x, cutoff, sr, 0), old.astype(np.float32))
+    for high in (1000.0, 3400.0, 3900.0):
+        old = _filtered_as_before(x, signal.butter(4, [300.0, high], btype="bandpass", fs=sr, output="sos"))
+        assert np.array_equal(D.Bandpass(high, sr)(x), old)
+        assert np.array_equal(D.Bandpass(high)(x, sr), old)
+        assert np.array_equal(D.apply("bandpass", x, high, sr, 0), old.astype(np.float32))
+
+
+def test_a_filter_built_for_a_rate_keeps_it() -> None:
+    lp = D.Lowpass(3000.0, 8000)
+    x = speech(0.2, 1)
+    assert np.array_equal(lp(x), lp(x, 8000))
+    with pytest.raises(ConfigError, match="lowpass: built for 8000 Hz, called at 16000 Hz"):
+        lp(x, 16000)
+    with pytest.raises(ConfigError, match=r"bandpass: upper cutoff 5000.0 Hz must be in \(300, 4000.0\)"):
+        D.Bandpass(5000.0, 8000)  # the Nyquist check runs when the rate is bound
+    with pytest.raises(ConfigError, match="no sample rate"):
+        D.Bandpass(3400.0)(x)
+
+
+# ---------------------------------------------------------------- one home per kind
+
+
+def test_each_kind_is_one_section_bound_to_one_transform() -> None:
+    from jsqa.config import DISTORTION_KINDS, DISTORTION_SECTIONS
+
+    assert D.KINDS == DISTORTION_KINDS
+    for kind, cls in D.REGISTRY.items():
+        section = DISTORTION_SECTIONS[kind]
+        assert cls.section is section and section.kind == kind
+        assert section._key == f"pairs.distortions.{kind}"
+        assert cls.default_step == section.default_step() == section().jnd_step
+    # The shipped mix comes from each section's share.
+    shipped = PairsConfig().distortions
+    assert {s.kind: s.prob for s in shipped.sections()} == {k: c.shipped_prob for k, c in DISTORTION_SECTIONS.items()}
+    # The module's table of kinds lists exactly the registered ones.
+    table = [line.split()[0] for line in (D.__doc__ or "").splitlines() if line[:1].isalpha() and "  " in line]
+    assert table[1:] == list(D.REGISTRY)  # after the header row ("kind  parameter ...")

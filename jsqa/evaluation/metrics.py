@@ -10,7 +10,12 @@ from scipy import stats
 log = logging.getLogger(__name__)
 
 METRICS = ("rmse", "mae", "pcc", "srcc")
-LOWER_IS_BETTER = {"rmse": True, "mae": True, "pcc": False, "srcc": False}
+# Which way each metric improves: the one table of directions, for the metrics above and the
+# other names a validation metric may have (the registry compares runs by one of them).
+LOWER_IS_BETTER: dict[str, bool] = {
+    "rmse": True, "mae": True, "mse": True, "loss": True,
+    "pcc": False, "srcc": False, "lcc": False, "ktau": False, "r2": False,
+}
 
 
 def _corr(fn, y: np.ndarray, p: np.ndarray, name: str) -> float:

@@ -18,6 +18,7 @@ from importlib import metadata
 
 import numpy as np
 
+from jsqa.config import PEER_NAMES
 from jsqa.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,16 @@ class STOI(Peer):
         return {"stoi": float(stoi(ref[:n], deg[:n], self.info.sample_rate, extended=False))}
 
 
-PEERS: dict[str, type[Peer]] = {"dnsmos": DNSMOS, "distillmos": DistillMOS, "pesq": PESQ, "stoi": STOI}
+def _peers(*classes: type[Peer]) -> dict[str, type[Peer]]:
+    """Name -> class for ``classes``, in the order of :data:`jsqa.config.PEER_NAMES` (the names
+    ``evaluate.peers`` accepts); TypeError when the two lists of names differ."""
+    by_name = {cls.info.name: cls for cls in classes}
+    if set(by_name) != set(PEER_NAMES):
+        raise TypeError(f"peer classes {sorted(by_name)} differ from jsqa.config.PeerName {sorted(PEER_NAMES)}")
+    return {name: by_name[name] for name in PEER_NAMES}
+
+
+PEERS: dict[str, type[Peer]] = _peers(DNSMOS, DistillMOS, PESQ, STOI)
 
 
 def make_peers(names: Sequence[str]) -> list[Peer]:

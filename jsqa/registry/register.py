@@ -26,7 +26,9 @@ from mlflow.types import ColSpec, Schema
 
 import jsqa
 from jsqa import tracking
+from jsqa.config import DIRECTIONS
 from jsqa.errors import ConfigError, JsqaError
+from jsqa.evaluation.metrics import LOWER_IS_BETTER
 from jsqa.models.mos import checkpoint_sample_rate, encoder_from_checkpoint, load_checkpoint
 from jsqa.registry.champion import champion_version, promote
 from jsqa.registry.model_card import model_card
@@ -43,9 +45,6 @@ log = logging.getLogger(__name__)
 ENCODER_MODEL_NAME = "encoder"
 MOS_MODEL_NAME = "mos"
 
-# Metric names (after any "val_"/"test_" prefix) and whether a larger value is better.
-_HIGHER_IS_BETTER = {"pcc": True, "lcc": True, "srcc": True, "ktau": True, "r2": True,
-                     "rmse": False, "mse": False, "mae": False, "loss": False}
 # Metric differences this small are rounding, not a change.
 _TOLERANCE = 1e-9
 # Version tags holding the sha256 of the checkpoint files a version was logged from.
@@ -139,17 +138,17 @@ def higher_is_better(metric: str) -> bool:
         if base.startswith(prefix):
             base = base[len(prefix):]
             break
-    if base not in _HIGHER_IS_BETTER:
+    if base not in LOWER_IS_BETTER:
         raise ConfigError(
             f"register.metric: unknown metric '{metric}' (use e.g. val_rmse, val_pcc, val_srcc)"
         )
-    return _HIGHER_IS_BETTER[base]
+    return not LOWER_IS_BETTER[base]
 
 
 def check_direction(metric: str, direction: str) -> bool:
     """True when ``direction`` is "higher"; ConfigError when it contradicts a metric we know
     (val_rmse with "higher" would promote ever worse models)."""
-    if direction not in ("higher", "lower"):
+    if direction not in DIRECTIONS:
         raise ConfigError(f"register.direction: '{direction}' is not 'higher' or 'lower'")
     up = direction == "higher"
     try:

@@ -16,11 +16,14 @@ mnru           Q in dB (ITU-T P.810) less than 2 dB apart
 bandpass       upper cutoff in Hz    ratio within 5% (the lower edge is fixed at 300 Hz)
 =============  ====================  =====================================================
 
-Each kind is a transform class (:class:`Reverb`, :class:`Lowpass`, :class:`MuLaw`,
-:class:`Clip`, :class:`PacketLoss`, :class:`Mnru`, :class:`Bandpass`) that validates its parameter and carries its step rule;
-:data:`REGISTRY` maps kind -> class. Steps are configurable (``pairs.distortions.<kind>``,
-parsed once into :class:`Spec` by :func:`parse_specs`);
-:func:`within_step` is the rule.
+Each kind is a transform class that validates its parameter and carries its step rule, bound
+to its params section (``class Reverb(Distortion, section=ReverbConfig)``: the section of
+``pairs.distortions.<kind>`` in jsqa/config.py, which names the kind and holds its default step).
+Binding registers the class: :data:`REGISTRY` maps kind -> class in planning order (the order
+of :data:`jsqa.config.DISTORTION_KINDS`), and importing this module fails when a configured kind
+has no transform. The settings are parsed once into :class:`Spec` by :func:`parse_specs`;
+:func:`within_step` is the rule. The filters (:class:`Lowpass`, :class:`Bandpass`) design their
+coefficients once per sample rate: pass ``sample_rate`` to build them bound to it.
 """
 
 from __future__ import annotations
@@ -31,16 +34,25 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from jsqa.audio import load_audio
+from jsqa.config import (
+    DISTORTION_KINDS,
+    BandpassConfig,
+    ClipConfig,
+    DistortionsConfig,
+    DistortionSection,
+    LowpassConfig,
+    MnruConfig,
+    MulawConfig,
+    PacketLossConfig,
+    ReverbConfig,
+)
 from jsqa.errors import AudioError, ConfigError
 from jsqa.signal.levels import active_speech_level, db_to_gain
-
-if TYPE_CHECKING:
-    from jsqa.config import DistortionsConfig
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +201,16 @@ def pick_rir(dist_seed: np.ndarray, n_rirs: int) -> np.ndarray:
     return np.asarray(dist_seed, dtype=np.int64) % int(n_rirs)
 
 
+# Kind -> transform class, filled as the classes bind to their sections; REGISTRY orders it.
+_BOUND: dict[str, type[Distortion]] = {}
+
+
 class Distortion(abc.ABC):
     """A distortion with its parameter fixed, applied by calling it on a float signal.
 
-    Subclasses set ``kind`` (the recipe name), ``default_step`` and the step rule: a ratio
-    when ``relative`` (``abs(ln(b / a)) < ln(1 + step)``), else a difference
+    A subclass binds to its params section (``section=`` in the class statement), which gives
+    it ``kind`` (the recipe name) and ``default_step`` and registers it; it sets the step rule:
+    a ratio when ``relative`` (``abs(ln(b / a)) < ln(1 + step)``), else a difference
     (``abs(b - a) < step``); a step of 0 means both members share the parameter.
     ``integer``: the parameter takes whole values. The constructor checks the parameter
     (:meth:`check`, ConfigError naming the kind); the random parts of a call come from
@@ -204,6 +221,16 @@ class Distortion(abc.ABC):
     default_step: ClassVar[float]
     relative: ClassVar[bool] = False
     integer: ClassVar[bool] = False
+    section: ClassVar[type[DistortionSection]]
+
+    def __init_subclass__(cls, section: type[DistortionSection] | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if section is None:
+            return  # an intermediate base (or a test's ad-hoc kind): not a configured kind
+        if section.kind in _BOUND:
+            raise TypeError(f"distortion kind {section.kind!r} has two transforms: {_BOUND[section.kind]} and {cls}")
+        cls.section, cls.kind, cls.default_step = section, section.kind, section.default_step()
+        _BOUND[section.kind] = cls
 
     @classmethod
     @abc.abstractmethod
@@ -211,8 +238,9 @@ class Distortion(abc.ABC):
         """Raise ConfigError when ``param`` is outside the kind's bounds (any sample rate)."""
 
     @classmethod
-    def from_param(cls, param: float, rir: np.ndarray | None = None) -> Distortion:
-        """The transform for a recipe's float parameter (``rir``: reverb's measured response)."""
+    def from_param(cls, param: float, rir: np.ndarray | None = None, sample_rate: int | None = None) -> Distortion:
+        """The transform for a recipe's float parameter (``rir``: reverb's measured response;
+        ``sample_rate``: the rate the filters bind to)."""
         return cls(param)  # type: ignore[call-arg]
 
     @abc.abstractmethod
@@ -220,7 +248,7 @@ class Distortion(abc.ABC):
         """The distorted signal (float32 in, float32 out); random parts come from ``seed``."""
 
 
-class Reverb(Distortion):
+class Reverb(Distortion, section=ReverbConfig):
     """Convolution with a room response of ``rt60_s`` seconds, cut to the input length (the
     tail past the end is dropped, as in a fixed-length segment).
 
@@ -229,7 +257,7 @@ class Reverb(Distortion):
     reshaped to ``rt60_s`` by :func:`reshape_rir`.
     """
 
-    kind, default_step, relative = "reverb", 0.10, True
+    relative = True
 
     def __init__(self, rt60_s: float, rir: np.ndarray | None = None) -> None:
         self.check(rt60_s)
@@ -241,7 +269,7 @@ class Reverb(Distortion):
             raise ConfigError(f"reverb: RT60 must be positive, got {param}")
 
     @classmethod
-    def from_param(cls, param: float, rir: np.ndarray | None = None) -> Reverb:
+    def from_param(cls, param: float, rir: np.ndarray | None = None, sample_rate: int | None = None) -> Reverb:
         return cls(param, rir)
 
     def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
@@ -251,14 +279,67 @@ class Reverb(Distortion):
         return signal.fftconvolve(np.asarray(x, dtype=np.float64), h)[: len(x)]
 
 
-class Lowpass(Distortion):
+class _Filter(Distortion):
+    """A zero-phase Butterworth filter (forward and back) whose second-order sections are
+    designed once per sample rate: in the constructor for ``sample_rate`` (then the transform is
+    bound to it: calling it at another rate is an error), else on the first call at a rate.
+
+    Subclasses check and keep their parameter, then call this constructor; they give
+    :meth:`check` (with the Nyquist rule once the rate is known) and :meth:`design`.
+    """
+
+    def __init__(self, sample_rate: int | None = None) -> None:
+        self.sample_rate = sample_rate
+        self._sos: dict[int, np.ndarray] = {}
+        if sample_rate is not None:
+            self.sos(sample_rate)
+
+    @classmethod
+    def from_param(cls, param: float, rir: np.ndarray | None = None, sample_rate: int | None = None) -> _Filter:
+        return cls(param, sample_rate)  # type: ignore[call-arg, arg-type]
+
+    @classmethod
+    @abc.abstractmethod
+    def check(cls, param: float, sr: int | None = None) -> None:
+        """Raise ConfigError when ``param`` is out of bounds (at rate ``sr`` when given)."""
+
+    @abc.abstractmethod
+    def design(self, sr: int) -> np.ndarray:
+        """The filter's second-order sections at rate ``sr`` (scipy's ``sos`` layout), after
+        checking the parameter at that rate (:meth:`check`)."""
+
+    def sos(self, sr: int) -> np.ndarray:
+        """The sections at rate ``sr``, designed (and the parameter checked against Nyquist) once."""
+        if self.sample_rate is not None and sr != self.sample_rate:
+            raise ConfigError(f"{self.kind}: built for {self.sample_rate} Hz, called at {sr} Hz")
+        if sr not in self._sos:
+            self._sos[sr] = self.design(sr)
+        return self._sos[sr]
+
+    def __call__(self, x: np.ndarray, sr: int | None = None, seed: int = 0) -> np.ndarray:
+        if sr is None:
+            if self.sample_rate is None:
+                raise ConfigError(f"{self.kind}: no sample rate (pass sample_rate when building it, or sr)")
+            sr = self.sample_rate
+        sos = self.sos(sr)
+        from scipy import signal  # lazily, as in Reverb
+
+        x = np.asarray(x, dtype=np.float64)
+        # sosfiltfilt needs a minimum length; shorter segments go through the causal filter.
+        if x.size <= 3 * (2 * len(sos) + 1):
+            return signal.sosfilt(sos, x)
+        return signal.sosfiltfilt(sos, x)
+
+
+class Lowpass(_Filter, section=LowpassConfig):
     """Band-limiting to ``cutoff_hz`` with an 8th-order Butterworth, zero phase."""
 
-    kind, default_step, relative = "lowpass", 0.05, True
+    relative = True
 
-    def __init__(self, cutoff_hz: float) -> None:
+    def __init__(self, cutoff_hz: float, sample_rate: int | None = None) -> None:
         self.check(cutoff_hz)
         self.cutoff_hz = float(cutoff_hz)
+        super().__init__(sample_rate)
 
     @classmethod
     def check(cls, param: float, sr: int | None = None) -> None:
@@ -267,26 +348,21 @@ class Lowpass(Distortion):
         if not 0 < param < nyquist:
             raise ConfigError(f"lowpass: cutoff {param} Hz must be in (0, {nyquist})")
 
-    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+    def design(self, sr: int) -> np.ndarray:
         self.check(self.cutoff_hz, sr)
         from scipy import signal  # lazily, as in Reverb
 
-        sos = signal.butter(8, self.cutoff_hz, btype="low", fs=sr, output="sos")
-        x = np.asarray(x, dtype=np.float64)
-        # sosfiltfilt needs a minimum length; shorter segments go through the causal filter.
-        if x.size <= 3 * (2 * len(sos) + 1):
-            return signal.sosfilt(sos, x)
-        return signal.sosfiltfilt(sos, x)
+        return signal.butter(8, self.cutoff_hz, btype="low", fs=sr, output="sos")
 
 
-class MuLaw(Distortion):
+class MuLaw(Distortion, section=MulawConfig):
     """Codec-like quantisation: mu-law compand with mu = 2**bits - 1, quantise to ``bits``, expand.
 
     Input beyond [-1, 1] is clipped first (as a codec would). Both members of a pair share
     the bit depth (one bit is audible).
     """
 
-    kind, default_step, integer = "mulaw", 0.0, True
+    integer = True
 
     def __init__(self, bits: int) -> None:
         self.check(bits)
@@ -298,7 +374,7 @@ class MuLaw(Distortion):
             raise ConfigError(f"mulaw: bits must be a whole number in [2, 16], got {param}")
 
     @classmethod
-    def from_param(cls, param: float, rir: np.ndarray | None = None) -> MuLaw:
+    def from_param(cls, param: float, rir: np.ndarray | None = None, sample_rate: int | None = None) -> MuLaw:
         return cls(int(round(param)))
 
     def __call__(self, x: np.ndarray, sr: int = 0, seed: int = 0) -> np.ndarray:
@@ -310,11 +386,9 @@ class MuLaw(Distortion):
         return np.sign(q) * np.expm1(np.abs(q) * np.log1p(mu)) / mu
 
 
-class Clip(Distortion):
+class Clip(Distortion, section=ClipConfig):
     """Hard clipping at ``threshold_db`` below the segment's own peak, then the active level
     restored, so the parameter means the same on loud and quiet segments."""
-
-    kind, default_step = "clip", 1.0
 
     def __init__(self, threshold_db: float) -> None:
         self.check(threshold_db)
@@ -335,11 +409,9 @@ class Clip(Distortion):
         return y * db_to_gain(active_speech_level(x, sr) - active_speech_level(y, sr))
 
 
-class PacketLoss(Distortion):
+class PacketLoss(Distortion, section=PacketLossConfig):
     """Whole 20 ms frames zeroed (no concealment), chosen by :func:`lost_frames` from the seed:
     one seed and two rates give nested losses."""
-
-    kind, default_step = "packet_loss", 0.01
 
     def __init__(self, rate: float) -> None:
         self.check(rate)
@@ -358,15 +430,13 @@ class PacketLoss(Distortion):
         return x * keep
 
 
-class Mnru(Distortion):
+class Mnru(Distortion, section=MnruConfig):
     """Modulated noise reference unit (ITU-T P.810): ``y = x * (1 + 10**(-Q/20) * N)``.
 
     N is white Gaussian noise of unit variance from the seed, so the speech-correlated noise
     lies ``Q`` dB below the signal (over a long signal) and one seed with two Qs gives the
     same noise, scaled. Full-band (P.810's wideband form, without its output filter).
     """
-
-    kind, default_step = "mnru", 2.0
 
     def __init__(self, q_db: float) -> None:
         self.check(q_db)
@@ -383,17 +453,18 @@ class Mnru(Distortion):
         return x * (1.0 + db_to_gain(-self.q_db) * n)
 
 
-class Bandpass(Distortion):
+class Bandpass(_Filter, section=BandpassConfig):
     """Band-limited coding: ``LOW_HZ`` (300 Hz, the telephone band's lower edge) to
     ``high_hz``, an 8th-order Butterworth band-pass, zero phase. ``high_hz`` 3400 is
     narrow-band telephony, 7000 wideband's upper edge."""
 
-    kind, default_step, relative = "bandpass", 0.05, True
+    relative = True
     LOW_HZ: ClassVar[float] = 300.0
 
-    def __init__(self, high_hz: float) -> None:
+    def __init__(self, high_hz: float, sample_rate: int | None = None) -> None:
         self.check(high_hz)
         self.high_hz = float(high_hz)
+        super().__init__(sample_rate)
 
     @classmethod
     def check(cls, param: float, sr: int | None = None) -> None:
@@ -402,25 +473,23 @@ class Bandpass(Distortion):
         if not cls.LOW_HZ < param < nyquist:
             raise ConfigError(f"bandpass: upper cutoff {param} Hz must be in ({cls.LOW_HZ:g}, {nyquist})")
 
-    def __call__(self, x: np.ndarray, sr: int, seed: int = 0) -> np.ndarray:
+    def design(self, sr: int) -> np.ndarray:
         self.check(self.high_hz, sr)
         from scipy import signal  # lazily, as in Reverb
 
-        sos = signal.butter(4, [self.LOW_HZ, self.high_hz], btype="bandpass", fs=sr, output="sos")
-        x = np.asarray(x, dtype=np.float64)
-        if x.size <= 3 * (2 * len(sos) + 1):  # too short for sosfiltfilt, as in Lowpass
-            return signal.sosfilt(sos, x)
-        return signal.sosfiltfilt(sos, x)
+        return signal.butter(4, [self.LOW_HZ, self.high_hz], btype="bandpass", fs=sr, output="sos")
 
 
-# Every distortion kind, in planning order (the order of pairs.distortions in params.yaml):
-# adding a kind is a class above and a line here (new kinds go last: each kind takes the next
-# slice of the plan's uniform, so appending leaves the others' pairs where they were).
-REGISTRY: dict[str, type[Distortion]] = {
-    cls.kind: cls for cls in (Reverb, Lowpass, MuLaw, Clip, PacketLoss, Mnru, Bandpass)
-}
-# Kinds whose parameter is a frequency that must stay below Nyquist (checked once the rate is known).
-_BELOW_NYQUIST: dict[str, type[Lowpass] | type[Bandpass]] = {"lowpass": Lowpass, "bandpass": Bandpass}
+def _registry() -> dict[str, type[Distortion]]:
+    """Every configured kind's transform, in planning order; TypeError naming a kind without one."""
+    missing = [kind for kind in DISTORTION_KINDS if kind not in _BOUND]
+    if missing:
+        raise TypeError(f"distortion kinds without a transform class: {', '.join(missing)}")
+    return {kind: _BOUND[kind] for kind in DISTORTION_KINDS}
+
+
+# Every distortion kind, in planning order (the order of pairs.distortions in params.yaml).
+REGISTRY: dict[str, type[Distortion]] = _registry()
 KINDS = tuple(REGISTRY)
 DEFAULT_STEPS = {kind: cls.default_step for kind, cls in REGISTRY.items()}
 
@@ -456,11 +525,12 @@ def parse_specs(cfg: DistortionsConfig, sample_rate: int) -> tuple[Spec, ...]:
 
 
 def check_sample_rate(specs: Sequence[Spec], sample_rate: int) -> None:
-    """The checks that need the sample rate (a lowpass or bandpass cutoff below Nyquist), naming the key."""
+    """The checks that need the sample rate (a filter's cutoff below Nyquist), naming the key."""
     for s in specs:
-        if s.kind in _BELOW_NYQUIST:
+        cls = transform(s.kind)
+        if issubclass(cls, _Filter):
             try:
-                _BELOW_NYQUIST[s.kind].check(s.high, sample_rate)
+                cls.check(s.high, sample_rate)
             except ConfigError as exc:
                 raise ConfigError(f"pairs.distortions.{s.kind}: range ({s.low}, {s.high}) out of bounds ({exc})") from None
 
@@ -472,7 +542,7 @@ def reverb(x: np.ndarray, rt60: float, sr: int, seed: int, rir: np.ndarray | Non
 
 def lowpass(x: np.ndarray, cutoff_hz: float, sr: int) -> np.ndarray:
     """:class:`Lowpass` as a function."""
-    return Lowpass(cutoff_hz)(x, sr)
+    return Lowpass(cutoff_hz, sr)(x)
 
 
 def mulaw(x: np.ndarray, bits: int) -> np.ndarray:
@@ -512,7 +582,7 @@ def apply(
     ``rir``: a measured room response for reverb (synthetic from ``seed`` when None)."""
     if kind == NONE:
         return np.asarray(x).astype(np.float32)
-    return transform(kind).from_param(param, rir)(x, sr, seed).astype(np.float32)
+    return transform(kind).from_param(param, rir, sr)(x, sr, seed).astype(np.float32)
 
 
 __all__ = [
