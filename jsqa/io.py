@@ -1,8 +1,10 @@
-"""Atomic file writes: write to a temporary sibling, then rename, so a crash leaves no half file."""
+"""File helpers: atomic writes (a temporary sibling, then a rename, so a crash leaves no half file),
+JSON/parquet/CSV reading and writing, and file hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -13,9 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jsqa.errors import JsqaError
+
 if TYPE_CHECKING:  # imported where used: pair-rendering workers import this module without pandas
     import pandas as pd
 
+
+# Bytes per read when hashing: bounded memory for any file size.
+HASH_CHUNK = 1 << 20
 
 # Temporary names: unique within a process by the counter, across processes by the pid.
 _tmp_ids = itertools.count()
@@ -104,6 +111,18 @@ def save_torch(path: str | Path, obj: Any) -> None:
 
 def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes; JsqaError naming the file when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(HASH_CHUNK), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise JsqaError(f"{path}: cannot hash ({exc.strerror or exc.__class__.__name__})") from None
+    return digest.hexdigest()
 
 
 def read_parquet(path: str | Path) -> pd.DataFrame:

@@ -19,14 +19,15 @@ from jsqa.config import PairsConfig
 from jsqa.data.manifests import read_manifest, resolve, write_manifest
 from jsqa.errors import JsqaError
 from jsqa.evaluation.report import evaluation_tables, jnd_line
+from jsqa.io import file_sha256
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.pairs.heldout import heldout_clean, plan_heldout, split_halves
 from jsqa.pairs.jnd import within_jnd
-from jsqa.registry.provenance import file_sha256
 from jsqa.registry.register import _calibration_artifact
 from jsqa.scoring.calibrate import fit_logistic
-from jsqa.scoring.compare import CALIBRATION_ARTIFACT, Calibration, load_calibration, save_calibration
-from jsqa.scoring.serving import CHECKPOINT_ARTIFACT, EncoderPyfunc
+from jsqa.scoring.compare import Calibration, load_calibration, save_calibration
+from jsqa.scoring.model_uri import CALIBRATION_ARTIFACT, CHECKPOINT_ARTIFACT
+from jsqa.scoring.serving import EncoderPyfunc
 from jsqa.signal.levels import mix_at_snr
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,6 +13,7 @@ import torch
 from jsqa.audio import write_audio
 from jsqa.config import FinetuneConfig, ModelConfig, params_from_dict
 from jsqa.data import demo
+from jsqa.data.clips import load_clips
 from jsqa.errors import ConfigError, NoSpeechError
 from jsqa.models.mos import MOSModel, encoder_spec, load_checkpoint, mos_model_from_checkpoint, save_checkpoint
 from jsqa.scoring.predict import format_rows, score_files
@@ -20,7 +21,6 @@ from jsqa.scoring.serving import score_rows
 from jsqa.scoring.windows import score_waveform, score_waveforms
 from jsqa.signal.levels import active_speech_level, db_to_gain, mix_at_snr
 from jsqa.signal.speech import NO_SPEECH, check_speech, random_gains
-from jsqa.train.clips import load_clips
 from jsqa.train.finetune import build_model
 
 SR = 16000

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig, PairsConfig, PretrainConfig
+from jsqa.data.clips import load_clips
 from jsqa.data.manifests import read_manifest
 from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
 from jsqa.pairs.generate import generate_pairs
 from jsqa.pairs.store import load_pairs
 from jsqa.scoring.windows import score_waveforms
-from jsqa.train.clips import load_clips
 from jsqa.train.finetune import finetune
 from jsqa.train.pair_batches import PairBatchLoader
 from jsqa.train.pretrain import grouped_batches, pretrain

@@ -14,6 +14,7 @@ import torch
 
 from jsqa.audio import load_audio, write_audio
 from jsqa.config import FinetuneConfig, ModelConfig, ValidateConfig
+from jsqa.data.clips import label_se, label_targets
 from jsqa.data.manifests import mos_manifest_from_csv, read_manifest
 from jsqa.data.validate import suite_for
 from jsqa.errors import JsqaError
@@ -31,7 +32,6 @@ from jsqa.models.mos import (
 from jsqa.scoring.predict import format_rows, score_files
 from jsqa.scoring.serving import score_rows
 from jsqa.scoring.windows import score_blocks, score_blocks_all, score_waveforms, score_waveforms_all
-from jsqa.train.clips import label_se, label_targets
 from jsqa.train.finetune import finetune
 from jsqa.train.losses import gaussian_nll, target_loss
 from jsqa.train.std_scaling import fit_std_scale

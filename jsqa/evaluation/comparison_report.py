@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jsqa.evaluation.comparison import POOLED, sort_sets
 from jsqa.evaluation.metrics import METRICS
-from jsqa.evaluation.report import FORMATS, HEADERS, _heading, _num, _table, evaluation_tables
+from jsqa.evaluation.report import FORMATS, HEADERS, evaluation_tables, format_num, heading_lines, table_lines
 
 HEADERS_PROTOCOL = {"rmse_map1": "RMSE map1", "rmse_map3": "RMSE map3", "rmse_eps": "RMSE eps"}
 HEADERS_CON = {"pcc": "PCC", "srcc": "SRCC", "rmse": "RMSE", "rmse_map1": "RMSE map1", "rmse_map3": "RMSE map3"}
@@ -38,9 +38,9 @@ def comparison_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
             for name, per in peers.items():
                 m = per.get(db)
                 if isinstance(m, dict):
-                    rows.append([db, name, *(_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))])
-        lines += _heading("Peers per test set (same clips; n = clips the peer could score)", fmt, level)
-        lines += _table(["test set", "peer", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
+                    rows.append([db, name, *(format_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))])
+        lines += heading_lines("Peers per test set (same clips; n = clips the peer could score)", fmt, level)
+        lines += table_lines(["test set", "peer", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
     both = {**models, **peers}
     if both:
         rows = []
@@ -48,11 +48,11 @@ def comparison_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
             for name, per in both.items():
                 m = per.get(db)
                 if isinstance(m, dict) and any(k in m for k in HEADERS_PROTOCOL):
-                    rows.append([db, name, *(_num(m.get(k), digits) for k in HEADERS_PROTOCOL)])
+                    rows.append([db, name, *(format_num(m.get(k), digits) for k in HEADERS_PROTOCOL)])
         if rows:
-            lines += _heading("RMSE after 1st / monotonic 3rd-order mapping per test set, and epsilon-insensitive "
+            lines += heading_lines("RMSE after 1st / monotonic 3rd-order mapping per test set, and epsilon-insensitive "
                               "RMSE (ITU-T P.1401)", fmt, level)
-            lines += _table(["test set", "predictor", *HEADERS_PROTOCOL.values()], rows, fmt)
+            lines += table_lines(["test set", "predictor", *HEADERS_PROTOCOL.values()], rows, fmt)
     cons = report.get("conditions") or {}
     if cons:
         rows = []
@@ -60,19 +60,19 @@ def comparison_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
             for name, per in cons.items():
                 m = per.get(db)
                 if isinstance(m, dict):
-                    rows.append([db, name, *(_num(m.get(k), digits) for k in HEADERS_CON),
+                    rows.append([db, name, *(format_num(m.get(k), digits) for k in HEADERS_CON),
                                  str(m.get("n_conditions", "–"))])
-        lines += _heading("Per condition (condition MOS = mean over its files, vs mean prediction)", fmt, level)
-        lines += _table(["test set", "predictor", *HEADERS_CON.values(), "conditions"], rows, fmt)
+        lines += heading_lines("Per condition (condition MOS = mean over its files, vs mean prediction)", fmt, level)
+        lines += table_lines(["test set", "predictor", *HEADERS_CON.values(), "conditions"], rows, fmt)
     info = report.get("peer_info") or {}
     if info:
         rows = [[name, str(i.get("version")), f"{i.get('sample_rate')} Hz", str(i.get("licence")),
                  str(i.get("trained_on"))] for name, i in info.items()]
-        lines += _heading("Peers: version, input rate, licence, training data", fmt, level)
-        lines += _table(["peer", "version", "input rate", "licence", "trained on"], rows, fmt, names=5)
+        lines += heading_lines("Peers: version, input rate, licence, training data", fmt, level)
+        lines += table_lines(["peer", "version", "input rate", "licence", "trained on"], rows, fmt, names=5)
     notes = report.get("notes") or []
     if notes:
-        lines += _heading("Notes", fmt, level)
+        lines += heading_lines("Notes", fmt, level)
         lines += [f"- {n}" for n in notes]
     return "\n".join(lines).strip("\n") + "\n" if lines else ""
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from jsqa.data.clips import label_se, load_clips
 from jsqa.data.manifests import DIMENSIONS
 from jsqa.errors import ManifestError
 from jsqa.evaluation.collapse import failure_summary, run_health
@@ -17,7 +18,6 @@ from jsqa.evaluation.metrics import METRICS, bootstrap_ci, calibration, mos_metr
 from jsqa.evaluation.paired import paired_by_set, verdict
 from jsqa.models.mos import MOSModel, check_sample_rate
 from jsqa.scoring.windows import score_waveforms_all
-from jsqa.train.clips import label_se, load_clips
 
 log = logging.getLogger(__name__)
 

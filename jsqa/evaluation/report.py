@@ -17,7 +17,8 @@ HEADERS = {"rmse": "RMSE", "mae": "MAE", "pcc": "PCC", "srcc": "SRCC"}
 FORMATS = ("text", "markdown")
 
 
-def _num(value: Any, digits: int) -> str:
+def format_num(value: Any, digits: int) -> str:
+    """``value`` with ``digits`` decimals; "–" for anything not a number."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "–"
     return f"{value:.{digits}f}"
@@ -39,7 +40,8 @@ def _test_sets(per_model: dict[str, Any]) -> list[str]:
     return sorted(names, key=lambda n: n == "pooled")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str, names: int = 2) -> list[str]:
+def table_lines(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str, names: int = 2) -> list[str]:
+    """A table's lines in ``fmt`` ('text' or 'markdown'); the first ``names`` columns are names."""
     if fmt == "markdown":
         clean = [[c.replace("|", "\\|").replace("\n", " ") for c in r] for r in rows]
         return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
@@ -53,7 +55,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], fmt: str, names
     ]
 
 
-def _heading(title: str, fmt: str, level: int) -> list[str]:
+def heading_lines(title: str, fmt: str, level: int) -> list[str]:
+    """A table's title lines in ``fmt`` (a markdown heading of ``level``)."""
     return ["", f"{'#' * level} {title}", ""] if fmt == "markdown" else ["", title]
 
 
@@ -79,10 +82,10 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
                 continue
             cells = []
             for k in METRICS:
-                cell = _num(m.get(k), digits)
+                cell = format_num(m.get(k), digits)
                 iv = ci.get(name, {}).get(db, {}).get(k)
                 if isinstance(iv, dict):
-                    cell += f" [{_num(iv.get('lo'), digits)}, {_num(iv.get('hi'), digits)}]"
+                    cell += f" [{format_num(iv.get('lo'), digits)}, {format_num(iv.get('hi'), digits)}]"
                 cells.append(cell)
             n = m.get("n")
             rows.append([str(db), str(name), *cells, str(n) if isinstance(n, int) else "–"])
@@ -90,8 +93,8 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     if ci:
         ci_level = (report.get("bootstrap") or {}).get("level", 0.95)
         title += f", [{ci_level:.0%} bootstrap interval over test clips]"
-    lines += _heading(title, fmt, level)
-    lines += _table(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
+    lines += heading_lines(title, fmt, level)
+    lines += table_lines(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
 
     failed = report.get("failed") or {}
     if stats:
@@ -105,10 +108,10 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
                 else:
                     label = f"{name} ({total - n_failed} seeds" + (f", {n_failed} failed)" if n_failed else ")")
                 rows.append([str(db), label, *(
-                    f"{_num(st.get(k, {}).get('mean'), digits)} ± {_num(st.get(k, {}).get('std'), digits)}"
+                    f"{format_num(st.get(k, {}).get('mean'), digits)} ± {format_num(st.get(k, {}).get('std'), digits)}"
                     for k in METRICS)])
-        lines += _heading("Mean ± std over seeds (runs that learned)", fmt, level)
-        lines += _table(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)
+        lines += heading_lines("Mean ± std over seeds (runs that learned)", fmt, level)
+        lines += table_lines(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)
 
     lines += _output_tables(report, fmt, level, digits)
     lines += _comparison(report, "Paired difference", fmt, level, digits)
@@ -116,15 +119,15 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     if isinstance(budget, dict) and budget.get("paired"):
         lines += _comparison(budget, f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level, digits)
     elif isinstance(budget, dict) and budget.get("verdict"):
-        lines += _heading(f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level)
+        lines += heading_lines(f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level)
         lines += [str(v) for v in budget["verdict"]]
     if "paired" not in report:
         lines += _legacy_change(report, fmt, level, stats)
     if not report.get("verdict") and any(failed.values()):
-        lines += _heading("Failed runs", fmt, level)
+        lines += heading_lines("Failed runs", fmt, level)
         lines += failure_summary(failed, seeds)
     if isinstance(report.get("jnd"), dict):
-        lines += _heading("Perceptual distance", fmt, level)
+        lines += heading_lines("Perceptual distance", fmt, level)
         lines += [jnd_line(report["jnd"]), ""]
     return "\n".join(lines).strip("\n") + "\n"
 
@@ -146,20 +149,20 @@ def _output_tables(report: dict, fmt: str, level: int, digits: int) -> list[str]
     """Calibration of the predicted mos_std and the quality-dimension metrics, when the report has them."""
     lines: list[str] = []
     cal = report.get("calibration") or {}
-    rows = [[str(db), str(name), *(_num(c.get(k), digits) for k in ("coverage68", "coverage95", "mean_sigma")),
+    rows = [[str(db), str(name), *(format_num(c.get(k), digits) for k in ("coverage68", "coverage95", "mean_sigma")),
              str(c.get("n", "–"))]
             for name, per in cal.items() for db, c in sorted(per.items(), key=lambda kv: kv[0] == "pooled")]
     if rows:
-        lines += _heading("Calibration: share of files within the predicted 68% / 95% intervals "
+        lines += heading_lines("Calibration: share of files within the predicted 68% / 95% intervals "
                           "(nominal 0.68 / 0.95), mean predicted std", fmt, level)
-        lines += _table(["test set", "model", "68%", "95%", "mean std", "n"], rows, fmt)
+        lines += table_lines(["test set", "model", "68%", "95%", "mean std", "n"], rows, fmt)
     dims = report.get("dimensions") or {}
-    rows = [[str(dim), str(db), str(name), *(_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))]
+    rows = [[str(dim), str(db), str(name), *(format_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))]
             for name, per_dim in dims.items() for dim, per in per_dim.items()
             for db, m in sorted(per.items(), key=lambda kv: kv[0] == "pooled")]
     if rows:
-        lines += _heading("Quality dimensions (primary model)", fmt, level)
-        lines += _table(["dimension", "test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt, names=3)
+        lines += heading_lines("Quality dimensions (primary model)", fmt, level)
+        lines += table_lines(["dimension", "test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt, names=3)
     return lines
 
 
@@ -170,7 +173,7 @@ def _comparison(report: dict, title: str, fmt: str, level: int, digits: int) -> 
     if isinstance(paired, dict) and paired:
         what = report.get("paired_of", "pretrained vs scratch")
         some = next(iter(paired.values()))
-        lines += _heading(f"{title}, {what}: difference [95% CI], signed % change, p "
+        lines += heading_lines(f"{title}, {what}: difference [95% CI], signed % change, p "
                           f"(paired bootstrap over {len(some.get('seeds', []))} seeds and the clips)", fmt, level)
         rows = []
         for db in sorted(paired, key=lambda n: n == "pooled"):
@@ -178,13 +181,13 @@ def _comparison(report: dict, title: str, fmt: str, level: int, digits: int) -> 
             cells = []
             for k in METRICS:
                 m = r.get(k) or {}
-                cells.append(f"{_num(m.get('diff'), digits)} [{_num(m.get('lo'), digits)}, {_num(m.get('hi'), digits)}]"
+                cells.append(f"{format_num(m.get('diff'), digits)} [{format_num(m.get('lo'), digits)}, {format_num(m.get('hi'), digits)}]"
                              f" {_pct(m.get('rel'))} {format_p(m.get('p'), r.get('resamples', 1000))}")
             rows.append([str(db), *cells])
-        lines += _table(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)
+        lines += table_lines(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)
     verdicts = report.get("verdict") or []
     if verdicts:
-        lines += _heading("Verdict", fmt, level + 1 if fmt == "markdown" else level)
+        lines += heading_lines("Verdict", fmt, level + 1 if fmt == "markdown" else level)
         lines += [f"- {v}" if fmt == "markdown" else v for v in verdicts]
     return lines
 
@@ -196,7 +199,7 @@ def _legacy_change(report: dict, fmt: str, level: int, stats: dict) -> list[str]
         return []
     what = report.get("relative_change_of", "pretrained vs scratch")
     basis = " (of the seed means)" if stats else ""
-    lines = _heading(f"Relative change, {what}{basis}", fmt, level)
+    lines = heading_lines(f"Relative change, {what}{basis}", fmt, level)
     rows = [[str(db), *(_pct((change[db] or {}).get(k)) for k in METRICS)]
             for db in sorted(change, key=lambda n: n == "pooled")]
-    return lines + _table(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)
+    return lines + table_lines(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)

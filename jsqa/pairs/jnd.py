@@ -34,8 +34,8 @@ def within_jnd(
 
 # Recipe columns two pairs must share to be heard alike: one utterance, crop and noise segment,
 # and (when distortions are on) one distortion realisation.
-_SEGMENT_KEYS = ("utterance_id", "crop_offset", "noise_id", "noise_offset")
-_REALISATION_KEYS = ("distortion", "dist_seed", "rir_path")
+SEGMENT_KEYS = ("utterance_id", "crop_offset", "noise_id", "noise_offset")
+REALISATION_KEYS = ("distortion", "dist_seed", "rir_path")
 
 
 def same_percept(
@@ -55,11 +55,11 @@ def same_percept(
     """
     steps = {**distortions.DEFAULT_STEPS, **(steps or {})}
     out = np.asarray(within_jnd(a["snr_a"], b["snr_a"], jnd_db))
-    for key in _SEGMENT_KEYS:
+    for key in SEGMENT_KEYS:
         out = out & (np.asarray(a[key]) == np.asarray(b[key]))
     # What an undistorted recipe (no distortion columns) holds in each realisation column.
     plain = {"distortion": np.array(distortions.NONE, dtype=object), "dist_seed": 0, "rir_path": ""}
-    for key in _REALISATION_KEYS:
+    for key in REALISATION_KEYS:
         if key in a or key in b:
             out = out & (np.asarray(a.get(key, plain[key])) == np.asarray(b.get(key, plain[key])))
     kind_a, kind_b = np.asarray(a.get("distortion", plain["distortion"])), np.asarray(b.get("distortion", plain["distortion"]))

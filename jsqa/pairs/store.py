@@ -12,7 +12,7 @@ import pandas as pd
 from jsqa.data.manifests import require_columns
 from jsqa.errors import ManifestError
 from jsqa.io import read_json, read_parquet
-from jsqa.pairs.jnd import _REALISATION_KEYS, _SEGMENT_KEYS, same_percept
+from jsqa.pairs.jnd import REALISATION_KEYS, SEGMENT_KEYS, same_percept
 from jsqa.pairs.render import INT16_SCALE, PLAN_COLUMNS, shard_stem
 from jsqa.signal import distortions
 
@@ -48,7 +48,7 @@ class PairSet:
         for c in ("snr_a", "dist_param_a"):
             if c in self.recipes:
                 self._percept[c] = self.recipes[c].to_numpy(np.float64)
-        for c in _SEGMENT_KEYS + _REALISATION_KEYS:
+        for c in SEGMENT_KEYS + REALISATION_KEYS:
             if c in self.recipes and c != "distortion":
                 col = self.recipes[c]
                 self._percept[c] = col.to_numpy(np.int64) if col.dtype.kind in "iu" else pd.factorize(col)[0]

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from jsqa.errors import JsqaError
+from jsqa.io import file_sha256
 from jsqa.tracking import git_commit
-
-CHUNK = 1 << 20
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes; JsqaError naming the file when it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(CHUNK), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise JsqaError(f"{path}: cannot hash ({exc.strerror or exc.__class__.__name__})") from None
-    return digest.hexdigest()
 
 
 def provenance_tags(root: str | Path = ".", manifests: str | Path = "data/manifests") -> dict[str, str]:

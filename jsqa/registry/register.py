@@ -29,12 +29,14 @@ from jsqa import tracking
 from jsqa.config import DIRECTIONS
 from jsqa.errors import ConfigError, JsqaError
 from jsqa.evaluation.metrics import LOWER_IS_BETTER
+from jsqa.io import file_sha256
 from jsqa.models.mos import checkpoint_sample_rate, encoder_from_checkpoint, load_checkpoint
 from jsqa.registry.champion import champion_version, promote
 from jsqa.registry.model_card import model_card
-from jsqa.registry.provenance import file_sha256, provenance_tags
-from jsqa.scoring.compare import CALIBRATION_ARTIFACT, load_calibration
-from jsqa.scoring.serving import CHECKPOINT_ARTIFACT, ENCODER_MODEL_CODE, MOS_MODEL_CODE
+from jsqa.registry.provenance import provenance_tags
+from jsqa.scoring.compare import load_calibration
+from jsqa.scoring.model_uri import CALIBRATION_ARTIFACT, CHECKPOINT_ARTIFACT
+from jsqa.scoring.serving import ENCODER_MODEL_CODE, MOS_MODEL_CODE
 from jsqa.scoring.serving import input_schema as _input_schema
 
 if TYPE_CHECKING:

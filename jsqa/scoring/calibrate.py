@@ -21,9 +21,9 @@ import pandas as pd
 
 from jsqa.config import PairsConfig
 from jsqa.errors import JsqaError
+from jsqa.io import file_sha256
 from jsqa.models.mos import load_checkpoint
 from jsqa.pairs.heldout import NoHeldoutReferences, heldout_clean, plan_heldout, render_heldout, split_halves
-from jsqa.registry.provenance import file_sha256
 from jsqa.scoring.compare import Calibration, cosine_distance, distance_model_from_checkpoint, embed, model_rate
 
 log = logging.getLogger(__name__)

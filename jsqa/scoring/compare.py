@@ -171,23 +171,6 @@ def compare_files(
     return {"ref": str(ref), "deg": str(deg), **compare_waveforms(model, x, y, cal)}
 
 
-# The artifact name the registered encoder carries its calibration under (jsqa.scoring.serving).
-CALIBRATION_ARTIFACT = "jnd_calibration"
-
-
-def _calibration_in(folder: Path) -> Path | None:
-    """The JND calibration file a logged encoder model folder carries, if any."""
-    import yaml
-
-    try:
-        meta = yaml.safe_load((folder / "MLmodel").read_text()) or {}
-        rel = meta["flavors"]["python_function"]["artifacts"][CALIBRATION_ARTIFACT]["path"]
-    except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return None
-    path = (folder / rel).resolve()
-    return path if path.is_relative_to(folder.resolve()) and path.is_file() else None
-
-
 def load_distance_model(
     ref: str, calibration: str | Path | None = None, root: Path = Path(".")
 ) -> tuple[PretrainModel, Calibration | None, str]:
@@ -199,15 +182,15 @@ def load_distance_model(
     """
     import tempfile
 
+    from jsqa.io import file_sha256
     from jsqa.models.mos import load_checkpoint
-    from jsqa.registry.provenance import file_sha256
-    from jsqa.scoring.predict import _checkpoint_in, download_model, is_mlflow_uri
+    from jsqa.scoring.model_uri import calibration_in, checkpoint_in, download_model, is_mlflow_uri
 
     def from_path(path: Path, described: str) -> tuple[PretrainModel, Calibration | None, str]:
         if not path.exists():
             raise JsqaError(f"{path}: no such encoder checkpoint or model folder (or use models:/NAME@alias)")
-        carried = _calibration_in(path) if path.is_dir() else None
-        ckpt = _checkpoint_in(path) if path.is_dir() else path
+        carried = calibration_in(path) if path.is_dir() else None
+        ckpt = checkpoint_in(path) if path.is_dir() else path
         model = distance_model_from_checkpoint(load_checkpoint(ckpt))
         source = calibration if calibration is not None else carried
         cal = load_calibration(source) if source is not None else None

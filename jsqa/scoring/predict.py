@@ -10,38 +10,25 @@ import csv
 import io
 import json
 import logging
-import re
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import torch
-import yaml
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 from tqdm import tqdm
 
-from jsqa import tracking
 from jsqa.errors import JsqaError
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
-from jsqa.registry.register import CHECKPOINT_ARTIFACT
 from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits
+from jsqa.scoring.model_uri import checkpoint_in, download_model, is_mlflow_uri
 from jsqa.scoring.windows import model_device, model_outputs, score_blocks_all
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"})
 FORMATS = ("table", "csv", "json")
-_MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?$")
-
-
-def is_mlflow_uri(ref: str) -> bool:
-    """True for the MLflow URIs :func:`load_model` resolves through the tracking server."""
-    return ref.startswith(_MLFLOW_SCHEMES)
 
 
 def load_model(ref: str, root: Path = Path(".")) -> tuple[MOSModel, str]:
@@ -55,78 +42,17 @@ def load_model(ref: str, root: Path = Path(".")) -> tuple[MOSModel, str]:
     path = Path(ref)
     if not path.exists():
         raise JsqaError(f"{path}: no such checkpoint or model folder (or use models:/NAME@alias)")
-    ckpt = _checkpoint_in(path) if path.is_dir() else path
+    ckpt = checkpoint_in(path) if path.is_dir() else path
     return mos_model_from_checkpoint(load_checkpoint(ckpt)), f"checkpoint {ckpt}"
-
-
-def _checkpoint_in(folder: Path) -> Path:
-    """The checkpoint file inside a logged pyfunc model folder (read from its MLmodel file)."""
-    mlmodel = folder / "MLmodel"
-    if not mlmodel.is_file():
-        raise JsqaError(f"{folder}: not an MLflow model folder (no MLmodel file)")
-    try:
-        meta = yaml.safe_load(mlmodel.read_text()) or {}
-        rel = meta["flavors"]["python_function"]["artifacts"][CHECKPOINT_ARTIFACT]["path"]
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
-        raise JsqaError(f"{mlmodel}: no '{CHECKPOINT_ARTIFACT}' artifact; not a jsqa model") from exc
-    ckpt = (folder / rel).resolve()
-    # The path comes from a file we downloaded; keep it inside the folder.
-    if not ckpt.is_relative_to(folder.resolve()) or not ckpt.is_file():
-        raise JsqaError(f"{mlmodel}: checkpoint artifact '{rel}' is missing")
-    return ckpt
-
-
-def existing_store(root: Path) -> str:
-    """The tracking URI for ``root``; JsqaError when it names a SQLite file that does not exist."""
-    store = tracking.tracking_uri(root)
-    if store.startswith("sqlite:///"):
-        db = Path(store[len("sqlite:///"):])
-        # Opening a missing SQLite store would silently create an empty one.
-        if not db.is_file():
-            raise JsqaError(
-                f"no MLflow store at {db}; run the pipeline's register stage (or set MLFLOW_TRACKING_URI)"
-            )
-    return store
 
 
 def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
     with tempfile.TemporaryDirectory(prefix="jsqa-model-") as tmp:
         local, described = download_model(uri, root, Path(tmp))
-        ckpt = _checkpoint_in(local) if local.is_dir() else local
+        ckpt = checkpoint_in(local) if local.is_dir() else local
         model = mos_model_from_checkpoint(load_checkpoint(ckpt))
     log.info("loaded %s", described)
     return model, described
-
-
-def download_model(uri: str, root: Path, dst: Path) -> tuple[Path, str]:
-    """Download an MLflow model URI (an alias resolved to its version first) into ``dst``;
-    returns (the local model folder or file, a one-line description)."""
-    store = existing_store(root)
-    tracking.configure(root)
-    described = uri
-    m = _MODELS_URI.match(uri)
-    if m and (m["alias"] or m["version"]):
-        client = MlflowClient()
-        name = m["name"]
-        try:
-            if m["alias"]:
-                mv = client.get_model_version_by_alias(name, m["alias"])
-            else:
-                mv = client.get_model_version(name, m["version"])
-        except MlflowException as exc:
-            what = f"alias '{m['alias']}'" if m["alias"] else f"version {m['version']}"
-            raise JsqaError(
-                f"no model '{name}' with {what} in {store}; run the pipeline's register stage "
-                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-            ) from exc
-        # Download the resolved version, so an alias moved meanwhile cannot mix two versions.
-        uri = f"models:/{name}/{mv.version}"
-        described = f"{described} ({name} version {mv.version}, run {mv.run_id})"
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
-    except MlflowException as exc:
-        raise JsqaError(f"cannot download {uri} from {store}: {str(exc).splitlines()[0]}") from exc
-    return local, described
 
 
 def audio_files(inputs: Iterable[str | Path]) -> list[Path]:

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from jsqa.scoring.predict import existing_store, is_mlflow_uri
+from jsqa.scoring.model_uri import existing_store, is_mlflow_uri
 
 
 def serve_command(model: str, host: str, port: int, workers: int, root: Path) -> tuple[list[str], dict[str, str]]:

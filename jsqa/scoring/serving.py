@@ -50,7 +50,6 @@ from jsqa.errors import AudioError, JsqaError
 from jsqa.models.encoder import Encoder
 from jsqa.models.mos import MOSModel, encoder_from_checkpoint, load_checkpoint, mos_model_from_checkpoint
 from jsqa.scoring.compare import (
-    CALIBRATION_ARTIFACT,
     Calibration,
     compare_waveforms,
     distance_model_from_checkpoint,
@@ -58,11 +57,11 @@ from jsqa.scoring.compare import (
     model_rate,
 )
 from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, scoring_waveform
+from jsqa.scoring.model_uri import CALIBRATION_ARTIFACT, CHECKPOINT_ARTIFACT
 from jsqa.scoring.windows import HOP_S, WINDOW_S, model_outputs, score_blocks_all, windowed_mean, windowed_mean_blocks
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_ARTIFACT = "checkpoint"
 INPUT_COLUMNS = ("path", "audio_base64", "audio", "sample_rate")
 # The served encoder's optional reference, given like the audio (one of path / base64 / samples):
 # a row with one also gets jnd_distance and p_different (jsqa.scoring.compare).

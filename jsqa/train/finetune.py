@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig
+from jsqa.data.clips import ClipSet, label_se, label_targets, load_clips, random_crop
 from jsqa.data.manifests import DIMENSIONS
 from jsqa.errors import ConfigError, ManifestError
 from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, run_health
@@ -36,7 +37,6 @@ from jsqa.models.mos import (
 )
 from jsqa.scoring.windows import score_waveforms, score_waveforms_all
 from jsqa.signal.speech import random_gains
-from jsqa.train.clips import ClipSet, label_se, label_targets, load_clips, random_crop
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything, set_determinism
 from jsqa.train.label_subset import label_subset
 from jsqa.train.losses import target_loss

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from jsqa.data.clips import ClipSet, label_se, label_targets
 from jsqa.models.mos import STD_SUFFIX, MOSModel, is_std
-from jsqa.train.clips import ClipSet, label_se, label_targets
 
 log = logging.getLogger(__name__)
 
