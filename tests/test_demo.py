@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from jsqa.config import DemoConfig
-from jsqa.data import demo
+from jsqa.data.demo import corpus as demo
 from jsqa.data.demo import (
     DemoCorpus,
     clean_talkers,

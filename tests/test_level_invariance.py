@@ -12,7 +12,7 @@ import torch
 
 from jsqa.audio import write_audio
 from jsqa.config import FinetuneConfig, ModelConfig, params_from_dict
-from jsqa.data import demo
+from jsqa.data.demo import corpus as demo
 from jsqa.errors import ConfigError, NoSpeechError
 from jsqa.models.mos import MOSModel, encoder_spec, load_checkpoint, mos_model_from_checkpoint, save_checkpoint
 from jsqa.scoring.predict import format_rows, score_files
