@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from jsqa.data.demo import clean_talkers, synth_utterance
+from jsqa.data.demo.speech import clean_talkers, synth_utterance
 from jsqa.evaluation.peers import PEERS, make_peers
 from jsqa.models.mos import MOSModel, encoder_spec
 from jsqa.scoring.windows import score_waveforms

@@ -37,7 +37,7 @@ def empty_mlflow_store(tmp_path_factory) -> Callable[[Path], None]:
 def small_corpus(tmp_path_factory) -> dict[str, Path]:
     """A small demo corpus with its manifests; paths in them are relative to ``root``."""
     from jsqa.config import DemoConfig
-    from jsqa.data.demo import generate_demo, prepare_demo
+    from jsqa.data.demo.corpus import generate_demo, prepare_demo
 
     root = tmp_path_factory.mktemp("corpus")
     cfg = DemoConfig(n_talkers=4, utterances_per_talker=3, utterance_seconds=(1.0, 1.5), noise_seconds=3.0,

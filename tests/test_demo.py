@@ -12,16 +12,12 @@ import pytest
 import soundfile as sf
 
 from jsqa.config import DemoConfig
-from jsqa.data import demo
-from jsqa.data.demo import (
-    DemoCorpus,
-    clean_talkers,
-    generate_demo,
-    make_noise,
-    prepare_demo,
-    proxy_mos,
-    synth_utterance,
-)
+from jsqa.data.demo import corpus as demo_corpus
+from jsqa.data.demo import degrade
+from jsqa.data.demo.corpus import DemoCorpus, generate_demo, prepare_demo
+from jsqa.data.demo.label import dimension_proxies, proxy_mos
+from jsqa.data.demo.noise import make_noise
+from jsqa.data.demo.speech import clean_talkers, synth_utterance
 from jsqa.data.manifests import SCHEMAS, read_manifest, resolve
 from jsqa.errors import AudioError, ConfigError
 from jsqa.signal.distortions import Bandpass, Clip, Mnru, MuLaw, PacketLoss, Reverb
@@ -220,7 +216,7 @@ def test_interrupted_run_leaves_previous_corpus_untouched(
     out = tmp_path / "corpus"
     generate_demo(out, TINY, seed=3, **TINY_KW)
     before = _snapshot(out)
-    real_write = demo.write_audio
+    real_write = demo_corpus.write_audio
     calls = []
 
     def crash_after_three(*args, **kwargs):  # a crash half-way through writing audio
@@ -229,7 +225,7 @@ def test_interrupted_run_leaves_previous_corpus_untouched(
             raise RuntimeError("simulated crash")
         return real_write(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "write_audio", crash_after_three)
+    monkeypatch.setattr(demo_corpus, "write_audio", crash_after_three)
     with pytest.raises(RuntimeError, match="simulated crash"):
         generate_demo(out, TINY, seed=9, **TINY_KW)
     assert _snapshot(out) == before
@@ -313,31 +309,31 @@ def test_generate_demo_returns_the_corpus_layout(corpus: DemoCorpus) -> None:
 
 def test_demo_degradations_are_the_shared_distortion_transforms() -> None:
     # No second mu-law, clipper or packet-loss model: the demo uses jsqa.signal.distortions.
-    source = inspect.getsource(demo)
+    source = inspect.getsource(degrade)
     assert "log1p" not in source and "expm1" not in source
     sr = 16000
     x = synth_utterance(clean_talkers(1, 3)[0], 1.0, sr, np.random.default_rng(0)).astype(np.float64)
-    y, what, _ = demo._degrade(x, "mulaw8", sr, np.random.default_rng(1))
+    y, what, _ = degrade.apply_degradation(x, "mulaw8", sr, np.random.default_rng(1))
     assert np.array_equal(y, MuLaw(8)(x)) and what == "mu-law 8 bit"
     # The same draws, replayed, give the shared transform's parameters.
-    y, what, threshold_db = demo._degrade(x, "clipping", sr, np.random.default_rng(2))
+    y, what, threshold_db = degrade.apply_degradation(x, "clipping", sr, np.random.default_rng(2))
     replay = np.random.default_rng(2)
     assert threshold_db == float(gain_to_db(replay.uniform(0.1, 0.5)))
     assert np.array_equal(y, Clip(threshold_db)(x, sr)) and "dB below the peak" in what
-    y, what, rate = demo._degrade(x, "packet_loss", sr, np.random.default_rng(3))
+    y, what, rate = degrade.apply_degradation(x, "packet_loss", sr, np.random.default_rng(3))
     replay = np.random.default_rng(3)
     assert rate == float(replay.uniform(0.05, 0.25))
     assert np.array_equal(y, PacketLoss(rate)(x, sr, int(replay.integers(2**32))))
     assert (y == 0).any()
-    y, what, q_db = demo._degrade(x, "mnru", sr, np.random.default_rng(4))
+    y, what, q_db = degrade.apply_degradation(x, "mnru", sr, np.random.default_rng(4))
     replay = np.random.default_rng(4)
-    assert q_db == float(replay.uniform(*demo.MNRU_Q_DB)) and what.startswith("MNRU")
+    assert q_db == float(replay.uniform(*degrade.MNRU_Q_DB)) and what.startswith("MNRU")
     assert np.array_equal(y, Mnru(q_db)(x, sr, int(replay.integers(2**32))))
-    y, what, high = demo._degrade(x, "bandpass", sr, np.random.default_rng(5))
+    y, what, high = degrade.apply_degradation(x, "bandpass", sr, np.random.default_rng(5))
     assert np.array_equal(y, Bandpass(high)(x, sr)) and what.startswith("band-pass 300-")
-    y, what, rt60 = demo._degrade(x, "reverb", sr, np.random.default_rng(6))
+    y, what, rt60 = degrade.apply_degradation(x, "reverb", sr, np.random.default_rng(6))
     replay = np.random.default_rng(6)
-    assert rt60 == float(replay.uniform(*demo.REVERB_RT60_S)) and "RT60" in what
+    assert rt60 == float(replay.uniform(*degrade.REVERB_RT60_S)) and "RT60" in what
     # The dry signal plus the shared Reverb's output, each scaled: nothing else.
     parts = np.stack([x, Reverb(rt60)(x, sr, int(replay.integers(2**32)))], axis=1)
     gains = np.linalg.lstsq(parts, y, rcond=None)[0]
@@ -361,9 +357,9 @@ def test_every_demo_degradation_lowers_the_label_and_reverb_and_mnru_with_severi
     clips = _noisy_clips(35.0, sr)
     noise_only = np.mean([proxy_mos(deg, ref, sr) for ref, deg in clips])
     severity: dict[str, list[tuple[float, float]]] = {}
-    for kind in demo.DEGRADATIONS[1:]:
+    for kind in degrade.DEGRADATIONS[1:]:
         for j, (ref, deg) in enumerate(clips * 4):
-            y, _, param = demo._degrade(deg, kind, sr, np.random.default_rng(j))
+            y, _, param = degrade.apply_degradation(deg, kind, sr, np.random.default_rng(j))
             severity.setdefault(kind, []).append((param, proxy_mos(np.clip(y, -1.0, 1.0), ref, sr)))
         mean = np.mean([label for _, label in severity[kind]])
         assert mean < noise_only - 0.05, kind  # beyond-noise degradations cost quality on top of the noise
@@ -394,10 +390,10 @@ def test_csv_has_per_dimension_proxies_in_range(table: pd.DataFrame) -> None:
 def test_dimension_proxies_follow_severity() -> None:
     sr = 16000
     x = synth_utterance(clean_talkers(1, 3)[0], 1.0, sr, np.random.default_rng(0)).astype(np.float64)
-    col = [demo.dimension_proxies("reverb", rt60, 30.0, x, sr)["col"] for rt60 in (0.2, 0.6, 1.2)]
-    dis = [demo.dimension_proxies("packet_loss", rate, 30.0, x, sr)["dis"] for rate in (0.05, 0.15, 0.25)]
-    noi = [demo.dimension_proxies("none", 0.0, snr, x, sr)["noi"] for snr in (-5.0, 10.0, 40.0)]
+    col = [dimension_proxies("reverb", rt60, 30.0, x, sr)["col"] for rt60 in (0.2, 0.6, 1.2)]
+    dis = [dimension_proxies("packet_loss", rate, 30.0, x, sr)["dis"] for rate in (0.05, 0.15, 0.25)]
+    noi = [dimension_proxies("none", 0.0, snr, x, sr)["noi"] for snr in (-5.0, 10.0, 40.0)]
     assert col[0] > col[1] > col[2] and dis[0] > dis[1] > dis[2] and noi[0] < noi[1] < noi[2]
-    assert demo.dimension_proxies("none", 0.0, 30.0, x, sr)["loud"] == 5.0
-    assert demo.dimension_proxies("none", 0.0, 30.0, 0.1 * x, sr)["loud"] < 3.0  # 20 dB too quiet
+    assert dimension_proxies("none", 0.0, 30.0, x, sr)["loud"] == 5.0
+    assert dimension_proxies("none", 0.0, 30.0, 0.1 * x, sr)["loud"] < 3.0  # 20 dB too quiet
 

@@ -102,7 +102,7 @@ def test_condition_mos_is_the_mean_over_its_files_compared_with_the_mean_predict
 
 
 def test_the_demo_condition_is_its_degradation_and_snr_band():
-    from jsqa.data.demo import demo_condition
+    from jsqa.data.demo.label import demo_condition
 
     assert demo_condition("none", -3.0) == "none/snr<10"
     assert demo_condition("mulaw8", 10.0) == "mulaw8/snr10-25"

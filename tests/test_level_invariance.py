@@ -12,8 +12,10 @@ import torch
 
 from jsqa.audio import write_audio
 from jsqa.config import FinetuneConfig, ModelConfig, params_from_dict
-from jsqa.data import demo
 from jsqa.data.clips import load_clips
+from jsqa.data.demo.degrade import DEGRADATIONS, apply_degradation
+from jsqa.data.demo.noise import NOISE_FAMILIES, make_noise
+from jsqa.data.demo.speech import clean_talkers, synth_utterance
 from jsqa.errors import ConfigError, NoSpeechError
 from jsqa.models.mos import MOSModel, encoder_spec, load_checkpoint, mos_model_from_checkpoint, save_checkpoint
 from jsqa.scoring.predict import format_rows, score_files
@@ -30,9 +32,9 @@ LEVEL = -26.0
 def _speech(seconds: float, seed: int = 0, snr_db: float = 10.0, family: str = "pink") -> np.ndarray:
     """Synthetic speech (the demo corpus's) at -26 dBov in noise, float32 at 16 kHz."""
     rng = np.random.default_rng(seed)
-    talker = demo.clean_talkers(2, 0)[seed % 2]
-    ref = demo.synth_utterance(talker, seconds, SR, rng).astype(np.float64)
-    noise = demo.make_noise(family, seconds, SR, rng)[: len(ref)]
+    talker = clean_talkers(2, 0)[seed % 2]
+    ref = synth_utterance(talker, seconds, SR, rng).astype(np.float64)
+    noise = make_noise(family, seconds, SR, rng)[: len(ref)]
     return mix_at_snr(ref, noise, snr_db, SR)[0]
 
 
@@ -179,15 +181,15 @@ def _demo_like_set() -> list[tuple[str, np.ndarray]]:
     every degradation (band-limits, mu-law, quantisation, clipping, packet loss), plus each
     family at 40 dB."""
     rng = np.random.default_rng(10)
-    talkers = demo.clean_talkers(4, 0)
+    talkers = clean_talkers(4, 0)
     out = []
-    for f, family in enumerate(demo.NOISE_FAMILIES):
-        for snr, kinds in ((-5.0, demo.DEGRADATIONS), (40.0, ("none",))):
+    for f, family in enumerate(NOISE_FAMILIES):
+        for snr, kinds in ((-5.0, DEGRADATIONS), (40.0, ("none",))):
             for kind in kinds:
-                ref = demo.synth_utterance(talkers[f % 4], 2.0, SR, rng).astype(np.float64)
-                deg = mix_at_snr(ref, demo.make_noise(family, 2.0, SR, rng)[: len(ref)], snr, SR)[0]
+                ref = synth_utterance(talkers[f % 4], 2.0, SR, rng).astype(np.float64)
+                deg = mix_at_snr(ref, make_noise(family, 2.0, SR, rng)[: len(ref)], snr, SR)[0]
                 if kind != "none":
-                    deg = demo._degrade(deg.astype(np.float64), kind, SR, rng)[0]
+                    deg = apply_degradation(deg.astype(np.float64), kind, SR, rng)[0]
                 out.append((f"{family}/{snr:g}dB/{kind}", np.clip(deg, -1.0, 1.0)))
     return out
 

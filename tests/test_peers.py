@@ -12,7 +12,7 @@ import yaml
 
 from jsqa.audio import write_audio
 from jsqa.cli import main
-from jsqa.data.demo import clean_talkers, synth_utterance
+from jsqa.data.demo.speech import clean_talkers, synth_utterance
 from jsqa.data.manifests import read_manifest
 from jsqa.evaluation import peers as peers_mod
 from jsqa.evaluation.peer_scoring import PeerCache, score_peers

@@ -24,7 +24,7 @@ import soundfile as sf
 import yaml
 from processes import stop_group
 
-from jsqa.data.demo import clean_talkers, synth_utterance
+from jsqa.data.demo.speech import clean_talkers, synth_utterance
 
 
 def _speech(seconds: float, sr: int) -> np.ndarray:

@@ -18,7 +18,7 @@ import pandas as pd
 
 from jsqa.config import CorporaConfig, DataConfig
 from jsqa.data import librispeech, nisqa, noise
-from jsqa.data.demo import generate_demo, prepare_demo
+from jsqa.data.demo.corpus import generate_demo, prepare_demo
 from jsqa.data.manifests import write_manifest
 from jsqa.errors import ConfigError
 from jsqa.io import write_csv, write_json

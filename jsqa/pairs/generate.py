@@ -6,7 +6,7 @@ import logging
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,100 @@ def _shard_jobs(
     return jobs
 
 
+def _plan(
+    clean_manifest: Path, noise_manifest: Path, cfg: PairsConfig, seed: int, sample_rate: int, root: Path, out_dir: Path
+) -> pd.DataFrame:
+    """Plan the pair set from the manifests and write it to ``out_dir/plan.parquet``."""
+    clean = read_manifest(clean_manifest, "clean")
+    noise = read_manifest(noise_manifest, "noise")
+    rirs = rir_paths(cfg, sample_rate, root)
+    plan = plan_pairs(clean, noise, cfg, seed, sample_rate, rirs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_parquet(out_dir / "plan.parquet", plan)
+    return plan
+
+
+def _resume(
+    out_dir: Path, columns: Mapping[str, np.ndarray], bounds: np.ndarray, key: dict[str, Any], seg: int
+) -> tuple[dict[int, dict[str, Any]], dict[int, pa.Table], dict[int, dict[str, np.ndarray]]]:
+    """Split the shards (rows ``bounds[s]:bounds[s + 1]`` of ``columns``) into those already
+    finished on disk, with their summaries and recipes, and those to render, with their rows."""
+    summaries: dict[int, dict[str, Any]] = {}
+    # Each shard's recipes as on disk, kept in memory rather than read back at the end.
+    shard_recipes: dict[int, pa.Table] = {}
+    to_render: dict[int, dict[str, np.ndarray]] = {}
+    for shard in range(len(bounds) - 1):
+        rows = {c: v[bounds[shard] : bounds[shard + 1]] for c, v in columns.items()}
+        finished = _finished_shard(out_dir, shard, rows, key, seg)
+        if finished is not None:
+            summaries[shard], shard_recipes[shard] = finished
+        else:
+            to_render[shard] = rows
+    return summaries, shard_recipes, to_render
+
+
+def _render_shards(jobs: list[ShardJob], workers: int, shard_map: ShardMap | None) -> Iterator[dict[str, Any]]:
+    """Render ``jobs`` with ``shard_map`` when given, else ``workers`` processes (1: in this
+    process); yields each shard's :func:`render_shard` result, while the pool is still up."""
+    if shard_map is not None:
+        yield from shard_map(render_shard, jobs)
+    elif workers > 1 and len(jobs) > 1:
+        ctx = _pool_context()
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=worker_init) as pool:
+            yield from pool.map(render_shard, jobs)
+    else:
+        # One shard at a time in this process: as in a pool worker, BLAS on one thread
+        # (restored afterwards; the caller may want its threads back for training).
+        with threadpool_limits(1, user_api="blas"):
+            for job in jobs:
+                yield render_shard(job)
+
+
+def _report_skipped(ordered: list[dict[str, Any]]) -> tuple[pd.DataFrame, int]:
+    """The skipped pairs (:data:`SKIPPED_COLUMNS`) and the count of clipped samples of the
+    shards' summaries, each logged as a warning."""
+    skipped = _skipped_table(ordered)
+    for rec in skipped.itertuples(index=False):
+        log.warning("skipped %d pair(s) of %s: %s", rec.n_pairs, rec.utterance_id, rec.reason)
+    clipped = sum(s.get("n_clipped_samples", 0) for s in ordered)
+    if clipped:
+        log.warning("pairs: %d samples clipped to int16 range (lower pairs.speech_level_dbov)", clipped)
+    return skipped, clipped
+
+
+def _write_pair_set(
+    out_dir: Path, ordered: list[dict[str, Any]], shard_recipes: list[pa.Table], n_planned: int,
+    cfg: PairsConfig, seg: int, sample_rate: int,
+) -> pd.DataFrame:  # fmt: skip
+    """Write skipped.csv, pairs.parquet (every shard's recipes) and index.json from the shards'
+    summaries and recipes, in shard order; returns the recipes."""
+    skipped, clipped = _report_skipped(ordered)
+    write_csv(out_dir / "skipped.csv", skipped)
+    table = pa.concat_tables(shard_recipes, promote_options="permissive")
+    if table.num_rows == 0:
+        raise AudioError(f"{out_dir}: no pair could be rendered (reasons in skipped.csv)")
+    with atomic_path(out_dir / "pairs.parquet") as tmp:
+        pq.write_table(table, tmp)
+    recipes = table.to_pandas()
+    index = {
+        "n_pairs": len(recipes),
+        "n_planned": n_planned,
+        "n_skipped": n_planned - len(recipes),
+        "n_shards": len(ordered),
+        "segment_samples": seg,
+        "sample_rate": int(sample_rate),
+        "jnd_db": float(cfg.jnd_db),
+        "distortion_steps": cfg.distortions.steps,
+        "n_clipped_samples": clipped,
+        "shards": [
+            {"shard": s["shard"], "n_planned": s["n_planned"], "n_rendered": s["n_rendered"]}
+            for s in ordered
+        ],
+    }
+    write_json(out_dir / "index.json", index)
+    return recipes
+
+
 def generate_pairs(
     clean_manifest: Path,
     noise_manifest: Path,
@@ -227,89 +321,26 @@ def generate_pairs(
     unreadable or silent are skipped with a warning and listed in ``skipped.csv``.
     """
     out_dir = Path(out_dir)
-    clean = read_manifest(clean_manifest, "clean")
-    noise = read_manifest(noise_manifest, "noise")
-    rirs = rir_paths(cfg, sample_rate, Path(root))
-    plan = plan_pairs(clean, noise, cfg, seed, sample_rate, rirs)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_parquet(out_dir / "plan.parquet", plan)
-
+    plan = _plan(clean_manifest, noise_manifest, cfg, seed, sample_rate, Path(root), out_dir)
     seg = segment_samples(cfg, sample_rate)
     key = render_key(cfg, sample_rate)
     columns, bounds = _plan_arrays(plan)
     n_shards = len(bounds) - 1
     _remove_stale_shards(out_dir, n_shards)
-
-    summaries: dict[int, dict[str, Any]] = {}
-    # Each shard's recipes as on disk, kept in memory rather than read back at the end.
-    shard_recipes: dict[int, pa.Table] = {}
-    to_render: dict[int, dict[str, np.ndarray]] = {}
-    for shard in range(n_shards):
-        rows = {c: v[bounds[shard] : bounds[shard + 1]] for c, v in columns.items()}
-        finished = _finished_shard(out_dir, shard, rows, key, seg)
-        if finished is not None:
-            summaries[shard], shard_recipes[shard] = finished
-        else:
-            to_render[shard] = rows
+    summaries, shard_recipes, to_render = _resume(out_dir, columns, bounds, key, seg)
     jobs = _shard_jobs(to_render, key, Path(root), out_dir)
     log.info(
         "pairs: %d planned in %d shards; %d shards kept, %d to render",
         len(plan), n_shards, len(summaries), len(jobs),
     )
-
     table = _plan_table(columns) if jobs else None
-
-    def finish(rendered: dict[str, Any]) -> None:
+    for rendered in _render_shards(jobs, cfg.workers, shard_map):
         shard = rendered["shard"]
         assert table is not None  # only rendered shards are finished, and then there is a table
         planned = table.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
         summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, shard, planned, rendered)
-
-    if shard_map is not None:
-        for summary in shard_map(render_shard, jobs):
-            finish(summary)
-    elif cfg.workers > 1 and len(jobs) > 1:
-        ctx = _pool_context()
-        with ProcessPoolExecutor(min(cfg.workers, len(jobs)), mp_context=ctx, initializer=worker_init) as pool:
-            for summary in pool.map(render_shard, jobs):
-                finish(summary)
-    else:
-        # One shard at a time in this process: as in a pool worker, BLAS on one thread
-        # (restored afterwards; the caller may want its threads back for training).
-        with threadpool_limits(1, user_api="blas"):
-            for job in jobs:
-                finish(render_shard(job))
-
-    ordered = [summaries[s] for s in range(n_shards)]
-    skipped = _skipped_table(ordered)
-    for rec in skipped.itertuples(index=False):
-        log.warning("skipped %d pair(s) of %s: %s", rec.n_pairs, rec.utterance_id, rec.reason)
-    clipped = sum(s.get("n_clipped_samples", 0) for s in ordered)
-    if clipped:
-        log.warning("pairs: %d samples clipped to int16 range (lower pairs.speech_level_dbov)", clipped)
-
-    write_csv(out_dir / "skipped.csv", skipped)
-    table = pa.concat_tables([shard_recipes[s] for s in range(n_shards)], promote_options="permissive")
-    if table.num_rows == 0:
-        raise AudioError(f"{out_dir}: no pair could be rendered (reasons in skipped.csv)")
-    with atomic_path(out_dir / "pairs.parquet") as tmp:
-        pq.write_table(table, tmp)
-    recipes = table.to_pandas()
-    index = {
-        "n_pairs": len(recipes),
-        "n_planned": len(plan),
-        "n_skipped": len(plan) - len(recipes),
-        "n_shards": n_shards,
-        "segment_samples": seg,
-        "sample_rate": int(sample_rate),
-        "jnd_db": float(cfg.jnd_db),
-        "distortion_steps": cfg.distortions.steps,
-        "n_clipped_samples": clipped,
-        "shards": [
-            {"shard": s["shard"], "n_planned": s["n_planned"], "n_rendered": s["n_rendered"]}
-            for s in ordered
-        ],
-    }
-    write_json(out_dir / "index.json", index)
+    recipes = _write_pair_set(
+        out_dir, [summaries[s] for s in range(n_shards)], [shard_recipes[s] for s in range(n_shards)],
+        len(plan), cfg, seg, sample_rate,
+    )  # fmt: skip
     return PairSet(out_dir, recipes, seg, int(sample_rate), float(cfg.jnd_db), cfg.distortions.steps)
-

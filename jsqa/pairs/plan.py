@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +40,7 @@ def plan_uniforms(seed: int, start: int, count: int, width: int) -> np.ndarray:
 
 def plan_width(cfg: PairsConfig) -> int:
     """Uniforms drawn per utterance by :func:`plan_pairs` (the row width of :func:`plan_uniforms`)."""
-    k = cfg.pairs_per_utterance
-    draws = 1 if cfg.shared_segment else k
+    k, draws = cfg.pairs_per_utterance, _segment_draws(cfg)
     return 3 * draws + 4 * k + 2 * draws + 2 * k
 
 
@@ -92,6 +91,100 @@ def _snrs_from_uniforms(u: np.ndarray, cfg: PairsConfig) -> tuple[np.ndarray, np
     return np.where(anchor, np.inf, snr_a), np.where(anchor, anchor_b, snr_b)
 
 
+def _check_inputs(
+    clean: pd.DataFrame, noise: pd.DataFrame, cfg: PairsConfig, seed: int, sample_rate: int
+) -> tuple[distortions.Spec, ...]:
+    """Reject what :func:`plan_pairs` cannot plan from; returns the distortion specs."""
+    specs = _check_sample_rate(cfg, sample_rate)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
+    require_columns(clean, CLEAN_COLUMNS, "clean manifest")
+    require_columns(noise, NOISE_COLUMNS, "noise manifest")
+    if len(clean) == 0:
+        raise ManifestError("clean manifest: no utterances to make pairs from")
+    if len(noise) == 0:
+        raise ManifestError("noise manifest: no noise files to mix with")
+    return specs
+
+
+def _segment_draws(cfg: PairsConfig) -> int:
+    """Segment draws per utterance: one shared by its pairs with ``shared_segment``, else one per pair."""
+    return 1 if cfg.shared_segment else cfg.pairs_per_utterance
+
+
+def _pair_columns(
+    u: np.ndarray, clean: pd.DataFrame, noise: pd.DataFrame, cfg: PairsConfig, sample_rate: int
+) -> dict[str, np.ndarray]:
+    """Noise file index, noise and crop offsets and SNRs of every pair (in pair order) from
+    the utterances' uniforms ``u`` (:func:`plan_uniforms`): segment draws, then SNR draws."""
+    seg = segment_samples(cfg, sample_rate)
+    k, draws, n_utt = cfg.pairs_per_utterance, _segment_draws(cfg), len(clean)
+    clean_len = _samples(clean["duration"], sample_rate, "clean manifest")
+    noise_len = _samples(noise["duration"], sample_rate, "noise manifest")
+    seg_u = np.repeat(u[:, : 3 * draws].reshape(n_utt, draws, 3), k // draws, axis=1)
+    noise_idx = _scaled_index(seg_u[..., 0], len(noise))
+    noise_offset = _scaled_index(seg_u[..., 1], noise_len[noise_idx])
+    crop_room = np.maximum(clean_len - seg, 0)[:, None] + 1
+    crop_offset = _scaled_index(seg_u[..., 2], crop_room)
+    snr_a, snr_b = _snrs_from_uniforms(u[:, 3 * draws : 3 * draws + 4 * k].reshape(n_utt, k, 4), cfg)
+    return {
+        "noise_idx": noise_idx.ravel(),
+        "noise_offset": noise_offset.ravel(),
+        "crop_offset": crop_offset.ravel(),
+        "snr_a": snr_a.ravel(),
+        "snr_b": snr_b.ravel(),
+    }
+
+
+def _plan_frame(
+    clean: pd.DataFrame, noise: pd.DataFrame, cfg: PairsConfig, seed: int, cols: Mapping[str, np.ndarray]
+) -> pd.DataFrame:
+    """The recipes (:data:`PLAN_COLUMNS`) from the drawn ``cols`` (:func:`_pair_columns`):
+    pair ids, the utterance and noise each pair names, and its shard."""
+    n = len(clean) * cfg.pairs_per_utterance
+    pair_id = np.arange(n, dtype=np.int64)
+    utt = np.repeat(np.arange(len(clean)), cfg.pairs_per_utterance)
+    noise_ids = noise["id"].astype(str).to_numpy()
+    noise_paths = noise["path"].astype(str).to_numpy()
+    return pd.DataFrame(
+        {
+            "pair_id": pair_id,
+            "utterance_id": clean["id"].astype(str).to_numpy()[utt],
+            "speaker": clean["speaker"].astype(str).to_numpy()[utt],
+            "clean_path": clean["path"].astype(str).to_numpy()[utt],
+            "noise_id": noise_ids[cols["noise_idx"]],
+            "noise_path": noise_paths[cols["noise_idx"]],
+            "noise_offset": cols["noise_offset"],
+            "crop_offset": cols["crop_offset"],
+            "snr_a": cols["snr_a"],
+            "snr_b": cols["snr_b"],
+            "seed": np.full(n, int(seed), dtype=np.int64),
+            "shard": pair_id // cfg.shard_size,
+        }
+    )
+
+
+def _assign_distortions(
+    plan: pd.DataFrame, u: np.ndarray, specs: Sequence[distortions.Spec], cfg: PairsConfig, rir_paths: Sequence[str]
+) -> None:
+    """Add :data:`DISTORTION_COLUMNS` to ``plan`` from the last uniforms of the utterances' rows."""
+    k, draws, n_utt = cfg.pairs_per_utterance, _segment_draws(cfg), len(u)
+    n = n_utt * k
+    base = 3 * draws + 4 * k
+    dist_u = np.repeat(u[:, base : base + 2 * draws].reshape(n_utt, draws, 2), k // draws, axis=1)
+    pair_u = u[:, base + 2 * draws :].reshape(n_utt, k, 2)
+    for col, values in _distortion_columns(specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
+        plan[col] = values
+    plan["rir_path"] = ""
+    reverb = cfg.distortions.reverb
+    if reverb.rir_folder and reverb.prob > 0:
+        if not rir_paths:
+            raise ConfigError("pairs.distortions.reverb.rir_folder: set, but no room responses passed to plan_pairs")
+        is_reverb = plan["distortion"].to_numpy() == "reverb"
+        pick = distortions.pick_rir(plan["dist_seed"].to_numpy()[is_reverb], len(rir_paths))
+        plan.loc[is_reverb, "rir_path"] = np.asarray(list(rir_paths), dtype=object)[pick]
+
+
 def plan_pairs(
     clean: pd.DataFrame,
     noise: pd.DataFrame,
@@ -119,77 +212,15 @@ def plan_pairs(
     (:func:`rir_paths`) and a reverb pair records the one it uses
     (:func:`jsqa.signal.distortions.pick_rir` of its ``dist_seed``) in ``rir_path``.
     """
-    specs = _check_sample_rate(cfg, sample_rate)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed: must be a non-negative integer, got {seed!r}")
-    require_columns(clean, CLEAN_COLUMNS, "clean manifest")
-    require_columns(noise, NOISE_COLUMNS, "noise manifest")
-    if len(clean) == 0:
-        raise ManifestError("clean manifest: no utterances to make pairs from")
-    if len(noise) == 0:
-        raise ManifestError("noise manifest: no noise files to mix with")
-
-    seg = segment_samples(cfg, sample_rate)
-    k = cfg.pairs_per_utterance
-    clean_len = _samples(clean["duration"], sample_rate, "clean manifest")
-    noise_len = _samples(noise["duration"], sample_rate, "noise manifest")
-    noise_ids = noise["id"].astype(str).to_numpy()
-    noise_paths = noise["path"].astype(str).to_numpy()
-
-    n_utt, n = len(clean), len(clean) * k
-    draws = 1 if cfg.shared_segment else k
-    # One row of uniforms per utterance; everything else is vectorised over utterances.
-    base = 3 * draws + 4 * k
-    # The distortion uniforms come last, and are drawn whether or not any distortion is on,
-    # so turning one on changes no other column.
-    u = plan_uniforms(seed, 0, n_utt, plan_width(cfg))
-    seg_u = np.repeat(u[:, : 3 * draws].reshape(n_utt, draws, 3), k // draws, axis=1)
-    noise_idx = _scaled_index(seg_u[..., 0], len(noise))
-    noise_offset = _scaled_index(seg_u[..., 1], noise_len[noise_idx])
-    crop_room = np.maximum(clean_len - seg, 0)[:, None] + 1
-    crop_offset = _scaled_index(seg_u[..., 2], crop_room)
-    snr_a, snr_b = _snrs_from_uniforms(u[:, 3 * draws : base].reshape(n_utt, k, 4), cfg)
-    cols = {
-        "noise_idx": noise_idx.ravel(),
-        "noise_offset": noise_offset.ravel(),
-        "crop_offset": crop_offset.ravel(),
-        "snr_a": snr_a.ravel(),
-        "snr_b": snr_b.ravel(),
-        "seed": np.full(n, int(seed), dtype=np.int64),
-    }
-
-    pair_id = np.arange(n, dtype=np.int64)
-    utt = np.repeat(np.arange(len(clean)), k)
-    plan = pd.DataFrame(
-        {
-            "pair_id": pair_id,
-            "utterance_id": clean["id"].astype(str).to_numpy()[utt],
-            "speaker": clean["speaker"].astype(str).to_numpy()[utt],
-            "clean_path": clean["path"].astype(str).to_numpy()[utt],
-            "noise_id": noise_ids[cols["noise_idx"]],
-            "noise_path": noise_paths[cols["noise_idx"]],
-            "noise_offset": cols["noise_offset"],
-            "crop_offset": cols["crop_offset"],
-            "snr_a": cols["snr_a"],
-            "snr_b": cols["snr_b"],
-            "seed": cols["seed"],
-            "shard": pair_id // cfg.shard_size,
-        }
-    )
+    specs = _check_inputs(clean, noise, cfg, seed, sample_rate)
+    # One row of uniforms per utterance; everything else is vectorised over utterances. The
+    # distortion uniforms come last, and are drawn whether or not any distortion is on, so
+    # turning one on changes no other column.
+    u = plan_uniforms(seed, 0, len(clean), plan_width(cfg))
+    plan = _plan_frame(clean, noise, cfg, seed, _pair_columns(u, clean, noise, cfg, sample_rate))
     if not cfg.distortions.enabled:
         return plan[PLAN_COLUMNS]
-    dist_u = np.repeat(u[:, base : base + 2 * draws].reshape(n_utt, draws, 2), k // draws, axis=1)
-    pair_u = u[:, base + 2 * draws :].reshape(n_utt, k, 2)
-    for col, values in _distortion_columns(specs, dist_u.reshape(n, 2), pair_u.reshape(n, 2)).items():
-        plan[col] = values
-    plan["rir_path"] = ""
-    reverb = cfg.distortions.reverb
-    if reverb.rir_folder and reverb.prob > 0:
-        if not rir_paths:
-            raise ConfigError("pairs.distortions.reverb.rir_folder: set, but no room responses passed to plan_pairs")
-        is_reverb = plan["distortion"].to_numpy() == "reverb"
-        pick = distortions.pick_rir(plan["dist_seed"].to_numpy()[is_reverb], len(rir_paths))
-        plan.loc[is_reverb, "rir_path"] = np.asarray(list(rir_paths), dtype=object)[pick]
+    _assign_distortions(plan, u, specs, cfg, rir_paths)
     return plan[PLAN_COLUMNS + DISTORTION_COLUMNS]
 
 

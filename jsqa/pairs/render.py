@@ -342,6 +342,156 @@ def _rir_cache(path: str, sample_rate: int) -> np.ndarray:
     return distortions.load_rir(path, sample_rate)
 
 
+def _unreadable(job: ShardJob, path: str, exc: AudioError) -> str:
+    """``exc``'s message naming the file as the manifest does, so skipped.csv does not depend
+    on the checkout."""
+    return str(exc).replace(job.sources[path], path)
+
+
+def _shard_rirs(job: ShardJob) -> dict[str, np.ndarray]:
+    """The room responses the shard's rows name (manifest path -> samples)."""
+    if "rir_path" not in job.rows:
+        return {}
+    names = sorted({str(p) for p in job.rows["rir_path"] if p})
+    return {p: _rir_cache(job.sources[p], job.render["sample_rate"]) for p in names}
+
+
+def _decode_speech(job: ShardJob) -> dict[str, tuple[np.ndarray, float] | str]:
+    """Each utterance of the shard (manifest path) decoded with its active speech level, or
+    the reason it cannot be used.
+
+    The utterances are decoded first and their levels measured together (far fewer numpy
+    calls than one by one); a shard bounds how many are held at once.
+    """
+    sr = job.render["sample_rate"]
+    speech: dict[str, tuple[np.ndarray, float] | str] = {}
+    decoded: list[tuple[str, np.ndarray]] = []
+    for path in dict.fromkeys(job.rows["clean_path"].tolist()):
+        try:
+            decoded.append((path, load_audio(job.sources[path], sr)[0]))
+        except AudioError as exc:
+            speech[path] = f"clean audio unreadable: {_unreadable(job, path, exc)}"
+    for (path, x), level in zip(decoded, active_speech_levels([x for _, x in decoded], sr)):
+        speech[path] = f"clean audio unusable: {path}: {level}" if isinstance(level, str) else (x, level)
+    return speech
+
+
+@dataclass
+class _Segments:
+    """The shard's groups of rows (:func:`_groups`) and, per group, None or why it cannot be
+    mixed (``reasons``); for the groups that can, in order, their clean and noise segments and
+    the gain that puts their utterance at the speech level."""
+
+    spans: list[tuple[int, int]]
+    reasons: list[str | None]
+    clean: list[np.ndarray]
+    noise: list[np.ndarray]
+    speech_gains: list[float]
+
+
+def _cut_segments(job: ShardJob, speech: Mapping[str, tuple[np.ndarray, float] | str]) -> _Segments:
+    """Which groups can be mixed, and their segments (``speech``: :func:`_decode_speech`).
+
+    Noise files stay open for the shard and only the segments mixed are read (long files
+    segment by segment, see LoopedSegments).
+    """
+    rows, sr, seg = job.rows, job.render["sample_rate"], job.render["segment_samples"]
+    out = _Segments(_groups(rows), [], [], [], [])
+    use_counts: dict[str, int] = {}
+    for start, _ in out.spans:
+        use_counts[str(rows["noise_path"][start])] = use_counts.get(str(rows["noise_path"][start]), 0) + 1
+    noises: dict[str, LoopedSegments | str] = {}
+    with contextlib.ExitStack() as open_files:
+        for start, _ in out.spans:
+            clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
+            if noise_path not in noises:
+                try:
+                    noises[noise_path] = open_files.enter_context(
+                        LoopedSegments(job.sources[noise_path], sr, expected=use_counts[noise_path] * seg)
+                    )
+                except AudioError as exc:
+                    noises[noise_path] = f"noise audio unreadable: {_unreadable(job, noise_path, exc)}"
+            noise, sp = noises[noise_path], speech[clean_path]
+            reason = sp if isinstance(sp, str) else noise if isinstance(noise, str) else None
+            if reason is None:
+                assert not isinstance(noise, str) and not isinstance(sp, str)  # no reason: both usable
+                try:
+                    out.noise.append(noise.segment(int(rows["noise_offset"][start]), seg))
+                except AudioError as exc:
+                    reason = f"noise audio unreadable: {_unreadable(job, noise_path, exc)}"
+                else:
+                    x, level = sp
+                    out.clean.append(crop(x, int(rows["crop_offset"][start]), seg))
+                    out.speech_gains.append(db_to_gain(job.render["speech_level_dbov"] - level))
+            out.reasons.append(reason)
+    return out
+
+
+def _shard_mixer(job: ShardJob, segments: _Segments, rirs: Mapping[str, np.ndarray]) -> _GroupMixer | None:
+    """The mixer of the groups that can be mixed (None when there are none)."""
+    good = [span for span, reason in zip(segments.spans, segments.reasons) if reason is None]
+    if not good:
+        return None
+    rows = job.rows
+    take = np.concatenate([np.arange(a, b) for a, b in good])
+    offsets = np.concatenate([[0], np.cumsum([b - a for a, b in good])])
+    snrs = np.stack([np.asarray(rows["snr_a"], np.float64)[take], np.asarray(rows["snr_b"], np.float64)[take]], 1)
+    return _GroupMixer(
+        snrs, offsets, segments.clean, segments.noise, np.array(segments.speech_gains),
+        job.render["speech_level_dbov"], job.render["sample_rate"], _distortion_rows(rows, take), rirs,
+    )
+
+
+@dataclass
+class _Mixed:
+    """A shard's rendered audio: ``pcm[:n_out]`` holds the kept rows' members in order,
+    ``gains[kept]`` their gains (:data:`GAIN_COLUMNS`)."""
+
+    pcm: np.ndarray
+    gains: np.ndarray
+    kept: np.ndarray
+    n_out: int = 0
+    clipped: int = 0
+
+
+def _mix_groups(job: ShardJob, segments: _Segments, mixer: _GroupMixer | None) -> tuple[_Mixed, list[dict[str, Any]]]:
+    """Mix and quantise every group that can be; returns the audio and the skipped rows."""
+    rows, n = job.rows, job.n_rows
+    out = _Mixed(
+        np.empty((n, 2, job.render["segment_samples"]), dtype=np.int16),
+        np.empty((n, 3), dtype=np.float64),
+        np.zeros(n, dtype=bool),
+    )
+    skipped: list[dict[str, Any]] = []
+    g = 0
+    for (start, end), reason in zip(segments.spans, segments.reasons):
+        clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
+        if reason is None:
+            assert mixer is not None  # some group is mixable, so there is a mixer
+            try:
+                buf = mixer.members(g)
+            except AudioError as exc:
+                reason = f"pair not renderable: {clean_path} + {noise_path}: {exc}"
+            else:
+                k = end - start
+                n_clip = _quantise_into(buf, out.pcm[out.n_out : out.n_out + k], float(mixer.bounds[g]))
+                if n_clip is None:
+                    reason = f"pair not renderable: non-finite samples from {clean_path}"
+                else:
+                    out.clipped += n_clip
+                    out.gains[start:end, 0] = mixer.speech_gains[g]
+                    out.gains[start:end, 1:] = mixer.gains[mixer.offsets[g] : mixer.offsets[g + 1]]
+                    out.kept[start:end] = True
+                    out.n_out += k
+            g += 1
+        if reason is not None:
+            skipped.extend(
+                {"pair_id": int(rows["pair_id"][i]), "utterance_id": str(rows["utterance_id"][i]), "reason": reason}
+                for i in range(start, end)
+            )
+    return out, skipped
+
+
 def render_shard(job: ShardJob) -> dict[str, Any]:
     """Render one shard and write its .npy and .json; return its summary plus ``kept`` (bool
     per planned row) and ``gains`` (``[n_kept, 3]``, :data:`GAIN_COLUMNS`), from which the
@@ -350,118 +500,25 @@ def render_shard(job: ShardJob) -> dict[str, Any]:
     Pairs whose clean or noise audio is unreadable or silent are left out and listed in
     the summary's ``skipped``; an unusable room response is an error (a broken setting).
     """
-    rows, sr, seg = job.rows, job.render["sample_rate"], job.render["segment_samples"]
-    level_dbov = job.render["speech_level_dbov"]
-    pcm = np.empty((job.n_rows, 2, seg), dtype=np.int16)
-    gains = np.empty((job.n_rows, 3), dtype=np.float64)
-    kept = np.zeros(job.n_rows, dtype=bool)
-    skipped: list[dict[str, Any]] = []
-    clipped = 0
-    rirs: dict[str, np.ndarray] = {}
-    if "rir_path" in rows:
-        for p in sorted({str(p) for p in rows["rir_path"] if p}):
-            rirs[p] = _rir_cache(job.sources[p], sr)
-
-    def unreadable(path: str, exc: AudioError) -> str:
-        # Name the file as the manifest does, so skipped.csv does not depend on the checkout.
-        return str(exc).replace(job.sources[path], path)
-
-    # The shard's utterances are decoded first and their levels measured together (far
-    # fewer numpy calls than one by one); a shard bounds how many are held at once.
-    speech: dict[str, tuple[np.ndarray, float] | str] = {}
-    decoded: list[tuple[str, np.ndarray]] = []
-    for path in dict.fromkeys(rows["clean_path"].tolist()):
-        try:
-            decoded.append((path, load_audio(job.sources[path], sr)[0]))
-        except AudioError as exc:
-            speech[path] = f"clean audio unreadable: {unreadable(path, exc)}"
-    for (path, x), level in zip(decoded, active_speech_levels([x for _, x in decoded], sr)):
-        speech[path] = f"clean audio unusable: {path}: {level}" if isinstance(level, str) else (x, level)
-    del decoded
-
-    # Which groups can be mixed, and their segments. Noise files stay open for the shard and
-    # only the segments mixed are read (long files segment by segment, see LoopedSegments).
-    spans = _groups(rows)
-    use_counts: dict[str, int] = {}
-    for start, _ in spans:
-        use_counts[str(rows["noise_path"][start])] = use_counts.get(str(rows["noise_path"][start]), 0) + 1
-    noises: dict[str, LoopedSegments | str] = {}
-    reasons: list[str | None] = []
-    clean_segs, noise_segs, speech_gains = [], [], []
-    with contextlib.ExitStack() as open_files:
-        for start, _ in spans:
-            clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
-            if noise_path not in noises:
-                try:
-                    noises[noise_path] = open_files.enter_context(
-                        LoopedSegments(job.sources[noise_path], sr, expected=use_counts[noise_path] * seg)
-                    )
-                except AudioError as exc:
-                    noises[noise_path] = f"noise audio unreadable: {unreadable(noise_path, exc)}"
-            noise, sp = noises[noise_path], speech[clean_path]
-            reason = sp if isinstance(sp, str) else noise if isinstance(noise, str) else None
-            if reason is None:
-                assert not isinstance(noise, str) and not isinstance(sp, str)  # no reason: both usable
-                try:
-                    noise_segs.append(noise.segment(int(rows["noise_offset"][start]), seg))
-                except AudioError as exc:
-                    reason = f"noise audio unreadable: {unreadable(noise_path, exc)}"
-                else:
-                    x, level = sp
-                    clean_segs.append(crop(x, int(rows["crop_offset"][start]), seg))
-                    speech_gains.append(db_to_gain(level_dbov - level))
-            reasons.append(reason)
-    del speech, noises
-
-    good = [span for span, reason in zip(spans, reasons) if reason is None]
-    if good:
-        take = np.concatenate([np.arange(a, b) for a, b in good])
-        offsets = np.concatenate([[0], np.cumsum([b - a for a, b in good])])
-        snrs = np.stack([np.asarray(rows["snr_a"], np.float64)[take], np.asarray(rows["snr_b"], np.float64)[take]], 1)
-        mixer = _GroupMixer(
-            snrs, offsets, clean_segs, noise_segs, np.array(speech_gains), level_dbov, sr,
-            _distortion_rows(rows, take), rirs,
-        )
-    n_out, g = 0, 0
-    for (start, end), reason in zip(spans, reasons):
-        clean_path, noise_path = str(rows["clean_path"][start]), str(rows["noise_path"][start])
-        if reason is None:
-            try:
-                buf = mixer.members(g)
-            except AudioError as exc:
-                reason = f"pair not renderable: {clean_path} + {noise_path}: {exc}"
-            else:
-                k = end - start
-                n_clip = _quantise_into(buf, pcm[n_out : n_out + k], float(mixer.bounds[g]))
-                if n_clip is None:
-                    reason = f"pair not renderable: non-finite samples from {clean_path}"
-                else:
-                    clipped += n_clip
-                    gains[start:end, 0] = mixer.speech_gains[g]
-                    gains[start:end, 1:] = mixer.gains[offsets[g] : offsets[g + 1]]
-                    kept[start:end] = True
-                    n_out += k
-            g += 1
-        if reason is not None:
-            skipped.extend(
-                {"pair_id": int(rows["pair_id"][i]), "utterance_id": str(rows["utterance_id"][i]), "reason": reason}
-                for i in range(start, end)
-            )
-
+    rirs = _shard_rirs(job)
+    # The decoded utterances are dropped once their segments are cut (only the segments'
+    # views of the files mixed stay alive).
+    segments = _cut_segments(job, _decode_speech(job))
+    mixed, skipped = _mix_groups(job, segments, _shard_mixer(job, segments, rirs))
     stem = shard_stem(job.out_dir, job.shard)
     with atomic_path(stem.with_suffix(".npy")) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, pcm[:n_out])
+        np.save(fh, mixed.pcm[: mixed.n_out])
     summary = {
         "shard": job.shard,
         "render": job.render,
         "n_planned": job.n_rows,
-        "n_rendered": n_out,
-        "n_clipped_samples": clipped,
+        "n_rendered": mixed.n_out,
+        "n_clipped_samples": mixed.clipped,
         "skipped": skipped,
     }
     write_json(stem.with_suffix(".json"), summary)
     # For the caller's recipes (.parquet, the shard's completion mark); not in the .json.
-    return {**summary, "kept": kept, "gains": gains[kept]}
+    return {**summary, "kept": mixed.kept, "gains": mixed.gains[mixed.kept]}
 
 
 __all__ = [
