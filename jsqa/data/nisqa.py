@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from jsqa.data.download import Remote
-from jsqa.data.download import fetch_and_extract
+from jsqa.data.download import Remote, fetch_and_extract
 from jsqa.data.manifests import MOS_COLUMNS, MOS_OPTIONAL_COLUMNS, mos_manifest_from_csv, require_columns
 from jsqa.errors import ConfigError, JsqaError, ManifestError
 

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from jsqa.data.download import Remote
+from jsqa.data.download import Remote, fetch_and_extract
 from jsqa.data.extract import extract
-from jsqa.data.download import fetch_and_extract
 from jsqa.data.manifests import NOISE_COLUMNS, audio_rows
 from jsqa.errors import ConfigError, JsqaError, ManifestError
 

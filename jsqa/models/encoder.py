@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-
 # The input rate of a model that does not say otherwise (and of checkpoints written before
 # they recorded theirs).
 DEFAULT_SAMPLE_RATE = 16000

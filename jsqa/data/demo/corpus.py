@@ -22,7 +22,6 @@ from jsqa.audio import write_audio
 from jsqa.config import DemoConfig
 from jsqa.data.demo.degrade import DEGRADATIONS, apply_degradation
 from jsqa.data.demo.label import (
-    DIMENSION_COLUMNS,
     FW_BANDS,
     FW_FRAME_S,
     MOS_C,
@@ -36,6 +35,7 @@ from jsqa.data.demo.speech import Talker, clean_talkers, synth_utterance
 from jsqa.data.demo.streams import CLIP, MOS_NOISE, NOISE, SPLIT, UTTERANCE, stream_rng
 from jsqa.data.manifests import (
     CLEAN_COLUMNS,
+    DIMENSIONS,
     NOISE_COLUMNS,
     audio_rows,
     mos_manifest_from_csv,
@@ -195,7 +195,7 @@ def _mos_clip(
         "mos": round(mos, 4),
         "mos_std": cfg.label_noise_std,
         # Per-dimension proxies (dimension_proxies), deterministic, not ratings.
-        **{k: round(dims[k], 4) for k in DIMENSION_COLUMNS},
+        **{k: round(dims[k], 4) for k in DIMENSIONS},
         "filepath_deg": f"deg/{cid}.wav",
         "filepath_ref": f"ref/{cid}.wav",
         "split": "test" if subset.startswith("test") else subset,

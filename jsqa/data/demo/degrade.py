@@ -76,5 +76,5 @@ def apply_degradation(
         return Mnru(q_db)(x, sr, seed), f"MNRU Q {q_db:.1f} dB", q_db
     if kind == "bandpass":
         high = min(float(rng.uniform(*BANDPASS_HIGH_HZ)), 0.45 * sr)
-        return Bandpass(high)(x, sr), f"band-pass {Bandpass.LOW_HZ:g}-{high:.0f} Hz", high
+        return Bandpass(high, sr)(x), f"band-pass {Bandpass.LOW_HZ:g}-{high:.0f} Hz", high
     raise ConfigError(f"degradation '{kind}' is unknown")  # pragma: no cover - internal list

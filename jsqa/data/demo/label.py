@@ -14,8 +14,6 @@ from jsqa.data.demo.degrade import BANDPASS_HIGH_HZ, MNRU_Q_DB, REVERB_RT60_S
 from jsqa.errors import AudioError
 from jsqa.signal.levels import active_speech_level
 
-# Per-dimension proxy labels (NISQA's noi, col, dis, loud columns; see dimension_proxies).
-DIMENSION_COLUMNS = ("noi", "col", "dis", "loud")
 NOI_MID_DB, NOI_SLOPE_DB = 12.5, 6.0
 LOUD_TARGET_DBOV = -26.0
 # Degradation -> (dimension it lowers, severity parameter points, scores there), linear between
