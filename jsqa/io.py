@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -12,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from jsqa.errors import JsqaError
 
 if TYPE_CHECKING:  # imported where used: pair-rendering workers import this module without pandas
     import pandas as pd
@@ -100,6 +103,21 @@ def save_torch(path: str | Path, obj: Any) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes(path, buffer.getvalue())
+
+
+CHUNK = 1 << 20
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes; JsqaError naming the file when it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(CHUNK), b""):
+                digest.update(block)
+    except OSError as exc:
+        raise JsqaError(f"{path}: cannot hash ({exc.strerror or exc.__class__.__name__})") from None
+    return digest.hexdigest()
 
 
 def read_json(path: str | Path) -> Any:
