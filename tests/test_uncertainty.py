@@ -77,7 +77,10 @@ def test_gnll_training_predicts_larger_std_for_the_noisier_group():
     rng = np.random.default_rng(0)
     model = MOSModel(encoder_spec("small"), dropout=0.0, init_mos=3.0, outputs=output_layout())
     clean = [_tone(0.3, seed=i) for i in range(30)]
-    noisy = [(0.05 * np.random.default_rng(100 + i).standard_normal(4000)).astype(np.float32) for i in range(30)]
+    # Three noise waveforms, ten clips each with different labels: the head cannot memorise each
+    # noisy clip's label (a distinct input per clip let it, and the std then shrank), so the
+    # labels' spread has to show up in the predicted std.
+    noisy = [(0.05 * np.random.default_rng(100 + i % 3).standard_normal(4000)).astype(np.float32) for i in range(30)]
     y = np.concatenate([3.5 + 0.05 * rng.standard_normal(30), 2.5 + 0.8 * rng.standard_normal(30)])
     x = torch.from_numpy(np.stack(clean + noisy))
     with torch.no_grad():

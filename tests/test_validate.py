@@ -12,7 +12,7 @@ import pytest
 
 from jsqa.audio import write_audio
 from jsqa.config import ValidateConfig
-from jsqa.data.manifests import SCHEMAS
+from jsqa.data.manifests import ACQUIRED_SCHEMAS, SCHEMAS
 from jsqa.data.validate import (
     add_audio_stats,
     add_computed_columns,
@@ -21,7 +21,7 @@ from jsqa.data.validate import (
     validate_manifests,
 )
 from jsqa.errors import ManifestError, ValidationFailed
-from jsqa.io import write_parquet
+from jsqa.io import file_sha256, write_parquet
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,8 @@ def _wav(root: Path, rel: str, sr: int = SR, seconds: float = 0.6, amplitude: fl
 
 
 def _audio(root: Path, rel: str, sr: int = SR) -> dict:
-    return {"path": _wav(root, rel, sr), "duration": 0.6, "sample_rate": sr, "channels": 1}
+    path = _wav(root, rel, sr)
+    return {"path": path, "duration": 0.6, "sample_rate": sr, "channels": 1, "sha256": file_sha256(root / path)}
 
 
 def _good_tables(root: Path) -> dict[str, pd.DataFrame]:
@@ -259,7 +260,8 @@ def test_suite_rules_follow_config():
         for e in suite_for("clean", cfg, 16000)
         if type(e).__name__ == "ExpectColumnToExist"
     }
-    assert exist == set(SCHEMAS["clean"])
+    assert exist == set(ACQUIRED_SCHEMAS["clean"])
+    assert ACQUIRED_SCHEMAS["clean"] == [*SCHEMAS["clean"], "sha256"]  # the schema plus the content hash
 
 
 def test_unknown_kind_rejected():
@@ -312,6 +314,8 @@ def broken_audio(tmp_path_factory):
     write_audio(root / "noise/n0.wav", np.zeros(9600, dtype=np.float32), SR)
     _wav(root, "noise/n1.wav", amplitude=1e-4)
     _wav(root, "mos/m0.wav", sr=48000, amplitude=1e-4)
+    for df in t.values():  # as acquire would have recorded the broken files
+        df["sha256"] = [file_sha256(root / p) for p in df["path"]]
     paths = _write(root, t)
     out = root / "validation"
     with pytest.raises(ValidationFailed) as info:

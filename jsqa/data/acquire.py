@@ -4,14 +4,18 @@
 of) LibriSpeech, noise (CHiME-3, DEMAND, MUSAN, user folders) and NISQA or a user MOS CSV.
 Either way the stage writes ``clean.parquet``, ``noise.parquet``, ``mos.parquet`` and
 ``quarantine.csv`` into the manifest folder, plus ``SOURCES.json`` (what was used) into the
-raw folder. Downloads live in ``corpora.download_dir``, outside DVC's outputs, so tens of GB
-are neither copied into DVC's cache nor deleted when the stage re-runs.
+raw folder. Every manifest row carries the sha256 of its audio file (``sha256``; ``ref_sha256``
+for a MOS clip's reference), so new audio changes the manifests DVC tracks even when its
+lengths (and so every other column) stay the same. Downloads live in ``corpora.download_dir``,
+outside DVC's outputs, so tens of GB are neither copied into DVC's cache nor deleted when the
+stage re-runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +23,7 @@ import pandas as pd
 from jsqa.config import CorporaConfig, DataConfig
 from jsqa.data import librispeech, nisqa, noise
 from jsqa.data.demo.corpus import generate_demo, prepare_demo
-from jsqa.data.manifests import write_manifest
+from jsqa.data.manifests import add_content_hashes, read_manifest, write_manifest
 from jsqa.errors import ConfigError
 from jsqa.io import write_csv, write_json
 
@@ -38,8 +42,19 @@ def acquire(cfg: DataConfig, seed: int, raw_dir: Path, manifest_dir: Path, root:
     else:
         paths = acquire_corpora(cfg.corpora, manifest_dir, root)
         sources = {"profile": cfg.profile, "corpora": dataclasses.asdict(cfg.corpora)}
+    record_content_hashes(paths, root)
     write_json(raw_dir / "SOURCES.json", sources)
     return paths
+
+
+def record_content_hashes(paths: Mapping[str, Path], root: Path = Path(".")) -> None:
+    """Add the content hash of every audio file to the clean, noise and MOS manifests in ``paths``.
+
+    Done here, once for both profiles, on the manifests as prepared: the header facts come
+    from each file's first bytes, the hash needs all of them (one read per file, in threads).
+    """
+    for kind in ("clean", "noise", "mos"):
+        write_manifest(paths[kind], add_content_hashes(read_manifest(paths[kind], kind), root), kind)
 
 
 def _mirror(cfg: CorporaConfig, corpus: str) -> str | None:

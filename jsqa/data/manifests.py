@@ -11,14 +11,18 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
 from jsqa.audio import audio_info
-from jsqa.errors import AudioError, ManifestError
-from jsqa.io import read_parquet, write_parquet
+from jsqa.errors import AudioError, JsqaError, ManifestError
+from jsqa.io import file_sha256, read_parquet, write_parquet
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 AUDIO_COLUMNS = ["id", "path", "duration", "sample_rate", "channels"]
 CLEAN_COLUMNS = AUDIO_COLUMNS + ["speaker"]
@@ -40,6 +44,14 @@ SCHEMAS: dict[str, list[str]] = {
     "noise": NOISE_COLUMNS,
     "mos": MOS_COLUMNS,
 }
+# The sha256 of each file's bytes (``path``; ``ref_path`` too where a MOS manifest has one),
+# recorded by the acquire stage. It puts the audio itself into the manifests, the stage
+# contract DVC sees: new audio of the same length changes the manifest, so later stages re-run.
+SHA256 = "sha256"
+REF_SHA256 = "ref_sha256"
+# What the acquire stage writes and validate requires: the schema plus the content hash.
+# Consumers read only SCHEMAS; none needs the hash to do its work.
+ACQUIRED_SCHEMAS: dict[str, list[str]] = {kind: [*columns, SHA256] for kind, columns in SCHEMAS.items()}
 
 
 def relpath(path: str | Path, root: str | Path = ".") -> str:
@@ -111,17 +123,51 @@ def audio_rows(
                "channels": info["channels"]}
         return {**row, **extra(p)} if extra is not None else row
 
-    workers = workers or min(8, (os.cpu_count() or 1) * 2)
-    if workers == 1:
-        results = [one(p) for p in paths]
-    else:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(one, paths))
+    results = _thread_map(one, paths, workers)
     good = [r for r in results if not r.get("_bad")]
     bad = [{k: v for k, v in r.items() if k != "_bad"} for r in results if r.get("_bad")]
     for b in bad:
         log.warning("quarantined %s", b["reason"])
     return good, bad
+
+
+def _thread_map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int | None) -> list[_R]:
+    """``fn`` over ``items`` in threads (file I/O releases the GIL), results in input order."""
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    if workers == 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def file_hashes(paths: Sequence[Path | None], workers: int | None = None) -> list[str | None]:
+    """The sha256 of each file, read in ``workers`` threads, in input order.
+
+    None for a None path, a missing file or one that cannot be read (logged): what to make of
+    that is the caller's to say.
+    """
+
+    def one(p: Path | None) -> str | None:
+        if p is None or not p.is_file():
+            return None
+        try:
+            return file_sha256(p)
+        except JsqaError as exc:
+            log.warning("%s", exc)
+            return None
+
+    return _thread_map(one, paths, workers)
+
+
+def add_content_hashes(df: pd.DataFrame, root: str | Path = ".", workers: int | None = None) -> pd.DataFrame:
+    """A copy of manifest ``df`` with :data:`SHA256` of each ``path`` and, when it has a
+    ``ref_path`` column, :data:`REF_SHA256` of each reference (None where there is none)."""
+    df = df.copy()
+    for path_col, hash_col in (("path", SHA256), ("ref_path", REF_SHA256)):
+        if path_col in df.columns:
+            files = [resolve(p, root) if isinstance(p, str) and p else None for p in df[path_col]]
+            df[hash_col] = file_hashes(files, workers)
+    return df
 
 
 def split_of_db(db: str) -> str:

@@ -9,7 +9,9 @@ Every audio file a manifest lists is also decoded (in threads, ``validate.worker
 per-file statistics table: whether it decodes, the frames its header promises against the
 frames decoded (a file cut short decodes fewer), finite samples, RMS level, and the P.56
 active speech level of speech files. The suite checks those columns like any other, so a
-failure names the file and why, and the Data Docs show the rules on them.
+failure names the file and why, and the Data Docs show the rules on them. Each file (and a
+MOS clip's reference) is also hashed, by as many threads, against the sha256 the acquire
+stage recorded in the manifest: a file whose bytes changed since then fails, named.
 
 Two outputs, kept apart on purpose: ``<out_dir>/report.json`` is the *verdict* (pass/fail and
 the failed expectations per manifest; no timestamps, no Data Docs location), the same bytes
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +39,18 @@ from tqdm import tqdm
 
 from jsqa.audio import to_mono
 from jsqa.config import ValidateConfig
-from jsqa.data.manifests import DIMENSION_RANGE, DIMENSIONS, SCHEMAS, SPLITS, read_manifest, resolve
+from jsqa.data.manifests import (
+    ACQUIRED_SCHEMAS,
+    DIMENSION_RANGE,
+    DIMENSIONS,
+    REF_SHA256,
+    SCHEMAS,
+    SHA256,
+    SPLITS,
+    file_hashes,
+    read_manifest,
+    resolve,
+)
 from jsqa.errors import AudioError, ConfigError, ManifestError, ValidationFailed
 from jsqa.io import atomic_dir, write_json
 from jsqa.signal.levels import active_speech_levels, rms_db
@@ -56,6 +70,12 @@ FINITE = "finite"
 RMS_DBOV = "rms_dbov"
 ACTIVE_LEVEL_DBOV = "active_level_dbov"
 AUDIO_STATS = (DECODES, DECODE_ERROR, HEADER_FRAMES, DECODED_FRAMES, FINITE, RMS_DBOV, ACTIVE_LEVEL_DBOV)
+# Whether a file's bytes still hash to the manifest's sha256 (add_hash_checks); null where
+# other rules already speak: no file, no recorded hash, or one that is not a sha256 at all.
+SHA256_MATCHES = "sha256_matches"
+REF_SHA256_MATCHES = "ref_sha256_matches"
+_HASH_CHECKS = {SHA256_MATCHES: ("path", SHA256), REF_SHA256_MATCHES: ("ref_path", REF_SHA256)}
+_SHA256_PATTERN = r"^[0-9a-f]{64}$"
 # Noise is not speech: its active speech level means nothing.
 _SPEECH_KINDS = ("clean", "mos")
 # Files per task: the P.56 level is measured in batches (far fewer numpy calls per file) and
@@ -65,6 +85,8 @@ _STATS_CHUNK = 16
 _EXAMPLE_SOURCE = {
     FILE_EXISTS: "path", LEAKS_INTO_TRAIN: "id", SPEAKER_SPANS_SUBSETS: "speaker",
     **dict.fromkeys(AUDIO_STATS, "path"),
+    **{check: path for check, (path, _) in _HASH_CHECKS.items()},
+    **{hashed: path for path, hashed in _HASH_CHECKS.values()},
 }
 _NOT_NULL = "expect_column_values_to_not_be_null"
 # Clean speech and noise are mixed at the pipeline rate; upsampled sources would lack the top
@@ -100,7 +122,7 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
     _check_kind(kind)
     gxe = _gx().expectations
     out: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=1)]
-    for col in SCHEMAS[kind]:
+    for col in ACQUIRED_SCHEMAS[kind]:
         out.append(gxe.ExpectColumnToExist(column=col))
         # Between/in-set skip nulls, so every column also needs its own not-null rule.
         out.append(gxe.ExpectColumnValuesToNotBeNull(column=col))
@@ -123,6 +145,7 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
         )
     )
     out.extend(_audio_expectations(gxe, kind, cfg))
+    out.extend(_hash_expectations(gxe))
     if kind == "clean":
         out.append(
             gxe.ExpectColumnValuesToBeInSet(
@@ -132,24 +155,44 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
             )
         )
     if kind == "mos":
-        lo, hi = cfg.mos_range
-        out.append(gxe.ExpectColumnValuesToBeBetween(column="mos", min_value=lo, max_value=hi))
-        # Optional quality dimensions (1-5 like MOS): checked when the manifest has them; a
-        # missing value (null) is allowed, the between rule skips it.
-        for dim in DIMENSIONS:
-            out.append(gxe.ExpectColumnValuesToBeBetween(
-                column=dim, min_value=DIMENSION_RANGE[0], max_value=DIMENSION_RANGE[1]))
-        out.append(gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)))
-        out.append(
-            gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(SPLITS))
+        out.extend(_mos_expectations(gxe, cfg))
+    return out
+
+
+def _mos_expectations(gxe: Any, cfg: ValidateConfig) -> list[Any]:
+    """Rules on the labels and splits of a MOS manifest."""
+    lo, hi = cfg.mos_range
+    out = [gxe.ExpectColumnValuesToBeBetween(column="mos", min_value=lo, max_value=hi)]
+    # Optional quality dimensions (1-5 like MOS): checked when the manifest has them; a
+    # missing value (null) is allowed, the between rule skips it.
+    for dim in DIMENSIONS:
+        out.append(gxe.ExpectColumnValuesToBeBetween(
+            column=dim, min_value=DIMENSION_RANGE[0], max_value=DIMENSION_RANGE[1]))
+    out.append(gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)))
+    out.append(gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(SPLITS)))
+    out.append(
+        gxe.ExpectColumnValuesToBeInSet(
+            column=LEAKS_INTO_TRAIN,
+            value_set=[False],
+            notes="a test row whose path or id also appears in the train split",
         )
-        out.append(
-            gxe.ExpectColumnValuesToBeInSet(
-                column=LEAKS_INTO_TRAIN,
-                value_set=[False],
-                notes="a test row whose path or id also appears in the train split",
-            )
-        )
+    )
+    return out
+
+
+def _hash_expectations(gxe: Any) -> list[Any]:
+    """Rules on the recorded content hashes and on the files' bytes against them.
+
+    The reference's (``ref_sha256``) apply only to a manifest with references; a row without
+    one has a null hash, which the rules skip.
+    """
+    out = []
+    for check, (path_col, hash_col) in _HASH_CHECKS.items():
+        out.append(gxe.ExpectColumnValuesToMatchRegex(
+            column=hash_col, regex=_SHA256_PATTERN, notes="a sha256: 64 lowercase hex digits"))
+        out.append(gxe.ExpectColumnValuesToBeInSet(
+            column=check, value_set=[True],
+            notes=f"the bytes of the file at {path_col} still hash to {hash_col}: unchanged since acquire"))
     return out
 
 
@@ -347,6 +390,39 @@ def add_audio_stats(
     return df
 
 
+def add_hash_checks(kind: str, df: pd.DataFrame, root: Path = Path("."), workers: int = 2) -> pd.DataFrame:
+    """Return a copy of ``df`` with :data:`SHA256_MATCHES` (and :data:`REF_SHA256_MATCHES` when
+    it has ``ref_path``): whether each file's bytes still hash to the sha256 acquire recorded.
+
+    The files are hashed in ``workers`` threads. A value is null where another rule already
+    reports the row: a missing file (``file_exists``), a missing or malformed ``sha256``; a
+    reference, which no other rule covers, fails when it went missing or has no hash recorded.
+    """
+    _check_kind(kind)
+    if workers < 1:
+        raise ConfigError(f"validate.workers: expected at least 1, got {workers}")
+    df = df.reset_index(drop=True)
+    for check, (path_col, hash_col) in _HASH_CHECKS.items():
+        if path_col not in df.columns or (path_col == "path" and hash_col not in df.columns):
+            continue
+        files = [resolve(p, root) if isinstance(p, str) and p else None for p in df[path_col]]
+        recorded = df[hash_col].tolist() if hash_col in df.columns else [None] * len(df)
+        actual = file_hashes(files, workers)
+        df[check] = [_matches(f, r, a, own=path_col != "path") for f, r, a in zip(files, recorded, actual)]
+    return df
+
+
+def _matches(file: Path | None, recorded: Any, actual: str | None, own: bool) -> bool | None:
+    """One row of a hash check; ``own``: no other rule reports the file missing or unhashed."""
+    if file is None or (isinstance(recorded, str) and not re.fullmatch(_SHA256_PATTERN, recorded)):
+        return None
+    if not isinstance(recorded, str):
+        return False if own and actual is not None else None
+    if actual is None and not own:
+        return None
+    return actual == recorded
+
+
 def audio_summary(df: pd.DataFrame) -> dict[str, Any]:
     """The per-file statistics in a few numbers for the verdict: files decoded, level ranges."""
     decodes = df[DECODES] if DECODES in df.columns else pd.Series(dtype=object)
@@ -382,8 +458,9 @@ def validate_manifests(
     """Validate each manifest (keyed by kind); write the verdict ``out_dir/report.json`` and Data Docs.
 
     Every audio file listed is decoded (:func:`add_audio_stats`, ``cfg.workers`` threads, a
-    progress bar when ``progress`` and stderr is a terminal) and the verdict holds a summary
-    of the per-file statistics under each manifest's ``audio``.
+    progress bar when ``progress`` and stderr is a terminal) and hashed against the manifest's
+    sha256 (:func:`add_hash_checks`); the verdict holds a summary of the per-file statistics
+    under each manifest's ``audio``.
 
     The Data Docs (a GX context) go to ``docs_dir``, ``out_dir/gx`` by default; find their home
     page with :func:`data_docs_index`. The verdict names manifests as they were passed, so it is
@@ -403,25 +480,10 @@ def validate_manifests(
         context.variables.progress_bars = _no_progress_bars()
         datasource = context.data_sources.add_pandas("manifests")
         for kind, path in manifests.items():
-            name = str(path)
-            try:
-                df = _read(path)
-            except ManifestError as exc:
-                per_manifest[kind] = {
-                    "path": name, "success": False, "n_rows": 0, "error": str(exc), "failed": []
-                }
-                lines.append(str(exc))
-                continue
-            df = add_computed_columns(kind, df, root)
-            df = add_audio_stats(kind, df, root, cfg.workers, progress)
-            outcome = _run_suite(gx, context, datasource, kind, df, cfg, sample_rate)
-            entry = {"path": name, **outcome}
-            if DECODES in df.columns:
-                entry["audio"] = audio_summary(df)
+            entry = _validate_one(gx, context, datasource, kind, path, cfg, sample_rate, root, progress)
             per_manifest[kind] = entry
-            lines.extend(f"{name}: {f['summary']}" for f in entry["failed"])
-            status = "ok" if entry["success"] else "FAILED"
-            log.info("%s: %d rows, %s", name, entry["n_rows"], status)
+            lines.extend([entry["error"]] if "error" in entry else
+                         [f"{entry['path']}: {f['summary']}" for f in entry["failed"]])
         context.build_data_docs()
     report = {
         "success": all(m["success"] for m in per_manifest.values()),
@@ -433,6 +495,36 @@ def validate_manifests(
         head = f"{len(lines)} check(s) failed (details in {report_path}):"
         raise ValidationFailed("\n".join([head, *lines]))
     return report
+
+
+def _validate_one(
+    gx: Any,
+    context: Any,
+    datasource: Any,
+    kind: str,
+    path: Path,
+    cfg: ValidateConfig,
+    sample_rate: int,
+    root: Path,
+    progress: bool,
+) -> dict:
+    """The verdict on one manifest: its facts and per-file checks added, then its suite run.
+
+    An unreadable manifest is a failed entry holding the ``error``, not an exception.
+    """
+    name = str(path)
+    try:
+        df = _read(path)
+    except ManifestError as exc:
+        return {"path": name, "success": False, "n_rows": 0, "error": str(exc), "failed": []}
+    df = add_computed_columns(kind, df, root)
+    df = add_audio_stats(kind, df, root, cfg.workers, progress)
+    df = add_hash_checks(kind, df, root, cfg.workers)
+    entry = {"path": name, **_run_suite(gx, context, datasource, kind, df, cfg, sample_rate)}
+    if DECODES in df.columns:
+        entry["audio"] = audio_summary(df)
+    log.info("%s: %d rows, %s", name, entry["n_rows"], "ok" if entry["success"] else "FAILED")
+    return entry
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -542,7 +634,7 @@ def _examples(r: dict, df: pd.DataFrame, source: str | None, col: str | None = N
     if source is not None and "partial_unexpected_index_list" in r:
         rows = df.loc[r["partial_unexpected_index_list"]]
         values = rows[source].tolist()
-        if col in AUDIO_STATS:
+        if col in AUDIO_STATS or col in _HASH_CHECKS:
             values = [f"{v} ({_audio_reason(col, row)})" for v, (_, row) in zip(values, rows.iterrows())]
     else:
         values = r.get("partial_unexpected_list") or []
@@ -557,7 +649,13 @@ def _examples(r: dict, df: pd.DataFrame, source: str | None, col: str | None = N
 
 
 def _audio_reason(col: str, row: pd.Series) -> str:
-    """Why a file failed the rule on audio statistic ``col``, from its row of statistics."""
+    """Why a file failed the rule on audio statistic or hash check ``col``, from its row."""
+    if col in _HASH_CHECKS:
+        path_col, hash_col = _HASH_CHECKS[col]
+        if not isinstance(row.get(hash_col), str):
+            return f"no {hash_col} recorded"
+        gone = "gone or " if path_col != "path" else ""
+        return f"{gone}changed since acquire: its bytes no longer hash to the manifest's {hash_col}"
     if col == DECODES:
         return f"does not decode: {row[DECODE_ERROR]}"
     if col == HEADER_FRAMES:
