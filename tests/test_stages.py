@@ -14,17 +14,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jsqa.stages import (
-    EXECUTION_KEYS,
-    STAGES,
+from jsqa.dvc_yaml import (
     check_dvc_yaml,
     code_deps,
-    main,
     param_leaves,
     params_read,
     render_dvc_yaml,
     render_dvc_yaml_text,
 )
+from jsqa.stages import EXECUTION_KEYS, STAGES, main
 
 REPO = Path(__file__).resolve().parents[1]
 
