@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from jsqa.stages import module_path
+from jsqa.dvc_yaml import module_path
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("jsqa", "flows")
@@ -24,7 +24,7 @@ SOURCES = ("jsqa", "flows")
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("flows",),
     ("cli",),
-    ("study", "sweep"),
+    ("study", "sweep", "dvc_yaml"),
     ("stages",),
     ("registry", "train"),
     ("evaluation",),

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jsqa.stages import (
-    EXECUTION_KEYS,
-    STAGES,
+from jsqa.dvc_yaml import (
     check_dvc_yaml,
     code_deps,
     main,
@@ -25,6 +23,7 @@ from jsqa.stages import (
     render_dvc_yaml,
     render_dvc_yaml_text,
 )
+from jsqa.stages import EXECUTION_KEYS, STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 

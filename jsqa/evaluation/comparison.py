@@ -73,8 +73,23 @@ def add_comparison(
     if list(rows["id"]) != list(preds["id"]):
         raise ValueError("test rows and predictions are not in the same order")
     groups = _groups(rows["db"])
-    notes: list[str] = []
     models = [c[len("pred_"):] for c in preds.columns if c.startswith("pred_")]
+    _add_model_protocol(report, preds, rows, groups, models)
+    notes: list[str] = []
+    if peer_scores is not None and len(peer_scores.columns):
+        notes += _add_peers(report, rows, groups, peer_scores, dict(peer_info or {}))
+    for db, idx in groups.items():
+        reason = eps_reason(column_or_none(rows, "mos_std", idx), column_or_none(rows, "votes", idx))
+        if reason and db != POOLED:
+            notes.append(f"rmse_eps on {db}: not computable ({reason})")
+    table = _add_conditions(report, preds, rows, models, peer_scores, notes)
+    report["notes"] = notes
+    return table
+
+
+def _add_model_protocol(report: dict, preds: pd.DataFrame, rows: pd.DataFrame, groups: dict[str, np.ndarray],
+                        models: list[str]) -> None:
+    """The protocol metrics into each model's per-set metrics under ``report["models"]``."""
     for name in models:
         pred = preds[f"pred_{name}"].to_numpy(dtype=np.float64)
         for db, idx in groups.items():
@@ -83,34 +98,40 @@ def add_comparison(
                 # Absent rather than null when not computable: consumers of ``models`` (register's
                 # tags) read every value as a number.
                 report["models"][name][db].update({k: extra[k] for k in PROTOCOL_METRICS if extra[k] is not None})
-    info = dict(peer_info or {})
-    if peer_scores is not None and len(peer_scores.columns):
-        report["peers"] = {}
-        for out in peer_scores.columns:
-            pred = peer_scores[out].to_numpy(dtype=np.float64)
-            mos_scale = info[out].mos_scale if out in info else True
-            per = {db: m for db, idx in groups.items() if (m := _set_metrics(rows, pred, idx, mos_scale)) is not None}
-            report["peers"][out] = per
-            missing = [db for db in groups if db not in per and db != POOLED]
-            if missing:
-                notes.append(f"{out}: no scores on {', '.join(missing)} (needs a clean reference)"
-                             if out in info and info[out].needs_reference else f"{out}: no scores on {', '.join(missing)}")
-            if not mos_scale:
-                notes.append(f"{out}: not on the MOS scale; raw RMSE/MAE are not reported, use the mapped RMSE")
-        report["peer_info"] = {
-            i.name: {"version": i.version, "sample_rate": i.sample_rate, "licence": i.licence,
-                     "trained_on": i.trained_on, "outputs": list(i.outputs)}
-            for i in {i.name: i for i in info.values()}.values()
-        }
-        if any("distillmos" in (i.outputs) for i in info.values()) and any(
-                db.startswith("NISQA") for db in groups):
-            notes.append("distillmos learned from NISQA-corpus data: its scores on NISQA test sets are not "
-                         "independent of its training")
-    for db, idx in groups.items():
-        reason = eps_reason(column_or_none(rows, "mos_std", idx), column_or_none(rows, "votes", idx))
-        if reason and db != POOLED:
-            notes.append(f"rmse_eps on {db}: not computable ({reason})")
-    # Per condition.
+
+
+def _add_peers(report: dict, rows: pd.DataFrame, groups: dict[str, np.ndarray], peer_scores: pd.DataFrame,
+               info: Mapping[str, PeerInfo]) -> list[str]:
+    """``report["peers"]`` and ``report["peer_info"]``; returns the notes about them."""
+    notes: list[str] = []
+    report["peers"] = {}
+    for out in peer_scores.columns:
+        pred = peer_scores[out].to_numpy(dtype=np.float64)
+        mos_scale = info[out].mos_scale if out in info else True
+        per = {db: m for db, idx in groups.items() if (m := _set_metrics(rows, pred, idx, mos_scale)) is not None}
+        report["peers"][out] = per
+        missing = [db for db in groups if db not in per and db != POOLED]
+        if missing:
+            notes.append(f"{out}: no scores on {', '.join(missing)} (needs a clean reference)"
+                         if out in info and info[out].needs_reference else f"{out}: no scores on {', '.join(missing)}")
+        if not mos_scale:
+            notes.append(f"{out}: not on the MOS scale; raw RMSE/MAE are not reported, use the mapped RMSE")
+    report["peer_info"] = {
+        i.name: {"version": i.version, "sample_rate": i.sample_rate, "licence": i.licence,
+                 "trained_on": i.trained_on, "outputs": list(i.outputs)}
+        for i in {i.name: i for i in info.values()}.values()
+    }
+    if any("distillmos" in (i.outputs) for i in info.values()) and any(
+            db.startswith("NISQA") for db in groups):
+        notes.append("distillmos learned from NISQA-corpus data: its scores on NISQA test sets are not "
+                     "independent of its training")
+    return notes
+
+
+def _add_conditions(report: dict, preds: pd.DataFrame, rows: pd.DataFrame, models: list[str],
+                    peer_scores: pd.DataFrame | None, notes: list[str]) -> pd.DataFrame:
+    """``report["conditions"]`` for the sets with a condition column (a note names the others);
+    returns the condition-level table of every predictor."""
     predictors = {f"pred_{m}": m for m in models}
     table = pd.concat([rows[["db", "mos"]], preds[list(predictors)]], axis=1)
     if peer_scores is not None:
@@ -136,7 +157,6 @@ def add_comparison(
         per[POOLED] = condition_metrics(ct)
         report["conditions"][name] = per
         con_rows.append(ct.assign(predictor=name))
-    report["notes"] = notes
     cols = ["predictor", "db", "condition", "mos", "pred", "n"]
     return pd.concat(con_rows, ignore_index=True)[cols] if con_rows else pd.DataFrame(columns=cols)
 

@@ -82,16 +82,35 @@ def evaluate_models(
     ``device``: where each model scores (default: where it is), windows batched across clips
     (:func:`jsqa.scoring.windows.score_waveforms`).
     """
-    for group in (models, budget_models or {}):
-        for name, entry in group.items():
-            for s, model in (dict(entry) if isinstance(entry, Mapping) else {0: entry}).items():
-                check_sample_rate(model.sample_rate, sample_rate, f"model '{name}' (seed {s})")
+    _check_rates(models, budget_models or {}, sample_rate=sample_rate)
     test = select_test_rows(manifest, test_sets)
     clips = load_clips(test, sample_rate, root)
     preds = test[["id", "db", "mos"]].copy()
     y = preds["mos"].to_numpy(dtype=np.float64)
     outputs = _score_all(models, clips.audio, sample_rate, device)
     scores = _mos_of(outputs)
+    report = _per_model(preds, y, scores, resamples, seed)
+    report.update(_primary_outputs(preds, test, y, outputs))
+    report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
+    if budget_models:
+        budget_scores = _mos_of(_score_all(budget_models, clips.audio, sample_rate, device))
+        report["equal_compute"] = {"epochs": budget_epochs,
+                                   **_compare(preds["db"], y, budget_scores, baseline, resamples, seed)}
+    return report, preds
+
+
+def _check_rates(*groups: Mapping[str, MOSModel | Mapping[int, MOSModel]], sample_rate: int) -> None:
+    """ConfigError unless every model (every seed) was trained at ``sample_rate``."""
+    for group in groups:
+        for name, entry in group.items():
+            for s, model in (dict(entry) if isinstance(entry, Mapping) else {0: entry}).items():
+                check_sample_rate(model.sample_rate, sample_rate, f"model '{name}' (seed {s})")
+
+
+def _per_model(preds: pd.DataFrame, y: np.ndarray, scores: Mapping[str, Mapping[int, np.ndarray]], resamples: int,
+               seed: int) -> dict:
+    """The report's ``models``, ``ci95``, ``seeds``, ``per_seed`` and ``bootstrap`` (see
+    :func:`evaluate_models`); each model's primary predictions go into ``preds``."""
     report: dict = {"models": {}, "ci95": {}, "seeds": {}, "per_seed": {},
                     "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}}
     for name, by_seed in scores.items():
@@ -101,17 +120,7 @@ def evaluate_models(
         report["per_seed"][name] = {str(s): _per_db(preds["db"], y, p) for s, p in by_seed.items()}
         report["models"][name] = next(iter(report["per_seed"][name].values()))
         report["seeds"][name] = [int(s) for s in by_seed]
-    primaries = {n: next(iter(o.values())) for n, o in outputs.items()}
-    for name, scored in primaries.items():
-        if "mos_std" in scored:  # the per-file uncertainty beside the prediction ("std_", not a predictor)
-            preds[f"std_{name}"] = scored["mos_std"]
-    report.update(_output_metrics(preds["db"], test, y, primaries))
-    report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
-    if budget_models:
-        budget_scores = _mos_of(_score_all(budget_models, clips.audio, sample_rate, device))
-        report["equal_compute"] = {"epochs": budget_epochs,
-                                   **_compare(preds["db"], y, budget_scores, baseline, resamples, seed)}
-    return report, preds
+    return report
 
 
 def _score_all(
@@ -133,6 +142,17 @@ def _score_all(
 def _mos_of(outputs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) -> dict[str, dict[int, np.ndarray]]:
     """{name: {seed: MOS predictions}} of :func:`_score_all`'s outputs."""
     return {name: {s: o["mos"] for s, o in by_seed.items()} for name, by_seed in outputs.items()}
+
+
+def _primary_outputs(
+    preds: pd.DataFrame, test: pd.DataFrame, y: np.ndarray, outputs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
+) -> dict:
+    """:func:`_output_metrics` of each model's primary seed; its predicted ``mos_std`` goes into ``preds``."""
+    primaries = {n: next(iter(o.values())) for n, o in outputs.items()}
+    for name, scored in primaries.items():
+        if "mos_std" in scored:  # the per-file uncertainty beside the prediction ("std_", not a predictor)
+            preds[f"std_{name}"] = scored["mos_std"]
+    return _output_metrics(preds["db"], test, y, primaries)
 
 
 def _output_metrics(

@@ -67,13 +67,33 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format '{fmt}' (choose {', '.join(FORMATS)})")
     digits = 4 if fmt == "markdown" else 3
+    sets = _test_sets(report.get("models") or {})
+    lines = _primary_table(report, sets, fmt, level, digits)
+    lines += _seed_table(report, sets, fmt, level, digits)
+    lines += _output_tables(report, fmt, level, digits)
+    lines += _comparison(report, "Paired difference", fmt, level, digits)
+    budget = report.get("equal_compute")
+    if isinstance(budget, dict) and budget.get("paired"):
+        lines += _comparison(budget, f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level, digits)
+    elif isinstance(budget, dict) and budget.get("verdict"):
+        lines += heading_lines(f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level)
+        lines += [str(v) for v in budget["verdict"]]
+    if "paired" not in report:
+        lines += _legacy_change(report, fmt, level, report.get("seed_stats") or {})
+    failed = report.get("failed") or {}
+    if not report.get("verdict") and any(failed.values()):
+        lines += heading_lines("Failed runs", fmt, level)
+        lines += failure_summary(failed, report.get("seeds") or {})
+    if isinstance(report.get("jnd"), dict):
+        lines += heading_lines("Perceptual distance", fmt, level)
+        lines += [jnd_line(report["jnd"]), ""]
+    return "\n".join(lines).strip("\n") + "\n"
+
+
+def _primary_table(report: dict, sets: list[str], fmt: str, level: int, digits: int) -> list[str]:
+    """The primary model's metrics per test set, each with its bootstrap interval when there is one."""
     models = report.get("models") or {}
     ci = report.get("ci95") or {}
-    seeds = report.get("seeds") or {}
-    stats = report.get("seed_stats") or {}
-    sets = _test_sets(models)
-    lines: list[str] = []
-
     rows = []
     for db in sets:
         for name, per in models.items():
@@ -93,43 +113,30 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     if ci:
         ci_level = (report.get("bootstrap") or {}).get("level", 0.95)
         title += f", [{ci_level:.0%} bootstrap interval over test clips]"
-    lines += heading_lines(title, fmt, level)
-    lines += table_lines(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
+    return [*heading_lines(title, fmt, level), *table_lines(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)]
 
+
+def _seed_table(report: dict, sets: list[str], fmt: str, level: int, digits: int) -> list[str]:
+    """Mean ± std over the seeds of each model (none without seed statistics)."""
+    stats = report.get("seed_stats") or {}
+    if not stats:
+        return []
     failed = report.get("failed") or {}
-    if stats:
-        rows = []
-        for db in sets:
-            for name, per in stats.items():
-                st = per.get(db, {})
-                n_failed, total = len(failed.get(name, [])), len(seeds.get(name, []))
-                if n_failed and n_failed >= total:  # statistics over all runs, all of which failed
-                    label = f"{name} ({total} seeds, all failed)"
-                else:
-                    label = f"{name} ({total - n_failed} seeds" + (f", {n_failed} failed)" if n_failed else ")")
-                rows.append([str(db), label, *(
-                    f"{format_num(st.get(k, {}).get('mean'), digits)} ± {format_num(st.get(k, {}).get('std'), digits)}"
-                    for k in METRICS)])
-        lines += heading_lines("Mean ± std over seeds (runs that learned)", fmt, level)
-        lines += table_lines(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)
-
-    lines += _output_tables(report, fmt, level, digits)
-    lines += _comparison(report, "Paired difference", fmt, level, digits)
-    budget = report.get("equal_compute")
-    if isinstance(budget, dict) and budget.get("paired"):
-        lines += _comparison(budget, f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level, digits)
-    elif isinstance(budget, dict) and budget.get("verdict"):
-        lines += heading_lines(f"At equal compute ({budget.get('epochs')} epochs each)", fmt, level)
-        lines += [str(v) for v in budget["verdict"]]
-    if "paired" not in report:
-        lines += _legacy_change(report, fmt, level, stats)
-    if not report.get("verdict") and any(failed.values()):
-        lines += heading_lines("Failed runs", fmt, level)
-        lines += failure_summary(failed, seeds)
-    if isinstance(report.get("jnd"), dict):
-        lines += heading_lines("Perceptual distance", fmt, level)
-        lines += [jnd_line(report["jnd"]), ""]
-    return "\n".join(lines).strip("\n") + "\n"
+    seeds = report.get("seeds") or {}
+    rows = []
+    for db in sets:
+        for name, per in stats.items():
+            st = per.get(db, {})
+            n_failed, total = len(failed.get(name, [])), len(seeds.get(name, []))
+            if n_failed and n_failed >= total:  # statistics over all runs, all of which failed
+                label = f"{name} ({total} seeds, all failed)"
+            else:
+                label = f"{name} ({total - n_failed} seeds" + (f", {n_failed} failed)" if n_failed else ")")
+            rows.append([str(db), label, *(
+                f"{format_num(st.get(k, {}).get('mean'), digits)} ± {format_num(st.get(k, {}).get('std'), digits)}"
+                for k in METRICS)])
+    return [*heading_lines("Mean ± std over seeds (runs that learned)", fmt, level),
+            *table_lines(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)]
 
 
 def jnd_line(jnd: dict) -> str:

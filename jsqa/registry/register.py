@@ -244,15 +244,9 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
     Returns a JSON-able summary of the decision (see the keys below).
     """
     encoder_ckpt, mos_ckpt = Path(encoder_ckpt), Path(mos_ckpt)
-    # Fail before anything is logged when the inputs cannot lead to a decision.
-    check_direction(cfg.metric, cfg.direction)
-    metrics, init = _candidate_metrics(mos_ckpt, cfg.metric)
+    metrics, init = _checked_inputs(encoder_ckpt, mos_ckpt, cfg)
     candidate = metrics[cfg.metric]
-    enc_kind = load_checkpoint(encoder_ckpt).get("kind")
-    if enc_kind not in ("encoder", "mos"):
-        raise JsqaError(f"{encoder_ckpt}: expected an encoder checkpoint, got kind '{enc_kind}'")
     hashes = {MOS_SHA_TAG: file_sha256(mos_ckpt), ENCODER_SHA_TAG: file_sha256(encoder_ckpt)}
-
     params = {
         "encoder_name": cfg.encoder_name, "mos_name": cfg.mos_name, "alias": cfg.alias,
         "metric": cfg.metric, "direction": cfg.direction, "min_improvement": cfg.min_improvement,
@@ -272,55 +266,76 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
             mos_version, enc_version = str(same.version), same.tags.get("encoder_version", "")
             log.info("%s: %s (not registered again)", cfg.mos_name, reason)
         else:
-            uris = log_models(encoder_ckpt, mos_ckpt, calibration)
-            provenance = provenance_tags(root, manifests if manifests is not None else Path(root) / "data" / "manifests")
-            version_tags = {**provenance, **hashes, "init": init, "run_id": run_id,
-                            **{k: repr(v) for k, v in metrics.items()}, **extra}
-            enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=version_tags)
-            mos_mv = mlflow.register_model(
-                uris[MOS_MODEL_NAME], cfg.mos_name, tags={**version_tags, "encoder_version": str(enc_mv.version)}
-            )
-            mos_version, enc_version = str(mos_mv.version), str(enc_mv.version)
-            client.set_model_version_tag(cfg.encoder_name, enc_version, "mos_version", mos_version)
-            card = model_card(load_checkpoint(mos_ckpt), provenance, evaluation, profile)
-            client.update_model_version(cfg.mos_name, mos_version, description=card)
-
-            if metrics.get("collapsed"):
-                # A model predicting one value for every clip is never served, whatever its RMSE.
-                promoted, reason = False, ("candidate failed to learn: its validation predictions collapsed "
-                                           f"(spread {metrics.get('val_spread_ratio', 0.0):.3f} of the labels')")
-            elif champ_version is not None and champion is None:
-                promoted, reason = True, (
-                    f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
-                )
-            else:
-                promoted, reason = decide(candidate, champion, cfg.metric, cfg.min_improvement, cfg.direction)
+            tags = {**hashes, "init": init, "run_id": run_id, **{k: repr(v) for k, v in metrics.items()}, **extra}
+            mos_version, enc_version = _register_versions(
+                client, encoder_ckpt, mos_ckpt, cfg, tags, root, manifests, calibration, evaluation, profile)
+            promoted, reason = _promotion(metrics, champ_version, champion, cfg)
             if promoted:
                 promote(client, cfg, cfg.mos_name, mos_version)
             log.info("%s v%s %s: %s", cfg.mos_name, mos_version,
                      f"promoted to @{cfg.alias}" if promoted else "not promoted", reason)
 
-        mlflow.set_tags({
-            "promoted": str(promoted).lower(), "reason": reason, "unchanged": str(same is not None).lower(),
-            "champion_version_before": champ_version or "none",
-            "mos_version": mos_version, "encoder_version": enc_version,
-        })
-        mlflow.log_metric(f"candidate_{cfg.metric}", candidate)
-        if champion is not None:
-            mlflow.log_metric(f"champion_{cfg.metric}", champion)
-        mlflow.log_metric("promoted", 1.0 if promoted else 0.0)
+        result = {
+            "promoted": promoted, "unchanged": same is not None, "reason": reason, "metric": cfg.metric,
+            "candidate": candidate, "champion_before": champion, "mos_model": cfg.mos_name, "mos_version": mos_version,
+            "encoder_model": cfg.encoder_name, "encoder_version": enc_version, "run_id": run_id,
+            "experiment_id": run.info.experiment_id,
+        }
+        _log_outcome(result, champ_version)
+    return result
 
-    return {
-        "promoted": promoted,
-        "unchanged": same is not None,
-        "reason": reason,
-        "metric": cfg.metric,
-        "candidate": candidate,
-        "champion_before": champion,
-        "mos_model": cfg.mos_name,
-        "mos_version": mos_version,
-        "encoder_model": cfg.encoder_name,
-        "encoder_version": enc_version,
-        "run_id": run_id,
-        "experiment_id": run.info.experiment_id,
-    }
+
+def _log_outcome(result: dict, champ_version: str | None) -> None:
+    """The decision as the register run's tags and metrics."""
+    mlflow.set_tags({
+        "promoted": str(result["promoted"]).lower(), "reason": result["reason"],
+        "unchanged": str(result["unchanged"]).lower(), "champion_version_before": champ_version or "none",
+        "mos_version": result["mos_version"], "encoder_version": result["encoder_version"],
+    })
+    mlflow.log_metric(f"candidate_{result['metric']}", result["candidate"])
+    if result["champion_before"] is not None:
+        mlflow.log_metric(f"champion_{result['metric']}", result["champion_before"])
+    mlflow.log_metric("promoted", 1.0 if result["promoted"] else 0.0)
+
+
+def _checked_inputs(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig) -> tuple[dict[str, float], str]:
+    """The candidate's metrics and init, after checking that the inputs can lead to a decision
+    (before anything is logged)."""
+    check_direction(cfg.metric, cfg.direction)
+    metrics, init = _candidate_metrics(mos_ckpt, cfg.metric)
+    enc_kind = load_checkpoint(encoder_ckpt).get("kind")
+    if enc_kind not in ("encoder", "mos"):
+        raise JsqaError(f"{encoder_ckpt}: expected an encoder checkpoint, got kind '{enc_kind}'")
+    return metrics, init
+
+
+def _register_versions(
+    client: MlflowClient, encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, tags: dict[str, str], root: Path,
+    manifests: Path | None, calibration: Path | None, evaluation: dict | None, profile: str | None,
+) -> tuple[str, str]:
+    """Log both models and register a version of each, tagged with ``tags`` and the provenance;
+    the MOS version's description is its model card. Returns (MOS version, encoder version)."""
+    uris = log_models(encoder_ckpt, mos_ckpt, calibration)
+    provenance = provenance_tags(root, manifests if manifests is not None else Path(root) / "data" / "manifests")
+    version_tags = {**provenance, **tags}
+    enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=version_tags)
+    mos_mv = mlflow.register_model(
+        uris[MOS_MODEL_NAME], cfg.mos_name, tags={**version_tags, "encoder_version": str(enc_mv.version)}
+    )
+    mos_version, enc_version = str(mos_mv.version), str(enc_mv.version)
+    client.set_model_version_tag(cfg.encoder_name, enc_version, "mos_version", mos_version)
+    card = model_card(load_checkpoint(mos_ckpt), provenance, evaluation, profile)
+    client.update_model_version(cfg.mos_name, mos_version, description=card)
+    return mos_version, enc_version
+
+
+def _promotion(metrics: dict[str, float], champ_version: str | None, champion: float | None,
+               cfg: RegisterConfig) -> tuple[bool, str]:
+    """Whether the registered candidate becomes ``@cfg.alias``, and why (one line)."""
+    if metrics.get("collapsed"):
+        # A model predicting one value for every clip is never served, whatever its RMSE.
+        return False, ("candidate failed to learn: its validation predictions collapsed "
+                       f"(spread {metrics.get('val_spread_ratio', 0.0):.3f} of the labels')")
+    if champ_version is not None and champion is None:
+        return True, f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
+    return decide(metrics[cfg.metric], champion, cfg.metric, cfg.min_improvement, cfg.direction)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,37 @@ def finetune(
     """
     set_determinism(deterministic)
     rng = seed_everything(seed, cfg.threads)
+    train, val = _load_splits(manifest, cfg, seed, sample_rate, root)
+    init = "pretrained" if encoder_ckpt is not None else "scratch"
+    device = pick_device(cfg.device)
+    # From the whole train split, so every seed and label fraction has one output layout.
+    dims = manifest_dimensions(manifest[manifest["split"] == "train"])
+    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt, sample_rate, dims).to(device)
+    fit = _fit(model, train, val, cfg, sample_rate, _optimizer(model, cfg), rng, device, init, on_epoch)
+    best = fit.best
+    best.update(epochs_run=float(fit.epochs_run), train_clips=float(len(train)))
+    if best["collapsed"]:
+        log.warning("finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
+                    "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
+                    init, seed, best["val_spread_ratio"], MIN_SPREAD_RATIO)
+    meta: dict[str, Any] = {"head": model.head_config, "init": init, "config": asdict(cfg), "seed": seed}
+    if budget_path is not None and fit.budget is not None:
+        model.load_state_dict(fit.budget[1])
+        scale = _calibrate_std(model, val, sample_rate, cfg.calibrate_std)
+        save_checkpoint(budget_path, "mos", model.cpu(), model.encoder.spec, sample_rate=sample_rate,
+                        metrics={**fit.budget[0], **scale, "budget_epochs": float(cfg.equal_compute_epochs)}, **meta)
+        model.to(device)
+    model.load_state_dict(fit.best_state)
+    best.update(_calibrate_std(model, val, sample_rate, cfg.calibrate_std))
+    model.cpu()
+    save_checkpoint(out_path, "mos", model, model.encoder.spec, sample_rate=sample_rate, metrics=best, **meta)
+    return {**best, "history": fit.history}
+
+
+def _load_splits(
+    manifest: pd.DataFrame, cfg: FinetuneConfig, seed: int, sample_rate: int, root: str | Path,
+) -> tuple[ClipSet, ClipSet]:
+    """The train clips (the ``cfg.label_fraction`` subset, levelled) and the val clips."""
     train_df = label_subset(manifest[manifest["split"] == "train"], cfg.label_fraction, seed)
     val_df = manifest[manifest["split"] == "val"]
     if len(train_df) < 2 or len(val_df) < 2:
@@ -181,12 +212,12 @@ def finetune(
     # Validation clips are normalised per scoring window, by score_waveforms (the model's level).
     train = load_clips(train_df, sample_rate, root, level_dbov=cfg.input_level_dbov)
     val = load_clips(val_df, sample_rate, root)
-    init = "pretrained" if encoder_ckpt is not None else "scratch"
-    device = pick_device(cfg.device)
-    # From the whole train split, so every seed and label fraction has one output layout.
-    dims = manifest_dimensions(manifest[manifest["split"] == "train"])
-    model = build_model(model_cfg, cfg, float(train.mos.mean()), encoder_ckpt, sample_rate, dims).to(device)
-    opt = torch.optim.AdamW(
+    return train, val
+
+
+def _optimizer(model: MOSModel, cfg: FinetuneConfig) -> torch.optim.Optimizer:
+    """AdamW with two rates: the encoder side's and the MOS head's."""
+    return torch.optim.AdamW(
         [
             # The projection head belongs to the pretrained network: it learns at the encoder's
             # rate (it was left out before, so scratch runs kept a random, untrained projection).
@@ -195,6 +226,26 @@ def finetune(
         ],
         weight_decay=cfg.weight_decay,
     )
+
+
+@dataclass
+class _Fit:
+    """The outcome of the epoch loop: the best epoch's metrics and weights, the best weights
+    within the equal-compute budget (metrics, state) if any, every epoch's metrics."""
+
+    best: dict[str, Any]
+    best_state: dict
+    budget: tuple[dict[str, Any], dict] | None
+    history: list[dict[str, float]]
+    epochs_run: int
+
+
+def _fit(
+    model: MOSModel, train: ClipSet, val: ClipSet, cfg: FinetuneConfig, sample_rate: int, opt: torch.optim.Optimizer,
+    rng: np.random.Generator, device: torch.device, init: str, on_epoch: EpochCallback,
+) -> _Fit:
+    """Train up to ``cfg.epochs`` epochs, keeping the best (:func:`_better`) and stopping early
+    after ``cfg.patience`` epochs without one."""
     crop = int(cfg.crop_seconds * sample_rate)
     best: dict[str, Any] | None = None
     best_state = copy.deepcopy(model.state_dict())
@@ -227,23 +278,7 @@ def finetune(
             log.info("early stop after epoch %d (best %d)", epoch, int(best["best_epoch"]))
             break
     assert best is not None
-    best.update(epochs_run=float(epoch), train_clips=float(len(train)))
-    if best["collapsed"]:
-        log.warning("finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
-                    "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
-                    init, seed, best["val_spread_ratio"], MIN_SPREAD_RATIO)
-    meta: dict[str, Any] = {"head": model.head_config, "init": init, "config": asdict(cfg), "seed": seed}
-    if budget_path is not None and budget is not None:
-        model.load_state_dict(budget[1])
-        scale = _calibrate_std(model, val, sample_rate, cfg.calibrate_std)
-        save_checkpoint(budget_path, "mos", model.cpu(), model.encoder.spec, sample_rate=sample_rate,
-                        metrics={**budget[0], **scale, "budget_epochs": float(cfg.equal_compute_epochs)}, **meta)
-        model.to(device)
-    model.load_state_dict(best_state)
-    best.update(_calibrate_std(model, val, sample_rate, cfg.calibrate_std))
-    model.cpu()
-    save_checkpoint(out_path, "mos", model, model.encoder.spec, sample_rate=sample_rate, metrics=best, **meta)
-    return {**best, "history": history}
+    return _Fit(best, best_state, budget, history, epoch)
 
 
 def seeds_dir(out_path: str | Path) -> Path:

@@ -18,7 +18,7 @@ import logging
 import math
 import signal
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,9 @@ from torch import nn
 
 from jsqa.config import ModelConfig, PretrainConfig
 from jsqa.errors import ManifestError
-from jsqa.models.encoder import count_parameters
+from jsqa.models.encoder import EncoderSpec, count_parameters
 from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
-from jsqa.pairs.store import load_pairs
+from jsqa.pairs.store import PairSet, load_pairs
 from jsqa.train.checkpointing import (
     ResumeMode,
     TrainingInterrupted,
@@ -197,6 +197,67 @@ def _pretrain(
     on_step: StepCallback, checkpoint_dir: Path | None, resume: ResumeMode, ctx: DistContext, stop: StopRequest,
 ) -> dict[str, float]:
     data_rng = seed_everything(seed, cfg.threads)
+    run = _setup(pairs_dir, model_cfg, cfg, seed, out_path, checkpoint_dir, ctx)
+    start_epoch, start_pos = _resume(run, resume, data_rng)
+    metrics: dict[str, float] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        epoch_rng = generator_state(data_rng)
+        pos = start_pos if epoch == start_epoch else 0
+        if epoch != start_epoch:
+            run.sums = dict.fromkeys(METRIC_KEYS, 0.0)
+        plan = shard_batches(grouped_batches(run.utt, cfg.batch_size, cfg.group_size, data_rng), ctx)
+        _train_epoch(run, cfg, seed, plan, epoch, pos, epoch_rng, on_step, stop)
+        means = mean_over_ranks([run.sums[k] / max(len(plan), 1) for k in METRIC_KEYS], ctx, run.device)
+        metrics = dict(zip(METRIC_KEYS, means))
+        metrics["lr"] = float(run.sched.get_last_lr()[0])
+        if ctx.is_main:
+            log.info("pretrain epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
+            on_epoch(epoch + 1, metrics)
+    if ctx.is_main:
+        _save_encoder(run, out_path, model_cfg, cfg, metrics)
+    shutdown_distributed(ctx)
+    return {**metrics, "n_parameters": float(run.n_params), "n_pairs": float(run.pairs.n), "steps": float(run.step),
+            "world_size": float(ctx.world_size)}
+
+
+@dataclass
+class _Run:
+    """What a pretraining run carries from step to step, and what its checkpoints hold."""
+
+    ctx: DistContext
+    pairs: PairSet
+    spec: EncoderSpec
+    model: PretrainModel
+    net: nn.Module  # the model, or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+    amp: torch.dtype | None
+    utt: np.ndarray  # each pair's utterance id: what batches are grouped by
+    total: int  # optimizer steps over all epochs
+    n_params: int
+    ckpt_dir: Path
+    params: dict
+    params_hash: str
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METRIC_KEYS, 0.0))
+
+    def save(self, epoch: int, pos: int, epoch_rng: str) -> None:
+        """The full training state at this step boundary (rank 0 writes; the others return)."""
+        if self.ctx.is_main:
+            save_train_state(self.ckpt_dir, {
+                "params_hash": self.params_hash, "params": json.dumps(self.params, default=str), "step": self.step,
+                "epoch": epoch, "position": pos, "epoch_rng": epoch_rng, "epoch_sums": dict(self.sums),
+                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": capture_rng(),
+            })
+
+
+def _setup(
+    pairs_dir: Path, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, out_path: Path,
+    checkpoint_dir: Path | None, ctx: DistContext,
+) -> _Run:
+    """The run at step 0: pairs, model, optimizer and schedule (the data RNG is not drawn from)."""
     pairs = load_pairs(pairs_dir)
     if pairs.n < 2:
         raise ManifestError(f"{pairs_dir}: need at least 2 pairs to pretrain, found {pairs.n}")
@@ -218,82 +279,74 @@ def _pretrain(
     total = max(1, steps_per_epoch(n_batches, ctx.world_size) * cfg.epochs)
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(total, warmup))
-
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else checkpoint_dir_for(out_path)
     run_params = _run_params(model_cfg, cfg, seed, ctx.world_size, amp, pairs_dir)
-    run_hash = params_hash(run_params)
-    step, start_epoch, start_pos = 0, 0, 0
-    sums = dict.fromkeys(METRIC_KEYS, 0.0)
-    state = starting_state(ckpt_dir, run_hash, run_params, resume, writer=ctx.is_main)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        step, start_epoch, start_pos = int(state["step"]), int(state["epoch"]), int(state["position"])
-        sums = {k: float(v) for k, v in state["epoch_sums"].items()}
-        set_generator_state(data_rng, state["epoch_rng"])
-        restore_rng(state["rng"])
-        if ctx.is_main:
-            log.info("resuming from %s: step %d of %d (epoch %d, batch %d)", ckpt_dir / "last.pt", step, total,
-                     start_epoch + 1, start_pos)
+    return _Run(ctx, pairs, spec, model, net, opt, sched, device, amp, utt, total, n_params, ckpt_dir, run_params,
+                params_hash(run_params))
 
-    def save(epoch: int, pos: int, epoch_rng: str) -> None:
-        if ctx.is_main:
-            save_train_state(ckpt_dir, {
-                "params_hash": run_hash, "params": json.dumps(run_params, default=str), "step": step,
-                "epoch": epoch, "position": pos, "epoch_rng": epoch_rng, "epoch_sums": dict(sums),
-                "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": capture_rng(),
-            })
 
-    metrics: dict[str, float] = {}
-    for epoch in range(start_epoch, cfg.epochs):
-        epoch_rng = generator_state(data_rng)
-        pos = start_pos if epoch == start_epoch else 0
-        if epoch != start_epoch:
-            sums = dict.fromkeys(METRIC_KEYS, 0.0)
-        plan = shard_batches(grouped_batches(utt, cfg.batch_size, cfg.group_size, data_rng), ctx)
-        net.train()
-        with PairBatchLoader(pairs, plan[pos:], device, cfg.mask_jnd_negatives) as loader:
-            for batch in loader:
-                torch.manual_seed(step_seed(seed, step, ctx.rank))
-                loss, za, zb = contrastive_loss(net, batch, cfg.temperature, amp)
-                optimizer_step(net, loss, opt, sched, cfg.clip_norm)
-                stats = _batch_stats(loss, za, zb)
-                for k in METRIC_KEYS:
-                    sums[k] += stats[k]
-                step, pos = step + 1, pos + 1
-                signum = agree_max(stop.signum, ctx, device)
-                if signum or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
-                    save(epoch, pos, epoch_rng)
-                if ctx.is_main:
-                    on_step(step, {"loss": stats["loss"], "lr": float(sched.get_last_lr()[0])})
-                if signum:
-                    msg = (f"stopped by {signal.Signals(signum).name} at step {step} of {total}: checkpoint saved in {ckpt_dir}; "
-                           "run the same command again to continue from it")
-                    log.warning(msg)
-                    shutdown_distributed(ctx)
-                    raise TrainingInterrupted(msg, signum, step)
-        means = mean_over_ranks([sums[k] / max(len(plan), 1) for k in METRIC_KEYS], ctx, device)
-        metrics = dict(zip(METRIC_KEYS, means))
-        metrics["lr"] = float(sched.get_last_lr()[0])
-        if ctx.is_main:
-            log.info("pretrain epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in metrics.items()})
-            on_epoch(epoch + 1, metrics)
-    if ctx.is_main:
-        save_checkpoint(
-            out_path,
-            "encoder",
-            model,
-            spec,
-            sample_rate=pairs.sample_rate,
-            projection_head=model_cfg.projection_head,
-            config=asdict(cfg),
-            metrics=metrics,
-            n_parameters=n_params,
-        )
-        if clear_checkpoints(ckpt_dir):
-            log.info("run complete: removed its checkpoints in %s", ckpt_dir)
-    shutdown_distributed(ctx)
-    return {**metrics, "n_parameters": float(n_params), "n_pairs": float(pairs.n), "steps": float(step),
-            "world_size": float(ctx.world_size)}
+def _resume(run: _Run, resume: ResumeMode, data_rng: np.random.Generator) -> tuple[int, int]:
+    """Load the state the run continues from, if any (:func:`starting_state`); return the
+    (epoch, batch position) it starts at."""
+    state = starting_state(run.ckpt_dir, run.params_hash, run.params, resume, writer=run.ctx.is_main)
+    if state is None:
+        return 0, 0
+    run.model.load_state_dict(state["model"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    run.step, start_epoch, start_pos = int(state["step"]), int(state["epoch"]), int(state["position"])
+    run.sums = {k: float(v) for k, v in state["epoch_sums"].items()}
+    set_generator_state(data_rng, state["epoch_rng"])
+    restore_rng(state["rng"])
+    if run.ctx.is_main:
+        log.info("resuming from %s: step %d of %d (epoch %d, batch %d)", run.ckpt_dir / "last.pt", run.step, run.total,
+                 start_epoch + 1, start_pos)
+    return start_epoch, start_pos
+
+
+def _train_epoch(
+    run: _Run, cfg: PretrainConfig, seed: int, plan: list[np.ndarray], epoch: int, pos: int, epoch_rng: str,
+    on_step: StepCallback, stop: StopRequest,
+) -> None:
+    """Train on this rank's ``plan`` from batch ``pos`` on, adding each batch's stats to ``run.sums``;
+    checkpoint every ``cfg.checkpoint_every`` steps, and raise :class:`TrainingInterrupted` after
+    checkpointing the step a signal arrived in."""
+    run.net.train()
+    with PairBatchLoader(run.pairs, plan[pos:], run.device, cfg.mask_jnd_negatives) as loader:
+        for batch in loader:
+            torch.manual_seed(step_seed(seed, run.step, run.ctx.rank))
+            loss, za, zb = contrastive_loss(run.net, batch, cfg.temperature, run.amp)
+            optimizer_step(run.net, loss, run.opt, run.sched, cfg.clip_norm)
+            stats = _batch_stats(loss, za, zb)
+            for k in METRIC_KEYS:
+                run.sums[k] += stats[k]
+            run.step, pos = run.step + 1, pos + 1
+            signum = agree_max(stop.signum, run.ctx, run.device)
+            if signum or (cfg.checkpoint_every > 0 and run.step % cfg.checkpoint_every == 0):
+                run.save(epoch, pos, epoch_rng)
+            if run.ctx.is_main:
+                on_step(run.step, {"loss": stats["loss"], "lr": float(run.sched.get_last_lr()[0])})
+            if signum:
+                msg = (f"stopped by {signal.Signals(signum).name} at step {run.step} of {run.total}: checkpoint saved "
+                       f"in {run.ckpt_dir}; run the same command again to continue from it")
+                log.warning(msg)
+                shutdown_distributed(run.ctx)
+                raise TrainingInterrupted(msg, signum, run.step)
+
+
+def _save_encoder(run: _Run, out_path: Path, model_cfg: ModelConfig, cfg: PretrainConfig,
+                  metrics: dict[str, float]) -> None:
+    """The finished run's 'encoder' checkpoint; its training checkpoints are then removed."""
+    save_checkpoint(
+        out_path,
+        "encoder",
+        run.model,
+        run.spec,
+        sample_rate=run.pairs.sample_rate,
+        projection_head=model_cfg.projection_head,
+        config=asdict(cfg),
+        metrics=metrics,
+        n_parameters=run.n_params,
+    )
+    if clear_checkpoints(run.ckpt_dir):
+        log.info("run complete: removed its checkpoints in %s", run.ckpt_dir)
