@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# torch's OpenMP threads sleep between parallel regions (jsqa/cli/__init__.py says why), as under
+# `make test` and the `jsqa` CLI. libgomp reads this once, when torch loads: so before any import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +23,6 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# torch's OpenMP threads sleep between parallel regions (jsqa/cli/__init__.py says why), as under
-# `make test` and the `jsqa` CLI. libgomp reads this when torch loads: the imports above load no
-# torch, and test modules are imported after this file.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.fixture(scope="session")
