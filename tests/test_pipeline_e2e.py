@@ -34,7 +34,7 @@ def _speech(seconds: float, sr: int) -> np.ndarray:
 
 
 # The module's fixture runs the whole demo pipeline: 2 min 39 s on a 2-core machine at load average 8
-# (13-16 min there before OpenMP threads waited passively); the limit leaves room for worse.
+# (13-16 min on loaded CI machines before OpenMP threads waited passively); the limit leaves room.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[1]
