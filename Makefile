@@ -12,6 +12,10 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_HOME ?= $(CURDIR)/.prefect
+# torch's OpenMP threads sleep between parallel regions instead of spinning: on a loaded machine
+# the spinning made small-model training 3-30x slower (benchmarks/threads_under_load.py). Read when
+# torch loads, so it is set for every command here, the tests included; a value you set wins.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup pipeline repro study test test-fast lint ui-mlflow ui-prefect serve lock clean-outputs
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -108,6 +109,9 @@ def run(parameters: dict[str, Any]) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (1 on any failure)."""
+    # OpenMP threads sleep between parallel regions instead of spinning (as in jsqa.cli, which
+    # says why), for anything this process and the stages it starts import torch into.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     _log_to_stderr()
     parameters = {

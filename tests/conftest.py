@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# torch's OpenMP threads sleep between parallel regions (jsqa/cli/__init__.py says why), as under
+# `make test` and the `jsqa` CLI. libgomp reads this once, when torch loads: so before any import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import shutil
 from collections.abc import Callable
 from pathlib import Path
