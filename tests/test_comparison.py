@@ -150,6 +150,7 @@ def test_fine_tuning_flags_a_model_that_outputs_a_constant_and_keeps_label_fract
     import jsqa.train.finetune as ft
     from jsqa.config import FinetuneConfig, ModelConfig
     from jsqa.data.manifests import read_manifest
+    from jsqa.models import seeds
 
     manifest = read_manifest(small_corpus["mos"], "mos")
     real_build = ft.build_model
@@ -171,9 +172,9 @@ def test_fine_tuning_flags_a_model_that_outputs_a_constant_and_keeps_label_fract
     assert summary["train_clips"] == len(label_subset(manifest[manifest["split"] == "train"], 0.5, 3)) < n_train
     assert [m["epoch"] for m in summary["curves"]["4"]] == [1.0, 2.0]
     # Equal-compute checkpoints: one per seed, at the budget.
-    budget = ft.seed_checkpoints(tmp_path / "m.pt", budget=True)
+    budget = seeds.seed_checkpoints(tmp_path / "m.pt", budget=True)
     assert sorted(budget) == [3, 4] and all(p.is_file() for p in budget.values())
-    assert ft.budget_epochs(tmp_path / "m.pt") == 1
+    assert seeds.budget_epochs(tmp_path / "m.pt") == 1
 
 
 def test_model_selection_never_prefers_a_collapsed_epoch():

@@ -9,8 +9,9 @@ import torch
 
 from jsqa.config import FinetuneConfig, ModelConfig, PretrainConfig, TrainConfig, load_params
 from jsqa.data.manifests import read_manifest
+from jsqa.models.seeds import seeds_dir
 from jsqa.train.common import CUBLAS_WORKSPACE, set_determinism
-from jsqa.train.finetune import finetune_seeds, seeds_dir
+from jsqa.train.finetune import finetune_seeds
 from jsqa.train.pretrain import pretrain
 
 pytestmark = pytest.mark.integration

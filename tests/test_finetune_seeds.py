@@ -17,7 +17,8 @@ from jsqa.data.manifests import read_manifest
 from jsqa.evaluation.evaluate import evaluate_models
 from jsqa.evaluation.metrics import mos_metrics
 from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
-from jsqa.train.finetune import finetune_seeds, seed_checkpoints, seeds_dir
+from jsqa.models.seeds import seed_checkpoints, seeds_dir
+from jsqa.train.finetune import finetune_seeds
 
 pytestmark = pytest.mark.integration
 

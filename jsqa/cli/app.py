@@ -53,6 +53,12 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jsqa` console script."""
+    # torch's CPU threads are GNU OpenMP (libgomp) threads, which spin between parallel regions
+    # unless told to sleep; on a loaded machine that made a small model's fine-tuning epoch 3-30x
+    # slower (benchmarks/threads_under_load.py measures it). libgomp reads the policy once, when
+    # torch is imported, and no subcommand imports torch before its run(): so it is set here, and
+    # stage, torchrun and pool worker processes inherit it. A value the caller set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -68,7 +68,7 @@ def _load_models(specs: list[str]) -> tuple[dict, dict | None, int | None]:
     epoch budget, or (None, None) unless every model has them, all at one budget."""
     from jsqa.errors import JsqaError
     from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
-    from jsqa.train.finetune import budget_epochs, seed_checkpoints
+    from jsqa.models.seeds import budget_epochs, seed_checkpoints
 
     models, budget, budgets = {}, {}, set()
     for spec in specs:

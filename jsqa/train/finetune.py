@@ -23,7 +23,7 @@ from jsqa.data.manifests import DIMENSIONS
 from jsqa.errors import ConfigError, ManifestError
 from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, run_health
 from jsqa.evaluation.metrics import mos_metrics, seed_stats
-from jsqa.io import atomic_dir, read_json, write_json
+from jsqa.io import atomic_dir
 from jsqa.models.encoder import EncoderSpec
 from jsqa.models.mos import (
     MOSModel,
@@ -35,6 +35,7 @@ from jsqa.models.mos import (
     output_layout,
     save_checkpoint,
 )
+from jsqa.models.seeds import budget_path, seed_path, seeds_dir, write_seed_index
 from jsqa.scoring.windows import score_waveforms, score_waveforms_all
 from jsqa.signal.speech import random_gains
 from jsqa.train.common import EpochCallback, no_callback, pick_device, seed_everything, set_determinism
@@ -43,8 +44,6 @@ from jsqa.train.losses import target_loss
 from jsqa.train.std_scaling import fit_std_scales
 
 log = logging.getLogger(__name__)
-
-SEEDS_INDEX = "seeds.json"
 
 
 def manifest_dimensions(train: pd.DataFrame) -> tuple[str, ...]:
@@ -281,42 +280,6 @@ def _fit(
     return _Fit(best, best_state, budget, history, epoch)
 
 
-def seeds_dir(out_path: str | Path) -> Path:
-    """Where the checkpoints of the other seeds live: ``models/mos_x.pt`` -> ``models/mos_x.seeds/``."""
-    out_path = Path(out_path)
-    return out_path.with_name(f"{out_path.stem}.seeds")
-
-
-def seed_checkpoints(out_path: str | Path, budget: bool = False) -> dict[int, Path]:
-    """Every seed's checkpoint of a multi-seed run, primary first: {seed: path}.
-
-    A checkpoint without a seeds folder (K = 1, or trained before seeds existed) is one entry.
-    ``budget``: the equal-compute checkpoints instead (empty when the run saved none).
-    """
-    out_path = Path(out_path)
-    primary = int(load_checkpoint(out_path).get("seed", -1))
-    folder = seeds_dir(out_path)
-    index = folder / SEEDS_INDEX
-    listed = read_json(index) if index.is_file() else {"seeds": [primary]}
-    if budget:
-        if not listed.get("budget_epochs"):
-            return {}
-        return {int(s): folder / f"budget-seed-{int(s)}.pt" for s in listed["seeds"]}
-    found = {primary: out_path}
-    for s in listed["seeds"]:
-        if int(s) != primary:
-            found[int(s)] = folder / f"seed-{int(s)}.pt"
-    return found
-
-
-def budget_epochs(out_path: str | Path) -> int | None:
-    """The epoch budget of a run's equal-compute checkpoints (None when it saved none)."""
-    index = seeds_dir(out_path) / SEEDS_INDEX
-    if not index.is_file():
-        return None
-    return int(read_json(index).get("budget_epochs") or 0) or None
-
-
 def finetune_seeds(
     manifest: pd.DataFrame,
     model_cfg: ModelConfig,
@@ -346,15 +309,14 @@ def finetune_seeds(
     curves: dict[str, list[dict[str, float]]] = {}
     with atomic_dir(seeds_dir(out_path)) as folder:
         for s in seeds:
-            target = out_path if s == seeds[0] else folder / f"seed-{s}.pt"
-            budget = folder / f"budget-seed-{s}.pt" if cfg.equal_compute_epochs else None
+            target = out_path if s == seeds[0] else seed_path(folder, s)
+            budget = budget_path(folder, s) if cfg.equal_compute_epochs else None
             log.info("fine-tuning seed %d of %s (%s)", s, seeds, "pretrained" if encoder_ckpt else "scratch")
             result = finetune(manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root, on_epoch(s),
                               budget_path=budget, deterministic=deterministic)
             curves[str(s)] = result.pop("history")
             per_seed[str(s)] = result
-        write_json(folder / SEEDS_INDEX, {"primary": seeds[0], "seeds": seeds,
-                                          "budget_epochs": cfg.equal_compute_epochs})
+        write_seed_index(folder, seeds, cfg.equal_compute_epochs)
     failed = [int(s) for s, m in per_seed.items() if m["collapsed"]]
     learned = [m for s, m in per_seed.items() if int(s) not in failed] or list(per_seed.values())
     keys = [k for k in per_seed[str(seeds[0])] if k.startswith("val_")]
