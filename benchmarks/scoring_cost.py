@@ -6,13 +6,13 @@ Prints one line per size and variant. CPU time (process_time) rather than wall t
 figure depends less on what else the machine is doing; the ratios between variants are the
 robust numbers. Variants (none changes the architecture or the parameter count):
 
-- overlap: 8 s windows at 4 s hop, the last aligned to the end (the scoring before issue 5);
+- overlap: 8 s windows at 4 s hop, the last aligned to the end (how scoring windowed long clips before tiling);
 - tiled:   8 s windows that tile the clip (jsqa.scoring.windows's default now), inference_mode;
 - frozen:  tiled, through a traced + ``torch.jit.freeze``-d model (BatchNorm folded into convs);
 - bf16:    tiled under CPU bf16 autocast; prints the largest MOS change against fp32.
 
 ``--evaluation N`` instead times how a test set of N clips is scored: clip by clip
-(:func:`score_waveform` in a loop, the evaluation before issue 15) against
+(:func:`score_waveform` in a loop, how evaluation once scored a test set) against
 :func:`score_waveforms` (windows of equal length batched across clips), for clips of one length
 (as in many test sets) and of N distinct lengths (the demo corpus draws each clip's length), and
 prints the ratio and the largest score difference.

@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 
-# What a package __init__.py may hold besides its docstring: stages.code_deps counts an
+# What a package __init__.py may hold besides its docstring: dvc_yaml.code_deps counts an
 # __init__ only when the package itself is imported, so logic there would go unseen.
 _INIT_STATEMENTS = (ast.Import, ast.ImportFrom)
 

@@ -19,7 +19,7 @@ Stages:
   so the plan does not depend on the number of workers or on other utterances.
 * :func:`render_pair` turns one recipe row plus audio into the two members; it draws nothing.
   It and the shard renderer live in :mod:`jsqa.pairs.render`, the light module pool workers
-  import (re-exported here).
+  import.
 * :func:`generate_pairs` plans, renders shards in parallel (resumable), and writes the pair set;
   :func:`load_pairs` / :class:`PairSet` read it back for training.
 

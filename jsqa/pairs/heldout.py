@@ -86,7 +86,7 @@ def plan_heldout(
     """
     if not max_delta_jnd > 0:
         raise ConfigError(f"calibrate.max_delta_jnd: must be positive, got {max_delta_jnd}")
-    # No data profile lists "": every distortion probability 0 (DistortionsConfig() ships the demo mix).
+    # No data profile lists "": every distortion probability 0 (PairsConfig() ships the demo mix; DistortionsConfig() has every kind off).
     cfg = dataclasses.replace(cfg, clean_anchor_prob=0.0, distortions=cfg.distortions.for_profile(""))
     plan = plan_pairs(clean, noise, cfg, heldout_seed(seed, 0), sample_rate)
     rng = np.random.default_rng(heldout_seed(seed, 1))

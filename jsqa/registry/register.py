@@ -2,7 +2,7 @@
 version of each, and move the champion alias only when the candidate beats the champion.
 
 Security: nothing here is pickled. Both models are logged as MLflow "models from code" (the
-wrappers in :mod:`jsqa.scoring.serving`, entry files in ``jsqa/pyfunc_code/``); the weights travel as a
+wrappers in :mod:`jsqa.scoring.serving`, entry files in ``jsqa/scoring/pyfunc_code/``); the weights travel as a
 plain checkpoint artifact opened with ``torch.load(weights_only=True)``. See docs/security.md.
 """
 
