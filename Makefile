@@ -17,7 +17,7 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 # torch loads, so it is set for every command here, the tests included; a value you set wins.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: setup pipeline repro study test test-fast lint ui-mlflow ui-prefect serve lock clean-outputs
+.PHONY: setup pipeline repro study test test-fast lint format ui-mlflow ui-prefect serve lock clean-outputs
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
@@ -53,9 +53,25 @@ test: $(STAMP)  ## the full suite, unit and integration tests (what CI runs)
 test-fast: $(STAMP)  ## unit tests only (under a minute): no pipeline, server, subprocess or training run
 	$(BIN)/python -m pytest -q -m "not integration"
 
-lint: $(STAMP)  ## ruff and mypy, configured in pyproject.toml
-	$(BIN)/ruff check jsqa flows tests benchmarks
-	$(BIN)/mypy
+# Lint needs only ruff, mypy and numpy (whose types mypy reads), at the versions of requirements.lock:
+# a small environment of its own, so `make lint` runs in seconds on a fresh clone.
+LINT_VENV  := .venv-lint
+LINT_STAMP := $(LINT_VENV)/.installed
+$(LINT_STAMP): requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH"; exit 1; }
+	test -x $(LINT_VENV)/bin/python || $(PYTHON) -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet -c requirements.lock ruff mypy numpy
+	touch $(LINT_STAMP)
+
+LINT_PATHS := jsqa flows tests benchmarks
+lint: $(LINT_STAMP)  ## ruff check, ruff format --check and mypy (pyproject.toml), without the full install
+	$(LINT_VENV)/bin/ruff check $(LINT_PATHS)
+	$(LINT_VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(LINT_VENV)/bin/mypy
+
+format: $(LINT_STAMP)  ## ruff format and ruff's safe fixes, in place
+	$(LINT_VENV)/bin/ruff format $(LINT_PATHS)
+	$(LINT_VENV)/bin/ruff check --fix $(LINT_PATHS)
 
 ui-mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

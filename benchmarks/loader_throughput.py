@@ -106,8 +106,12 @@ def main() -> None:
     ap.add_argument("--sizes", default="small,paper")
     ap.add_argument("--steps", type=int, default=5, help="timed training steps (small)")
     ap.add_argument("--paper-steps", type=int, default=2, help="timed training steps (paper)")
-    ap.add_argument("--paper-batch", type=int, default=4,
-                    help="pairs per step when timing 'paper' training (batch 32 needs ~13 GB on a CPU)")
+    ap.add_argument(
+        "--paper-batch",
+        type=int,
+        default=4,
+        help="pairs per step when timing 'paper' training (batch 32 needs ~13 GB on a CPU)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--keep", default=None, help="build the pair set here and keep it (reused when present)")
@@ -121,9 +125,12 @@ def main() -> None:
         if not (pairs_dir / "index.json").exists():
             t0 = time.perf_counter()
             make_corpus(base, args.utterances, 6)
-            cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=1.0, shard_size=256, workers=1).for_profile("paper")
-            generate_pairs(base / "manifests" / "clean.parquet", base / "manifests" / "noise.parquet", cfg, 0,
-                           pairs_dir, root=base)
+            cfg = PairsConfig(pairs_per_utterance=4, segment_seconds=1.0, shard_size=256, workers=1).for_profile(
+                "paper"
+            )
+            generate_pairs(
+                base / "manifests" / "clean.parquet", base / "manifests" / "noise.parquet", cfg, 0, pairs_dir, root=base
+            )
             print(f"pair set: rendered in {time.perf_counter() - t0:.1f} s")
         pairs = load_pairs(pairs_dir)
         utt = pairs.recipes["utterance_id"].to_numpy()
@@ -131,8 +138,10 @@ def main() -> None:
         n = sum(len(p) for p in plan)
         mb = n * 2 * pairs.segment_samples * 2 / 2**20
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {args.threads} torch threads"
-        print(f"device: {where}; {pairs.n} pairs x 2 x {pairs.segment_samples} samples ({mb:.0f} MiB int16), "
-              f"{len(plan)} batches of <= {args.batch}")
+        print(
+            f"device: {where}; {pairs.n} pairs x 2 x {pairs.segment_samples} samples ({mb:.0f} MiB int16), "
+            f"{len(plan)} batches of <= {args.batch}"
+        )
 
         loaders = {
             "per-pair": lambda: per_pair_batches(pairs, plan, device),
@@ -146,12 +155,17 @@ def main() -> None:
             steps = args.paper_steps if size == "paper" else args.steps
             batch = args.paper_batch if size == "paper" else args.batch
             train = batch / pretrain_step_time(size, device, batch, pairs.segment_samples / 16000, steps, bf16=False)
-            print(f"{size:6s} training consumes {train:8.1f} pairs/s | loader/training: "
-                  + ", ".join(f"{k} {v / train:6.1f}x" for k, v in rates.items()) + f" [{steps} steps of {batch}]")
+            print(
+                f"{size:6s} training consumes {train:8.1f} pairs/s | loader/training: "
+                + ", ".join(f"{k} {v / train:6.1f}x" for k, v in rates.items())
+                + f" [{steps} steps of {batch}]"
+            )
         if "small" in args.sizes.split(","):
             fed, fixed = loop_overhead(pairs, plan, device, args.steps)
-            print(f"small  steps fed by the read-ahead loader {fed:.1f} pairs/s vs one fixed batch {fixed:.1f} pairs/s "
-                  f"(loader cost in the loop {100 * (1 - fed / fixed):+.1f}%)")
+            print(
+                f"small  steps fed by the read-ahead loader {fed:.1f} pairs/s vs one fixed batch {fixed:.1f} pairs/s "
+                f"(loader cost in the loop {100 * (1 - fed / fixed):+.1f}%)"
+            )
 
 
 if __name__ == "__main__":

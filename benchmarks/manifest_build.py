@@ -80,8 +80,9 @@ def main() -> None:
             # w=w binds this iteration's worker count (best_of calls each lambda right away anyway).
             f = best_of(lambda w=w: floor(files, w), args.repeats)
             rows = best_of(lambda w=w: audio_rows(files, base, workers=w), args.repeats)
-            prep = best_of(lambda w=w: prepare_librispeech(base / "LibriSpeech", ["dev-clean"], base, workers=w),
-                           args.repeats)
+            prep = best_of(
+                lambda w=w: prepare_librispeech(base / "LibriSpeech", ["dev-clean"], base, workers=w), args.repeats
+            )
             print(f"workers={w}: floor (sf.info) {f * 1e3:8.1f} ms")
             print(f"workers={w}: audio_rows      {rows * 1e3:8.1f} ms  ratio {rows / f:5.2f}")
             print(f"workers={w}: prepare         {prep * 1e3:8.1f} ms  ratio {prep / f:5.2f}")

@@ -82,8 +82,16 @@ def make_corpus(root: Path, n_utterances: int, n_noises: int, seed: int = 0) -> 
         path = root / "clean" / f"u{i:05d}.{'flac' if i % 2 else 'wav'}"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, x, SR, subtype="PCM_16")
-        clean.append({"id": path.stem, "path": relpath(path, root), "duration": x.size / SR,
-                      "sample_rate": SR, "channels": 1, "speaker": f"s{i % 40:02d}"})
+        clean.append(
+            {
+                "id": path.stem,
+                "path": relpath(path, root),
+                "duration": x.size / SR,
+                "sample_rate": SR,
+                "channels": 1,
+                "speaker": f"s{i % 40:02d}",
+            }
+        )
     for j in range(n_noises):
         # Coloured noise: white noise through a one-pole low-pass of a random corner.
         a = rng.uniform(0.0, 0.95)
@@ -92,8 +100,16 @@ def make_corpus(root: Path, n_utterances: int, n_noises: int, seed: int = 0) -> 
         path = root / "noise" / f"n{j:02d}.wav"
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, n, SR, subtype="PCM_16")
-        noise.append({"id": path.stem, "path": relpath(path, root), "duration": n.size / SR,
-                      "sample_rate": SR, "channels": 1, "environment": "synthetic"})
+        noise.append(
+            {
+                "id": path.stem,
+                "path": relpath(path, root),
+                "duration": n.size / SR,
+                "sample_rate": SR,
+                "channels": 1,
+                "environment": "synthetic",
+            }
+        )
     write_manifest(root / "manifests" / "clean.parquet", pd.DataFrame(clean), "clean")
     write_manifest(root / "manifests" / "noise.parquet", pd.DataFrame(noise), "noise")
 
@@ -133,8 +149,13 @@ def phase_floor(root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
     from jsqa.pairs.plan import plan_pairs
     from jsqa.pairs.render import segment_samples
 
-    plan = plan_pairs(read_manifest(root / "manifests" / "clean.parquet", "clean"),
-                      read_manifest(root / "manifests" / "noise.parquet", "noise"), cfg, seed, SR)
+    plan = plan_pairs(
+        read_manifest(root / "manifests" / "clean.parquet", "clean"),
+        read_manifest(root / "manifests" / "noise.parquet", "noise"),
+        cfg,
+        seed,
+        SR,
+    )
     seg = segment_samples(cfg, SR)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [
@@ -163,8 +184,9 @@ def phase_pairs(root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
     from jsqa.pairs.generate import generate_pairs
 
     cpu0, t0 = _usage()[0], time.perf_counter()
-    pairset = generate_pairs(root / "manifests" / "clean.parquet", root / "manifests" / "noise.parquet",
-                             cfg, seed, out, SR, root=root)
+    pairset = generate_pairs(
+        root / "manifests" / "clean.parquet", root / "manifests" / "noise.parquet", cfg, seed, out, SR, root=root
+    )
     _reap_forkserver()
     wall = time.perf_counter() - t0
     cpu, rss = _usage()
@@ -200,8 +222,20 @@ def _tree_pss_kib(root_pid: int) -> int:
 
 
 def _run_phase(phase: str, root: Path, out: Path, cfg: PairsConfig, seed: int) -> dict:
-    cmd = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--out", str(out),
-           "--cfg", json.dumps(dataclasses.asdict(cfg)), "--seed", str(seed)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--cfg",
+        json.dumps(dataclasses.asdict(cfg)),
+        "--seed",
+        str(seed),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
 
@@ -272,23 +306,27 @@ def main() -> None:
             ratios = [p["cpu_s"] / f["cpu_s"] for f, p in zip(floors, pairs)]
             pairs_cpu = statistics.median(p["cpu_s"] for p in pairs)
             audio_s = pairs[0]["n_pairs"] * 2 * cfg.segment_seconds
-            rows.append({
-                "utterances": size,
-                "pairs": pairs[0]["n_pairs"],
-                "audio_out_s": audio_s,
-                "pairs_cpu_s": pairs_cpu,
-                "pairs_wall_s": statistics.median(p["wall_s"] for p in pairs),
-                "audio_s_per_cpu_s": audio_s / pairs_cpu,
-                "floor_cpu_s": statistics.median(f["cpu_s"] for f in floors),
-                "ratio_to_floor": statistics.median(ratios),
-                "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}",
-                "pairs_tree_peak_mib": max(p["tree_peak_pss_kib"] for p in pairs) / 1024,
-                "floor_tree_peak_mib": max(f["tree_peak_pss_kib"] for f in floors) / 1024,
-                "pairs_max_proc_rss_mib": max(p["peak_rss_kib"] for p in pairs) / 1024,
-            })
+            rows.append(
+                {
+                    "utterances": size,
+                    "pairs": pairs[0]["n_pairs"],
+                    "audio_out_s": audio_s,
+                    "pairs_cpu_s": pairs_cpu,
+                    "pairs_wall_s": statistics.median(p["wall_s"] for p in pairs),
+                    "audio_s_per_cpu_s": audio_s / pairs_cpu,
+                    "floor_cpu_s": statistics.median(f["cpu_s"] for f in floors),
+                    "ratio_to_floor": statistics.median(ratios),
+                    "ratio_range": f"{min(ratios):.2f}-{max(ratios):.2f}",
+                    "pairs_tree_peak_mib": max(p["tree_peak_pss_kib"] for p in pairs) / 1024,
+                    "floor_tree_peak_mib": max(f["tree_peak_pss_kib"] for f in floors) / 1024,
+                    "pairs_max_proc_rss_mib": max(p["peak_rss_kib"] for p in pairs) / 1024,
+                }
+            )
     table = pd.DataFrame(rows)
-    print(f"workers={args.workers} shard_size={args.shard_size} segment={cfg.segment_seconds}s "
-          f"pairs/utterance={cfg.pairs_per_utterance} repeats={args.repeats} (medians; ratio_range: all runs)")
+    print(
+        f"workers={args.workers} shard_size={args.shard_size} segment={cfg.segment_seconds}s "
+        f"pairs/utterance={cfg.pairs_per_utterance} repeats={args.repeats} (medians; ratio_range: all runs)"
+    )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
 
 

@@ -126,11 +126,17 @@ def print_report(described: str, out: dict) -> None:
     print(f"clips: {out['clips']}")
     s = out["silence_4s"]
     print(f"silence_4s: {'error: ' + s['error'] if s['error'] else format(s['mos'], '.3f')}")
-    print(f"gain_pm20db: mean |delta| {out['gain_pm20db_mean_abs_delta']:.4f}  max {out['gain_pm20db_max_abs_delta']:.4f}")
-    print(f"clean_minus_noisy: mean {out['clean_minus_noisy_mean']:+.3f}  clean higher in "
-          f"{out['clean_above_noisy_share']:.0%} of clips")
-    print(f"resample_16k: mean |delta| {out['resample_16k_mean_abs_delta']:.4f}  "
-          f"max {out['resample_16k_max_abs_delta']:.4f}  ({out['resample_16k_scored_pairs']} clips scored)")
+    print(
+        f"gain_pm20db: mean |delta| {out['gain_pm20db_mean_abs_delta']:.4f}  max {out['gain_pm20db_max_abs_delta']:.4f}"
+    )
+    print(
+        f"clean_minus_noisy: mean {out['clean_minus_noisy_mean']:+.3f}  clean higher in "
+        f"{out['clean_above_noisy_share']:.0%} of clips"
+    )
+    print(
+        f"resample_16k: mean |delta| {out['resample_16k_mean_abs_delta']:.4f}  "
+        f"max {out['resample_16k_max_abs_delta']:.4f}  ({out['resample_16k_scored_pairs']} clips scored)"
+    )
     for name, drop in out["codec_drop"].items():
         print(f"codec_drop {name}: clean minus distorted {drop:+.3f}")
 

@@ -85,8 +85,10 @@ def evaluation_cost(size: str, n_clips: int, lengths: str, repeats: int) -> tupl
     score_waveforms(model, clips[:2])  # warm-up
     times = {"per_clip": float("inf"), "batched": float("inf")}
     out = {}
-    runs = [("per_clip", lambda: np.asarray([score_waveform(model, c) for c in clips])),
-            ("batched", lambda: score_waveforms(model, clips))]
+    runs = [
+        ("per_clip", lambda: np.asarray([score_waveform(model, c) for c in clips])),
+        ("batched", lambda: score_waveforms(model, clips)),
+    ]
     for r in range(repeats):
         # Alternate which goes first: oneDNN caches a primitive per input shape, and the second
         # of two passes over the same shapes would otherwise find them ready.
@@ -94,7 +96,12 @@ def evaluation_cost(size: str, n_clips: int, lengths: str, repeats: int) -> tupl
             t0 = time.process_time()
             out[name] = fn()
             times[name] = min(times[name], time.process_time() - t0)
-    return times["per_clip"], times["batched"], float(seconds.sum()), float(np.abs(out["per_clip"] - out["batched"]).max())
+    return (
+        times["per_clip"],
+        times["batched"],
+        float(seconds.sum()),
+        float(np.abs(out["per_clip"] - out["batched"]).max()),
+    )
 
 
 def main() -> None:
@@ -104,26 +111,36 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="small,paper")
     ap.add_argument("--variants", default=",".join(VARIANTS))
-    ap.add_argument("--evaluation", type=int, default=0, metavar="N",
-                    help="time scoring a test set of N clips, clip by clip against batched, instead")
+    ap.add_argument(
+        "--evaluation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time scoring a test set of N clips, clip by clip against batched, instead",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.evaluation:
         for size in args.sizes.split(","):
             for lengths in ("equal", "distinct"):
                 one, batched, audio, diff = evaluation_cost(size, args.evaluation, lengths, args.repeats)
-                print(f"{size:6s} encoder  {args.evaluation} clips of {lengths} lengths ({audio:.0f} s of audio): "
-                      f"clip by clip {one:.2f} CPU s, batched {batched:.2f} CPU s ({one / batched:.2f}x); "
-                      f"largest MOS difference {diff:.1e} ({args.threads} threads, best of {args.repeats})",
-                      flush=True)
+                print(
+                    f"{size:6s} encoder  {args.evaluation} clips of {lengths} lengths ({audio:.0f} s of audio): "
+                    f"clip by clip {one:.2f} CPU s, batched {batched:.2f} CPU s ({one / batched:.2f}x); "
+                    f"largest MOS difference {diff:.1e} ({args.threads} threads, best of {args.repeats})",
+                    flush=True,
+                )
         return
     for size in args.sizes.split(","):
         n = count_parameters(MOSModel(ENCODER_SIZES[size]).encoder)
         for variant in args.variants.split(","):
             ms, delta = measure(size, variant, args.seconds, args.repeats)
-            print(f"{size:6s} encoder {n:>11,d} params  {variant:8s} {ms:8.1f} CPU ms per second of audio  "
-                  f"(MOS vs fp32 tiled {delta:+.4f}; {args.threads} threads, best of {args.repeats}, "
-                  f"{args.seconds:g} s clip)", flush=True)
+            print(
+                f"{size:6s} encoder {n:>11,d} params  {variant:8s} {ms:8.1f} CPU ms per second of audio  "
+                f"(MOS vs fp32 tiled {delta:+.4f}; {args.threads} threads, best of {args.repeats}, "
+                f"{args.seconds:g} s clip)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -71,11 +71,25 @@ def main() -> None:
         for mins in minutes:
             wav = Path(tmp) / f"{mins:g}min.wav"
             write_wav(wav, mins)
-            cmd = [sys.executable, "-m", "jsqa.cli", "predict", "--model", str(ckpt), "--format", "csv",
-                   "--max-seconds", str(mins * 60 + 60), str(wav)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "jsqa.cli",
+                "predict",
+                "--model",
+                str(ckpt),
+                "--format",
+                "csv",
+                "--max-seconds",
+                str(mins * 60 + 60),
+                str(wav),
+            ]
             rss, wall, out = peak_rss(cmd, Path(tmp) / "predict.log")
             mos = next(line for line in out.splitlines() if line.startswith(str(wav))).split(",")[1]
-            print(f"{mins:>8g} {wav.stat().st_size / 2**20:>9.0f} {wall:>8.1f} {rss:>13.0f} {float(mos):>6.3f}", flush=True)
+            print(
+                f"{mins:>8g} {wav.stat().st_size / 2**20:>9.0f} {wall:>8.1f} {rss:>13.0f} {float(mos):>6.3f}",
+                flush=True,
+            )
             wav.unlink()
 
 

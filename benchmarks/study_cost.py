@@ -49,12 +49,25 @@ def main() -> None:
     seeds = int(yaml.safe_load((ROOT / "params.yaml").read_text())["finetune"]["seeds"])
     steps = {
         "dvc repro evaluate": timed([*dvc, "repro", "evaluate"], env),
-        "jsqa study -S": timed([sys.executable, "-m", "jsqa.cli", "study", "-S", "evaluate.peers=[]",
-                                *[a for g in grids for a in ("-S", g)]], env, check=False),
+        "jsqa study -S": timed(
+            [
+                sys.executable,
+                "-m",
+                "jsqa.cli",
+                "study",
+                "-S",
+                "evaluate.peers=[]",
+                *[a for g in grids for a in ("-S", g)],
+            ],
+            env,
+            check=False,
+        ),
     }
     total = sum(steps.values())
-    print(f"\nstudy {args.study!r}: {n_exp} experiments x 2 inits x {seeds} seeds = {n_exp * 2 * seeds} "
-          f"fine-tuning runs, one at a time, {os.cpu_count()} CPUs")
+    print(
+        f"\nstudy {args.study!r}: {n_exp} experiments x 2 inits x {seeds} seeds = {n_exp * 2 * seeds} "
+        f"fine-tuning runs, one at a time, {os.cpu_count()} CPUs"
+    )
     for name, s in steps.items():
         print(f"  {name:20s} {s:8.1f} s")
     print(f"  {'total':20s} {total:8.1f} s; {steps['jsqa study -S'] / n_exp:.1f} s per experiment")

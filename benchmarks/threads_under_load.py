@@ -70,8 +70,15 @@ def _make_corpus(root: Path, clips: int) -> Path:
     from jsqa.config import DemoConfig
     from jsqa.data.demo import generate_demo, prepare_demo
 
-    cfg = DemoConfig(n_talkers=4, utterances_per_talker=3, utterance_seconds=(1.0, 1.5), noise_seconds=3.0,
-                     noise_per_family=1, mos_clips=clips, mos_sample_rate=16000)
+    cfg = DemoConfig(
+        n_talkers=4,
+        utterances_per_talker=3,
+        utterance_seconds=(1.0, 1.5),
+        noise_seconds=3.0,
+        noise_per_family=1,
+        mos_clips=clips,
+        mos_sample_rate=16000,
+    )
     corpus = generate_demo(root / "raw", cfg, seed=3, mos_seconds=(1.5, 2.5))
     return prepare_demo(corpus, root / "manifests", root=root)["mos"]
 
@@ -85,10 +92,18 @@ def _train(manifest: Path, root: Path, epochs: int, threads: int, out: Path) -> 
     from jsqa.train.finetune import finetune
 
     stamps = [time.perf_counter()]
-    cfg = FinetuneConfig(epochs=epochs, batch_size=8, crop_seconds=1.0, patience=epochs, threads=threads,
-                         equal_compute_epochs=0)
-    finetune(read_manifest(manifest, "mos"), ModelConfig(size="small"), cfg, seed=0, out_path=out, root=root,
-             on_epoch=lambda e, m: stamps.append(time.perf_counter()))
+    cfg = FinetuneConfig(
+        epochs=epochs, batch_size=8, crop_seconds=1.0, patience=epochs, threads=threads, equal_compute_epochs=0
+    )
+    finetune(
+        read_manifest(manifest, "mos"),
+        ModelConfig(size="small"),
+        cfg,
+        seed=0,
+        out_path=out,
+        root=root,
+        on_epoch=lambda e, m: stamps.append(time.perf_counter()),
+    )
     epoch_s = [b - a for a, b in itertools.pairwise(stamps)]
     print(json.dumps({"epoch_s": epoch_s, "threads": torch.get_num_threads()}))
 
@@ -97,8 +112,16 @@ def _cell(policy: str, manifest: Path, root: Path, args: argparse.Namespace, out
     env = {k: v for k, v in os.environ.items() if k != POLICY_VAR}
     if policy != "unset":
         env[POLICY_VAR] = policy
-    cmd = [sys.executable, __file__, "--worker", str(manifest), str(root), str(args.epochs), str(args.threads),
-           str(out)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(manifest),
+        str(root),
+        str(args.epochs),
+        str(args.threads),
+        str(out),
+    ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
@@ -134,8 +157,9 @@ def main() -> int:
     parser.add_argument("--policies", default="unset,PASSIVE,ACTIVE")
     parser.add_argument("--clips", type=int, default=64, help="MOS clips in the synthetic corpus")
     parser.add_argument("--max-load-seconds", type=float, default=900.0, help="the load processes end after this")
-    parser.add_argument("--worker", nargs=5, metavar=("MANIFEST", "ROOT", "EPOCHS", "THREADS", "OUT"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=5, metavar=("MANIFEST", "ROOT", "EPOCHS", "THREADS", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.worker:
         manifest, root, epochs, threads, out = args.worker

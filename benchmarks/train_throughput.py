@@ -75,8 +75,18 @@ def _maybe_compile(model: torch.nn.Module, compile_: bool) -> torch.nn.Module:
     return torch.compile(model) if compile_ else model  # type: ignore[return-value]
 
 
-def bench(size: str, device: torch.device, batch: int, infer_batch: int, seconds: float, steps: int,
-          warmup: int, bf16: bool, compile_: bool, finetune: bool = True) -> dict:
+def bench(
+    size: str,
+    device: torch.device,
+    batch: int,
+    infer_batch: int,
+    seconds: float,
+    steps: int,
+    warmup: int,
+    bf16: bool,
+    compile_: bool,
+    finetune: bool = True,
+) -> dict:
     """Seconds per step and model FLOPs per step of pretraining, fine-tuning and inference."""
     spec = encoder_spec(size)
     n = int(seconds * SAMPLE_RATE)
@@ -96,7 +106,9 @@ def bench(size: str, device: torch.device, batch: int, infer_batch: int, seconds
         optimizer_step(pre, loss, opt, sched, clip_norm=5.0)
 
     out["phases"]["pretrain"] = {
-        "unit": "pairs", "batch": batch, "audio_per_item": 2 * seconds,
+        "unit": "pairs",
+        "batch": batch,
+        "audio_per_item": 2 * seconds,
         "s_per_step": _time_steps(pre_step, steps, warmup, device),
         "flops_per_step": TRAIN_FACTOR * 2 * batch * pretrain_model_flops(spec, n),
     }
@@ -118,7 +130,9 @@ def bench(size: str, device: torch.device, batch: int, infer_batch: int, seconds
 
     fwd = mos_model_flops(spec, n)
     out["phases"]["finetune"] = {
-        "unit": "clips", "batch": batch, "audio_per_item": seconds,
+        "unit": "clips",
+        "batch": batch,
+        "audio_per_item": seconds,
         "s_per_step": _time_steps(ft_step, steps, warmup, device),
         "flops_per_step": TRAIN_FACTOR * batch * fwd,
     }
@@ -131,7 +145,9 @@ def bench(size: str, device: torch.device, batch: int, infer_batch: int, seconds
             mos_run(xi)
 
     out["phases"]["inference"] = {
-        "unit": "clips", "batch": infer_batch, "audio_per_item": seconds,
+        "unit": "clips",
+        "batch": infer_batch,
+        "audio_per_item": seconds,
         "s_per_step": _time_steps(infer_step, steps, warmup, device),
         "flops_per_step": infer_batch * fwd,
     }
@@ -152,8 +168,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (more with --compile)")
     ap.add_argument("--paper-steps", type=int, default=None, help="timed steps for 'paper' (default --steps)")
-    ap.add_argument("--paper-batch", type=int, default=None,
-                    help="batch for 'paper' (default --batch; on a CPU batch 32 needs ~13 GB)")
+    ap.add_argument(
+        "--paper-batch",
+        type=int,
+        default=None,
+        help="batch for 'paper' (default --batch; on a CPU batch 32 needs ~13 GB)",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (GPU); the peak is then a bf16 matmul")
     ap.add_argument("--compile", action="store_true", help="torch.compile the models")
@@ -179,8 +199,21 @@ def main() -> None:
         steps = args.paper_steps if size == "paper" and args.paper_steps else args.steps
         batch = args.paper_batch if size == "paper" and args.paper_batch else args.batch
         infer_batch = args.infer_batch or batch
-        results[size] = (steps, bench(size, device, batch, infer_batch, args.seconds, steps, args.warmup,
-                                      args.bf16, args.compile, finetune=not args.pretrain_only))
+        results[size] = (
+            steps,
+            bench(
+                size,
+                device,
+                batch,
+                infer_batch,
+                args.seconds,
+                steps,
+                args.warmup,
+                args.bf16,
+                args.compile,
+                finetune=not args.pretrain_only,
+            ),
+        )
     # Measured again after the runs: on a shared machine the rate moves, and utilisation is
     # reported against the better of the two (so it is never flattered by a slow peak).
     peak_after = peak_matmul_flops(device, peak_dtype, peak_n, peak_reps)
@@ -191,9 +224,12 @@ def main() -> None:
         for phase, p in r["phases"].items():
             per_s = p["batch"] / p["s_per_step"]
             achieved = p["flops_per_step"] / p["s_per_step"]
-            print(f"  {phase:9s} batch {p['batch']:4d} | {p['s_per_step']:8.3f} s/step | {per_s:8.3g} {p['unit']}/s"
-                  f" ({per_s * p['audio_per_item']:8.3g} audio s/s) | {p['flops_per_step'] / 1e9:9.1f} GFLOP/step"
-                  f" | {_rate(achieved)} | {100 * achieved / peak:5.1f}% of peak")
+            print(
+                f"  {phase:9s} batch {p['batch']:4d} | {p['s_per_step']:8.3f} s/step | {per_s:8.3g} {p['unit']}/s"
+                f" ({per_s * p['audio_per_item']:8.3g} audio s/s) | {p['flops_per_step'] / 1e9:9.1f} GFLOP/step"
+                f" | {_rate(achieved)} | {100 * achieved / peak:5.1f}% of peak"
+            )
+
 
 if __name__ == "__main__":
     main()

@@ -70,17 +70,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
 
-    floor = [_run(_PROBE.format(modules=["numpy", "soundfile", "threadpoolctl"]))["cpu"]
-             for _ in range(args.repeats)]
+    floor = [_run(_PROBE.format(modules=["numpy", "soundfile", "threadpoolctl"]))["cpu"] for _ in range(args.repeats)]
     probes = [_run(_PROBE.format(modules=[args.module, "threadpoolctl"])) for _ in range(args.repeats)]
     cpu = [p["cpu"] for p in probes]
     pools = [_run(_POOL.format(module=args.module)) for _ in range(args.repeats)]
     heavy = sorted({m for m in pools[0]["modules"] for h in HEAVY if m == h or m.startswith(h + ".")})
     jsqa_mods = [m for m in pools[0]["modules"] if m.startswith("jsqa")]
     print(f"module: {args.module}")
-    print(f"import CPU, median of {args.repeats}: {statistics.median(cpu) * 1000:.0f} ms "
-          f"(floor numpy+soundfile+threadpoolctl {statistics.median(floor) * 1000:.0f} ms, "
-          f"ratio {statistics.median(cpu) / statistics.median(floor):.2f}x)")
+    print(
+        f"import CPU, median of {args.repeats}: {statistics.median(cpu) * 1000:.0f} ms "
+        f"(floor numpy+soundfile+threadpoolctl {statistics.median(floor) * 1000:.0f} ms, "
+        f"ratio {statistics.median(cpu) / statistics.median(floor):.2f}x)"
+    )
     print(f"forkserver pool to first result, median: {statistics.median(p['wall'] for p in pools) * 1000:.0f} ms")
     print(f"modules in a worker: {len(pools[0]['modules'])}; jsqa: {', '.join(jsqa_mods)}")
     print(f"heavy modules in a worker: {', '.join(heavy) or 'none'}")

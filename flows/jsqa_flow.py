@@ -95,8 +95,9 @@ def run_stage(stage: str, project_dir: str, force: bool = False) -> str:
             logger.info("[%s] %s", stage, line)
         code = proc.wait()
     if code != 0:
-        raise StageFailed(f"stage '{stage}' failed: {error_line(list(tail), code)}\n"
-                          f"last output of dvc repro:\n" + "\n".join(tail))
+        raise StageFailed(
+            f"stage '{stage}' failed: {error_line(list(tail), code)}\nlast output of dvc repro:\n" + "\n".join(tail)
+        )
     return "ran" if ran else "skipped"
 
 
@@ -237,8 +238,7 @@ def serve(name: str, cron: str | None, parameters: dict[str, Any]) -> None:
 
     if not PREFECT_API_URL.value():
         raise JsqaError(
-            "serve needs a Prefect server: run `prefect server start` and set "
-            "PREFECT_API_URL=http://127.0.0.1:4200/api"
+            "serve needs a Prefect server: run `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     jsqa_pipeline.serve(
         name=name,

@@ -20,7 +20,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, task, unmapped
 from prefect.cache_policies import NO_CACHE
@@ -46,16 +46,12 @@ def _shard_run_name() -> str:
 # Shards are deterministic files on disk and generate_pairs already resumes from them, so
 # Prefect's own result cache would only duplicate that (and hash whole DataFrames to do it).
 @task(name="render_shard", task_run_name=_shard_run_name, cache_policy=NO_CACHE)
-def render_shard_task(
-    job: ShardJob, render: Callable[[ShardJob], dict[str, Any]] = render_shard
-) -> dict[str, Any]:
+def render_shard_task(job: ShardJob, render: Callable[[ShardJob], dict[str, Any]] = render_shard) -> dict[str, Any]:
     """Render one shard on whichever worker the task runner picks; return its summary."""
     return render(job)
 
 
-def task_runner_shard_map(
-    render: Callable[[ShardJob], dict[str, Any]], jobs: list[ShardJob]
-) -> list[dict[str, Any]]:
+def task_runner_shard_map(render: Callable[[ShardJob], dict[str, Any]], jobs: list[ShardJob]) -> list[dict[str, Any]]:
     """``generate_pairs`` hook: one Prefect task per shard, gathered in shard order.
 
     Must be called inside a flow; the tasks go to that flow's task runner.
@@ -67,7 +63,7 @@ def task_runner_shard_map(
 
 
 # prefect-dask 0.3.7's runner is typed against an older TaskRunner generic; it is one at run time.
-@flow(name=FLOW_NAME, task_runner=DaskTaskRunner())  # type: ignore[arg-type]
+@flow(name=FLOW_NAME, task_runner=cast(Any, DaskTaskRunner()))
 def pairs_dask_flow(
     clean_manifest: str,
     noise_manifest: str,
@@ -92,9 +88,7 @@ def pairs_dask_flow(
     return {"n_pairs": pairset.n, "n_shards": n_shards, "out_dir": str(out_dir)}
 
 
-def dask_task_runner(
-    workers: int = 2, address: str | None = None, processes: bool = True
-) -> DaskTaskRunner:
+def dask_task_runner(workers: int = 2, address: str | None = None, processes: bool = True) -> DaskTaskRunner:
     """Task runner for an existing cluster at ``address``, else a local one of ``workers``
     single-threaded workers (``processes=False``: threads of this process, for tests)."""
     if address:
@@ -131,7 +125,7 @@ def run_pairs_dask(
     (maybe on other machines) resolve them, not this process.
     """
     runner = dask_task_runner(cfg.workers if workers is None else workers, address, processes)
-    return pairs_dask_flow.with_options(task_runner=runner)(  # type: ignore[arg-type]
+    return pairs_dask_flow.with_options(task_runner=cast(Any, runner))(
         clean_manifest=str(Path(clean_manifest).absolute()),
         noise_manifest=str(Path(noise_manifest).absolute()),
         cfg=cfg,

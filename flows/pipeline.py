@@ -51,16 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--project-dir", default=".", help="DVC project root (default: .)")
     common.add_argument("--stages", help="comma-separated stages to run (default: all)")
     common.add_argument("--force", help="comma-separated stages to re-run even if unchanged")
-    common.add_argument("--force-downstream", action="store_true",
-                        help="also force every stage after the first forced one")
-    common.add_argument("--profile", choices=PROFILES, default=None,
-                        help="set data.profile in params.yaml before running (default: leave it)")
-    common.add_argument("--wait", type=float, default=None, metavar="SECONDS",
-                        help="wait this long for another run of the project to finish "
-                             f"(default: run 0, i.e. refuse; serve {SERVE_WAIT_S:g})")
-    common.add_argument("--mlflow-ui", default=None, metavar="URL",
-                        help="MLflow UI address for the run link (default: http MLFLOW_TRACKING_URI or "
-                             "http://127.0.0.1:5000)")
+    common.add_argument(
+        "--force-downstream", action="store_true", help="also force every stage after the first forced one"
+    )
+    common.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="set data.profile in params.yaml before running (default: leave it)",
+    )
+    common.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="wait this long for another run of the project to finish "
+        f"(default: run 0, i.e. refuse; serve {SERVE_WAIT_S:g})",
+    )
+    common.add_argument(
+        "--mlflow-ui",
+        default=None,
+        metavar="URL",
+        help="MLflow UI address for the run link (default: http MLFLOW_TRACKING_URI or http://127.0.0.1:5000)",
+    )
     parser = argparse.ArgumentParser(prog="python -m flows.pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", parents=[common], help="run the pipeline once")
@@ -69,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="serve a scheduled deployment (needs `prefect server start` and PREFECT_API_URL)",
     )
-    serve.add_argument("--cron", default="0 3 * * *",
-                       help='cron schedule (default: "0 3 * * *"; "" for runs triggered by hand only)')
+    serve.add_argument(
+        "--cron", default="0 3 * * *", help='cron schedule (default: "0 3 * * *"; "" for runs triggered by hand only)'
+    )
     serve.add_argument("--name", default="jsqa-nightly", help="deployment name (default: jsqa-nightly)")
     return parser
 
@@ -84,8 +98,9 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
     if not any(getattr(h, "_jsqa", False) for h in logger.handlers):
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s",
-                                               datefmt="%H:%M:%S"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s | %(levelname)-7s | %(name)s - %(message)s", datefmt="%H:%M:%S")
+        )
         handler._jsqa = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
 

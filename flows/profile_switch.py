@@ -49,7 +49,7 @@ def set_profile(params_path: str | Path, profile: str) -> bool:
             continue
         if m["value"] == profile:
             return False
-        ending = line[len(line.rstrip("\r\n")):]
+        ending = line[len(line.rstrip("\r\n")) :]
         lines[i] = f"{m['indent']}profile:{m['gap']}{profile}{m['rest']}{ending}"
         text = "".join(lines)
         if (yaml.safe_load(text) or {}).get("data", {}).get("profile") != profile:

@@ -76,8 +76,15 @@ def _write(fh: IO[str], info: dict) -> None:
 
 def _record(fh: IO[str], label: str) -> None:
     """Write this process as the holder into the (locked) lock file."""
-    _write(fh, {"pid": os.getpid(), "host": socket.gethostname(), "label": label,
-                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    _write(
+        fh,
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "label": label,
+            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+    )
 
 
 def record_server(project_dir: str | Path, pid: int) -> None:
@@ -107,8 +114,7 @@ def _stop_leftover_server(info: dict, logger: logging.Logger | logging.LoggerAda
     pid = info.get("server_pid")
     if not isinstance(pid, int) or info.get("host") != socket.gethostname() or not _is_prefect_server(pid):
         return
-    logger.warning("stopping the temporary Prefect server (pid %s) left by a killed run (pid %s)",
-                   pid, info.get("pid"))
+    logger.warning("stopping the temporary Prefect server (pid %s) left by a killed run (pid %s)", pid, info.get("pid"))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
@@ -119,8 +125,9 @@ def _stop_leftover_server(info: dict, logger: logging.Logger | logging.LoggerAda
             return
 
 
-def _acquire(fh: IO[str], path: Path, project_dir: str | Path, wait_s: float,
-             logger: logging.Logger | logging.LoggerAdapter) -> None:
+def _acquire(
+    fh: IO[str], path: Path, project_dir: str | Path, wait_s: float, logger: logging.Logger | logging.LoggerAdapter
+) -> None:
     """flock ``fh``, waiting up to ``wait_s`` s (saying so once); raise PipelineBusy after that."""
     deadline = time.monotonic() + max(wait_s, 0.0)
     announced = False
@@ -135,15 +142,20 @@ def _acquire(fh: IO[str], path: Path, project_dir: str | Path, wait_s: float,
                     f"({_holder(fh)}); waited {wait_s:g} s"
                 ) from None
             if not announced:
-                logger.info("waiting up to %g s for the pipeline run of %s to finish: %s",
-                            wait_s, Path(project_dir), _holder(fh))
+                logger.info(
+                    "waiting up to %g s for the pipeline run of %s to finish: %s",
+                    wait_s,
+                    Path(project_dir),
+                    _holder(fh),
+                )
                 announced = True
             time.sleep(POLL_S)
 
 
 @contextlib.contextmanager
-def run_lock(project_dir: str | Path, wait_s: float = 0.0, label: str = "",
-             logger: logging.Logger | logging.LoggerAdapter = log) -> Iterator[Path]:
+def run_lock(
+    project_dir: str | Path, wait_s: float = 0.0, label: str = "", logger: logging.Logger | logging.LoggerAdapter = log
+) -> Iterator[Path]:
     """Hold the project's run lock for the ``with`` body.
 
     Waits up to ``wait_s`` seconds for a running pipeline to finish (logging one INFO line on

@@ -27,7 +27,9 @@ def read_stage_names(project_dir: str | Path) -> list[str]:
 
 
 def select_stages(
-    all_stages: Sequence[str], stages: Iterable[str] | None, force: Iterable[str] | None,
+    all_stages: Sequence[str],
+    stages: Iterable[str] | None,
+    force: Iterable[str] | None,
     force_downstream: bool = False,
 ) -> tuple[list[str], set[str]]:
     """Check the requested names and return (stages to run in dvc.yaml order, stages to force).

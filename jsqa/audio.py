@@ -46,7 +46,11 @@ def _kernel(orig: int, new: int) -> tuple[int, int]:
     ratio = Fraction(new, orig)
     if ratio.denominator > _MAX_RATIO_TERMS or ratio.numerator > _MAX_RATIO_TERMS:
         # Bound the larger of the two terms: the smaller follows from the ratio.
-        ratio = ratio.limit_denominator(_MAX_RATIO_TERMS) if ratio <= 1 else 1 / (1 / ratio).limit_denominator(_MAX_RATIO_TERMS)
+        ratio = (
+            ratio.limit_denominator(_MAX_RATIO_TERMS)
+            if ratio <= 1
+            else 1 / (1 / ratio).limit_denominator(_MAX_RATIO_TERMS)
+        )
     return ratio.denominator, ratio.numerator
 
 
@@ -202,9 +206,7 @@ def _read_rest(f: sf.SoundFile, name: str) -> np.ndarray:
     return check_signal(x, name, finite=f.subtype in INTEGER_SUBTYPES)
 
 
-def decode_audio(
-    source: str | Path | BinaryIO, name: str, target_sr: int | None = 16000
-) -> tuple[np.ndarray, int]:
+def decode_audio(source: str | Path | BinaryIO, name: str, target_sr: int | None = 16000) -> tuple[np.ndarray, int]:
     """Decode a file or file-like object to mono float32 at ``target_sr`` (None keeps its rate).
 
     ``name`` is what error messages call the source. Raises AudioError for unreadable, empty
@@ -243,9 +245,7 @@ class LoopedSegments:
     segment with non-finite samples.
     """
 
-    def __init__(
-        self, path: str | Path, target_sr: int, name: str | None = None, expected: int = 0
-    ) -> None:
+    def __init__(self, path: str | Path, target_sr: int, name: str | None = None, expected: int = 0) -> None:
         self.name = str(path) if name is None else name
         self._file: sf.SoundFile | None = None
         self._whole: np.ndarray | None = None

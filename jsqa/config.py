@@ -112,16 +112,20 @@ class DemoConfig(_Section):
         lo, hi = self.utterance_seconds
         self._require(self.n_talkers >= 2, "n_talkers", "needs at least 2 talkers (train and test)")
         self._require(self.utterances_per_talker >= 1, "utterances_per_talker", "must be >= 1")
-        self._require(0.3 <= lo <= hi and math.isfinite(hi), "utterance_seconds",
-                      "must be [low, high] with 0.3 <= low <= high")
+        self._require(
+            0.3 <= lo <= hi and math.isfinite(hi), "utterance_seconds", "must be [low, high] with 0.3 <= low <= high"
+        )
         self._require(self.noise_seconds > 0, "noise_seconds", "must be > 0")
         self._require(len(self.noise_families) > 0, "noise_families", "needs at least one family")
         self._require(self.noise_per_family >= 1, "noise_per_family", "must be >= 1")
         self._require(self.mos_clips >= 1, "mos_clips", "must be >= 1")
         self._require(self.mos_sample_rate >= 8000, "mos_sample_rate", "must be >= 8000")
         shares = self.mos_splits
-        self._require(set(shares) == {"train", "val", "test"} and min(shares.values()) > 0, "mos_splits",
-                      "needs positive shares for train, val and test")
+        self._require(
+            set(shares) == {"train", "val", "test"} and min(shares.values()) > 0,
+            "mos_splits",
+            "needs positive shares for train, val and test",
+        )
         self._require(math.isclose(sum(shares.values()), 1.0, abs_tol=1e-9), "mos_splits", "shares must sum to 1")
         self._require(_finite_range(*self.mos_snr_db, strict=False), "mos_snr_db", "must be [low, high], finite")
         self._require(self.label_noise_std >= 0, "label_noise_std", "must be >= 0")
@@ -139,8 +143,13 @@ class CorporaConfig(_Section):
     demand_environments: tuple[str, ...] = ("TBUS", "SCAFE", "PCAFETER", "SPSQUARE", "STRAFFIC")
     noise_folders: tuple[str, ...] = ()  # your own folders of noise, for noise_sources: [folders]
     nisqa_subsets: tuple[str, ...] = (
-        "NISQA_TRAIN_SIM", "NISQA_TRAIN_LIVE", "NISQA_VAL_SIM", "NISQA_VAL_LIVE",
-        "NISQA_TEST_FOR", "NISQA_TEST_LIVETALK", "NISQA_TEST_P501",
+        "NISQA_TRAIN_SIM",
+        "NISQA_TRAIN_LIVE",
+        "NISQA_VAL_SIM",
+        "NISQA_VAL_LIVE",
+        "NISQA_TEST_FOR",
+        "NISQA_TEST_LIVETALK",
+        "NISQA_TEST_P501",
     )
     accept_nisqa_licence: bool = False  # read the NISQA licence note first (shown when false)
     user_mos_csv: str = ""  # your MOS dataset in the NISQA CSV layout, instead of NISQA
@@ -167,15 +176,25 @@ class ValidateConfig(_Section):
     mos_range: tuple[float, float] = (1.0, 5.0)  # MOS labels outside it are quarantined
     # Per-file audio checks (validate decodes every listed file; docs/data.md).
     min_rms_dbov: float = -90.0  # below: digital silence (under the dither of 16-bit audio)
-    speech_level_dbov: tuple[float, float] = (-60.0, 0.0)  # P.56 active level of clean and MOS files (noise is not speech)
+    speech_level_dbov: tuple[float, float] = (
+        -60.0,
+        0.0,
+    )  # P.56 active level of clean and MOS files (noise is not speech)
     workers: int = 2  # decoding threads: an execution setting, the verdict is the same
 
     def _check(self) -> None:
-        self._require(0 <= self.min_duration_s < self.max_duration_s and math.isfinite(self.max_duration_s),
-                      "min_duration_s", f"must be >= 0 and below validate.max_duration_s ({self.max_duration_s})")
+        self._require(
+            0 <= self.min_duration_s < self.max_duration_s and math.isfinite(self.max_duration_s),
+            "min_duration_s",
+            f"must be >= 0 and below validate.max_duration_s ({self.max_duration_s})",
+        )
         self._require(_finite_range(*self.mos_range), "mos_range", "must be [low, high], finite, low < high")
-        self._require(math.isfinite(self.min_rms_dbov) and self.min_rms_dbov < 0, "min_rms_dbov", "must be finite and below 0")
-        self._require(_finite_range(*self.speech_level_dbov), "speech_level_dbov", "must be [low, high], finite, low < high")
+        self._require(
+            math.isfinite(self.min_rms_dbov) and self.min_rms_dbov < 0, "min_rms_dbov", "must be finite and below 0"
+        )
+        self._require(
+            _finite_range(*self.speech_level_dbov), "speech_level_dbov", "must be [low, high], finite, low < high"
+        )
         self._require(self.workers >= 1, "workers", "must be >= 1")
 
 
@@ -409,12 +428,16 @@ class PairsConfig(_Section):
         self._require(_finite_range(*self.snr_db), "snr_db", "must be [low, high], finite, low < high")
         self._require(0.0 <= self.clean_anchor_prob <= 1.0, "clean_anchor_prob", "must be in [0, 1]")
         self._require(self.pairs_per_utterance >= 1, "pairs_per_utterance", "must be >= 1")
-        self._require(self.segment_seconds > 0 and math.isfinite(self.segment_seconds), "segment_seconds",
-                      "must be positive")
+        self._require(
+            self.segment_seconds > 0 and math.isfinite(self.segment_seconds), "segment_seconds", "must be positive"
+        )
         self._require(self.shard_size >= 1, "shard_size", "must be >= 1")
         self._require(self.workers >= 1, "workers", "must be >= 1")
-        self._require(math.isfinite(self.speech_level_dbov) and self.speech_level_dbov < 0, "speech_level_dbov",
-                      "must be below 0 dBov")
+        self._require(
+            math.isfinite(self.speech_level_dbov) and self.speech_level_dbov < 0,
+            "speech_level_dbov",
+            "must be below 0 dBov",
+        )
 
 
 @dataclass(frozen=True)
@@ -530,8 +553,11 @@ class CalibrateConfig(_Section):
 
     def _check(self) -> None:
         self._require(self.pairs_per_utterance >= 1, "pairs_per_utterance", "must be >= 1")
-        self._require(self.max_delta_jnd > 1 and math.isfinite(self.max_delta_jnd), "max_delta_jnd",
-                      "must be above 1 (else no pair is beyond one JND)")
+        self._require(
+            self.max_delta_jnd > 1 and math.isfinite(self.max_delta_jnd),
+            "max_delta_jnd",
+            "must be above 1 (else no pair is beyond one JND)",
+        )
 
 
 @dataclass(frozen=True)

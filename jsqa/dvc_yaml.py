@@ -307,12 +307,16 @@ def _check_params(stage: Stage, listed: list[str], repo: Path) -> list[str]:
 def _check_deps(stage: Stage, deps: list[str], repo: Path) -> list[str]:
     problems: list[str] = []
     code = {*code_deps(stage.entry, repo), *stage.extra_code}
-    problems += [f"{stage.name}: imports {m}, not among its deps" for m in sorted(code - set(deps))
-                 if m not in stage.extra_code]
+    problems += [
+        f"{stage.name}: imports {m}, not among its deps" for m in sorted(code - set(deps)) if m not in stage.extra_code
+    ]
     problems += [f"{stage.name}: loads {m}, not among its deps" for m in sorted(set(stage.extra_code) - set(deps))]
     problems += [f"{stage.name}: input {i} not among its deps" for i in stage.inputs if i not in deps]
-    problems += [f"{stage.name}: dep {d} is neither an input nor code it imports" for d in deps
-                 if d not in code and d not in stage.inputs]
+    problems += [
+        f"{stage.name}: dep {d} is neither an input nor code it imports"
+        for d in deps
+        if d not in code and d not in stage.inputs
+    ]
     return problems
 
 
@@ -329,7 +333,9 @@ def check_dvc_yaml(doc: Mapping[str, Any], stages: Iterable[Stage] = STAGES, rep
         want = render_stage(stage, repo)
         for field in ("cmd", "outs", "metrics", "plots"):
             if entry.get(field) != want.get(field):
-                problems.append(f"{stage.name}: {field} differs from the table: {entry.get(field)!r} != {want.get(field)!r}")
+                problems.append(
+                    f"{stage.name}: {field} differs from the table: {entry.get(field)!r} != {want.get(field)!r}"
+                )
         problems += _check_deps(stage, list(entry.get("deps") or []), repo)
         problems += _check_params(stage, _listed_params(entry.get("params")), repo)
     return problems
@@ -361,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
-        print(f"{args.file}: {len(problems)} problem(s); regenerate with `python -m jsqa.dvc_yaml --write`",
-              file=sys.stderr)
+        print(
+            f"{args.file}: {len(problems)} problem(s); regenerate with `python -m jsqa.dvc_yaml --write`",
+            file=sys.stderr,
+        )
         return 1
     print(f"{args.file}: matches jsqa/stages.py and the code")
     return 0

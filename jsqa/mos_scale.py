@@ -6,7 +6,7 @@ demo generator must not depend on the model code (nor import torch) to do so.
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -22,5 +22,5 @@ def clamp_mos(mos: MOS) -> MOS:
     if hasattr(mos, "clamp"):  # a torch tensor, without importing torch here
         return mos.clamp(lo, hi)
     if isinstance(mos, np.ndarray):
-        return np.clip(mos, lo, hi)  # type: ignore[return-value]
-    return float(np.clip(mos, lo, hi))  # type: ignore[return-value]
+        return cast(MOS, np.clip(mos, lo, hi))
+    return cast(MOS, float(np.clip(mos, lo, hi)))

@@ -21,19 +21,21 @@ DVC_YAML = "dvc.yaml"
 # its thread count; threads and checkpoint spacing do not change the arithmetic on CPU. `device` may change floating point (GPU kernels differ from CPU ones):
 # treating it as execution is a choice, since outputs already differ across machines anyway
 # (which is why dvc.lock is not committed, docs/remote.md).
-EXECUTION_KEYS: frozenset[str] = frozenset({
-    "pairs.workers",
-    "pretrain.threads",
-    "pretrain.device",
-    "pretrain.checkpoint_every",
-    "finetune.threads",
-    "finetune.device",
-    "validate.workers",
-    # Deterministic kernels change no number on a CPU (its kernels are deterministic already)
-    # and, on a GPU, only rounding, not what a run is expected to give: like `device`.
-    "train.deterministic",
-    "evaluate.device",
-})
+EXECUTION_KEYS: frozenset[str] = frozenset(
+    {
+        "pairs.workers",
+        "pretrain.threads",
+        "pretrain.device",
+        "pretrain.checkpoint_every",
+        "finetune.threads",
+        "finetune.device",
+        "validate.workers",
+        # Deterministic kernels change no number on a CPU (its kernels are deterministic already)
+        # and, on a GPU, only rounding, not what a run is expected to give: like `device`.
+        "train.deterministic",
+        "evaluate.device",
+    }
+)
 
 
 def no_cache(path: str, **options: Any) -> dict[str, dict[str, Any]]:
@@ -64,47 +66,88 @@ _MOS = "data/manifests/mos.parquet"
 _VERDICT = "data/validation/report.json"  # deterministic; the Data Docs (timestamped) are apart
 _MODEL = ("model.size", "model.projection_head")
 _FINETUNE = (
-    "seed", "data.sample_rate", *_MODEL,
-    "finetune.epochs", "finetune.batch_size", "finetune.learning_rate", "finetune.encoder_learning_rate",
-    "finetune.weight_decay", "finetune.dropout", "finetune.loss", "finetune.crop_seconds",
-    "finetune.patience", "finetune.seeds", "finetune.label_fraction", "finetune.equal_compute_epochs",
-    "finetune.input_level_dbov", "finetune.gain_augment_db", "finetune.calibrate_std",
+    "seed",
+    "data.sample_rate",
+    *_MODEL,
+    "finetune.epochs",
+    "finetune.batch_size",
+    "finetune.learning_rate",
+    "finetune.encoder_learning_rate",
+    "finetune.weight_decay",
+    "finetune.dropout",
+    "finetune.loss",
+    "finetune.crop_seconds",
+    "finetune.patience",
+    "finetune.seeds",
+    "finetune.label_fraction",
+    "finetune.equal_compute_epochs",
+    "finetune.input_level_dbov",
+    "finetune.gain_augment_db",
+    "finetune.calibrate_std",
 )
 
 STAGES: tuple[Stage, ...] = (
     Stage(
-        "acquire", "bin/jsqa acquire --out data/raw --manifests data/manifests", "jsqa.cli.acquire",
+        "acquire",
+        "bin/jsqa acquire --out data/raw --manifests data/manifests",
+        "jsqa.cli.acquire",
         params=("seed", "data.profile", "data.sample_rate", "data.demo", "data.corpora"),
         outs=("data/raw", "data/manifests"),
     ),
     Stage(
-        "validate", "bin/jsqa validate --manifests data/manifests --out data/validation --docs data/validation/gx",
+        "validate",
+        "bin/jsqa validate --manifests data/manifests --out data/validation --docs data/validation/gx",
         "jsqa.cli.validate",
         inputs=("data/manifests",),
-        params=("data.sample_rate", "validate.min_duration_s", "validate.max_duration_s", "validate.mos_range",
-                "validate.min_rms_dbov", "validate.speech_level_dbov"),
+        params=(
+            "data.sample_rate",
+            "validate.min_duration_s",
+            "validate.max_duration_s",
+            "validate.mos_range",
+            "validate.min_rms_dbov",
+            "validate.speech_level_dbov",
+        ),
         outs=(_VERDICT, "data/validation/gx"),
     ),
     Stage(
-        "pairs", "bin/jsqa pairs --manifests data/manifests --out data/pairs", "jsqa.cli.pairs",
+        "pairs",
+        "bin/jsqa pairs --manifests data/manifests --out data/pairs",
+        "jsqa.cli.pairs",
         inputs=("data/manifests/clean.parquet", "data/manifests/noise.parquet", _VERDICT),
         params=(
-            "seed", "data.profile", "data.sample_rate",
-            "pairs.jnd_db", "pairs.snr_db", "pairs.clean_anchor_prob", "pairs.pairs_per_utterance",
-            "pairs.shared_segment", "pairs.segment_seconds", "pairs.speech_level_dbov", "pairs.shard_size",
+            "seed",
+            "data.profile",
+            "data.sample_rate",
+            "pairs.jnd_db",
+            "pairs.snr_db",
+            "pairs.clean_anchor_prob",
+            "pairs.pairs_per_utterance",
+            "pairs.shared_segment",
+            "pairs.segment_seconds",
+            "pairs.speech_level_dbov",
+            "pairs.shard_size",
             "pairs.distortions",
         ),
         outs=("data/pairs",),
     ),
     Stage(
-        "pretrain", "bin/jsqa pretrain --pairs data/pairs --out models/encoder.pt --metrics metrics/pretrain.json",
+        "pretrain",
+        "bin/jsqa pretrain --pairs data/pairs --out models/encoder.pt --metrics metrics/pretrain.json",
         "jsqa.cli.pretrain",
         inputs=("data/pairs",),
         params=(
-            "seed", *_MODEL,
-            "pretrain.epochs", "pretrain.batch_size", "pretrain.group_size", "pretrain.learning_rate",
-            "pretrain.weight_decay", "pretrain.temperature", "pretrain.mask_jnd_negatives",
-            "pretrain.precision", "pretrain.warmup_steps", "pretrain.clip_norm",
+            "seed",
+            *_MODEL,
+            "pretrain.epochs",
+            "pretrain.batch_size",
+            "pretrain.group_size",
+            "pretrain.learning_rate",
+            "pretrain.weight_decay",
+            "pretrain.temperature",
+            "pretrain.mask_jnd_negatives",
+            "pretrain.precision",
+            "pretrain.warmup_steps",
+            "pretrain.clip_norm",
         ),
         outs=("models/encoder.pt",),
         metrics=(no_cache("metrics/pretrain.json"),),
@@ -116,8 +159,15 @@ STAGES: tuple[Stage, ...] = (
         "jsqa.cli.calibrate",
         # Held-out JND pairs: the test split's clean references (mos manifest) with the noise files.
         inputs=("models/encoder.pt", "data/manifests/clean.parquet", "data/manifests/noise.parquet", _MOS, _VERDICT),
-        params=("seed", "pairs.jnd_db", "pairs.snr_db", "pairs.segment_seconds", "pairs.speech_level_dbov",
-                "calibrate.pairs_per_utterance", "calibrate.max_delta_jnd"),
+        params=(
+            "seed",
+            "pairs.jnd_db",
+            "pairs.snr_db",
+            "pairs.segment_seconds",
+            "pairs.speech_level_dbov",
+            "calibrate.pairs_per_utterance",
+            "calibrate.max_delta_jnd",
+        ),
         outs=("models/jnd_calibration.json",),
         metrics=(no_cache("metrics/jnd.json"),),
     ),
@@ -132,8 +182,10 @@ STAGES: tuple[Stage, ...] = (
         # The other finetune.seeds models sit in <out>.seeds; seeds.json lists all.
         outs=("models/mos_pretrained.pt", "models/mos_pretrained.seeds"),
         metrics=(no_cache("metrics/finetune_pretrained.json"),),
-        plots=(no_cache("plots/finetune_pretrained_curves.csv", template="scatter", x="epoch", y="val_rmse"),
-               no_cache("plots/finetune_pretrained_curves.png")),
+        plots=(
+            no_cache("plots/finetune_pretrained_curves.csv", template="scatter", x="epoch", y="val_rmse"),
+            no_cache("plots/finetune_pretrained_curves.png"),
+        ),
     ),
     Stage(
         "finetune_scratch",
@@ -144,8 +196,10 @@ STAGES: tuple[Stage, ...] = (
         params=_FINETUNE,
         outs=("models/mos_scratch.pt", "models/mos_scratch.seeds"),
         metrics=(no_cache("metrics/finetune_scratch.json"),),
-        plots=(no_cache("plots/finetune_scratch_curves.csv", template="scatter", x="epoch", y="val_rmse"),
-               no_cache("plots/finetune_scratch_curves.png")),
+        plots=(
+            no_cache("plots/finetune_scratch_curves.csv", template="scatter", x="epoch", y="val_rmse"),
+            no_cache("plots/finetune_scratch_curves.png"),
+        ),
     ),
     Stage(
         "evaluate",
@@ -153,8 +207,14 @@ STAGES: tuple[Stage, ...] = (
         " --model pretrained=models/mos_pretrained.pt --model scratch=models/mos_scratch.pt"
         " --metrics metrics/evaluate.json --plots plots --report reports/evaluate.html --jnd metrics/jnd.json",
         "jsqa.cli.evaluate",
-        inputs=(_MOS, "models/mos_pretrained.pt", "models/mos_pretrained.seeds",
-                "models/mos_scratch.pt", "models/mos_scratch.seeds", "metrics/jnd.json"),
+        inputs=(
+            _MOS,
+            "models/mos_pretrained.pt",
+            "models/mos_pretrained.seeds",
+            "models/mos_scratch.pt",
+            "models/mos_scratch.seeds",
+            "metrics/jnd.json",
+        ),
         params=("seed", "data.sample_rate", "evaluate.test_sets", "evaluate.bootstrap_resamples", "evaluate.peers"),
         # The HTML page (tables + plots) a person reads; peers' per-clip scores are cached under
         # data/peer_cache, which only saves time and is not an output.
@@ -179,11 +239,23 @@ STAGES: tuple[Stage, ...] = (
         " --out metrics/register.json",
         "jsqa.cli.register",
         # The manifests' hashes tag the registered versions; the encoder carries its JND calibration.
-        inputs=("models/encoder.pt", "models/mos_pretrained.pt", "metrics/evaluate.json", "data/manifests",
-                "models/jnd_calibration.json"),
+        inputs=(
+            "models/encoder.pt",
+            "models/mos_pretrained.pt",
+            "metrics/evaluate.json",
+            "data/manifests",
+            "models/jnd_calibration.json",
+        ),
         # data.profile: the model card's licence and label notes.
-        params=("data.profile", "register.encoder_name", "register.mos_name", "register.alias", "register.metric",
-                "register.min_improvement", "register.direction"),
+        params=(
+            "data.profile",
+            "register.encoder_name",
+            "register.mos_name",
+            "register.alias",
+            "register.metric",
+            "register.min_improvement",
+            "register.direction",
+        ),
         outs=(no_cache("metrics/register.json"),),
         # Logged into each model as "models from code" files, by path.
         extra_code=("jsqa/scoring/pyfunc_code/encoder.py", "jsqa/scoring/pyfunc_code/mos.py"),

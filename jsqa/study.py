@@ -52,7 +52,12 @@ def experiments_from_exp_show(exp_show: Sequence[Mapping[str, Any]]) -> list[dic
         evaluation = ((data.get("metrics") or {}).get(EVALUATION) or {}).get("data")
         params = ((data.get("params") or {}).get(PARAMS) or {}).get("data")
         if evaluation and params:
-            item = {"name": name or (rev if rev == "workspace" else str(rev)[:7]), "rev": rev, "params": _flatten(params), "evaluation": evaluation}
+            item = {
+                "name": name or (rev if rev == "workspace" else str(rev)[:7]),
+                "rev": rev,
+                "params": _flatten(params),
+                "evaluation": evaluation,
+            }
             if rev == "workspace":
                 workspace = item
             else:
@@ -115,8 +120,10 @@ def study_table(experiments: Sequence[Mapping[str, Any]], test_set: str = POOLED
     (mean and 95% interval over the seeds that learned), and the paired change of RMSE against
     the baseline with its interval and p-value (on the candidate's rows)."""
     if not experiments:
-        raise JsqaError("no experiment with an evaluation (metrics/evaluate.json) to collect: "
-                        "run the study first (README, 'Does pretraining help?')")
+        raise JsqaError(
+            "no experiment with an evaluation (metrics/evaluate.json) to collect: "
+            "run the study first (README, 'Does pretraining help?')"
+        )
     factors = varying_params(experiments)
     rows = []
     for e in experiments:
@@ -124,23 +131,41 @@ def study_table(experiments: Sequence[Mapping[str, Any]], test_set: str = POOLED
         # `dvc exp show` drops lists from metrics, so failed runs are read from the per-seed
         # health flags (booleans survive) and, for saved files, from the list.
         health = ev.get("health") or {}
-        failed = {name: [s for s, h in per.items() if isinstance(h, Mapping) and h.get("collapsed")]
-                  for name, per in health.items()} if health else (ev.get("failed") or {})
+        failed = (
+            {
+                name: [s for s, h in per.items() if isinstance(h, Mapping) and h.get("collapsed")]
+                for name, per in health.items()
+            }
+            if health
+            else (ev.get("failed") or {})
+        )
         paired = (ev.get("paired") or {}).get(test_set)
         cand = str(ev.get("paired_of", "")).split(" vs ")[0]
         for init, per_seed in (ev.get("per_seed") or {}).items():
             bad = {str(s) for s in failed.get(init, [])}
             learned = {s: m[test_set] for s, m in per_seed.items() if s not in bad and test_set in m}
-            row: dict[str, Any] = {"experiment": e["name"], **{f: e["params"].get(f) for f in factors},
-                                   "init": init, "seeds": len(learned), "failed": len(bad)}
+            row: dict[str, Any] = {
+                "experiment": e["name"],
+                **{f: e["params"].get(f) for f in factors},
+                "init": init,
+                "seeds": len(learned),
+                "failed": len(bad),
+            }
             for metric in ("rmse", "pcc"):
                 if learned:
                     mean, lo, hi = _mean_interval([m[metric] for m in learned.values()])
                     row.update({metric: mean, f"{metric}_lo": lo, f"{metric}_hi": hi})
             if paired and init == cand:
                 r = paired["rmse"]
-                row.update({"rmse_change_pct": r.get("rel"), "rmse_change_lo": r.get("rel_lo"),
-                            "rmse_change_hi": r.get("rel_hi"), "rmse_diff": r.get("diff"), "p": r.get("p")})
+                row.update(
+                    {
+                        "rmse_change_pct": r.get("rel"),
+                        "rmse_change_lo": r.get("rel_lo"),
+                        "rmse_change_hi": r.get("rel_hi"),
+                        "rmse_diff": r.get("diff"),
+                        "p": r.get("p"),
+                    }
+                )
             rows.append(row)
     df = pd.DataFrame(rows)
     return df.sort_values([*factors, "init"], kind="stable").reset_index(drop=True)
@@ -148,6 +173,7 @@ def study_table(experiments: Sequence[Mapping[str, Any]], test_set: str = POOLED
 
 def study_markdown(df: pd.DataFrame, factors: Sequence[str]) -> str:
     """The study table as markdown: a number with its interval in one cell."""
+
     def iv(r: pd.Series, k: str, digits: int = 3) -> str:
         if k not in r or pd.isna(r.get(k)):
             return "–"
@@ -158,14 +184,22 @@ def study_markdown(df: pd.DataFrame, factors: Sequence[str]) -> str:
             return ""
         p = r["p"]
         ptxt = "p < 0.001" if p == 0 else f"p = {p:.3f}"
-        return (f"{r['rmse_change_pct']:+.1f}% [{r['rmse_change_lo']:+.1f}, {r['rmse_change_hi']:+.1f}] "
-                f"({r['rmse_diff']:+.3f} MOS), {ptxt}")
+        return (
+            f"{r['rmse_change_pct']:+.1f}% [{r['rmse_change_lo']:+.1f}, {r['rmse_change_hi']:+.1f}] "
+            f"({r['rmse_diff']:+.3f} MOS), {ptxt}"
+        )
 
     header = [*factors, "init", "seeds (failed)", "RMSE [95% CI]", "PCC [95% CI]", "RMSE change vs baseline"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, r in df.iterrows():
-        cells = [*(str(r[f]) for f in factors), str(r["init"]), f"{r['seeds']} ({r['failed']})",
-                 iv(r, "rmse"), iv(r, "pcc"), change(r)]
+        cells = [
+            *(str(r[f]) for f in factors),
+            str(r["init"]),
+            f"{r['seeds']} ({r['failed']})",
+            iv(r, "rmse"),
+            iv(r, "pcc"),
+            change(r),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -173,8 +207,11 @@ def study_markdown(df: pd.DataFrame, factors: Sequence[str]) -> str:
 def study_plot(df: pd.DataFrame, x: str, path: str | Path, title: str = "") -> None:
     """RMSE and PCC (mean and 95% interval over seeds) against factor ``x``, one line per init
     (and per value of any other factor); log x for label fractions (PNG, atomic)."""
-    others = [c for c in df.columns if c not in {x, "experiment", "init", "seeds", "failed"}
-              and not c.startswith(("rmse", "pcc", "p"))]
+    others = [
+        c
+        for c in df.columns
+        if c not in {x, "experiment", "init", "seeds", "failed"} and not c.startswith(("rmse", "pcc", "p"))
+    ]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for key, g in df.groupby(["init", *others], sort=True, dropna=False):
         label = ", ".join(str(k) for k in (key if isinstance(key, tuple) else (key,)))

@@ -55,12 +55,12 @@ def expand_grid(overrides: Sequence[str]) -> list[Setting]:
         sweeps = get_hydra_sweeps(to_path_overrides(list(overrides)))
     except (InvalidArgumentError, HydraException, ValueError) as e:
         raise JsqaError(f"cannot read the study's -S settings {list(overrides)}: {e}") from e
-    settings = [tuple(o if path == DEFAULT_PARAMS else f"{path}:{o}" for path, ovs in s.items() for o in ovs)
-                for s in sweeps]
+    settings = [
+        tuple(o if path == DEFAULT_PARAMS else f"{path}:{o}" for path, ovs in s.items() for o in ovs) for s in sweeps
+    ]
     # Name by what differs between the settings (all overrides for a grid of one).
     varying = {i for i in range(len(settings[0])) if len({s[i] for s in settings}) > 1}
-    return [Setting(s, experiment_name([o for i, o in enumerate(s) if i in varying or not varying]))
-            for s in settings]
+    return [Setting(s, experiment_name([o for i, o in enumerate(s) if i in varying or not varying])) for s in settings]
 
 
 def experiment_name(overrides: Sequence[str]) -> str:
@@ -78,8 +78,9 @@ def _dvc(root: Path, args: Sequence[str], *, capture: bool) -> subprocess.Comple
     # Stage commands (`jsqa finetune ...`) are looked up on PATH: put this interpreter's bin first,
     # so `.venv/bin/jsqa study` works without an activated environment.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, text=True,
-                          capture_output=capture, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=root, env=env, text=True, capture_output=capture, check=False
+    )
 
 
 def existing_experiments(root: Path) -> set[str]:
@@ -90,8 +91,12 @@ def existing_experiments(root: Path) -> set[str]:
     return {line.strip() for line in done.stdout.splitlines() if line.strip()}
 
 
-def run_settings(root: str | Path, settings: Sequence[Setting], targets: Sequence[str] = ("evaluate",),
-                 copy_paths: Sequence[str] = ("dvc.lock",)) -> list[str]:
+def run_settings(
+    root: str | Path,
+    settings: Sequence[Setting],
+    targets: Sequence[str] = ("evaluate",),
+    copy_paths: Sequence[str] = ("dvc.lock",),
+) -> list[str]:
     """Run each setting as ``dvc exp run --temp -n NAME -S ... TARGETS``, one after another.
 
     ``copy_paths`` that exist are copied into each experiment (``-C``: an uncommitted dvc.lock
@@ -112,8 +117,7 @@ def run_settings(root: str | Path, settings: Sequence[Setting], targets: Sequenc
             if removed.returncode != 0:
                 raise JsqaError(f"cannot replace experiment {s.name}: {removed.stderr.strip()}")
         log.info("study setting %d/%d: %s", i, len(settings), " ".join(s.overrides))
-        args = ["exp", "run", "--temp", "-n", s.name, *copies,
-                *(a for o in s.overrides for a in ("-S", o)), *targets]
+        args = ["exp", "run", "--temp", "-n", s.name, *copies, *(a for o in s.overrides for a in ("-S", o)), *targets]
         done = _dvc(root, args, capture=False)
         if done.returncode != 0:
             log.warning("study setting %s failed (dvc exit %d); the others still run", s.name, done.returncode)

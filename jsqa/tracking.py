@@ -61,8 +61,9 @@ def configure(root: str | Path = ".", experiment: str = EXPERIMENT) -> str:
         location = None
         if uri.startswith("sqlite:"):
             location = (Path(root).resolve() / ARTIFACT_DIR).as_uri()
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location,
-                                          tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        exp_id = mlflow.create_experiment(
+            experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     else:
         exp_id = exp.experiment_id
         if EXPERIMENT_KIND_TAG not in exp.tags:  # created before jsqa set it; a kind chosen in the UI stays
@@ -79,7 +80,10 @@ def git_commit(root: str | Path = ".") -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

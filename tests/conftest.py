@@ -45,8 +45,15 @@ def small_corpus(tmp_path_factory) -> dict[str, Path]:
     from jsqa.data.demo.corpus import generate_demo, prepare_demo
 
     root = tmp_path_factory.mktemp("corpus")
-    cfg = DemoConfig(n_talkers=4, utterances_per_talker=3, utterance_seconds=(1.0, 1.5), noise_seconds=3.0,
-                     noise_per_family=1, mos_clips=48, mos_sample_rate=16000)
+    cfg = DemoConfig(
+        n_talkers=4,
+        utterances_per_talker=3,
+        utterance_seconds=(1.0, 1.5),
+        noise_seconds=3.0,
+        noise_per_family=1,
+        mos_clips=48,
+        mos_sample_rate=16000,
+    )
     corpus = generate_demo(root / "raw", cfg, seed=3, mos_seconds=(1.0, 1.5))
     manifests = prepare_demo(corpus, root / "manifests", root=root)
     return {"root": root, **manifests}

@@ -44,8 +44,15 @@ class LoopbackFileServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, folder: Path, *, cut_after: int | None = None, ignore_range: bool = False,
-                 status: dict[str, int] | None = None, max_requests: int = 64) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        cut_after: int | None = None,
+        ignore_range: bool = False,
+        status: dict[str, int] | None = None,
+        max_requests: int = 64,
+    ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.folder = Path(folder).resolve()
         self.cut_after = cut_after
@@ -107,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
-            data = data[start:min(end, size - 1) + 1]
+            data = data[start : min(end, size - 1) + 1]
             status = 206
 
         srv.record(path, range_header, status)

@@ -37,8 +37,11 @@ def mirror(tmp_path, monkeypatch):
         tar.add(src, arcname="LibriSpeech")
     data = (www / "dev-clean.tar.gz").read_bytes()
     # The real archive's MD5 is pinned; the miniature one stands in for it.
-    monkeypatch.setitem(librispeech.SUBSETS, "dev-clean",
-                        Remote("dev-clean.tar.gz", (), md5=hashlib.md5(data).hexdigest(), size=len(data)))
+    monkeypatch.setitem(
+        librispeech.SUBSETS,
+        "dev-clean",
+        Remote("dev-clean.tar.gz", (), md5=hashlib.md5(data).hexdigest(), size=len(data)),
+    )
     corpus = make_nisqa(tmp_path / "nisqa_src")
     with zipfile.ZipFile(www / "NISQA_Corpus.zip", "w") as zf:
         for f in sorted(corpus.rglob("*")):
@@ -53,9 +56,14 @@ def mirror(tmp_path, monkeypatch):
 
 def _paper(url: str, noise_folder: Path, **over) -> DataConfig:
     corpora = CorporaConfig(
-        download_dir="downloads", librispeech_subsets=("dev-clean",), noise_sources=("folders",),
-        noise_folders=(str(noise_folder),), nisqa_subsets=("NISQA_TRAIN_SIM", "NISQA_VAL_LIVE", "NISQA_TEST_P501"),
-        accept_nisqa_licence=True, mirrors={"librispeech": str(url), "nisqa": str(url)}, **over,
+        download_dir="downloads",
+        librispeech_subsets=("dev-clean",),
+        noise_sources=("folders",),
+        noise_folders=(str(noise_folder),),
+        nisqa_subsets=("NISQA_TRAIN_SIM", "NISQA_VAL_LIVE", "NISQA_TEST_P501"),
+        accept_nisqa_licence=True,
+        mirrors={"librispeech": str(url), "nisqa": str(url)},
+        **over,
     )
     return DataConfig(profile="paper", corpora=corpora)
 

@@ -32,7 +32,12 @@ def test_empty_corrupt_missing_and_nan_files_are_rejected_by_name(tmp_path):
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
     nan = tmp_path / "nan.wav"
     sf.write(nan, np.array([0.1, np.nan, 0.2], dtype=np.float32), 16000, subtype="FLOAT")
-    for f, why in [(empty, "empty"), (corrupt, "not readable"), (tmp_path / "missing.wav", "no such file"), (nan, "NaN")]:
+    for f, why in [
+        (empty, "empty"),
+        (corrupt, "not readable"),
+        (tmp_path / "missing.wav", "no such file"),
+        (nan, "NaN"),
+    ]:
         with pytest.raises(AudioError) as err:
             load_audio(f)
         assert str(f) in str(err.value) and why in str(err.value)
@@ -48,6 +53,7 @@ def test_write_audio_is_atomic_and_clips(tmp_path):
 
 
 # --- the scoring path's checks (shared by `jsqa predict` and the served model) ---------------
+
 
 @pytest.mark.parametrize(
     ("samples", "rate", "why"),
@@ -123,8 +129,12 @@ def test_bytes_that_are_not_audio_or_are_cut_short_are_rejected(tmp_path):
     f = tmp_path / "ok.wav"
     sf.write(f, np.full(1600, 0.1, np.float32), 16000)
     raw = f.read_bytes()
-    for blob, why in [(b"", "empty file (0 bytes)"), (b"%PDF-1.7 not audio", "not readable as audio"),
-                      (raw[:30], "not readable as audio"), (raw[:44], "empty (0 samples)")]:
+    for blob, why in [
+        (b"", "empty file (0 bytes)"),
+        (b"%PDF-1.7 not audio", "not readable as audio"),
+        (raw[:30], "not readable as audio"),
+        (raw[:44], "empty (0 samples)"),
+    ]:
         with pytest.raises(AudioError) as err:
             load_scoring_audio(blob, "upload")
         assert str(err.value).startswith("upload: ") and why in str(err.value)

@@ -23,8 +23,12 @@ def _one_error_line(capsys) -> str:
 def test_params_typo_names_the_key(tmp_path, capsys):
     params = tmp_path / "params.yaml"
     params.write_text((REPO / "params.yaml").read_text().replace("temperature:", "temprature:"))
-    assert main(["pretrain", "--params", str(params), "--pairs", str(tmp_path / "none"),
-                 "--out", str(tmp_path / "enc.pt")]) == 2
+    assert (
+        main(
+            ["pretrain", "--params", str(params), "--pairs", str(tmp_path / "none"), "--out", str(tmp_path / "enc.pt")]
+        )
+        == 2
+    )
     line = _one_error_line(capsys)
     assert "pretrain.temprature" in line and "pretrain.temperature" in line
     assert not (tmp_path / "enc.pt").exists()
@@ -35,8 +39,21 @@ def test_manifest_missing_a_column_names_file_and_column(small_corpus, tmp_path,
     bad = tmp_path / "mos.parquet"
     df.to_parquet(bad)
     out = tmp_path / "model.pt"
-    code = main(["finetune", "--params", str(REPO / "params.yaml"), "--manifest", str(bad),
-                 "--out", str(out), "--metrics", str(tmp_path / "m.json"), "--root", str(small_corpus["root"])])
+    code = main(
+        [
+            "finetune",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--manifest",
+            str(bad),
+            "--out",
+            str(out),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--root",
+            str(small_corpus["root"]),
+        ]
+    )
     assert code == 2
     line = _one_error_line(capsys)
     assert str(bad) in line and "mos" in line.split(":")[-1]
@@ -51,8 +68,21 @@ def test_corrupt_audio_in_training_data_names_the_file_and_writes_nothing(small_
     victim = root / manifest[manifest["split"] == "train"]["path"].iloc[0]
     victim.write_bytes(b"RIFF....WAVEbroken")
     out = tmp_path / "model.pt"
-    code = main(["finetune", "--params", str(REPO / "params.yaml"), "--manifest", str(root / "manifests" / "mos.parquet"),
-                 "--out", str(out), "--metrics", str(tmp_path / "m.json"), "--root", str(root)])
+    code = main(
+        [
+            "finetune",
+            "--params",
+            str(REPO / "params.yaml"),
+            "--manifest",
+            str(root / "manifests" / "mos.parquet"),
+            "--out",
+            str(out),
+            "--metrics",
+            str(tmp_path / "m.json"),
+            "--root",
+            str(root),
+        ]
+    )
     assert code == 2
     assert victim.name in _one_error_line(capsys)
     assert not out.exists()

@@ -58,8 +58,14 @@ def clips(small_corpus, tmp_path_factory) -> dict[str, Path]:
     ref_path = resolve(mos[mos["split"] == "test"]["ref_path"].iloc[0], root)
     ref, sr = load_audio(ref_path, 16000)
     noise = np.random.default_rng(0).standard_normal(ref.size).astype(np.float32)
-    paths = {"ref": out / "ref.wav", "snr40": out / "snr40.wav", "snr-5": out / "snr-5.wav",
-             "stereo": out / "stereo.wav", "silent": out / "silent.wav", "text": out / "notes.wav"}
+    paths = {
+        "ref": out / "ref.wav",
+        "snr40": out / "snr40.wav",
+        "snr-5": out / "snr-5.wav",
+        "stereo": out / "stereo.wav",
+        "silent": out / "silent.wav",
+        "text": out / "notes.wav",
+    }
     sf.write(paths["ref"], ref, sr)
     sf.write(paths["snr40"], mix_at_snr(ref, noise, 40.0, sr)[0], sr)
     sf.write(paths["snr-5"], mix_at_snr(ref, noise, -5.0, sr)[0], sr)
@@ -73,8 +79,17 @@ def clips(small_corpus, tmp_path_factory) -> dict[str, Path]:
 def calibration(encoder, tmp_path_factory) -> Path:
     """A calibration for ``encoder`` with known coefficients: p = 0.5 at distance 1e-9."""
     path = tmp_path_factory.mktemp("cal") / "jnd_calibration.json"
-    save_calibration(path, Calibration(intercept=-4.0, slope=4e9, jnd_db=3.0, speech_level_dbov=-26.0,
-                                       sample_rate=16000, encoder_sha256=file_sha256(encoder)))
+    save_calibration(
+        path,
+        Calibration(
+            intercept=-4.0,
+            slope=4e9,
+            jnd_db=3.0,
+            speech_level_dbov=-26.0,
+            sample_rate=16000,
+            encoder_sha256=file_sha256(encoder),
+        ),
+    )
     return path
 
 
@@ -135,8 +150,23 @@ def test_calibrate_stage_writes_calibration_and_held_out_metrics(
     params = tmp_path / "params.yaml"
     params.write_text("pairs: {segment_seconds: 0.5}\ncalibrate: {pairs_per_utterance: 8}\n")
     out, metrics = tmp_path / "jnd_calibration.json", tmp_path / "jnd.json"
-    code = main(["calibrate", "--params", str(params), "--root", str(small_corpus["root"]), "--encoder", str(encoder),
-                 "--manifests", str(small_corpus["clean"].parent), "--out", str(out), "--metrics", str(metrics)])
+    code = main(
+        [
+            "calibrate",
+            "--params",
+            str(params),
+            "--root",
+            str(small_corpus["root"]),
+            "--encoder",
+            str(encoder),
+            "--manifests",
+            str(small_corpus["clean"].parent),
+            "--out",
+            str(out),
+            "--metrics",
+            str(metrics),
+        ]
+    )
     assert code == 0
     cal = load_calibration(out)
     assert cal.encoder_sha256 == file_sha256(encoder) and cal.slope >= 0 and cal.jnd_db == 3.0
@@ -160,8 +190,23 @@ def _calibrate(small_corpus, encoder, tmp_path, mos: pd.DataFrame) -> tuple[int,
     params = tmp_path / "params.yaml"
     params.write_text("pairs: {segment_seconds: 0.5}\ncalibrate: {pairs_per_utterance: 8}\n")
     out, metrics = tmp_path / "jnd_calibration.json", tmp_path / "jnd.json"
-    code = main(["calibrate", "--params", str(params), "--root", str(small_corpus["root"]), "--encoder", str(encoder),
-                 "--manifests", str(mdir), "--out", str(out), "--metrics", str(metrics)])
+    code = main(
+        [
+            "calibrate",
+            "--params",
+            str(params),
+            "--root",
+            str(small_corpus["root"]),
+            "--encoder",
+            str(encoder),
+            "--manifests",
+            str(mdir),
+            "--out",
+            str(out),
+            "--metrics",
+            str(metrics),
+        ]
+    )
     return code, out, metrics
 
 
@@ -190,11 +235,23 @@ def test_calibration_is_unavailable_not_an_error_without_test_references(
     assert m["accuracy"] is None and m["roc_auc"] is None and m["n_pairs"] == 0
     assert jnd_line(m).endswith(f"same/different accuracy: not available ({cal.reason})")
     # compare: the distance, p_different n/a with the reason, exit 0.
-    code, text, err = _compare(capsys, str(clips["ref"]), str(clips["snr-5"]), "--encoder", str(encoder),
-                               "--calibration", str(out))
+    code, text, err = _compare(
+        capsys, str(clips["ref"]), str(clips["snr-5"]), "--encoder", str(encoder), "--calibration", str(out)
+    )
     assert code == 0 and err == "" and "distance" in text and "p_different  n/a (JND calibration unavailable" in text
-    row = json.loads(_compare(capsys, str(clips["ref"]), str(clips["snr-5"]), "--encoder", str(encoder),
-                              "--calibration", str(out), "--format", "json")[1])
+    row = json.loads(
+        _compare(
+            capsys,
+            str(clips["ref"]),
+            str(clips["snr-5"]),
+            "--encoder",
+            str(encoder),
+            "--calibration",
+            str(out),
+            "--format",
+            "json",
+        )[1]
+    )
     assert row["distance"] > 0 and row["p_different"] is None and row["verdict"] is None and cal.reason in row["note"]
     # Serving: the distance, p_different null; register still carries the file.
     served = EncoderPyfunc()
@@ -204,8 +261,9 @@ def test_calibration_is_unavailable_not_an_error_without_test_references(
     assert _calibration_artifact(encoder, out) == {CALIBRATION_ARTIFACT: str(out.resolve())}
 
 
-def test_calibration_still_fails_on_other_errors(small_corpus, manifests, encoder, tmp_path, monkeypatch,
-                                                 empty_mlflow_store, capsys):
+def test_calibration_still_fails_on_other_errors(
+    small_corpus, manifests, encoder, tmp_path, monkeypatch, empty_mlflow_store, capsys
+):
     empty_mlflow_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mos = manifests["mos"].copy()
@@ -239,16 +297,20 @@ def test_compare_a_file_with_itself_and_with_much_noisier_speech(clips, encoder,
 
 def test_compare_errors_are_one_clear_line(clips, encoder, calibration, tmp_path, capsys):
     enc = ["--encoder", str(encoder), "--calibration", str(calibration)]
-    for deg, says in ((tmp_path / "missing.wav", "missing.wav"), (clips["text"], "notes.wav"),
-                      (clips["silent"], "degraded")):
+    for deg, says in (
+        (tmp_path / "missing.wav", "missing.wav"),
+        (clips["text"], "notes.wav"),
+        (clips["silent"], "degraded"),
+    ):
         code, out, err = _compare(capsys, str(clips["ref"]), str(deg), *enc)
         assert code == 2 and out == "" and says in err and err.startswith("jsqa compare: error:"), err
         if deg == clips["silent"]:  # the scoring's own no-speech rule, not a bare level error
             assert "no active speech found" in err, err
     other = tmp_path / "other.json"
     save_calibration(other, replace(load_calibration(calibration), encoder_sha256="0" * 64))
-    code, _, err = _compare(capsys, str(clips["ref"]), str(clips["ref"]), "--encoder", str(encoder),
-                            "--calibration", str(other))
+    code, _, err = _compare(
+        capsys, str(clips["ref"]), str(clips["ref"]), "--encoder", str(encoder), "--calibration", str(other)
+    )
     assert code == 2 and "another encoder" in err
     code, _, err = _compare(capsys, str(clips["ref"]), str(clips["ref"]), "--encoder", str(tmp_path / "none.pt"))
     assert code == 2 and "none.pt" in err
@@ -259,10 +321,15 @@ def test_compare_errors_are_one_clear_line(clips, encoder, calibration, tmp_path
 
 def test_served_encoder_adds_distance_columns_for_rows_with_a_reference(clips, encoder, calibration):
     model = EncoderPyfunc()
-    model.load_context(SimpleNamespace(artifacts={CHECKPOINT_ARTIFACT: str(encoder),
-                                                  CALIBRATION_ARTIFACT: str(calibration)}))
-    rows = pd.DataFrame({"path": [str(clips["snr-5"]), str(clips["ref"]), str(clips["ref"])],
-                         "ref_path": [str(clips["ref"]), None, str(clips["silent"])]})
+    model.load_context(
+        SimpleNamespace(artifacts={CHECKPOINT_ARTIFACT: str(encoder), CALIBRATION_ARTIFACT: str(calibration)})
+    )
+    rows = pd.DataFrame(
+        {
+            "path": [str(clips["snr-5"]), str(clips["ref"]), str(clips["ref"])],
+            "ref_path": [str(clips["ref"]), None, str(clips["silent"])],
+        }
+    )
     out = model.predict(None, rows)
     assert {"e0", "jnd_distance", "p_different", "error"} <= set(out.columns)
     assert out.loc[0, "jnd_distance"] > 0 and 0 <= out.loc[0, "p_different"] <= 1 and out.loc[0, "error"] is None
@@ -302,11 +369,21 @@ def test_registered_encoder_serves_distance_and_compare_reads_it_from_the_regist
     register(encoder, mos, RegisterConfig(), root=tmp_path, calibration=calibration)
     tracking.configure(tmp_path)
     served = mlflow.pyfunc.load_model("models:/jsqa-encoder@champion")
-    out = served.predict(pd.DataFrame({"path": [str(clips["snr-5"]), str(clips["ref"])],
-                                       "ref_path": [str(clips["ref"]), None]}))
+    out = served.predict(
+        pd.DataFrame({"path": [str(clips["snr-5"]), str(clips["ref"])], "ref_path": [str(clips["ref"]), None]})
+    )
     assert out.loc[0, "p_different"] is not None and out.loc[0, "jnd_distance"] > 0
     assert out.loc[1, "jnd_distance"] is None
     # `jsqa compare` takes the registry's encoder and the calibration it carries.
-    code, out_text, _ = _compare(capsys, str(clips["ref"]), str(clips["snr-5"]), "--encoder",
-                                 "models:/jsqa-encoder@champion", "--root", str(tmp_path), "--format", "json")
+    code, out_text, _ = _compare(
+        capsys,
+        str(clips["ref"]),
+        str(clips["snr-5"]),
+        "--encoder",
+        "models:/jsqa-encoder@champion",
+        "--root",
+        str(tmp_path),
+        "--format",
+        "json",
+    )
     assert code == 0 and "p_different" in json.loads(out_text)

@@ -51,8 +51,10 @@ def test_seed_spread_widens_the_interval_beyond_clip_sampling():
     base = _runs(y, 0.7, range(4), 0)
     steady = {s: y + 0.4 * np.random.default_rng(50 + s).normal(size=len(y)) for s in range(4)}
     shaky = {s: y + (0.1 + 0.25 * s) * np.random.default_rng(50 + s).normal(size=len(y)) for s in range(4)}
-    width = {name: (lambda r: r["hi"] - r["lo"])(paired_difference(y, c, base, 2000, 3)["rmse"])
-             for name, c in (("steady", steady), ("shaky", shaky))}
+    width = {
+        name: (lambda r: r["hi"] - r["lo"])(paired_difference(y, c, base, 2000, 3)["rmse"])
+        for name, c in (("steady", steady), ("shaky", shaky))
+    }
     assert width["shaky"] > 1.5 * width["steady"]
 
 
@@ -102,7 +104,8 @@ def test_collapse_rule_flags_constant_and_near_constant_predictions_only():
     assert not ok["collapsed"] and ok["spread_ratio"] == pytest.approx(0.5)
     assert not run_health(np.full(10, 3.0), np.linspace(2, 4, 10))["collapsed"]  # constant labels cannot tell
     assert failure_summary({"scratch": [3, 7], "pretrained": []}, {"scratch": list(range(10))}) == [
-        "2 of 10 scratch runs failed to learn (seeds 3, 7): predictions collapsed to a near-constant"]
+        "2 of 10 scratch runs failed to learn (seeds 3, 7): predictions collapsed to a near-constant"
+    ]
 
 
 def test_failed_runs_are_reported_and_left_out_of_statistics_and_pairing():
@@ -118,16 +121,25 @@ def test_failed_runs_are_reported_and_left_out_of_statistics_and_pairing():
     learned = [np.sqrt(np.mean((scores["scratch"][s] - y) ** 2)) for s in (0, 1, 3)]
     assert out["seed_stats"]["scratch"]["pooled"]["rmse"]["mean"] == pytest.approx(np.mean(learned))
     assert any("1 of 4 scratch runs failed to learn (seeds 2)" in v for v in out["verdict"])
-    report = {"models": {n: {"pooled": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.9, "n": 120}} for n in scores},
-              "seeds": {n: [0, 1, 2, 3] for n in scores}, **out}
+    report = {
+        "models": {n: {"pooled": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.9, "n": 120}} for n in scores},
+        "seeds": {n: [0, 1, 2, 3] for n in scores},
+        **out,
+    }
     text = evaluation_tables(report, "text")
     assert "scratch (3 seeds, 1 failed)" in text and "failed to learn" in text and "Paired difference" in text
 
 
 def test_label_subset_is_stratified_seeded_and_keeps_the_label_distribution():
     rng = np.random.default_rng(0)
-    train = pd.DataFrame({"id": range(400), "db": ["A"] * 300 + ["B"] * 100,
-                          "mos": np.r_[rng.uniform(1, 5, 300), rng.uniform(3, 5, 100)], "split": "train"})
+    train = pd.DataFrame(
+        {
+            "id": range(400),
+            "db": ["A"] * 300 + ["B"] * 100,
+            "mos": np.r_[rng.uniform(1, 5, 300), rng.uniform(3, 5, 100)],
+            "split": "train",
+        }
+    )
     sub = label_subset(train, 0.2, seed=7)
     assert len(sub) == 80 and sub["db"].value_counts().to_dict() == {"A": 60, "B": 20}
     for db, g in train.groupby("db"):
@@ -146,7 +158,8 @@ def test_label_subset_is_stratified_seeded_and_keeps_the_label_distribution():
 
 @pytest.mark.integration
 def test_fine_tuning_flags_a_model_that_outputs_a_constant_and_keeps_label_fraction_to_train(
-        small_corpus, tmp_path, monkeypatch):
+    small_corpus, tmp_path, monkeypatch
+):
     import jsqa.train.finetune as ft
     from jsqa.config import FinetuneConfig, ModelConfig
     from jsqa.data.manifests import read_manifest
@@ -162,10 +175,19 @@ def test_fine_tuning_flags_a_model_that_outputs_a_constant_and_keeps_label_fract
         return model
 
     monkeypatch.setattr(ft, "build_model", constant_model)
-    cfg = FinetuneConfig(epochs=2, batch_size=8, crop_seconds=1.0, threads=2, seeds=2, learning_rate=0.0,
-                         label_fraction=0.5, equal_compute_epochs=1)
-    summary = ft.finetune_seeds(manifest, ModelConfig(projection_head=False), cfg, seed=3, out_path=tmp_path / "m.pt",
-                                root=small_corpus["root"])
+    cfg = FinetuneConfig(
+        epochs=2,
+        batch_size=8,
+        crop_seconds=1.0,
+        threads=2,
+        seeds=2,
+        learning_rate=0.0,
+        label_fraction=0.5,
+        equal_compute_epochs=1,
+    )
+    summary = ft.finetune_seeds(
+        manifest, ModelConfig(projection_head=False), cfg, seed=3, out_path=tmp_path / "m.pt", root=small_corpus["root"]
+    )
     assert summary["failed_seeds"] == [3, 4] and summary["collapsed"] is True
     assert summary["seeds"]["3"]["val_pred_std"] == 0.0
     n_train = int((manifest["split"] == "train").sum())

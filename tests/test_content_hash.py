@@ -31,9 +31,17 @@ from jsqa.io import file_sha256, write_parquet
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 # The smallest demo corpus that validates: every split holds a clip, every clip is long enough.
-TINY_DEMO = {"n_talkers": 2, "utterances_per_talker": 2, "utterance_seconds": [0.8, 1.0], "noise_seconds": 1.0,
-             "noise_families": ["white"], "noise_per_family": 1, "mos_clips": 8, "mos_sample_rate": SR,
-             "mos_splits": {"train": 0.5, "val": 0.25, "test": 0.25}}
+TINY_DEMO = {
+    "n_talkers": 2,
+    "utterances_per_talker": 2,
+    "utterance_seconds": [0.8, 1.0],
+    "noise_seconds": 1.0,
+    "noise_families": ["white"],
+    "noise_per_family": 1,
+    "mos_clips": 8,
+    "mos_sample_rate": SR,
+    "mos_splits": {"train": 0.5, "val": 0.25, "test": 0.25},
+}
 KINDS = ("clean", "noise", "mos")
 
 
@@ -63,8 +71,12 @@ def test_file_sha256_is_the_sha256_of_the_bytes_and_names_an_unreadable_file(tmp
 def test_hash_checks_flag_changed_files_and_leave_missing_ones_to_their_own_rules(tmp_path):
     for name in ("a", "b", "r"):
         (tmp_path / f"{name}.wav").write_bytes(name.encode() * 100)
-    df = pd.DataFrame({"path": ["a.wav", "b.wav", "gone.wav", "a.wav", "a.wav"],
-                       "ref_path": ["r.wav", "r.wav", None, "gone.wav", "r.wav"]})
+    df = pd.DataFrame(
+        {
+            "path": ["a.wav", "b.wav", "gone.wav", "a.wav", "a.wav"],
+            "ref_path": ["r.wav", "r.wav", None, "gone.wav", "r.wav"],
+        }
+    )
     df = add_content_hashes(df, root=tmp_path)
     assert df["sha256"].tolist()[:2] == [_sha256(tmp_path / "a.wav"), _sha256(tmp_path / "b.wav")]
     assert pd.isna(df["sha256"][2]) and pd.isna(df["ref_sha256"][2])  # nothing there to hash
@@ -84,8 +96,9 @@ def test_hash_checks_flag_changed_files_and_leave_missing_ones_to_their_own_rule
 @pytest.fixture(scope="module")
 def acquired(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     root = tmp_path_factory.mktemp("acquired")
-    cfg = DataConfig(profile="demo", demo=DemoConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                        for k, v in TINY_DEMO.items()}))
+    cfg = DataConfig(
+        profile="demo", demo=DemoConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in TINY_DEMO.items()})
+    )
     paths = acquire(cfg, 5, root / "raw", root / "manifests", root=root)
     return root, {k: paths[k] for k in KINDS}
 
@@ -123,15 +136,17 @@ def test_validate_names_each_file_changed_since_acquire_and_a_missing_hash(acqui
         validate_manifests(rel, ValidateConfig(), SR, Path("validation"))
     lines = str(info.value).splitlines()
     assert lines[0].startswith("4 check(s) failed")
-    assert sorted(lines[1:]) == sorted([
-        "manifests/clean.parquet: expect_column_values_to_be_in_set(sha256_matches, {True}): 1 unexpected "
-        f"(e.g. path={changed} (changed since acquire: its bytes no longer hash to the manifest's sha256))",
-        f"manifests/clean.parquet: expect_column_values_to_not_be_null(sha256): 1 unexpected (e.g. path={unhashed})",
-        "manifests/noise.parquet: expect_column_to_exist(sha256): column missing",
-        "manifests/mos.parquet: expect_column_values_to_be_in_set(ref_sha256_matches, {True}): 1 unexpected "
-        f"(e.g. ref_path={ref} (gone or changed since acquire: its bytes no longer hash to the manifest's "
-        "ref_sha256))",
-    ])
+    assert sorted(lines[1:]) == sorted(
+        [
+            "manifests/clean.parquet: expect_column_values_to_be_in_set(sha256_matches, {True}): 1 unexpected "
+            f"(e.g. path={changed} (changed since acquire: its bytes no longer hash to the manifest's sha256))",
+            f"manifests/clean.parquet: expect_column_values_to_not_be_null(sha256): 1 unexpected (e.g. path={unhashed})",
+            "manifests/noise.parquet: expect_column_to_exist(sha256): column missing",
+            "manifests/mos.parquet: expect_column_values_to_be_in_set(ref_sha256_matches, {True}): 1 unexpected "
+            f"(e.g. ref_path={ref} (gone or changed since acquire: its bytes no longer hash to the manifest's "
+            "ref_sha256))",
+        ]
+    )
 
 
 # --- what a user sees: `dvc repro` --------------------------------------------------------------
@@ -192,8 +207,9 @@ def project(tmp_path_factory) -> Path:
     params["pairs"].update(_TINY_PAIRS)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {s: stages[s] for s in ("acquire", "validate", "pairs")}},
-                                                  sort_keys=False))
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {s: stages[s] for s in ("acquire", "validate", "pairs")}}, sort_keys=False)
+    )
     _run(root, "git", "init", "-q")
     _dvc(root, "init", "-q")
     assert _ran(_dvc(root, "repro", "pairs")) == {"acquire", "validate", "pairs"}

@@ -63,10 +63,13 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
         torch.manual_seed(step_seed(SEED, 0, rank))
         loss, _, _ = contrastive_loss(ddp, _batch(rank), 0.1, None)
         optimizer_step(ddp, loss, opt, sched, clip_norm=0.0)  # no clipping: compare raw gradients
-        torch.save({
-            "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
-            "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-        }, Path(out) / f"rank{rank}.pt")
+        torch.save(
+            {
+                "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+                "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+            },
+            Path(out) / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -111,14 +114,39 @@ def test_ddp_gradients_and_step_match_single_process_semantics(tmp_path):
 
 def test_torchrun_pretrain_with_two_processes_writes_one_encoder(small_pairs, tmp_path, empty_mlflow_store):
     empty_mlflow_store(tmp_path / "mlflow.db")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(
-        {"seed": 1, "model": {"size": "small"},
-         "pretrain": {"epochs": 1, "batch_size": 8, "group_size": 4, "threads": 1, "checkpoint_every": 2}}))
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "seed": 1,
+                "model": {"size": "small"},
+                "pretrain": {"epochs": 1, "batch_size": 8, "group_size": 4, "threads": 1, "checkpoint_every": 2},
+            }
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     out = tmp_path / "encoder.pt"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(_free_port()),
-           "-m", "jsqa.cli", "pretrain", "--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path),
-           "--pairs", str(small_pairs), "--out", str(out), "--metrics", str(tmp_path / "pretrain.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "jsqa.cli",
+        "pretrain",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--root",
+        str(tmp_path),
+        "--pairs",
+        str(small_pairs),
+        "--out",
+        str(out),
+        "--metrics",
+        str(tmp_path / "pretrain.json"),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("pretrain: encoder (93,120 parameters) saved") == 1  # rank 0 alone reports

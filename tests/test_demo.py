@@ -102,9 +102,7 @@ def test_every_noise_family_is_written_with_its_character(corpus: DemoCorpus) ->
     # Hum is almost all at multiples of the mains frequency.
     p = np.abs(np.fft.rfft(sig["hum"])) ** 2
     f = np.fft.rfftfreq(len(sig["hum"]), 1 / 16000)
-    at_harmonics = max(
-        p[np.abs(f - mains * np.round(f / mains)) < 1.5].sum() / p.sum() for mains in (50.0, 60.0)
-    )
+    at_harmonics = max(p[np.abs(f - mains * np.round(f / mains)) < 1.5].sum() / p.sum() for mains in (50.0, 60.0))
     assert at_harmonics > 0.9
     # Transients are impulsive, the other families are not.
     for name, x in sig.items():
@@ -119,9 +117,7 @@ def test_every_noise_family_is_written_with_its_character(corpus: DemoCorpus) ->
     assert level_spread_db(sig["babble"]) > 3 * level_spread_db(sig["white"])
 
 
-def test_mos_clips_are_48k_mono_3_to_6_s_with_aligned_references(
-    corpus: DemoCorpus, table: pd.DataFrame
-) -> None:
+def test_mos_clips_are_48k_mono_3_to_6_s_with_aligned_references(corpus: DemoCorpus, table: pd.DataFrame) -> None:
     mos_root = corpus.mos_csv.parent
     assert len(table) == SMALL.mos_clips
     for rec in table.itertuples():
@@ -210,9 +206,7 @@ def test_same_seed_gives_identical_bytes_whatever_the_worker_count(tmp_path: Pat
     assert _snapshot(a.root) == snap_a
 
 
-def test_interrupted_run_leaves_previous_corpus_untouched(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_interrupted_run_leaves_previous_corpus_untouched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "corpus"
     generate_demo(out, TINY, seed=3, **TINY_KW)
     before = _snapshot(out)
@@ -242,9 +236,7 @@ def test_interrupted_run_leaves_previous_corpus_untouched(
         ({"utterance_seconds": (3.0, 2.0)}, "data.demo.utterance_seconds"),
     ],
 )
-def test_bad_settings_raise_config_error_naming_them_and_write_nothing(
-    tmp_path: Path, change: dict, key: str
-) -> None:
+def test_bad_settings_raise_config_error_naming_them_and_write_nothing(tmp_path: Path, change: dict, key: str) -> None:
     # Settings are checked when the config is built (loading params.yaml, or in code), or, for
     # what needs the corpus plan, before anything is written.
     def build_and_generate() -> None:
@@ -260,9 +252,7 @@ def test_make_noise_rejects_unknown_family() -> None:
         make_noise("rain", 1.0, 16000, np.random.default_rng(0))
 
 
-def test_prepare_demo_writes_manifests_matching_the_files(
-    tmp_path: Path, corpus: DemoCorpus
-) -> None:
+def test_prepare_demo_writes_manifests_matching_the_files(tmp_path: Path, corpus: DemoCorpus) -> None:
     root = corpus.root.parent
     paths = prepare_demo(corpus, tmp_path / "manifests", root=root)
     assert set(paths) == {"clean", "noise", "mos", "quarantine"}
@@ -376,8 +366,9 @@ def test_csv_has_per_dimension_proxies_in_range(table: pd.DataFrame) -> None:
     assert table["snr_db"].rank().equals(table["noi"].rank())
     plain = table["degradation"] == "none"
     assert (table.loc[plain, ["col", "dis"]] == 5.0).all().all()
-    coloured = table["degradation"].isin(["bandlimit_nb", "bandlimit_wb", "bandpass", "reverb", "mnru", "mulaw8",
-                                          "quantise"])
+    coloured = table["degradation"].isin(
+        ["bandlimit_nb", "bandlimit_wb", "bandpass", "reverb", "mnru", "mulaw8", "quantise"]
+    )
     broken = table["degradation"].isin(["clipping", "packet_loss"])
     assert (table.loc[coloured, "col"] < 5).all() and (table.loc[coloured, "dis"] == 5).all()
     assert (table.loc[broken, "dis"] < 5).all() and (table.loc[broken, "col"] == 5).all()
@@ -396,4 +387,3 @@ def test_dimension_proxies_follow_severity() -> None:
     assert col[0] > col[1] > col[2] and dis[0] > dis[1] > dis[2] and noi[0] < noi[1] < noi[2]
     assert dimension_proxies("none", 0.0, 30.0, x, sr)["loud"] == 5.0
     assert dimension_proxies("none", 0.0, 30.0, 0.1 * x, sr)["loud"] < 3.0  # 20 dB too quiet
-

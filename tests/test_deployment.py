@@ -39,7 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 DEPLOYMENT = "jsqa-pipeline/test-nightly"
 CRON = "0 3 * * *"
 PNG = base64.b64decode(  # a 1x1 PNG
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
 REGISTER = '{"promoted": true, "mos_model": "jsqa-mos", "mos_version": "2", "run_id": "ab12", "experiment_id": "3"}'
 
 
@@ -47,11 +48,13 @@ def _stages() -> dict:
     # One stage (each `dvc repro` costs seconds here). It fails if another copy of itself is
     # running (a marker file), holds until the test creates `release` (at most 120 s: so a second trigger
     # certainly arrives while it runs), then writes what the artifacts are made from.
-    work = ("import json, time, sys; m = pathlib.Path('busy'); m.exists() and sys.exit('overlap'); m.touch(); "
-            "any(pathlib.Path('release').exists() or time.sleep(0.2) for _ in range(600)); "
-            "pathlib.Path('metrics').mkdir(exist_ok=True); "
-            "pathlib.Path('metrics/evaluate.json').write_text(json.dumps({'models': {}})); "
-            f"pathlib.Path('metrics/register.json').write_text({REGISTER!r}); m.unlink()")
+    work = (
+        "import json, time, sys; m = pathlib.Path('busy'); m.exists() and sys.exit('overlap'); m.touch(); "
+        "any(pathlib.Path('release').exists() or time.sleep(0.2) for _ in range(600)); "
+        "pathlib.Path('metrics').mkdir(exist_ok=True); "
+        "pathlib.Path('metrics/evaluate.json').write_text(json.dumps({'models': {}})); "
+        f"pathlib.Path('metrics/register.json').write_text({REGISTER!r}); m.unlink()"
+    )
     return {"work": {"cmd": stage_cmd("work", work), "metrics": [{"metrics/register.json": {"cache": False}}]}}
 
 
@@ -61,12 +64,29 @@ def served(prefect_server, blank_project, tmp_path_factory):
     root = make_project(blank_project, tmp_path_factory.mktemp("deploy") / "proj", _stages())
     (root / "plots").mkdir()
     (root / "plots" / "scatter.png").write_bytes(PNG)
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PYTHONPATH": str(REPO),
-           "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "PYTHONPATH": str(REPO),
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     log = open(root.parent / "serve.log", "w")  # noqa: SIM115 - the served process writes it until the fixture ends
-    cmd = [sys.executable, "-m", "flows.pipeline", "serve", "--project-dir", str(root), "--name", "test-nightly",
-           "--cron", CRON, "--mlflow-ui", "http://mlflow.test:5000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flows.pipeline",
+        "serve",
+        "--project-dir",
+        str(root),
+        "--name",
+        "test-nightly",
+        "--cron",
+        CRON,
+        "--mlflow-ui",
+        "http://mlflow.test:5000",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         with get_client(sync_client=True) as client:
@@ -77,8 +97,9 @@ def served(prefect_server, blank_project, tmp_path_factory):
                     break
                 except ObjectNotFound:
                     if proc.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError("serve did not register the deployment:\n"
-                                             + (root.parent / "serve.log").read_text()[-3000:]) from None
+                        raise AssertionError(
+                            "serve did not register the deployment:\n" + (root.parent / "serve.log").read_text()[-3000:]
+                        ) from None
                     time.sleep(1)
             yield root, client
     finally:
@@ -108,12 +129,20 @@ def two_runs(served):
         return run_deployment(DEPLOYMENT, parameters={"force": ["work"]}, timeout=0).id
 
     first = trigger()
-    _until("the first run's stage to start",
-           lambda: (root / "busy").exists() or client.read_flow_run(first).state.is_final(), root, 120)
+    _until(
+        "the first run's stage to start",
+        lambda: (root / "busy").exists() or client.read_flow_run(first).state.is_final(),
+        root,
+        120,
+    )
     assert (root / "busy").exists(), client.read_flow_run(first).state.message
     second = trigger()
-    _until("the second run to wait for the slot", lambda: any(
-        s.name == "AwaitingConcurrencySlot" for s in client.read_flow_run_states(second)), root, 60)
+    _until(
+        "the second run to wait for the slot",
+        lambda: any(s.name == "AwaitingConcurrencySlot" for s in client.read_flow_run_states(second)),
+        root,
+        60,
+    )
     (root / "release").touch()
 
     def finished():
@@ -150,8 +179,12 @@ def test_second_trigger_waits_for_the_first_and_both_complete(served, two_runs):
 def test_each_run_publishes_metrics_link_and_plot(served, two_runs):
     _, client = served
     for run in two_runs:
-        artifacts = {a.key: a for a in client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))}
+        artifacts = {
+            a.key: a
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+        }
         assert set(artifacts) >= {ARTIFACT_KEY, LINK_KEY, PLOT_KEY}
         assert "| mos_version | 2 |" in artifacts[ARTIFACT_KEY].data
         assert "(http://mlflow.test:5000/#/experiments/3/runs/ab12)" in artifacts[LINK_KEY].data
@@ -198,12 +231,20 @@ def prefect_server_process(tmp_path_factory):
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
-                "PREFECT_UI_ENABLED": "false", "PYTHONPATH": str(REPO),
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    env.update(
+        {
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "DO_NOT_TRACK": "1",
+            "PREFECT_UI_ENABLED": "false",
+            "PYTHONPATH": str(REPO),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     log = home / "server.log"
-    proc = _start([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                  env, log)
+    proc = _start(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log
+    )
     try:
         _wait_for(lambda: _healthy(api), "prefect server to start", 120, proc, log)
         yield api, {**env, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
@@ -229,16 +270,35 @@ def _wait_for(check, what: str, timeout: float, proc: subprocess.Popen, log: Pat
 
 
 def test_served_cron_schedule_creates_runs_and_a_scheduled_run_completes(
-        prefect_server_process, blank_project, tmp_path):
+    prefect_server_process, blank_project, tmp_path
+):
     api, env = prefect_server_process
     work = "pathlib.Path('done.txt').write_text('ok')"
-    root = make_project(blank_project, tmp_path / "proj", {"tick": {"cmd": stage_cmd("tick", work),
-                                                                  "outs": ["done.txt"]}})
+    root = make_project(
+        blank_project, tmp_path / "proj", {"tick": {"cmd": stage_cmd("tick", work), "outs": ["done.txt"]}}
+    )
     log = tmp_path / "serve.log"
-    proc = _start([sys.executable, "-m", "flows.pipeline", "serve", "--project-dir", str(root),
-                   "--name", "every-minute", "--cron", EVERY_MINUTE, "--wait", "0"], env, log)
+    proc = _start(
+        [
+            sys.executable,
+            "-m",
+            "flows.pipeline",
+            "serve",
+            "--project-dir",
+            str(root),
+            "--name",
+            "every-minute",
+            "--cron",
+            EVERY_MINUTE,
+            "--wait",
+            "0",
+        ],
+        env,
+        log,
+    )
     try:
         with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
+
             def deployment():
                 try:
                     return client.read_deployment_by_name("jsqa-pipeline/every-minute")
@@ -256,8 +316,9 @@ def test_served_cron_schedule_creates_runs_and_a_scheduled_run_completes(
             scheduled = _wait_for(runs, "the scheduler to create runs", 45, proc, log)
             assert all(r.auto_scheduled for r in scheduled)
             # The first one fires at the next minute, and the served process runs it.
-            done = _wait_for(lambda: [r for r in runs() if r.state.is_final()], "a scheduled run to finish",
-                             150, proc, log)
+            done = _wait_for(
+                lambda: [r for r in runs() if r.state.is_final()], "a scheduled run to finish", 150, proc, log
+            )
             assert done[0].state.name == "Completed", done[0].state.message
             assert (root / "done.txt").read_text() == "ok"
     finally:

@@ -44,8 +44,15 @@ def test_finetuning_twice_gives_identical_checkpoint_bytes_and_metrics(small_cor
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name / "mos.pt"
-        summary = finetune_seeds(manifest, ModelConfig(projection_head=True), TINY, seed=11, out_path=out,
-                                 root=small_corpus["root"], deterministic=True)
+        summary = finetune_seeds(
+            manifest,
+            ModelConfig(projection_head=True),
+            TINY,
+            seed=11,
+            out_path=out,
+            root=small_corpus["root"],
+            deterministic=True,
+        )
         files = {p.relative_to(out.parent): p.read_bytes() for p in (out, *sorted(seeds_dir(out).iterdir()))}
         runs.append((summary, files))
     (first, first_files), (second, second_files) = runs

@@ -234,19 +234,34 @@ def test_distortions_off_leave_the_plan_exactly_as_before() -> None:
     # Hashes of these noise-only plans (plan format of jsqa.pairs.plan.plan_uniforms): the
     # distortion feature, on or off, must not move a single draw of a noise-only run, and a
     # change to the plan must be deliberate (it invalidates every rendered shard).
-    clean = pd.DataFrame({"id": [f"u{i}" for i in range(12)], "path": [f"c/u{i}.wav" for i in range(12)],
-                          "duration": [1.0 + 0.1 * i for i in range(12)], "sample_rate": SR,
-                          "channels": 1, "speaker": [f"s{i % 3}" for i in range(12)]})
-    noise = pd.DataFrame({"id": ["n0", "n1", "n2"], "path": ["n/0.wav", "n/1.wav", "n/2.wav"],
-                          "duration": [2.0, 3.0, 0.5], "sample_rate": SR, "channels": 1,
-                          "environment": "lab"})
+    clean = pd.DataFrame(
+        {
+            "id": [f"u{i}" for i in range(12)],
+            "path": [f"c/u{i}.wav" for i in range(12)],
+            "duration": [1.0 + 0.1 * i for i in range(12)],
+            "sample_rate": SR,
+            "channels": 1,
+            "speaker": [f"s{i % 3}" for i in range(12)],
+        }
+    )
+    noise = pd.DataFrame(
+        {
+            "id": ["n0", "n1", "n2"],
+            "path": ["n/0.wav", "n/1.wav", "n/2.wav"],
+            "duration": [2.0, 3.0, 0.5],
+            "sample_rate": SR,
+            "channels": 1,
+            "environment": "lab",
+        }
+    )
     golden = {
         True: "0d581c4215b7e2bad3a4cc43e1a7bdb49bbc5a43d2e800fc1439398d28940ce1",
         False: "c32ed24b1e6f35f0b123edd07309415f5f3db2afbb35f24fef0dc7cf5dff7d31",
     }
     for shared, digest in golden.items():
-        cfg = PairsConfig(clean_anchor_prob=0.25, segment_seconds=0.5, shard_size=5,
-                         shared_segment=shared).for_profile("paper")
+        cfg = PairsConfig(clean_anchor_prob=0.25, segment_seconds=0.5, shard_size=5, shared_segment=shared).for_profile(
+            "paper"
+        )
         plan = plan_pairs(clean, noise, cfg, 42, SR)
         assert list(plan.columns) == PLAN_COLUMNS
         assert hashlib.sha256(plan.to_csv(index=False).encode()).hexdigest() == digest
@@ -285,12 +300,28 @@ def distorted_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clean_rows, noise_rows = [], []
     for i in range(8):
         write_audio(root / f"clean/u{i}.wav", speech_like(1.0, rng), SR)
-        clean_rows.append({"id": f"u{i}", "path": f"clean/u{i}.wav", "duration": 1.0,
-                           "sample_rate": SR, "channels": 1, "speaker": f"s{i % 2}"})
+        clean_rows.append(
+            {
+                "id": f"u{i}",
+                "path": f"clean/u{i}.wav",
+                "duration": 1.0,
+                "sample_rate": SR,
+                "channels": 1,
+                "speaker": f"s{i % 2}",
+            }
+        )
     for i in range(2):
         write_audio(root / f"noise/n{i}.wav", 0.1 * rng.standard_normal(SR), SR)
-        noise_rows.append({"id": f"n{i}", "path": f"noise/n{i}.wav", "duration": 1.0,
-                           "sample_rate": SR, "channels": 1, "environment": "lab"})
+        noise_rows.append(
+            {
+                "id": f"n{i}",
+                "path": f"noise/n{i}.wav",
+                "duration": 1.0,
+                "sample_rate": SR,
+                "channels": 1,
+                "environment": "lab",
+            }
+        )
     write_manifest(root / "clean.parquet", pd.DataFrame(clean_rows), "clean")
     write_manifest(root / "noise.parquet", pd.DataFrame(noise_rows), "noise")
     return root
@@ -302,8 +333,9 @@ def test_distorted_pair_sets_are_bit_identical_across_workers(distorted_corpus: 
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
         c = dataclasses.replace(cfg, workers=workers)
-        generate_pairs(distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", c, 21, out, SR,
-                       distorted_corpus)
+        generate_pairs(
+            distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", c, 21, out, SR, distorted_corpus
+        )
         outs.append(out)
     names = sorted(p.name for p in outs[0].iterdir())
     assert names == sorted(p.name for p in outs[1].iterdir())
@@ -325,11 +357,19 @@ def test_distorted_pair_sets_are_bit_identical_across_workers(distorted_corpus: 
     kinds = ps.recipes["distortion"].to_numpy()
     m = ps.positives_mask(np.arange(ps.n))
     assert not (m & (kinds[:, None] != kinds[None, :])).any()
-    assert ps.distortion_steps == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01,
-                                   "mnru": 2.0, "bandpass": 0.05}
+    assert ps.distortion_steps == {
+        "reverb": 0.1,
+        "lowpass": 0.05,
+        "mulaw": 0.0,
+        "clip": 1.0,
+        "packet_loss": 0.01,
+        "mnru": 2.0,
+        "bandpass": 0.05,
+    }
     # Turning distortions off again re-renders: distorted shards are not kept as noise-only.
-    plain = generate_pairs(distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", CFG, 21,
-                           outs[0], SR, distorted_corpus)
+    plain = generate_pairs(
+        distorted_corpus / "clean.parquet", distorted_corpus / "noise.parquet", CFG, 21, outs[0], SR, distorted_corpus
+    )
     assert list(plain.recipes.columns[: len(PLAN_COLUMNS)]) == PLAN_COLUMNS
     assert "distortion" not in plain.recipes.columns
 
@@ -416,8 +456,15 @@ def test_registry_lists_every_kind_once_in_planning_order() -> None:
     # One section of pairs.distortions per kind, in the same order (after the profiles list).
     assert [f.name for f in dataclasses.fields(DistortionsConfig)] == ["profiles", *D.REGISTRY]
     assert {k: c.kind for k, c in D.REGISTRY.items()} == {k: k for k in D.REGISTRY}
-    assert D.DEFAULT_STEPS == {"reverb": 0.1, "lowpass": 0.05, "mulaw": 0.0, "clip": 1.0, "packet_loss": 0.01,
-                               "mnru": 2.0, "bandpass": 0.05}
+    assert D.DEFAULT_STEPS == {
+        "reverb": 0.1,
+        "lowpass": 0.05,
+        "mulaw": 0.0,
+        "clip": 1.0,
+        "packet_loss": 0.01,
+        "mnru": 2.0,
+        "bandpass": 0.05,
+    }
     assert {k for k, c in D.REGISTRY.items() if c.relative} == {"reverb", "lowpass", "bandpass"}
     assert {k for k, c in D.REGISTRY.items() if c.integer} == {"mulaw"}
 

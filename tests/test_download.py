@@ -28,8 +28,11 @@ def archive(tmp_path: Path) -> Path:
         # Incompressible bytes so the archive is large enough to cut in the middle.
         for utt in range(2):
             _add(tar, f"LibriSpeech/dev-clean/84/121123/84-121123-{utt:04d}.flac", rng.bytes(60_000))
-        _add(tar, "LibriSpeech/dev-clean/84/121123/84-121123.trans.txt",
-             b"84-121123-0000 GO DO YOU HEAR\n84-121123-0001 BUT IN LESS THAN FIVE MINUTES\n")
+        _add(
+            tar,
+            "LibriSpeech/dev-clean/84/121123/84-121123.trans.txt",
+            b"84-121123-0000 GO DO YOU HEAR\n84-121123-0001 BUT IN LESS THAN FIVE MINUTES\n",
+        )
     return path
 
 
@@ -39,8 +42,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _remote(path: Path, *urls: str, md5: str | None = "auto", sha256: str | None = "auto",
-            size: int | str | None = "auto") -> Remote:
+def _remote(
+    path: Path, *urls: str, md5: str | None = "auto", sha256: str | None = "auto", size: int | str | None = "auto"
+) -> Remote:
     data = path.read_bytes()
     return Remote(
         filename=path.name,
@@ -94,8 +98,12 @@ def test_second_call_makes_no_request(archive: Path, tmp_path: Path) -> None:
         assert download(remote, dest, progress=False) == dest / NAME
         assert len(url.requests) == 1
     # With the size alone known, an existing file of that size is trusted as well.
-    assert download(_remote(archive, "http://127.0.0.1:9/unreachable", md5=None, sha256=None),
-                    dest, progress=False).stat().st_mtime_ns == mtime
+    assert (
+        download(_remote(archive, "http://127.0.0.1:9/unreachable", md5=None, sha256=None), dest, progress=False)
+        .stat()
+        .st_mtime_ns
+        == mtime
+    )
 
 
 def test_checksum_mismatch_removes_part_and_nothing_else(archive: Path, tmp_path: Path) -> None:

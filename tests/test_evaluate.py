@@ -73,8 +73,12 @@ def test_a_model_of_another_sample_rate_is_refused_naming_both_rates(small_corpu
 def test_untrained_models_are_flagged_as_failed_and_not_compared(small_corpus):
     # An untrained head predicts about its initial MOS for every clip: both runs "failed to learn".
     manifest = read_manifest(small_corpus["mos"], "mos")
-    report, _ = evaluate_models({"pretrained": _model(0, 3.0), "scratch": {7: _model(1, 2.0)}}, manifest,
-                                root=small_corpus["root"], resamples=50)
+    report, _ = evaluate_models(
+        {"pretrained": _model(0, 3.0), "scratch": {7: _model(1, 2.0)}},
+        manifest,
+        root=small_corpus["root"],
+        resamples=50,
+    )
     assert report["failed"] == {"pretrained": [0], "scratch": [7]}
     assert report["health"]["scratch"]["7"]["spread_ratio"] < 0.1
     assert "paired" not in report and "relative_change" not in report

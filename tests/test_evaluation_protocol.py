@@ -75,12 +75,14 @@ def test_epsilon_rmse_needs_votes_and_std():
 
 
 def _rows() -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows = pd.DataFrame({
-        "id": [f"f{i}" for i in range(10)],
-        "db": ["A"] * 6 + ["B"] * 4,
-        "mos": [2.0, 4.0, 1.0, 1.5, 4.5, 5.0, 2.0, 3.0, 4.0, 2.5],
-        "condition": ["1", "1", "2", "2", "3", "3", None, None, None, None],
-    })
+    rows = pd.DataFrame(
+        {
+            "id": [f"f{i}" for i in range(10)],
+            "db": ["A"] * 6 + ["B"] * 4,
+            "mos": [2.0, 4.0, 1.0, 1.5, 4.5, 5.0, 2.0, 3.0, 4.0, 2.5],
+            "condition": ["1", "1", "2", "2", "3", "3", None, None, None, None],
+        }
+    )
     preds = rows[["id", "db", "mos"]].copy()
     preds["pred_m"] = [2.5, 3.5, 1.5, 1.5, 4.0, 4.4, 2.2, 3.1, 3.7, 2.4]
     return rows, preds
@@ -167,9 +169,15 @@ def test_the_prefect_artifact_shows_peers_mapped_rmse_and_conditions(tmp_path):
     from flows.jsqa_flow import metrics_markdown
 
     rows, preds = _rows()
-    report = {"models": {"m": {"A": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 6},
-                               "B": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 4},
-                               "pooled": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 10}}}}
+    report = {
+        "models": {
+            "m": {
+                "A": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 6},
+                "B": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 4},
+                "pooled": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.8, "n": 10},
+            }
+        }
+    }
     peer = pd.DataFrame({"stoi": np.linspace(0.5, 0.95, 10)})
     from jsqa.evaluation.peers import STOI
 

@@ -37,8 +37,20 @@ def _small_checkpoint(path: Path, projection: bool) -> Path:
 @pytest.mark.parametrize("projection", [False, True])
 def test_exported_model_scores_like_the_eager_model_at_two_lengths(tmp_path, capsys, projection):
     _small_checkpoint(tmp_path / "m.pt", projection)
-    assert main(["export", "--model", str(tmp_path / "m.pt"), "--format", "torchscript",
-                 "--out", str(tmp_path / "model.ts")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(tmp_path / "m.pt"),
+                "--format",
+                "torchscript",
+                "--out",
+                str(tmp_path / "model.ts"),
+            ]
+        )
+        == 0
+    )
     assert "model.ts" in capsys.readouterr().out
     eager = mos_model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
     with warnings.catch_warnings():
@@ -64,8 +76,10 @@ def test_onnx_export_scores_like_the_eager_model_at_two_lengths_and_batch_sizes(
     import onnxruntime as ort
 
     _small_checkpoint(tmp_path / "m.pt", projection)
-    assert main(["export", "--model", str(tmp_path / "m.pt"), "--format", "onnx",
-                 "--out", str(tmp_path / "model.onnx")]) == 0
+    assert (
+        main(["export", "--model", str(tmp_path / "m.pt"), "--format", "onnx", "--out", str(tmp_path / "model.onnx")])
+        == 0
+    )
     assert "model.onnx" in capsys.readouterr().out
     eager = mos_model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -85,8 +99,9 @@ def test_onnx_export_scores_like_the_eager_model_at_two_lengths_and_batch_sizes(
 def test_onnx_export_without_the_onnx_packages_says_which_extra_to_install(tmp_path, monkeypatch):
     _small_checkpoint(tmp_path / "m.pt", projection=False)
     real_find_spec = export.importlib.util.find_spec
-    monkeypatch.setattr(export.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        export.importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real_find_spec(name, *a)
+    )
     with pytest.raises(JsqaError, match=r"onnxscript.*pip install 'jsqa\[onnx\]'"):
         export.export_model(tmp_path / "m.pt", tmp_path / "model.onnx", "onnx")
     assert not (tmp_path / "model.onnx").exists()

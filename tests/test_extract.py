@@ -143,8 +143,9 @@ def test_links_inside_the_target_are_allowed(tmp_path: Path) -> None:
     assert (target / "root" / "c.txt").read_text() == "content"
 
 
-@pytest.mark.parametrize(("member", "why"), [("../escape.txt", "'..'"), ("/abs/evil.txt", "absolute"),
-                                             ("TBUS\\..\\..\\escape.txt", "'..'")])
+@pytest.mark.parametrize(
+    ("member", "why"), [("../escape.txt", "'..'"), ("/abs/evil.txt", "absolute"), ("TBUS\\..\\..\\escape.txt", "'..'")]
+)
 def test_zip_traversal_is_refused(tmp_path: Path, member: str, why: str) -> None:
     archive = _zip(tmp_path / "TBUS_16k.zip", {"TBUS/ch01.wav": _wav_bytes(), member: b"bad"})
     target = tmp_path / "box" / "noise"
@@ -159,7 +160,7 @@ def test_zip_symlink_outside_is_refused(tmp_path: Path) -> None:
     archive = tmp_path / "links.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         info = zipfile.ZipInfo("TBUS/link")
-        info.external_attr = (0o120777 << 16)
+        info.external_attr = 0o120777 << 16
         zf.writestr(info, "../../outside")
     with pytest.raises(ArchiveError, match="symlink") as err:
         extract(archive, tmp_path / "noise")

@@ -29,8 +29,9 @@ FAST = FinetuneConfig(epochs=2, batch_size=8, crop_seconds=1.0, patience=5, thre
 def test_k_seeds_save_primary_and_others_and_evaluate_reports_mean_std_and_intervals(small_corpus, tmp_path):
     manifest = read_manifest(small_corpus["mos"], "mos")
     out = tmp_path / "mos.pt"
-    summary = finetune_seeds(manifest, ModelConfig(projection_head=False), FAST, seed=5, out_path=out,
-                             root=small_corpus["root"])
+    summary = finetune_seeds(
+        manifest, ModelConfig(projection_head=False), FAST, seed=5, out_path=out, root=small_corpus["root"]
+    )
     assert set(summary["seeds"]) == {"5", "6"}
     assert summary["val_rmse"] == summary["seeds"]["5"]["val_rmse"]  # the first seed is the primary
     vals = [m["val_rmse"] for m in summary["seeds"].values()]
@@ -39,8 +40,10 @@ def test_k_seeds_save_primary_and_others_and_evaluate_reports_mean_std_and_inter
     ckpts = seed_checkpoints(out)
     assert list(ckpts) == [5, 6] and ckpts[6] == seeds_dir(out) / "seed-6.pt"
     assert load_checkpoint(ckpts[6])["seed"] == 6
-    models = {name: {s: mos_model_from_checkpoint(load_checkpoint(p)) for s, p in ckpts.items()}
-              for name in ("pretrained", "scratch")}
+    models = {
+        name: {s: mos_model_from_checkpoint(load_checkpoint(p)) for s, p in ckpts.items()}
+        for name in ("pretrained", "scratch")
+    }
     report, preds = evaluate_models(models, manifest, root=small_corpus["root"], resamples=200, seed=1)
     per = report["per_seed"]["pretrained"]
     assert report["seeds"]["pretrained"] == [5, 6] and set(per) == {"5", "6"}
@@ -64,8 +67,9 @@ def test_k_seeds_save_primary_and_others_and_evaluate_reports_mean_std_and_inter
 def test_one_seed_keeps_the_single_checkpoint_layout(small_corpus, tmp_path):
     manifest = read_manifest(small_corpus["mos"], "mos")
     cfg = FinetuneConfig(epochs=1, batch_size=8, crop_seconds=1.0, threads=2, seeds=1)
-    summary = finetune_seeds(manifest, ModelConfig(projection_head=True), cfg, seed=3, out_path=tmp_path / "m.pt",
-                             root=small_corpus["root"])
+    summary = finetune_seeds(
+        manifest, ModelConfig(projection_head=True), cfg, seed=3, out_path=tmp_path / "m.pt", root=small_corpus["root"]
+    )
     assert list(summary["seeds"]) == ["3"] and summary["seed_std"]["val_rmse"] == 0.0
     assert seed_checkpoints(tmp_path / "m.pt") == {3: tmp_path / "m.pt"}
     assert load_checkpoint(tmp_path / "m.pt")["head"]["projection"] is True
@@ -103,8 +107,23 @@ def test_finetune_and_evaluate_take_a_nisqa_layout_csv(tmp_path, empty_mlflow_st
     common = ["--params", str(tmp_path / "params.yaml"), "--root", str(tmp_path), "--csv", str(csv)]
     assert main(["finetune", *common, "--out", str(tmp_path / "m.pt"), "--metrics", str(tmp_path / "ft.json")]) == 0
     assert set(json.loads((tmp_path / "ft.json").read_text())["seeds"]) == {"1234", "1235"}
-    assert main(["evaluate", *common, "--audio-root", str(corpus), "--model", f"mine={tmp_path / 'm.pt'}",
-                 "--metrics", str(tmp_path / "ev.json"), "--plots", str(tmp_path / "plots")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                *common,
+                "--audio-root",
+                str(corpus),
+                "--model",
+                f"mine={tmp_path / 'm.pt'}",
+                "--metrics",
+                str(tmp_path / "ev.json"),
+                "--plots",
+                str(tmp_path / "plots"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "ev.json").read_text())
     assert set(report["models"]["mine"]) == {"MINE_TEST_A", "pooled"}
     assert report["models"]["mine"]["pooled"]["n"] == 8 and report["seeds"]["mine"] == [1234, 1235]

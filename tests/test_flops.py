@@ -34,7 +34,9 @@ def test_mos_model_flops_match_torch_flop_counter(size, projection):
     spec = ENCODER_SIZES[size]
     with torch.device("meta"):
         model, x = MOSModel(spec, projection=projection).eval(), torch.zeros(2, 16_000)
-    assert mos_model_flops(spec, 16_000, projection=projection) * 2 == pytest.approx(_counted(lambda: model(x)), rel=0.01)
+    assert mos_model_flops(spec, 16_000, projection=projection) * 2 == pytest.approx(
+        _counted(lambda: model(x)), rel=0.01
+    )
 
 
 @pytest.mark.parametrize("size", ["small", "paper"])

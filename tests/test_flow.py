@@ -197,8 +197,10 @@ def test_force_downstream_forces_every_later_selected_stage():
     names = ["acquire", "pairs", "pretrain", "evaluate"]
     assert select_stages(names, None, ["pairs"]) == (names, {"pairs"})
     assert select_stages(names, None, ["pairs"], force_downstream=True) == (names, {"pairs", "pretrain", "evaluate"})
-    assert select_stages(names, ["acquire", "pretrain"], ["acquire"], True) == (["acquire", "pretrain"],
-                                                                                 {"acquire", "pretrain"})
+    assert select_stages(names, ["acquire", "pretrain"], ["acquire"], True) == (
+        ["acquire", "pretrain"],
+        {"acquire", "pretrain"},
+    )
     assert select_stages(names, None, None, force_downstream=True) == (names, set())
 
 
@@ -248,7 +250,8 @@ def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp
     # With --wait the second run starts once the first lets go, instead of failing.
     with _held_by_another_run(root, "first", release_after=1.0):
         assert jsqa_pipeline(project_dir=str(root), stages=["prepare"], force=["prepare"], wait_s=30) == {
-            "prepare": "ran"}
+            "prepare": "ran"
+        }
     assert _runs(root)[n_runs:] == ["prepare"]
 
 
@@ -277,16 +280,26 @@ def test_flow_links_the_mlflow_run_and_embeds_the_scatter_plot(first_run, tmp_pa
 
     root = tmp_path / "proj"
     shutil.copytree(first_run[0], root, symlinks=True)
-    (root / "metrics" / "register.json").write_text(json.dumps(
-        {"promoted": True, "mos_model": "jsqa-mos", "mos_version": "4", "run_id": "0f1e2d", "experiment_id": "7"}))
+    (root / "metrics" / "register.json").write_text(
+        json.dumps(
+            {"promoted": True, "mos_model": "jsqa-mos", "mos_version": "4", "run_id": "0f1e2d", "experiment_id": "7"}
+        )
+    )
     (root / "plots").mkdir()
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(64))
     (root / "plots" / "scatter.png").write_bytes(png)
-    state = jsqa_pipeline(project_dir=str(root), stages=["prepare"], mlflow_ui="http://mlflow.test:5000/",
-                          return_state=True)
+    state = jsqa_pipeline(
+        project_dir=str(root), stages=["prepare"], mlflow_ui="http://mlflow.test:5000/", return_state=True
+    )
     with get_client(sync_client=True) as client:
-        found = {a.key: a for a in client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))}
+        found = {
+            a.key: a
+            for a in client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+                )
+            )
+        }
     assert found[LINK_KEY].type == "markdown"  # Prefect stores link artifacts as markdown links
     assert "(http://mlflow.test:5000/#/experiments/7/runs/0f1e2d)" in found[LINK_KEY].data
     assert "jsqa-mos v4" in found[LINK_KEY].data
@@ -302,21 +315,30 @@ def test_flow_links_the_mlflow_run_and_embeds_the_scatter_plot(first_run, tmp_pa
 
 def test_cli_names_the_failed_stage_with_its_own_error_line(tmp_path, blank_project, capsys):
     # Like a jsqa stage: a traceback-free CLI error line among other output, exit code 2.
-    body = ("import sys; print('reading manifests'); print('jsqa pairs: error: data/manifests/clean.csv: "
-            "no utterances', file=sys.stderr); print('more noise'); sys.exit(2)")
+    body = (
+        "import sys; print('reading manifests'); print('jsqa pairs: error: data/manifests/clean.csv: "
+        "no utterances', file=sys.stderr); print('more noise'); sys.exit(2)"
+    )
     root = _make_project(blank_project, tmp_path / "proj", {"pairs": {"cmd": _cmd("pairs", body), "outs": ["p"]}})
     assert main(["run", "--project-dir", str(root)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["jsqa-pipeline: error: stage 'pairs' failed: jsqa pairs: error: data/manifests/clean.csv: "
-                   "no utterances"]
+    assert err == [
+        "jsqa-pipeline: error: stage 'pairs' failed: jsqa pairs: error: data/manifests/clean.csv: no utterances"
+    ]
 
 
 def test_error_line_prefers_the_stage_message_then_dvc():
     from flows.jsqa_flow import error_line
 
     dvc_error = "ERROR: failed to reproduce 'x': failed to run: python -c ..., exited with 1"
-    traceback = ["Running stage 'x':", "> python -c ...", "Traceback (most recent call last):",
-                 '  File "<string>", line 1, in <module>', "ValueError: bad sample rate", dvc_error]
+    traceback = [
+        "Running stage 'x':",
+        "> python -c ...",
+        "Traceback (most recent call last):",
+        '  File "<string>", line 1, in <module>',
+        "ValueError: bad sample rate",
+        dvc_error,
+    ]
     assert error_line(traceback, 1) == "ValueError: bad sample rate"
     assert error_line(["Running stage 'x':", "> python -c ...", dvc_error], 1) == dvc_error
     assert error_line([], 255) == "dvc exited with code 255"
@@ -330,9 +352,15 @@ REFUSAL_S = 3.0  # it used to take ~10 s (Prefect import and server start) and p
 def _cli_env(tmp_path: Path) -> dict[str, str]:
     """No PREFECT_API_URL (the CLI starts its temporary server), a private PREFECT_HOME."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update({"PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", "PYTHONPATH": str(REPO),
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
+    env.update(
+        {
+            "PREFECT_HOME": str(tmp_path / "prefect-home"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+            "PYTHONPATH": str(REPO),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     return env
 
 
@@ -394,19 +422,26 @@ def test_waiting_run_says_so_and_a_killed_run_leaves_no_server_in_the_way(blank_
     from flows.runlock import SERVER_APP, lock_path, run_lock
 
     # Holds inside its stage until the test creates `release` (at most 120 s).
-    hold = ("import time; m = pathlib.Path('busy'); m.touch(); "
-            "any(pathlib.Path('release').exists() or time.sleep(0.2) for _ in range(600)); "
-            "pathlib.Path('held.txt').write_text('ok'); m.unlink()")
+    hold = (
+        "import time; m = pathlib.Path('busy'); m.touch(); "
+        "any(pathlib.Path('release').exists() or time.sleep(0.2) for _ in range(600)); "
+        "pathlib.Path('held.txt').write_text('ok'); m.unlink()"
+    )
     root = _make_project(blank_project, tmp_path / "proj", {"hold": {"cmd": _cmd("hold", hold), "outs": ["held.txt"]}})
     env, log = _cli_env(tmp_path), tmp_path / "first.log"
     leftovers: list[int] = []
     with open(log, "w") as out:
-        first = subprocess.Popen(_cli(root, "--wait", "60"), env=env, stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        first = subprocess.Popen(
+            _cli(root, "--wait", "60"), env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         with run_lock(root, label="nightly run"):
-            waiting = _until("the waiting line", lambda: [ln for ln in log.read_text().splitlines()
-                                                          if "waiting up to 60 s" in ln], 30, log)
+            waiting = _until(
+                "the waiting line",
+                lambda: [ln for ln in log.read_text().splitlines() if "waiting up to 60 s" in ln],
+                30,
+                log,
+            )
         assert len(waiting) == 1
         assert " INFO " in waiting[0]
         assert "(nightly run)" in waiting[0]
@@ -419,11 +454,9 @@ def test_waiting_run_says_so_and_a_killed_run_leaves_no_server_in_the_way(blank_
         first.wait(10)
         assert _alive(server)  # this is what a killed run leaves behind...
         (root / "release").touch()  # ...besides its stage command, which finishes on its own
-        _until("the killed run's dvc to finish", lambda: not any(_alive(p) for p in leftovers if p != server),
-               60, log)
+        _until("the killed run's dvc to finish", lambda: not any(_alive(p) for p in leftovers if p != server), 60, log)
 
-        second = subprocess.run(_cli(root, "--force", "hold"), env=env, capture_output=True, text=True,
-                                timeout=300)
+        second = subprocess.run(_cli(root, "--force", "hold"), env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stdout + second.stderr
         assert "hold: ran" in second.stdout.splitlines()
         assert f"stopping the temporary Prefect server (pid {server}) left by a killed run" in second.stderr

@@ -29,8 +29,12 @@ from jsqa.scoring.windows import score_waveform
 
 pytestmark = pytest.mark.integration
 
-FUZZ = settings(deadline=2000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                derandomize=True, database=None)
+FUZZ = settings(
+    deadline=2000,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=True,
+    database=None,
+)
 # Inputs here are at most ~100k samples; scoring one allocates a few MB at most.
 PEAK_BYTES = 64 * 2**20
 
@@ -65,18 +69,34 @@ def _assert_clear(score: float | None, error: str | None, name: str) -> None:
         assert error.startswith(name) and "\n" not in error and len(error) < 400
 
 
-_dtypes = st.sampled_from([np.float32, np.float64, np.float16, np.int16, np.int32, np.uint8, np.bool_,
-                           np.complex64, "U4", "O"])
+_dtypes = st.sampled_from(
+    [np.float32, np.float64, np.float16, np.int16, np.int32, np.uint8, np.bool_, np.complex64, "U4", "O"]
+)
 _floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
 _good_rates = st.sampled_from([8000, 11025, 12345, 16000, 22050, 44100, 47999, 48000, 96000, 192000])
 # Half the cases get a usable rate, so that the samples' own checks and the model run too.
 _rates = st.one_of(
-    _good_rates, _good_rates, _good_rates,
-    st.integers(-10, 400_000), st.floats(allow_nan=True, allow_infinity=True),
+    _good_rates,
+    _good_rates,
+    _good_rates,
+    st.integers(-10, 400_000),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([True, None, "16000", b"16k", [16000], 16000.5]),
 )
-_REASONS = ("sample rate", "must be floats", "shaped", "too short", "empty", "channels", "NaN", "peak",
-            "rectangular", "limit", "not readable", "no bytes")
+_REASONS = (
+    "sample rate",
+    "must be floats",
+    "shaped",
+    "too short",
+    "empty",
+    "channels",
+    "NaN",
+    "peak",
+    "rectangular",
+    "limit",
+    "not readable",
+    "no bytes",
+)
 
 
 def _label(error: str | None) -> str:
@@ -107,8 +127,7 @@ def _hostile(draw):
     if int(np.prod(shape)) > 2000:
         shape = (draw(st.integers(0, 2000)),)
     if dtype.kind == "O":
-        x = np.array(draw(st.lists(st.one_of(_floats, st.text(max_size=3), st.none()), max_size=50)),
-                     dtype=object)
+        x = np.array(draw(st.lists(st.one_of(_floats, st.text(max_size=3), st.none()), max_size=50)), dtype=object)
     else:
         elements = st.floats(width=8 * dtype.itemsize) if dtype.kind == "f" else None
         x = draw(hnp.arrays(dtype, shape, elements=elements))
@@ -140,8 +159,7 @@ def _file_bytes(draw):
     channels = draw(st.integers(1, 6))
     frames = draw(st.one_of(st.integers(0, 100), st.integers(2400, 8000)))
     x = np.random.default_rng(frames).uniform(-1, 1, (frames, channels)).astype(np.float32)
-    fmt, subtype = draw(st.sampled_from([("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", "PCM_16"),
-                                         ("WAV", "PCM_U8")]))
+    fmt, subtype = draw(st.sampled_from([("WAV", "PCM_16"), ("WAV", "FLOAT"), ("FLAC", "PCM_16"), ("WAV", "PCM_U8")]))
     raw = bytearray(_encoded(x, sr, fmt, subtype))
     if kind == "truncated":
         return bytes(raw[: draw(st.integers(0, len(raw)))])
@@ -161,11 +179,17 @@ def test_any_file_bytes_score_or_are_rejected_clearly(model, raw):
     assert peak < PEAK_BYTES
 
 
-_cell = st.one_of(st.none(), st.text(max_size=20), _floats, st.integers(), st.booleans(),
-                  st.lists(_floats, max_size=2000), st.lists(st.integers(-3, 3), max_size=50),
-                  st.binary(max_size=100).map(lambda b: base64.b64encode(b).decode("ascii")))
-_row = st.dictionaries(st.sampled_from(["path", "audio_base64", "audio", "sample_rate", "extra"]), _cell,
-                       max_size=4)
+_cell = st.one_of(
+    st.none(),
+    st.text(max_size=20),
+    _floats,
+    st.integers(),
+    st.booleans(),
+    st.lists(_floats, max_size=2000),
+    st.lists(st.integers(-3, 3), max_size=50),
+    st.binary(max_size=100).map(lambda b: base64.b64encode(b).decode("ascii")),
+)
+_row = st.dictionaries(st.sampled_from(["path", "audio_base64", "audio", "sample_rate", "extra"]), _cell, max_size=4)
 
 
 @settings(FUZZ, max_examples=200)

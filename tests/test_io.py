@@ -31,6 +31,7 @@ def test_atomic_path_replaces_the_file_with_plain_open_permissions(tmp_path: Pat
 def test_atomic_path_keeps_the_old_file_and_no_temp_on_error(tmp_path: Path) -> None:
     target = tmp_path / "x.npy"
     target.write_text("old")
+
     def killed_mid_write() -> None:
         with atomic_path(target) as tmp:
             tmp.write_text("half")

@@ -102,8 +102,11 @@ def edges(root: Path) -> Iterator[Edge]:
 
 def layer_violations(root: Path) -> list[str]:
     """Imports against LAYERS, and modules of units LAYERS does not place."""
-    problems = [f"{p.relative_to(root)}: unit '{unit(module_name(p, root))}' is not in LAYERS"
-                for p in source_files(root) if unit(module_name(p, root)) not in RANK]
+    problems = [
+        f"{p.relative_to(root)}: unit '{unit(module_name(p, root))}' is not in LAYERS"
+        for p in source_files(root)
+        if unit(module_name(p, root)) not in RANK
+    ]
     for e in edges(root):
         src, dst = unit(e.source), unit(e.target)
         if dst is None or src == dst or src not in RANK:
@@ -115,8 +118,11 @@ def layer_violations(root: Path) -> list[str]:
 
 def private_imports(root: Path) -> list[str]:
     """Names with a leading underscore imported from another module."""
-    return [f"{e.where}: {e.target}.{e.name}" for e in edges(root)
-            if e.name and e.name.startswith("_") and not e.name.startswith("__") and e.target != e.source]
+    return [
+        f"{e.where}: {e.target}.{e.name}"
+        for e in edges(root)
+        if e.name and e.name.startswith("_") and not e.name.startswith("__") and e.target != e.source
+    ]
 
 
 def _is_constant(node: ast.stmt) -> bool:
@@ -139,8 +145,11 @@ def init_logic(root: Path) -> list[str]:
         body = ast.parse(path.read_text()).body
         if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
             body = body[1:]
-        problems += [f"{path.relative_to(root)}:{node.lineno}: {type(node).__name__}" for node in body
-                     if not isinstance(node, _INIT_STATEMENTS) and not _is_constant(node)]
+        problems += [
+            f"{path.relative_to(root)}:{node.lineno}: {type(node).__name__}"
+            for node in body
+            if not isinstance(node, _INIT_STATEMENTS) and not _is_constant(node)
+        ]
     return problems
 
 

@@ -136,8 +136,12 @@ def test_silence_tones_and_very_low_noise_get_no_score_in_predict(model, tmp_pat
     rows = score_files(model, paths)
     by_name = {r["path"].rsplit("/", 1)[-1]: r for r in rows}
     assert by_name["speech.wav"]["error"] is None and 1.0 <= by_name["speech.wav"]["mos"] <= 5.0
-    reasons = {"silence.wav": "silent", "tone_1k.wav": "tonal", "dtmf_1.wav": "tonal",
-               "noise_-80dBov.wav": "active level -80 dBov below -60"}
+    reasons = {
+        "silence.wav": "silent",
+        "tone_1k.wav": "tonal",
+        "dtmf_1.wav": "tonal",
+        "noise_-80dBov.wav": "active level -80 dBov below -60",
+    }
     for name, why in reasons.items():
         assert by_name[name]["mos"] is None
         assert by_name[name]["error"].startswith(f"{NO_SPEECH} (") and why in by_name[name]["error"]

@@ -32,7 +32,9 @@ def make_librispeech(base: Path, subset: str = "dev-clean", texts: dict[str, str
         spk, ch, _ = utt.split("-")
         folder = corpus / subset / spk / ch
         folder.mkdir(parents=True, exist_ok=True)
-        sf.write(folder / f"{utt}.flac", (0.1 * rng.standard_normal(1600 + 160 * len(chapters))).astype(np.float32), 16000)
+        sf.write(
+            folder / f"{utt}.flac", (0.1 * rng.standard_normal(1600 + 160 * len(chapters))).astype(np.float32), 16000
+        )
         chapters.setdefault(folder, []).append(f"{utt} {text}")
     for folder, lines in chapters.items():
         (folder / f"{folder.parent.name}-{folder.name}.trans.txt").write_text("\n".join(lines) + "\n")
@@ -44,7 +46,12 @@ def test_subsets_table_has_checksums_and_all_mirrors() -> None:
     r = SUBSETS["train-clean-100"]
     assert r.md5 == "2a93770f6d5c6c964bc36631d331a522" and r.size == 6_387_309_499 and r.sha256
     assert r.urls[0] == "https://www.openslr.org/resources/12/train-clean-100.tar.gz"
-    assert {u.split("/")[2] for u in r.urls} == {"www.openslr.org", "us.openslr.org", "openslr.elda.org", "openslr.trmal.net"}
+    assert {u.split("/")[2] for u in r.urls} == {
+        "www.openslr.org",
+        "us.openslr.org",
+        "openslr.elda.org",
+        "openslr.trmal.net",
+    }
 
 
 def test_prepare_reads_ids_speakers_chapters_and_text(tmp_path: Path) -> None:
@@ -99,8 +106,11 @@ def test_download_from_mirror_then_rerun_is_a_noop(tmp_path: Path, monkeypatch: 
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src, arcname="LibriSpeech")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setitem(SUBSETS, "dev-clean", Remote("dev-clean.tar.gz", SUBSETS["dev-clean"].urls, md5=md5,
-                                                     size=archive.stat().st_size))
+    monkeypatch.setitem(
+        SUBSETS,
+        "dev-clean",
+        Remote("dev-clean.tar.gz", SUBSETS["dev-clean"].urls, md5=md5, size=archive.stat().st_size),
+    )
     target = tmp_path / "data"
     with serve(served) as dead:
         pass  # ``dead`` is now closed: it refuses connections, as a mirror that is down would

@@ -18,8 +18,10 @@ from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoi
 
 pytestmark = pytest.mark.integration
 
-EVALUATION = {"models": {"pretrained": {"pooled": {"rmse": 0.61, "mae": 0.5, "pcc": 0.8, "srcc": 0.79, "n": 40}}},
-              "ci95": {"pretrained": {"pooled": {"rmse": {"lo": 0.55, "hi": 0.68}}}}}
+EVALUATION = {
+    "models": {"pretrained": {"pooled": {"rmse": 0.61, "mae": 0.5, "pcc": 0.8, "srcc": 0.79, "n": 40}}},
+    "ci95": {"pretrained": {"pooled": {"rmse": {"lo": 0.55, "hi": 0.68}}}},
+}
 
 
 def _git(root: Path, *args: str) -> str:
@@ -35,8 +37,15 @@ def _mos(path: Path, val_rmse: float, seed: int) -> Path:
     torch.manual_seed(seed)
     spec = encoder_spec("small")
     model = MOSModel(spec)
-    save_checkpoint(path, "mos", model, spec, head=model.head_config,
-                    metrics={"val_rmse": val_rmse, "val_pcc": 0.9}, init="pretrained")
+    save_checkpoint(
+        path,
+        "mos",
+        model,
+        spec,
+        head=model.head_config,
+        metrics={"val_rmse": val_rmse, "val_pcc": 0.9},
+        init="pretrained",
+    )
     return path
 
 
@@ -150,8 +159,9 @@ def test_promote_rollback_walk_back_through_champions_together(project, capsys, 
 
     code, out, err = _cli(capsys, "models", "rollback")
     assert code == 2 and out == ""
-    assert err.strip() == ("jsqa models: error: jsqa-mos@champion is v1 and no earlier champion is "
-                           "recorded: nothing to roll back to")
+    assert err.strip() == (
+        "jsqa models: error: jsqa-mos@champion is v1 and no earlier champion is recorded: nothing to roll back to"
+    )
     assert _champions(project) == ("1", "1")
 
     assert _cli(capsys, "models", "promote", "2")[0] == 0
@@ -172,8 +182,9 @@ def test_promotion_rule_respects_direction_and_min_improvement(project, capsys, 
     """A second project sharing nothing: pcc, higher is better, needs +0.05 to move the champion."""
     monkeypatch.chdir(project)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["register"].update(mos_name="rule-mos", encoder_name="rule-enc", metric="val_pcc",
-                              direction="higher", min_improvement=0.05)
+    params["register"].update(
+        mos_name="rule-mos", encoder_name="rule-enc", metric="val_pcc", direction="higher", min_improvement=0.05
+    )
     (tmp_path / "rule.yaml").write_text(yaml.safe_dump(params))
     spec = encoder_spec("small")
 
@@ -183,8 +194,17 @@ def test_promotion_rule_respects_direction_and_min_improvement(project, capsys, 
         ckpt = tmp_path / f"m{seed}.pt"
         save_checkpoint(ckpt, "mos", model, spec, head=model.head_config, metrics={"val_pcc": pcc}, init="pretrained")
         out = tmp_path / f"r{seed}.json"
-        args = ["register", "--params", str(tmp_path / "rule.yaml"), "--encoder", "encoder.pt", "--mos", str(ckpt),
-                "--out", str(out)]
+        args = [
+            "register",
+            "--params",
+            str(tmp_path / "rule.yaml"),
+            "--encoder",
+            "encoder.pt",
+            "--mos",
+            str(ckpt),
+            "--out",
+            str(out),
+        ]
         assert main(args) == 0
         return json.loads(out.read_text())
 
@@ -197,8 +217,16 @@ def test_promotion_rule_respects_direction_and_min_improvement(project, capsys, 
 
     params["register"]["direction"] = "lower"  # contradicts val_pcc: refused before logging anything
     (tmp_path / "rule.yaml").write_text(yaml.safe_dump(params))
-    code, _, err = _cli(capsys, "register", "--params", str(tmp_path / "rule.yaml"), "--encoder", "encoder.pt",
-                        "--mos", str(tmp_path / "m4.pt"))
+    code, _, err = _cli(
+        capsys,
+        "register",
+        "--params",
+        str(tmp_path / "rule.yaml"),
+        "--encoder",
+        "encoder.pt",
+        "--mos",
+        str(tmp_path / "m4.pt"),
+    )
     assert code == 2 and "register.direction" in err and "val_pcc" in err
     assert len(_client(project).search_model_versions("name='rule-mos'")) == 4
 

@@ -48,8 +48,19 @@ def make_nisqa(base: Path, corpus_file: bool = True) -> Path:
             deg.parent.mkdir(parents=True, exist_ok=True)
             sf.write(deg, (0.05 * rng.standard_normal(4800)).astype(np.float32), 48000)
             row = dict.fromkeys(CORPUS_COLUMNS, 0)
-            row.update(db=db, con=k, file=name[:-4], filename_deg=name, filename_ref=name, source="x", lang="en",
-                       votes=5, mos=mos, filepath_deg=f"{db}/deg/{name}", filepath_ref=f"{db}/ref/{name}")
+            row.update(
+                db=db,
+                con=k,
+                file=name[:-4],
+                filename_deg=name,
+                filename_ref=name,
+                source="x",
+                lang="en",
+                votes=5,
+                mos=mos,
+                filepath_deg=f"{db}/deg/{name}",
+                filepath_ref=f"{db}/ref/{name}",
+            )
             rows.append(row)
         tables[db] = pd.DataFrame(rows, columns=CORPUS_COLUMNS)
     if corpus_file:
@@ -109,7 +120,9 @@ def test_unreadable_clip_is_quarantined(tmp_path: Path) -> None:
 def test_user_mos_dataset_in_the_nisqa_layout(tmp_path: Path) -> None:
     (tmp_path / "clips").mkdir()
     sf.write(tmp_path / "clips" / "x.wav", np.full(1600, 0.01, np.float32), 16000)
-    pd.DataFrame({"filepath_deg": ["clips/x.wav"], "mos": [3.5], "db": ["MYSET_TEST"]}).to_csv(tmp_path / "my.csv", index=False)
+    pd.DataFrame({"filepath_deg": ["clips/x.wav"], "mos": [3.5], "db": ["MYSET_TEST"]}).to_csv(
+        tmp_path / "my.csv", index=False
+    )
     manifest, _ = prepare_user_mos(tmp_path / "my.csv", root=tmp_path)
     assert manifest[["id", "mos", "db", "split"]].values.tolist() == [["clips__x", 3.5, "MYSET_TEST", "test"]]
     with pytest.raises(ManifestError, match="not found"):

@@ -48,7 +48,9 @@ def test_chime3_folder_default_keeps_channel_one(tmp_path: Path) -> None:
     assert list(manifest.columns) == NOISE_COLUMNS + ["source"]
     assert sorted(manifest["id"]) == ["BGD_150203_010_BUS.CH1", "BGD_150204_020_CAF.CH1"]
     assert dict(zip(manifest["id"], manifest["environment"])) == {
-        "BGD_150203_010_BUS.CH1": "BUS", "BGD_150204_020_CAF.CH1": "CAF"}
+        "BGD_150203_010_BUS.CH1": "BUS",
+        "BGD_150204_020_CAF.CH1": "CAF",
+    }
     assert (manifest["source"] == "chime3").all()
     assert manifest["duration"].tolist() == pytest.approx([0.1, 0.1])
 
@@ -98,7 +100,9 @@ def make_demand(base: Path, envs: tuple[str, ...] = ("TBUS", "SCAFE"), channels:
 
 
 def test_demand_manifest(tmp_path: Path) -> None:
-    assert len(DEMAND_ENVIRONMENTS) == 18 and {"TBUS", "SCAFE", "PCAFETER", "SPSQUARE", "STRAFFIC"} <= set(DEMAND_ENVIRONMENTS)
+    assert len(DEMAND_ENVIRONMENTS) == 18 and {"TBUS", "SCAFE", "PCAFETER", "SPSQUARE", "STRAFFIC"} <= set(
+        DEMAND_ENVIRONMENTS
+    )
     demand = make_demand(tmp_path / "demand")
     manifest, quarantine = prepare_demand(demand, ["TBUS", "SCAFE"], root=tmp_path)
     assert quarantine == []
@@ -157,7 +161,10 @@ def test_noise_folder_environment_from_parent_or_given(tmp_path: Path) -> None:
     (folder / "office/broken.wav").write_bytes(b"RIFF....WAVE")
     manifest, quarantine = prepare_noise_folder(folder, root=tmp_path)
     assert dict(zip(manifest["id"], manifest["environment"])) == {
-        "kitchen__a": "kitchen", "kitchen__b": "kitchen", "office__a": "office"}
+        "kitchen__a": "kitchen",
+        "kitchen__b": "kitchen",
+        "office__a": "office",
+    }
     assert [q["path"] for q in quarantine] == ["mynoise/office/broken.wav"]
     fixed, _ = prepare_noise_folder(folder, environment="home")
     assert set(fixed["environment"]) == {"home"}

@@ -28,11 +28,15 @@ def _openmp_settings(entry: list[str], policy: str | None, cwd: Path) -> dict[st
     env.update(OMP_DISPLAY_ENV="VERBOSE", JSQA_PYTHON=sys.executable)
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
-    proc = subprocess.run([*entry, "predict", "missing.wav"], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [*entry, "predict", "missing.wav"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and "missing.wav" in proc.stderr, proc.stderr[-2000:]
-    settings = dict(line.strip().replace("'", "").split(" = ", 1) for line in proc.stderr.splitlines()
-                    if line.strip().startswith(("OMP_", "GOMP_")) and " = " in line)
+    settings = dict(
+        line.strip().replace("'", "").split(" = ", 1)
+        for line in proc.stderr.splitlines()
+        if line.strip().startswith(("OMP_", "GOMP_")) and " = " in line
+    )
     assert settings, f"torch's OpenMP runtime was not loaded:\n{proc.stderr[-2000:]}"
     return settings
 

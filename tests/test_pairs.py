@@ -87,8 +87,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
             x = np.zeros_like(x)
         rel = f"clean/u{i}.wav"
         write_audio(root / rel, x, SR)
-        clean_rows.append({"id": f"u{i}", "path": rel, "duration": seconds, "sample_rate": SR,
-                           "channels": 1, "speaker": f"s{i % 2}"})
+        clean_rows.append(
+            {"id": f"u{i}", "path": rel, "duration": seconds, "sample_rate": SR, "channels": 1, "speaker": f"s{i % 2}"}
+        )
     (root / "clean/u5.wav").write_bytes(b"this is not a wav file at all")
     noise_rows = []
     for i, seconds in enumerate([2.0, 0.1, 1.3]):
@@ -97,8 +98,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
             n = np.cumsum(n) / 40  # brown-ish: a different spectrum
         rel = f"noise/n{i}.wav"
         write_audio(root / rel, n, SR)
-        noise_rows.append({"id": f"n{i}", "path": rel, "duration": seconds, "sample_rate": SR,
-                           "channels": 1, "environment": "lab"})
+        noise_rows.append(
+            {"id": f"n{i}", "path": rel, "duration": seconds, "sample_rate": SR, "channels": 1, "environment": "lab"}
+        )
     write_manifest(root / "clean.parquet", pd.DataFrame(clean_rows), "clean")
     write_manifest(root / "noise.parquet", pd.DataFrame(noise_rows), "noise")
     return root
@@ -460,11 +462,24 @@ def test_positives_mask_accounts_for_distortions(tmp_path: Path) -> None:
     n = len(kinds)
     rec = pd.DataFrame(
         {
-            "pair_id": range(n), "utterance_id": "u0", "speaker": "s", "clean_path": "c.wav",
-            "noise_id": "n0", "noise_path": "n.wav", "noise_offset": 5, "crop_offset": 0,
-            "snr_a": [10.0, 10.5, 11.0, 10.0, 10.0, 12.0, 11.0], "snr_b": 0.0, "seed": 1, "shard": 0,
-            "distortion": kinds, "dist_param_a": params, "dist_param_b": params, "dist_seed": seeds,
-            "rir_path": "", "row": range(n),
+            "pair_id": range(n),
+            "utterance_id": "u0",
+            "speaker": "s",
+            "clean_path": "c.wav",
+            "noise_id": "n0",
+            "noise_path": "n.wav",
+            "noise_offset": 5,
+            "crop_offset": 0,
+            "snr_a": [10.0, 10.5, 11.0, 10.0, 10.0, 12.0, 11.0],
+            "snr_b": 0.0,
+            "seed": 1,
+            "shard": 0,
+            "distortion": kinds,
+            "dist_param_a": params,
+            "dist_param_b": params,
+            "dist_seed": seeds,
+            "rir_path": "",
+            "row": range(n),
         }
     )
     ps = PairSet(tmp_path, rec, T, SR, 3.0, {"lowpass": 0.05, "packet_loss": 0.01})

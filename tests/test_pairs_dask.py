@@ -44,8 +44,9 @@ def _prefect(prefect_server):
 @pytest.fixture(scope="module")
 def cluster_address() -> str:
     """An already running cluster (two single-threaded workers) reached over TCP, as with --address."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
+    ) as cluster:
         yield cluster.scheduler_address
 
 
@@ -59,14 +60,30 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         x = np.zeros(int(0.6 * SR), np.float32) if i == 3 else speech_like(0.5 + 0.1 * i, rng)
         path = root / "clean" / f"u{i}.wav"
         write_audio(path, x, SR)
-        clean.append({"id": f"u{i}", "path": relpath(path, root), "duration": x.size / SR,
-                      "sample_rate": SR, "channels": 1, "speaker": f"s{i % 2}"})
+        clean.append(
+            {
+                "id": f"u{i}",
+                "path": relpath(path, root),
+                "duration": x.size / SR,
+                "sample_rate": SR,
+                "channels": 1,
+                "speaker": f"s{i % 2}",
+            }
+        )
     for j in range(2):
         n = (0.1 * rng.standard_normal(SR)).astype(np.float32)
         path = root / "noise" / f"n{j}.flac"
         write_audio(path, n, SR)
-        noise.append({"id": f"n{j}", "path": relpath(path, root), "duration": 1.0,
-                      "sample_rate": SR, "channels": 1, "environment": "lab"})
+        noise.append(
+            {
+                "id": f"n{j}",
+                "path": relpath(path, root),
+                "duration": 1.0,
+                "sample_rate": SR,
+                "channels": 1,
+                "environment": "lab",
+            }
+        )
     write_manifest(root / "manifests" / "clean.parquet", pd.DataFrame(clean), "clean")
     write_manifest(root / "manifests" / "noise.parquet", pd.DataFrame(noise), "noise")
     return root
@@ -80,8 +97,18 @@ def _generate_serial(corpus: Path, out: Path) -> None:
 def _run_dask(corpus: Path, out: Path, address: str | None = None) -> dict:
     """A local cluster of two workers started for the run, or the one at ``address``."""
     m = corpus / "manifests"
-    return run_pairs_dask(m / "clean.parquet", m / "noise.parquet", CFG, SEED, out, SR, root=corpus,
-                          workers=2, address=address, processes=False)
+    return run_pairs_dask(
+        m / "clean.parquet",
+        m / "noise.parquet",
+        CFG,
+        SEED,
+        out,
+        SR,
+        root=corpus,
+        workers=2,
+        address=address,
+        processes=False,
+    )
 
 
 def _shard_files(out: Path) -> list[str]:
@@ -126,7 +153,11 @@ def test_second_run_keeps_every_shard(corpus: Path, dask_out: tuple[Path, dict],
 
 
 def test_cli_on_existing_cluster_and_errors_in_one_line(
-    corpus: Path, serial_out: Path, cluster_address: str, tmp_path: Path, capsys: pytest.CaptureFixture,
+    corpus: Path,
+    serial_out: Path,
+    cluster_address: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     params = tmp_path / "params.yaml"
@@ -134,8 +165,7 @@ def test_cli_on_existing_cluster_and_errors_in_one_line(
     params.write_text(yaml.safe_dump({"seed": SEED, "data": {"sample_rate": SR}, "pairs": pairs}))
     out = tmp_path / "pairs"
     monkeypatch.chdir(corpus)  # manifest paths are relative to the project root, the default --root
-    code = main(["--params", str(params), "--manifests", "manifests", "--out", str(out),
-                 "--address", cluster_address])
+    code = main(["--params", str(params), "--manifests", "manifests", "--out", str(out), "--address", cluster_address])
     assert code == 0
     for name in _shard_files(serial_out) + ["pairs.parquet"]:
         assert (out / name).read_bytes() == (serial_out / name).read_bytes(), name

@@ -108,7 +108,9 @@ def test_second_scoring_comes_from_the_cache_keyed_by_file_content(tmp_path, spe
     score_peers(make_peers(["stoi"]), rows, tmp_path, cache)
     assert calls["stoi"] == 3
     # A new peer version starts a new cache file.
-    monkeypatch.setattr(peers_mod.STOI, "info", peers_mod.PeerInfo(**{**peers_mod.STOI.info.__dict__, "model": "stoi-v2"}))
+    monkeypatch.setattr(
+        peers_mod.STOI, "info", peers_mod.PeerInfo(**{**peers_mod.STOI.info.__dict__, "model": "stoi-v2"})
+    )
     score_peers(make_peers(["stoi"]), rows, tmp_path, cache)
     assert calls["stoi"] == 5
 
@@ -128,17 +130,31 @@ def _checkpoint(path: Path) -> Path:
 
 
 def test_evaluate_with_peers_writes_report_plots_and_rescoring_a_new_model_reuses_the_cache(
-        small_corpus, tmp_path, empty_mlflow_store, monkeypatch, capsys):
+    small_corpus, tmp_path, empty_mlflow_store, monkeypatch, capsys
+):
     db = tmp_path / "mlflow.db"
     empty_mlflow_store(db)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     manifest = read_manifest(small_corpus["mos"], "mos")
     assert {"condition", "ref_path", "mos_std", "votes"} <= set(manifest.columns)  # the demo keeps them
     calls = _counting(monkeypatch, ["pesq", "stoi"])
-    args = ["evaluate", "--params", str(_params(tmp_path, ["pesq", "stoi"])), "--root", str(small_corpus["root"]),
-            "--manifest", str(small_corpus["mos"]), "--metrics", str(tmp_path / "ev.json"),
-            "--plots", str(tmp_path / "plots"), "--report", str(tmp_path / "report.html"),
-            "--peer-cache", str(tmp_path / "cache")]
+    args = [
+        "evaluate",
+        "--params",
+        str(_params(tmp_path, ["pesq", "stoi"])),
+        "--root",
+        str(small_corpus["root"]),
+        "--manifest",
+        str(small_corpus["mos"]),
+        "--metrics",
+        str(tmp_path / "ev.json"),
+        "--plots",
+        str(tmp_path / "plots"),
+        "--report",
+        str(tmp_path / "report.html"),
+        "--peer-cache",
+        str(tmp_path / "cache"),
+    ]
     n_test = int((manifest["split"] == "test").sum())
     assert main([*args, "--model", f"first={_checkpoint(tmp_path / 'a.pt')}"]) == 0
     assert calls == {"pesq": n_test, "stoi": n_test}
@@ -175,13 +191,34 @@ def test_evaluate_takes_a_user_csv_split_by_its_split_column(tmp_path, empty_mlf
     for i in range(8):
         x = 0.2 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR) + rng.normal(0, 0.02 * (i + 1), SR)
         write_audio(tmp_path / "audio" / f"f{i}.wav", x.astype(np.float32), SR)
-        rows.append({"db": "MY_RECORDINGS", "filepath_deg": f"audio/f{i}.wav", "mos": 4.5 - i * 0.4,
-                     "split": "test" if i >= 4 else "train", "condition": f"level{i // 2}"})
+        rows.append(
+            {
+                "db": "MY_RECORDINGS",
+                "filepath_deg": f"audio/f{i}.wav",
+                "mos": 4.5 - i * 0.4,
+                "split": "test" if i >= 4 else "train",
+                "condition": f"level{i // 2}",
+            }
+        )
     csv = tmp_path / "mine.csv"
     pd.DataFrame(rows).to_csv(csv, index=False)
-    args = ["evaluate", "--params", str(_params(tmp_path, [])), "--root", str(tmp_path), "--csv", str(csv),
-            "--model", f"m={_checkpoint(tmp_path / 'm.pt')}", "--metrics", str(tmp_path / "ev.json"),
-            "--plots", str(tmp_path / "plots"), "--report", str(tmp_path / "r.html")]
+    args = [
+        "evaluate",
+        "--params",
+        str(_params(tmp_path, [])),
+        "--root",
+        str(tmp_path),
+        "--csv",
+        str(csv),
+        "--model",
+        f"m={_checkpoint(tmp_path / 'm.pt')}",
+        "--metrics",
+        str(tmp_path / "ev.json"),
+        "--plots",
+        str(tmp_path / "plots"),
+        "--report",
+        str(tmp_path / "r.html"),
+    ]
     assert main(args) == 0
     report = json.loads((tmp_path / "ev.json").read_text())
     assert report["models"]["m"]["MY_RECORDINGS"]["n"] == 4 and "peers" not in report

@@ -39,11 +39,29 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-STAGES = ["acquire", "validate", "pairs", "pretrain", "calibrate", "finetune", "finetune_scratch", "evaluate", "register"]
+STAGES = [
+    "acquire",
+    "validate",
+    "pairs",
+    "pretrain",
+    "calibrate",
+    "finetune",
+    "finetune_scratch",
+    "evaluate",
+    "register",
+]
 
 TINY = {
-    "data": {"demo": {"n_talkers": 4, "utterances_per_talker": 4, "utterance_seconds": [1.5, 2.5],
-                      "noise_seconds": 4.0, "noise_per_family": 1, "mos_clips": 64}},
+    "data": {
+        "demo": {
+            "n_talkers": 4,
+            "utterances_per_talker": 4,
+            "utterance_seconds": [1.5, 2.5],
+            "noise_seconds": 4.0,
+            "noise_per_family": 1,
+            "mos_clips": 64,
+        }
+    },
     "pairs": {"pairs_per_utterance": 2, "segment_seconds": 0.5, "shard_size": 16, "workers": 2},
     "pretrain": {"epochs": 1, "batch_size": 8, "group_size": 2},
     # An untrained small encoder predicts one value for every clip; about 8 epochs on these 44
@@ -81,7 +99,9 @@ def _env(project: Path) -> dict[str, str]:
 def _run(cmd: list[str], project: Path, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=project, env=_env(project), capture_output=True, text=True, timeout=1200)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -89,8 +109,19 @@ def _run(cmd: list[str], project: Path, check: bool = True) -> subprocess.Comple
 def project(tmp_path_factory) -> Path:
     dst = tmp_path_factory.mktemp("jsqa") / "project"
     # Only what git would hand a new user: no venv, no outputs of an earlier run.
-    top_level = {".venv", ".git", "mlflow.db", "mlartifacts", ".prefect", "models", "metrics", "plots",
-                 ".pytest_cache", "dvc.lock", "reports"}
+    top_level = {
+        ".venv",
+        ".git",
+        "mlflow.db",
+        "mlartifacts",
+        ".prefect",
+        "models",
+        "metrics",
+        "plots",
+        ".pytest_cache",
+        "dvc.lock",
+        "reports",
+    }
 
     def ignore(folder: str, names: list[str]) -> set[str]:
         skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
@@ -103,8 +134,11 @@ def project(tmp_path_factory) -> Path:
     shutil.copytree(REPO, dst, ignore=ignore)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     (dst / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"],
+    ):
         _run(cmd, dst)
     proc = _run([str(BIN / "python"), "-m", "flows.pipeline", "run", "--project-dir", "."], dst)
     (dst / "first_run.log").write_text(proc.stdout + proc.stderr)
@@ -265,8 +299,9 @@ def test_readme_serve_command_answers_http_without_the_venv_on_path(project, bar
     cmd[cmd.index("--port") + 1] = str(port)
     log = project / "serve.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=project, env=bare, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=project, env=bare, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -280,8 +315,9 @@ def test_readme_serve_command_answers_http_without_the_venv_on_path(project, bar
         sr = 8000
         samples = _speech(1.0, sr).tolist()
         body = json.dumps({"dataframe_records": [{"audio": samples, "sample_rate": sr}]}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(req, timeout=120) as r:
             [pred] = json.loads(r.read())["predictions"]
         assert pred["error"] is None and 1.0 <= pred["mos"] <= 5.0

@@ -74,8 +74,7 @@ def env(tmp_path_factory, empty_mlflow_store):
     torch.manual_seed(7)
     m = MOSModel(spec)
     mos_ckpt = root / "mos.pt"
-    save_checkpoint(mos_ckpt, "mos", m, spec, head=m.head_config, metrics={"val_rmse": 0.5},
-                    init="pretrained")
+    save_checkpoint(mos_ckpt, "mos", m, spec, head=m.head_config, metrics={"val_rmse": 0.5}, init="pretrained")
     enc_ckpt = root / "encoder.pt"
     save_checkpoint(enc_ckpt, "encoder", PretrainModel(spec), spec)
     with pytest.MonkeyPatch.context() as mp:
@@ -83,8 +82,17 @@ def env(tmp_path_factory, empty_mlflow_store):
         mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
         result = register(enc_ckpt, mos_ckpt, RegisterConfig(), root=root)
         model, desc = load_model(CHAMPION, root=root)
-        yield {"root": root, "audio": audio, "good": good, "bad": bad, "mos_ckpt": mos_ckpt,
-               "enc_ckpt": enc_ckpt, "result": result, "model": model, "desc": desc}
+        yield {
+            "root": root,
+            "audio": audio,
+            "good": good,
+            "bad": bad,
+            "mos_ckpt": mos_ckpt,
+            "enc_ckpt": enc_ckpt,
+            "result": result,
+            "model": model,
+            "desc": desc,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +134,9 @@ def test_pyfunc_on_paths_and_base64_matches_score_files(env, scored):
 def test_pyfunc_reports_the_bad_row_and_still_scores_the_others(env, scored):
     pyfunc = mlflow.pyfunc.load_model(CHAMPION)
     junk = base64.b64encode(b"not audio at all").decode("ascii")
-    df = pd.DataFrame({"path": [str(env["good"]["mono16k"]), str(env["bad"] / "empty.wav"), None],
-                       "audio_base64": [None, None, junk]})
+    df = pd.DataFrame(
+        {"path": [str(env["good"]["mono16k"]), str(env["bad"] / "empty.wav"), None], "audio_base64": [None, None, junk]}
+    )
     out = pyfunc.predict(df)
     assert out["mos"][0] == pytest.approx(scored[1][0]["mos"], rel=1e-6) and out["error"][0] is None
     assert out["mos"][1] is None and re.match(r"row 1: .*empty\.wav.*empty", out["error"][1])
@@ -143,8 +152,12 @@ def test_encoder_pyfunc_returns_the_embedding(env):
     encoder = encoder_from_checkpoint(load_checkpoint(env["enc_ckpt"]))
     assert list(out.columns) == [f"e{i}" for i in range(encoder.embedding_dim)] + ["error"]
     assert out["error"][0] is None
-    np.testing.assert_allclose(out.drop(columns="error").iloc[0].to_numpy(dtype=float), embed_waveform(encoder, load_audio(f)[0]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        out.drop(columns="error").iloc[0].to_numpy(dtype=float),
+        embed_waveform(encoder, load_audio(f)[0]),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_bad_files_get_error_rows_and_good_files_are_still_scored(env, scored):
@@ -170,9 +183,10 @@ def test_audio_files_expands_folders_recursively_and_sorted(env):
 
 
 def test_format_rows_round_trips_csv_and_json_and_aligns_table():
-    rows = [{"path": "a.wav", "mos": 3.14159265, "error": None, "warning": None},
-            {"path": "dir/b, with comma.wav", "mos": None, "error": "b.wav: audio is empty (0 samples)",
-             "warning": None}]
+    rows = [
+        {"path": "a.wav", "mos": 3.14159265, "error": None, "warning": None},
+        {"path": "dir/b, with comma.wav", "mos": None, "error": "b.wav: audio is empty (0 samples)", "warning": None},
+    ]
     assert json.loads(format_rows(rows, "json")) == rows
     back = list(csv.DictReader(io.StringIO(format_rows(rows, "csv"))))
     assert [r["path"] for r in back] == [r["path"] for r in rows]

@@ -58,17 +58,33 @@ def _run_until(pairs: Path, out: Path, last_step: int, cfg: PretrainConfig, resu
 
 def _params_file(tmp_path: Path, cfg: PretrainConfig) -> Path:
     path = tmp_path / "params.yaml"
-    fields = {k: getattr(cfg, k) for k in ("epochs", "batch_size", "group_size", "threads", "learning_rate",
-                                           "checkpoint_every")}
+    fields = {
+        k: getattr(cfg, k)
+        for k in ("epochs", "batch_size", "group_size", "threads", "learning_rate", "checkpoint_every")
+    }
     path.write_text(yaml.safe_dump({"seed": SEED, "model": {"size": "small"}, "pretrain": fields}))
     return path
 
 
 def _cli(tmp_path: Path, pairs: Path, out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    cmd = [sys.executable, "-m", "jsqa.cli", "pretrain", "--params", str(tmp_path / "params.yaml"),
-           "--root", str(tmp_path), "--pairs", str(pairs), "--out", str(out),
-           "--metrics", str(tmp_path / "pretrain.json"), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jsqa.cli",
+        "pretrain",
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--root",
+        str(tmp_path),
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(out),
+        "--metrics",
+        str(tmp_path / "pretrain.json"),
+        *extra,
+    ]
     return subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
 
 
@@ -187,16 +203,35 @@ def test_rerunning_the_same_command_continues_an_interrupted_run(small_pairs, tm
     assert out.read_bytes() == unbroken.read_bytes()
 
 
-def test_dvc_repro_after_an_interruption_resumes_the_pretrain_stage(small_pairs, tmp_path, blank_project,
-                                                                    empty_mlflow_store):
+def test_dvc_repro_after_an_interruption_resumes_the_pretrain_stage(
+    small_pairs, tmp_path, blank_project, empty_mlflow_store
+):
     """Through real DVC: it deletes the stage's outs before rerunning, but the checkpoints are not outs."""
     root = tmp_path / "project"
     shutil.copytree(blank_project, root)
     empty_mlflow_store(root / "mlflow.db")
     _params_file(root, dataclasses.replace(CFG, epochs=1, checkpoint_every=0))
-    cmd = shlex.join([sys.executable, "-m", "jsqa.cli", "pretrain", "--params", "params.yaml", "--root", ".",
-                      "--pairs", str(small_pairs), "--out", "models/encoder.pt", "--metrics", "pretrain.json"])
-    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"pretrain": {"cmd": cmd, "outs": ["models/encoder.pt"]}}}))
+    cmd = shlex.join(
+        [
+            sys.executable,
+            "-m",
+            "jsqa.cli",
+            "pretrain",
+            "--params",
+            "params.yaml",
+            "--root",
+            ".",
+            "--pairs",
+            str(small_pairs),
+            "--out",
+            "models/encoder.pt",
+            "--metrics",
+            "pretrain.json",
+        ]
+    )
+    (root / "dvc.yaml").write_text(
+        yaml.safe_dump({"stages": {"pretrain": {"cmd": cmd, "outs": ["models/encoder.pt"]}}})
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     repro = [sys.executable, "-m", "dvc", "repro"]
     ckpt = root / "models" / "encoder.pt.ckpt" / LAST

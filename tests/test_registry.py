@@ -41,8 +41,13 @@ def scenario(tmp_path_factory, empty_mlflow_store):
         save_checkpoint(enc, "encoder", PretrainModel(spec), spec)
         cfg = RegisterConfig()
         strict = replace(cfg, min_improvement=0.1)
-        steps = [("first", 0.5, cfg), ("worse", 0.6, cfg), ("better", 0.4, cfg),
-                 ("small_gain", 0.35, strict), ("exact_gain", 0.3, strict)]
+        steps = [
+            ("first", 0.5, cfg),
+            ("worse", 0.6, cfg),
+            ("better", 0.4, cfg),
+            ("small_gain", 0.35, strict),
+            ("exact_gain", 0.3, strict),
+        ]
         results = {}
         for i, (label, rmse, c) in enumerate(steps):
             mos = _mos_ckpt(root / f"mos_{label}.pt", {"val_rmse": rmse, "val_pcc": 0.9}, seed=i)
@@ -204,8 +209,11 @@ def test_a_collapsed_candidate_is_never_promoted_however_low_its_rmse(scenario, 
     # Last in this module: it adds a version to the shared store.
     client, cfg = scenario["client"], scenario["cfg"]
     before = _alias_version(client, cfg.mos_name)
-    mos = _mos_ckpt(tmp_path / "collapsed.pt", {"val_rmse": 0.01, "val_pcc": 0.0, "collapsed": True,
-                                                "val_spread_ratio": 0.002}, seed=9)
+    mos = _mos_ckpt(
+        tmp_path / "collapsed.pt",
+        {"val_rmse": 0.01, "val_pcc": 0.0, "collapsed": True, "val_spread_ratio": 0.002},
+        seed=9,
+    )
     result = register(scenario["encoder"], mos, cfg, root=scenario["root"])
     assert result["promoted"] is False and "failed to learn" in result["reason"]
     assert _alias_version(client, cfg.mos_name) == before

@@ -55,11 +55,27 @@ def _server_process(tmp_path_factory, empty_mlflow_store):
         env.pop(var, None)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server",
-             "--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}",
-             "--artifacts-destination", str(server_dir / "artifacts"),
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env, cwd=server_dir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{server_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(server_dir / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=server_dir,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield {"proc": proc, "log": log, "url": f"http://127.0.0.1:{port}", "artifacts": server_dir / "artifacts"}
@@ -109,8 +125,14 @@ pathlib.Path("data/total.txt").write_text(str(sum(int(n) for n in numbers)))
 
 
 def _run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
@@ -168,9 +190,26 @@ def test_register_through_the_server_then_score_from_it(tracking_server, tmp_pat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server["url"])
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
 
-    assert main(["register", "--params", str(REPO / "params.yaml"), "--root", str(client_dir),
-                 "--encoder", str(client_dir / "enc.pt"), "--mos", str(client_dir / "mos.pt"),
-                 "--evaluation", "", "--out", str(client_dir / "register.json")]) == 0
+    assert (
+        main(
+            [
+                "register",
+                "--params",
+                str(REPO / "params.yaml"),
+                "--root",
+                str(client_dir),
+                "--encoder",
+                str(client_dir / "enc.pt"),
+                "--mos",
+                str(client_dir / "mos.pt"),
+                "--evaluation",
+                "",
+                "--out",
+                str(client_dir / "register.json"),
+            ]
+        )
+        == 0
+    )
     result = json.loads((client_dir / "register.json").read_text())
     assert result["promoted"] is True and "promoted to @champion" in capsys.readouterr().out
 

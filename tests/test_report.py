@@ -8,15 +8,28 @@ from jsqa.evaluation.report import evaluation_tables
 
 M = {"rmse": 0.5, "mae": 0.4, "pcc": 0.8, "srcc": 0.7, "n": 30}
 REPORT = {
-    "models": {"pretrained": {"TEST_A": M, "pooled": {**M, "n": 60}}, "scratch": {"TEST_A": M, "pooled": {**M, "n": 60}}},
-    "ci95": {"pretrained": {"TEST_A": {k: {"lo": 0.25, "hi": 0.75} for k in ("rmse", "mae", "pcc", "srcc")},
-                            "pooled": {k: {"lo": 0.3, "hi": 0.7} for k in ("rmse", "mae", "pcc", "srcc")}}},
+    "models": {
+        "pretrained": {"TEST_A": M, "pooled": {**M, "n": 60}},
+        "scratch": {"TEST_A": M, "pooled": {**M, "n": 60}},
+    },
+    "ci95": {
+        "pretrained": {
+            "TEST_A": {k: {"lo": 0.25, "hi": 0.75} for k in ("rmse", "mae", "pcc", "srcc")},
+            "pooled": {k: {"lo": 0.3, "hi": 0.7} for k in ("rmse", "mae", "pcc", "srcc")},
+        }
+    },
     "seeds": {"pretrained": [1, 2, 3], "scratch": [1, 2, 3]},
-    "seed_stats": {name: {db: {k: {"mean": 0.61, "std": 0.02} for k in ("rmse", "mae", "pcc", "srcc")}
-                          for db in ("TEST_A", "pooled")} for name in ("pretrained", "scratch")},
+    "seed_stats": {
+        name: {
+            db: {k: {"mean": 0.61, "std": 0.02} for k in ("rmse", "mae", "pcc", "srcc")} for db in ("TEST_A", "pooled")
+        }
+        for name in ("pretrained", "scratch")
+    },
     "bootstrap": {"resamples": 1000, "seed": 1, "level": 0.95},
-    "relative_change": {"pooled": {"rmse": 18.0, "mae": 19.0, "pcc": 15.0, "srcc": -1.5},
-                        "TEST_A": {"rmse": 1.0, "mae": 2.0, "pcc": 3.0, "srcc": 4.0}},
+    "relative_change": {
+        "pooled": {"rmse": 18.0, "mae": 19.0, "pcc": 15.0, "srcc": -1.5},
+        "TEST_A": {"rmse": 1.0, "mae": 2.0, "pcc": 3.0, "srcc": 4.0},
+    },
     "relative_change_of": "pretrained vs scratch",
 }
 

@@ -39,8 +39,10 @@ def model() -> MOSModel:
     with torch.no_grad():
         m.head.net[-1].weight.mul_(20)
         for _ in range(4):
-            batch = [base * rng.uniform(0.1, 1) + rng.standard_normal(len(base)).astype(np.float32) * rng.uniform(0, 0.3)
-                     for _ in range(8)]
+            batch = [
+                base * rng.uniform(0.1, 1) + rng.standard_normal(len(base)).astype(np.float32) * rng.uniform(0, 0.3)
+                for _ in range(8)
+            ]
             m(torch.from_numpy(np.stack(batch)))
     return m.eval()
 
@@ -85,8 +87,10 @@ def test_an_8khz_stereo_file_scores_as_its_16khz_mono_version(model, tmp_path):
     write_audio(tmp_path / "stereo8k.wav", np.stack([half * 0.8, half * 1.2], axis=1), 8000)
     noise = np.random.default_rng(3).standard_normal(len(x)).astype(np.float32) * 0.1
     write_audio(tmp_path / "noise.wav", noise, SR)
-    mono, stereo, other = (r["mos"] for r in score_files(model, [tmp_path / "mono16k.wav", tmp_path / "stereo8k.wav",
-                                                                   tmp_path / "noise.wav"]))
+    mono, stereo, other = (
+        r["mos"]
+        for r in score_files(model, [tmp_path / "mono16k.wav", tmp_path / "stereo8k.wav", tmp_path / "noise.wav"])
+    )
     assert stereo == pytest.approx(mono, abs=0.02)
     assert abs(other - mono) > 0.1  # the tolerance is tight against what the model tells apart
 
@@ -114,8 +118,9 @@ def test_files_are_resampled_to_the_rate_the_checkpoint_records(model, tmp_path)
 def test_streamed_scoring_of_a_48k_file_matches_whole_file_scoring(model, tmp_path):
     rng = np.random.default_rng(5)
     t = np.arange(48000 * 45) / 48000
-    x = (0.2 * np.sin(2 * np.pi * 300 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t))
-         + 0.03 * rng.standard_normal(t.size)).astype(np.float32)
+    x = (
+        0.2 * np.sin(2 * np.pi * 300 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t)) + 0.03 * rng.standard_normal(t.size)
+    ).astype(np.float32)
     write_audio(tmp_path / "a48k.wav", x, 48000, subtype="FLOAT")
     [row] = score_files(model, [tmp_path / "a48k.wav"])
     whole, _ = load_audio(tmp_path / "a48k.wav", SR)  # decoded whole, then resampled

@@ -111,7 +111,10 @@ def test_cuda_without_a_gpu_is_a_clear_error_and_exit_2(command, model, tmp_path
     save_checkpoint(ckpt, "mos", model, model.encoder.spec, head=model.head_config)
     wav = tmp_path / "a.wav"
     sf.write(wav, _clip(1.0, 6), SR)
-    args = (["predict", "--model", str(ckpt), str(wav)] if command == "predict"
-            else ["evaluate", "--model", f"a={ckpt}", "--manifest", str(tmp_path / "none.parquet")])
+    args = (
+        ["predict", "--model", str(ckpt), str(wav)]
+        if command == "predict"
+        else ["evaluate", "--model", f"a={ckpt}", "--manifest", str(tmp_path / "none.parquet")]
+    )
     assert main([*args, "--device", "cuda"]) == 2
     assert "device 'cuda' was asked for, but torch sees no GPU" in capsys.readouterr().err

@@ -91,9 +91,28 @@ def server(tmp_path_factory, empty_mlflow_store):
     env.pop("MLFLOW_REGISTRY_URI", None)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, "--env-manager", "local",
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                CHAMPION,
+                "--env-manager",
+                "local",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            cwd=root,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_for_ping(f"http://127.0.0.1:{port}/ping", proc, log)
@@ -159,8 +178,13 @@ def test_bad_rows_get_errors_and_good_rows_are_still_scored(server, clips):
     assert status == 200, body
     preds = body["predictions"]
     assert preds[1]["error"] is None and np.isfinite(preds[1]["mos"])
-    reasons = {0: "row 0: audio_base64: not readable as audio", 2: "NaN or infinite",
-               3: "must be floats", 4: "sample rate 3 Hz is outside", 5: "set exactly one of"}
+    reasons = {
+        0: "row 0: audio_base64: not readable as audio",
+        2: "NaN or infinite",
+        3: "must be floats",
+        4: "sample rate 3 Hz is outside",
+        5: "set exactly one of",
+    }
     for i, why in reasons.items():
         assert preds[i]["mos"] is None and why in preds[i]["error"], preds[i]
         assert "\n" not in preds[i]["error"]
@@ -184,25 +208,44 @@ def test_jsqa_serve_runs_without_the_venv_on_path_and_refuses_rows_over_the_size
     port = _free_port()
     log = server["root"] / "jsqa-serve.log"
     # No venv on PATH: `mlflow models serve` alone would fail with "exec: uvicorn: not found".
-    env = {**os.environ, "MLFLOW_TRACKING_URI": server["uri"], "PATH": "/usr/bin:/bin",
-           "JSQA_SERVE_MAX_BYTES": "100000", "JSQA_SERVE_MAX_SECONDS": "1.5"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": server["uri"],
+        "PATH": "/usr/bin:/bin",
+        "JSQA_SERVE_MAX_BYTES": "100000",
+        "JSQA_SERVE_MAX_SECONDS": "1.5",
+    }
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "jsqa.cli", "serve", "--port", str(port), "--root", str(server["root"])],
-                                env=env, cwd=server["root"], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jsqa.cli", "serve", "--port", str(port), "--root", str(server["root"])],
+            env=env,
+            cwd=server["root"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_for_ping(f"http://127.0.0.1:{port}/ping", proc, log)
         big = base64.b64encode(clips["flac"].read_bytes()).decode("ascii")  # over 100 kB
-        records = [{"audio_base64": big}, {"audio": [0.0] * 30000, "sample_rate": 16000},
-                   {"path": str(clips["wav"])}, {"path": str(clips["flac"])}]
-        status, body = _post(f"http://127.0.0.1:{port}/invocations", json.dumps({"dataframe_records": records}).encode())
+        records = [
+            {"audio_base64": big},
+            {"audio": [0.0] * 30000, "sample_rate": 16000},
+            {"path": str(clips["wav"])},
+            {"path": str(clips["flac"])},
+        ]
+        status, body = _post(
+            f"http://127.0.0.1:{port}/invocations", json.dumps({"dataframe_records": records}).encode()
+        )
         assert status == 200, body
         preds = body["predictions"]
         assert preds[0]["mos"] is None and re.match(
             r"row 0: audio_base64 is 0\.\d MiB, over this server's 0\.0953674 MiB limit per row \(JSQA_SERVE_MAX_BYTES\)",
-            preds[0]["error"]), preds[0]
+            preds[0]["error"],
+        ), preds[0]
         assert preds[1]["mos"] is None and "row 1: audio is 0.1 MiB, over this server's" in preds[1]["error"]
         assert preds[2]["error"] is None and 1.0 <= preds[2]["mos"] <= 5.0  # 1.3 s, under both limits
-        assert preds[3]["error"] == (f"row 3: {clips['flac']}: 2.1 s long, over the 1.5 s limit "
-                                     "(the server's JSQA_SERVE_MAX_SECONDS)")
+        assert preds[3]["error"] == (
+            f"row 3: {clips['flac']}: 2.1 s long, over the 1.5 s limit (the server's JSQA_SERVE_MAX_SECONDS)"
+        )
     finally:
         stop_group(proc)  # the server forks workers into its own session

@@ -114,15 +114,26 @@ def test_code_deps_follow_every_kind_of_import(tmp_path):
         (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
         (pkg / rel).write_text(text)
     assert code_deps("jsqa.entry", repo=tmp_path) == [
-        "jsqa/entry.py", "jsqa/rel.py", "jsqa/sub/__init__.py", "jsqa/sub/deep.py", "jsqa/sub/leaf.py", "jsqa/sub/x.py",
+        "jsqa/entry.py",
+        "jsqa/rel.py",
+        "jsqa/sub/__init__.py",
+        "jsqa/sub/deep.py",
+        "jsqa/sub/leaf.py",
+        "jsqa/sub/x.py",
     ]
 
 
 def test_params_read_follows_attribute_chains_and_whole_sections():
     assert "data.sample_rate" in params_read("jsqa.cli.finetune")
-    assert params_read("jsqa.cli.evaluate") == {"seed", "data.sample_rate", "evaluate.test_sets",
-                                                "evaluate.bootstrap_resamples", "evaluate.device", "train.deterministic",
-                                                "evaluate.peers"}
+    assert params_read("jsqa.cli.evaluate") == {
+        "seed",
+        "data.sample_rate",
+        "evaluate.test_sets",
+        "evaluate.bootstrap_resamples",
+        "evaluate.device",
+        "train.deterministic",
+        "evaluate.peers",
+    }
     pairs = params_read("jsqa.cli.pairs")  # p.pairs is passed whole: every leaf, workers too
     assert param_leaves("pairs") <= pairs and "pairs.distortions.reverb.rt60_s" in pairs
     assert "pairs.workers" in pairs
@@ -172,8 +183,15 @@ def _fake_cmds(doc: dict) -> dict:
 
 
 def _dvc(project: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=project, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "DVC_NO_ANALYTICS": "1"}, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        check=False,
+    )
     assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -249,11 +267,14 @@ def test_execution_settings_rerun_no_stage(restore_params):
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("key", "value", "stages"), [
-    ("pairs.jnd_db", 4.0, {"pairs", "calibrate"}),  # calibrate labels held-out pairs by the JND
-    ("validate.min_rms_dbov", -80.0, {"validate"}),
-    ("data.sample_rate", 8000, {"acquire", "validate", "pairs", "finetune", "finetune_scratch", "evaluate"}),
-])
+@pytest.mark.parametrize(
+    ("key", "value", "stages"),
+    [
+        ("pairs.jnd_db", 4.0, {"pairs", "calibrate"}),  # calibrate labels held-out pairs by the JND
+        ("validate.min_rms_dbov", -80.0, {"validate"}),
+        ("data.sample_rate", 8000, {"acquire", "validate", "pairs", "finetune", "finetune_scratch", "evaluate"}),
+    ],
+)
 def test_a_result_setting_reruns_its_stages(restore_params, key, value, stages):
     _set(restore_params, key, value)
     status = _status(restore_params)

@@ -41,25 +41,36 @@ json.dump(ev, open('metrics/evaluate.json', 'w'))
 
 def _env() -> dict[str, str]:
     # Stage commands are looked up on PATH: the venv's bin must be on it (as `make` puts it).
-    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "DVC_NO_ANALYTICS": "1"}
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
 
 
 @pytest.mark.integration
 def test_study_runs_a_grid_as_dvc_experiments_and_collects_a_table_and_plot(blank_project, tmp_path):
     runs_log = tmp_path / "evaluations.log"  # outside the project: counts the stage's executions
     root = make_project(
-        blank_project, tmp_path / "proj",
-        {"evaluate": {"cmd": f"{sys.executable} evaluate.py {runs_log}", "deps": ["evaluate.py"],
-                      "params": ["finetune.label_fraction"],
-                      "metrics": ["metrics/evaluate.json"]}},
+        blank_project,
+        tmp_path / "proj",
+        {
+            "evaluate": {
+                "cmd": f"{sys.executable} evaluate.py {runs_log}",
+                "deps": ["evaluate.py"],
+                "params": ["finetune.label_fraction"],
+                "metrics": ["metrics/evaluate.json"],
+            }
+        },
         params={"seed": 1, "finetune": {"label_fraction": 1.0}},
     )
     # As in jsqa: metrics/ is git-ignored and the evaluation is a cached DVC metric, which is what
     # lets each experiment keep its own.
     (root / ".gitignore").write_text("/metrics/\n")
-    log_run = ("import sys, yaml; open(sys.argv[1], 'a').write("
-               "str(yaml.safe_load(open('params.yaml'))['finetune']['label_fraction']) + '\\n')\n")
+    log_run = (
+        "import sys, yaml; open(sys.argv[1], 'a').write("
+        "str(yaml.safe_load(open('params.yaml'))['finetune']['label_fraction']) + '\\n')\n"
+    )
     (root / "evaluate.py").write_text(log_run + _EVAL_STAGE)
 
     def git(*cmd: str) -> None:
@@ -68,8 +79,17 @@ def test_study_runs_a_grid_as_dvc_experiments_and_collects_a_table_and_plot(blan
 
     git("add", "-A")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "study")
-    study = ["study", "--root", str(root), "--out", str(root / "study.json"), "--table", str(root / "study.md"),
-             "--plot", str(root / "study.png")]
+    study = [
+        "study",
+        "--root",
+        str(root),
+        "--out",
+        str(root / "study.json"),
+        "--table",
+        str(root / "study.md"),
+        "--plot",
+        str(root / "study.png"),
+    ]
     # The documented sweep (README, "Label efficiency"), with one setting that fails: the study
     # names it instead of silently dropping it, and exits 1 with the table written.
     grid = ["-S", "finetune.label_fraction=0.1,0.3,1.0,-1"]
@@ -106,9 +126,12 @@ def test_a_grid_expands_like_dvc_and_names_each_setting_by_what_differs():
         ("evaluate.peers=[]", "finetune.label_fraction=0.1", "model.projection_head=True"),
         ("evaluate.peers=[]", "finetune.label_fraction=0.1", "model.projection_head=False"),
         ("evaluate.peers=[]", "finetune.label_fraction=0.3", "model.projection_head=True"),
-        ("evaluate.peers=[]", "finetune.label_fraction=0.3", "model.projection_head=False")]
-    assert [s.name for s in grid][:2] == ["label_fraction=0.1_projection_head=True",
-                                          "label_fraction=0.1_projection_head=False"]
+        ("evaluate.peers=[]", "finetune.label_fraction=0.3", "model.projection_head=False"),
+    ]
+    assert [s.name for s in grid][:2] == [
+        "label_fraction=0.1_projection_head=True",
+        "label_fraction=0.1_projection_head=False",
+    ]
     # One setting: named by all of it; characters git refuses in a ref become '-'.
     assert [s.name for s in expand_grid(["evaluate.peers=[a, b]"])] == ["peers=-a-b"]
     assert expand_grid(["other.yaml:x.y=1,2"])[1].overrides == ("other.yaml:x.y=2",)
@@ -120,15 +143,21 @@ def test_a_grid_expands_like_dvc_and_names_each_setting_by_what_differs():
 
 def test_experiments_are_read_from_dvc_exp_show_json_and_factors_found():
     def entry(rev, name, fraction, evaluation, children=()):
-        data = {"params": {"params.yaml": {"data": {"seed": 1, "finetune": {"label_fraction": fraction},
-                                                      "model": {"size": "small"}}}},
-                "metrics": {"metrics/evaluate.json": {"data": evaluation} if evaluation else {"error": {}}}}
-        return {"rev": rev, "name": name, "data": data,
-                "experiments": [{"revs": [c]} for c in children] or None}
+        data = {
+            "params": {
+                "params.yaml": {
+                    "data": {"seed": 1, "finetune": {"label_fraction": fraction}, "model": {"size": "small"}}
+                }
+            },
+            "metrics": {"metrics/evaluate.json": {"data": evaluation} if evaluation else {"error": {}}},
+        }
+        return {"rev": rev, "name": name, "data": data, "experiments": [{"revs": [c]} for c in children] or None}
 
     ev = {"per_seed": {"scratch": {"1": {"pooled": {"rmse": 0.7, "pcc": 0.8}}}}, "failed": {}}
-    shown = [entry("workspace", None, 0.5, ev),
-             entry("abc", "main", 1.0, None, [entry("e1", "exp-a", 0.1, ev), entry("e2", "exp-b", 0.5, ev)])]
+    shown = [
+        entry("workspace", None, 0.5, ev),
+        entry("abc", "main", 1.0, None, [entry("e1", "exp-a", 0.1, ev), entry("e2", "exp-b", 0.5, ev)]),
+    ]
     found = experiments_from_exp_show(shown)
     # The workspace repeats exp-b's params (an applied experiment): counted once; the commit has no evaluation.
     assert [e["name"] for e in found] == ["exp-a", "exp-b"]
@@ -148,15 +177,51 @@ def test_experiments_are_read_from_dvc_exp_show_json_and_factors_found():
 
 
 def test_study_reads_a_saved_exp_show_file(tmp_path, capsys):
-    ev = {"per_seed": {"pretrained": {"1": {"pooled": {"rmse": 0.6, "pcc": 0.8}}, "2": {"pooled": {"rmse": 0.64, "pcc": 0.78}}}},
-          "failed": {"pretrained": []}}
-    shown = [{"rev": "abc", "name": "main", "data": {}, "experiments": [
-        {"revs": [{"rev": f"e{i}", "name": f"exp-{i}", "data": {
-            "params": {"params.yaml": {"data": {"model": {"projection_head": flag}}}},
-            "metrics": {"metrics/evaluate.json": {"data": ev}}}}]} for i, flag in enumerate((True, False))]}]
+    ev = {
+        "per_seed": {
+            "pretrained": {"1": {"pooled": {"rmse": 0.6, "pcc": 0.8}}, "2": {"pooled": {"rmse": 0.64, "pcc": 0.78}}}
+        },
+        "failed": {"pretrained": []},
+    }
+    shown = [
+        {
+            "rev": "abc",
+            "name": "main",
+            "data": {},
+            "experiments": [
+                {
+                    "revs": [
+                        {
+                            "rev": f"e{i}",
+                            "name": f"exp-{i}",
+                            "data": {
+                                "params": {"params.yaml": {"data": {"model": {"projection_head": flag}}}},
+                                "metrics": {"metrics/evaluate.json": {"data": ev}},
+                            },
+                        }
+                    ]
+                }
+                for i, flag in enumerate((True, False))
+            ],
+        }
+    ]
     (tmp_path / "show.json").write_text(json.dumps(shown))
-    assert main(["study", "--exp-json", str(tmp_path / "show.json"), "--out", str(tmp_path / "s.json"),
-                 "--table", str(tmp_path / "s.md"), "--plot", str(tmp_path / "s.png")]) == 0
+    assert (
+        main(
+            [
+                "study",
+                "--exp-json",
+                str(tmp_path / "show.json"),
+                "--out",
+                str(tmp_path / "s.json"),
+                "--table",
+                str(tmp_path / "s.md"),
+                "--plot",
+                str(tmp_path / "s.png"),
+            ]
+        )
+        == 0
+    )
     assert "factors model.projection_head" in capsys.readouterr().out
     assert yaml.safe_load((tmp_path / "s.json").read_text())["factors"] == ["model.projection_head"]
     assert (tmp_path / "s.png").is_file()

@@ -7,6 +7,7 @@ from jsqa import tracking
 
 pytestmark = pytest.mark.integration
 
+
 def test_switching_project_roots_in_one_process_follows_each_root(tmp_path, monkeypatch):
     """mlflow exports the URIs it is given; a second root must not stay pinned to the first."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -49,8 +49,9 @@ def pairs_dir(small_corpus, tmp_path_factory):
 def test_pretraining_separates_positives_from_negatives_and_saves_a_usable_encoder(pairs_dir, tmp_path):
     history: list[dict] = []
     cfg = PretrainConfig(epochs=4, batch_size=16, group_size=4, learning_rate=2e-3, threads=2)
-    summary = pretrain(pairs_dir, MODEL, cfg, seed=0, out_path=tmp_path / "enc.pt",
-                       on_epoch=lambda e, m: history.append(m))
+    summary = pretrain(
+        pairs_dir, MODEL, cfg, seed=0, out_path=tmp_path / "enc.pt", on_epoch=lambda e, m: history.append(m)
+    )
     assert len(history) == 4
     assert history[-1]["loss"] < history[0]["loss"]
     # positives end up much closer than in-batch negatives
@@ -63,8 +64,15 @@ def test_finetune_keeps_the_best_epoch_and_its_checkpoint_reproduces_it(small_co
     manifest = read_manifest(small_corpus["mos"], "mos")
     history: list[dict] = []
     cfg = FinetuneConfig(epochs=4, batch_size=8, crop_seconds=1.0, patience=10, threads=2)
-    best = finetune(manifest, MODEL, cfg, seed=0, out_path=tmp_path / "mos.pt", root=small_corpus["root"],
-                    on_epoch=lambda e, m: history.append(m))
+    best = finetune(
+        manifest,
+        MODEL,
+        cfg,
+        seed=0,
+        out_path=tmp_path / "mos.pt",
+        root=small_corpus["root"],
+        on_epoch=lambda e, m: history.append(m),
+    )
     rmses = [h["val_rmse"] for h in history]
     assert best["val_rmse"] == pytest.approx(min(rmses))
     assert best["best_epoch"] == 1 + int(np.argmin(rmses))
@@ -101,10 +109,24 @@ def test_finetune_from_a_pretrained_encoder_starts_from_its_weights(pairs_dir, s
     pretrain(pairs_dir, MODEL, PretrainConfig(epochs=1, batch_size=16, threads=2), seed=0, out_path=tmp_path / "enc.pt")
     manifest = read_manifest(small_corpus["mos"], "mos")
     # zero learning rates: the fine-tuned encoder must be exactly the pretrained one
-    cfg = FinetuneConfig(epochs=1, batch_size=8, crop_seconds=1.0, learning_rate=0.0, encoder_learning_rate=0.0,
-                         weight_decay=0.0, threads=2)
-    finetune(manifest, MODEL, cfg, seed=0, out_path=tmp_path / "mos.pt", encoder_ckpt=tmp_path / "enc.pt",
-             root=small_corpus["root"])
+    cfg = FinetuneConfig(
+        epochs=1,
+        batch_size=8,
+        crop_seconds=1.0,
+        learning_rate=0.0,
+        encoder_learning_rate=0.0,
+        weight_decay=0.0,
+        threads=2,
+    )
+    finetune(
+        manifest,
+        MODEL,
+        cfg,
+        seed=0,
+        out_path=tmp_path / "mos.pt",
+        encoder_ckpt=tmp_path / "enc.pt",
+        root=small_corpus["root"],
+    )
     pre = encoder_from_checkpoint(load_checkpoint(tmp_path / "enc.pt"))
     tuned = mos_model_from_checkpoint(load_checkpoint(tmp_path / "mos.pt")).encoder
     for (k, a), (_, b) in zip(pre.state_dict().items(), tuned.state_dict().items(), strict=True):
@@ -113,8 +135,12 @@ def test_finetune_from_a_pretrained_encoder_starts_from_its_weights(pairs_dir, s
         torch.testing.assert_close(a, b, msg=k)
     assert load_checkpoint(tmp_path / "mos.pt")["init"] == "pretrained"
     # projection_head on: the MOS head reads the pretrained projection (the paper's ablation switch)
-    pre_proj = {k: v for k, v in load_checkpoint(tmp_path / "enc.pt")["state_dict"].items() if k.startswith("projection.")}
-    tuned_proj = {k: v for k, v in load_checkpoint(tmp_path / "mos.pt")["state_dict"].items() if k.startswith("projection.")}
+    pre_proj = {
+        k: v for k, v in load_checkpoint(tmp_path / "enc.pt")["state_dict"].items() if k.startswith("projection.")
+    }
+    tuned_proj = {
+        k: v for k, v in load_checkpoint(tmp_path / "mos.pt")["state_dict"].items() if k.startswith("projection.")
+    }
     assert pre_proj and set(pre_proj) == set(tuned_proj)
     for k, v in pre_proj.items():
         if "running" not in k and "num_batches" not in k:

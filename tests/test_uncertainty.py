@@ -65,8 +65,10 @@ def test_target_loss_leaves_out_missing_dimension_labels():
     y = torch.from_numpy(label_targets(rows, outputs))
     loss = target_loss("gnll", outputs, pred, y)
     # MOS: mean over both clips; noi: only the first clip (exact, so 0.5·ln 2π).
-    mos = (gaussian_nll(torch.tensor([3.0]), torch.tensor([0.5]), torch.tensor([4.0]))
-           + gaussian_nll(torch.tensor([2.0]), torch.tensor([0.5]), torch.tensor([2.0]))) / 2
+    mos = (
+        gaussian_nll(torch.tensor([3.0]), torch.tensor([0.5]), torch.tensor([4.0]))
+        + gaussian_nll(torch.tensor([2.0]), torch.tensor([0.5]), torch.tensor([2.0]))
+    ) / 2
     assert loss.item() == pytest.approx(mos.item() + 0.5 * math.log(2 * math.pi), abs=1e-5)
     mse = target_loss("mse", ("mos", "noi"), pred[:, [0, 2]], y)
     assert mse.item() == pytest.approx((1.0 + 0.0) / 2 + 0.0)
@@ -121,8 +123,9 @@ def test_old_checkpoint_loads_and_scores_as_before(tmp_path):
     clips = [_tone(a, 6000 + 1000 * i) for i, a in enumerate((0.01, 0.1, 0.5))]
     with torch.no_grad():
         # the MOS-only model as it was: the head's single output, squeezed and clamped
-        direct = [min(max(float(old.head.net(old.encoder(torch.from_numpy(c)[None])).squeeze(-1)), 1.0), 5.0)
-                  for c in clips]
+        direct = [
+            min(max(float(old.head.net(old.encoder(torch.from_numpy(c)[None])).squeeze(-1)), 1.0), 5.0) for c in clips
+        ]
     assert score_waveforms(model, clips).tolist() == pytest.approx(direct, abs=1e-6)
     assert score_blocks(model, [clips[1][:2000], clips[1][2000:]]) == pytest.approx(direct[1], abs=1e-6)
     assert score_waveforms_all(model, clips).shape == (3, 1)
@@ -208,11 +211,18 @@ class GaussLevel(StepModel):
 def test_evaluate_reports_calibration_and_dimension_metrics(small_corpus):
     manifest = read_manifest(small_corpus["mos"], "mos")
     manifest["noi"] = np.where(np.arange(len(manifest)) % 3 == 0, np.nan, manifest["mos"])
-    report, preds = evaluate_models({"pretrained": GaussLevel(), "scratch": MOSModel(encoder_spec("small")).eval()},
-                                    manifest, root=small_corpus["root"], resamples=50)
+    report, preds = evaluate_models(
+        {"pretrained": GaussLevel(), "scratch": MOSModel(encoder_spec("small")).eval()},
+        manifest,
+        root=small_corpus["root"],
+        resamples=50,
+    )
     # predictions.csv carries each file's predicted std beside its prediction, for models that have one.
-    assert [c for c in preds.columns if c.startswith(("pred_", "std_"))] == ["pred_pretrained", "pred_scratch",
-                                                                             "std_pretrained"]
+    assert [c for c in preds.columns if c.startswith(("pred_", "std_"))] == [
+        "pred_pretrained",
+        "pred_scratch",
+        "std_pretrained",
+    ]
     assert preds["std_pretrained"].to_numpy() == pytest.approx(0.5)
     cal = report["calibration"]
     assert list(cal) == ["pretrained"]  # the MOS-only model has no mos_std
@@ -223,7 +233,8 @@ def test_evaluate_reports_calibration_and_dimension_metrics(small_corpus):
     assert pooled["mean_sigma"] == pytest.approx(0.5) and pooled["n"] == len(test)
     noi = report["dimensions"]["pretrained"]["noi"]["pooled"]
     assert noi["n"] == int(test["noi"].notna().sum()) and noi["pcc"] == pytest.approx(
-        report["models"]["pretrained"]["pooled"]["pcc"], abs=0.2)
+        report["models"]["pretrained"]["pooled"]["pcc"], abs=0.2
+    )
     flat = flat_metrics(report)
     assert "pretrained_pooled_coverage95" in flat and "pretrained_noi_pooled_rmse" in flat
     for fmt in ("text", "markdown"):
@@ -234,14 +245,25 @@ def test_evaluate_reports_calibration_and_dimension_metrics(small_corpus):
 def test_manifests_keep_quality_dimensions_and_validation_accepts_them(tmp_path):
     for i in range(2):
         write_audio(tmp_path / f"c{i}.wav", _tone(0.1, SR), SR)
-    pd.DataFrame({"filepath_deg": ["c0.wav", "c1.wav"], "mos": [3.0, 4.0], "db": ["X_TEST"] * 2,
-                  "noi": [2.5, None], "col": [3.0, 4.0], "dis": [4.5, 5.0], "loud": [1.0, 3.5]}
-                 ).to_csv(tmp_path / "corpus.csv", index=False)
+    pd.DataFrame(
+        {
+            "filepath_deg": ["c0.wav", "c1.wav"],
+            "mos": [3.0, 4.0],
+            "db": ["X_TEST"] * 2,
+            "noi": [2.5, None],
+            "col": [3.0, 4.0],
+            "dis": [4.5, 5.0],
+            "loud": [1.0, 3.5],
+        }
+    ).to_csv(tmp_path / "corpus.csv", index=False)
     manifest, _ = mos_manifest_from_csv(tmp_path / "corpus.csv", root=tmp_path)
     assert manifest[["col", "dis", "loud"]].to_numpy().tolist() == [[3.0, 4.5, 1.0], [4.0, 5.0, 3.5]]
     assert manifest["noi"].iloc[0] == 2.5 and pd.isna(manifest["noi"].iloc[1])
-    ranges = {e.column: (e.min_value, e.max_value) for e in suite_for("mos", ValidateConfig(), SR)
-              if type(e).__name__ == "ExpectColumnValuesToBeBetween"}
+    ranges = {
+        e.column: (e.min_value, e.max_value)
+        for e in suite_for("mos", ValidateConfig(), SR)
+        if type(e).__name__ == "ExpectColumnValuesToBeBetween"
+    }
     assert all(ranges[d] == (1.0, 5.0) for d in ("noi", "col", "dis", "loud"))
 
 
@@ -268,7 +290,8 @@ def test_std_scale_is_the_likelihood_optimum_with_and_without_label_error():
     assert fit_std_scale(r, np.zeros(2), np.ones(2), se=np.ones(2)) == pytest.approx(2.0, rel=0.01)
     # Missing labels are left out; fewer than two labels leave the stds as they are.
     assert fit_std_scale(np.append(y, np.nan), np.append(mu, 3.0), np.append(sigma, 0.5)) == pytest.approx(
-        fit_std_scale(y, mu, sigma))
+        fit_std_scale(y, mu, sigma)
+    )
     assert fit_std_scale(np.array([np.nan, 3.0]), np.array([3.0, 3.0]), np.array([1.0, 1.0])) == 1.0
 
 
@@ -295,8 +318,9 @@ def test_a_std_scale_multiplies_the_stds_only_and_travels_in_the_checkpoint(tmp_
 def test_finetune_calibrates_the_stds_on_the_validation_split(small_corpus, tmp_path, calibrate):
     manifest = read_manifest(small_corpus["mos"], "mos")
     cfg = FinetuneConfig(epochs=1, batch_size=8, crop_seconds=1.0, threads=2, calibrate_std=calibrate)
-    best = finetune(manifest, ModelConfig(size="small"), cfg, seed=0, out_path=tmp_path / "m.pt",
-                    root=small_corpus["root"])
+    best = finetune(
+        manifest, ModelConfig(size="small"), cfg, seed=0, out_path=tmp_path / "m.pt", root=small_corpus["root"]
+    )
     payload = load_checkpoint(tmp_path / "m.pt")
     model = mos_model_from_checkpoint(payload)
     if not calibrate:

@@ -29,8 +29,9 @@ CFG = ValidateConfig(min_duration_s=0.5, max_duration_s=30.0, mos_range=(1.0, 5.
 SR = 16000
 
 
-def _wav(root: Path, rel: str, sr: int = SR, seconds: float = 0.6, amplitude: float = 0.1,
-         subtype: str = "PCM_16") -> str:
+def _wav(
+    root: Path, rel: str, sr: int = SR, seconds: float = 0.6, amplitude: float = 0.1, subtype: str = "PCM_16"
+) -> str:
     x = amplitude * np.sin(2 * np.pi * 440 * np.arange(int(sr * seconds)) / sr).astype(np.float32)
     write_audio(root / rel, x, sr, subtype=subtype)
     return rel
@@ -42,14 +43,8 @@ def _audio(root: Path, rel: str, sr: int = SR) -> dict:
 
 
 def _good_tables(root: Path) -> dict[str, pd.DataFrame]:
-    clean = pd.DataFrame(
-        {"id": f"c{i}", **_audio(root, f"clean/c{i}.wav"), "speaker": f"s{i % 2}"}
-        for i in range(4)
-    )
-    noise = pd.DataFrame(
-        {"id": f"n{i}", **_audio(root, f"noise/n{i}.wav"), "environment": "white"}
-        for i in range(2)
-    )
+    clean = pd.DataFrame({"id": f"c{i}", **_audio(root, f"clean/c{i}.wav"), "speaker": f"s{i % 2}"} for i in range(4))
+    noise = pd.DataFrame({"id": f"n{i}", **_audio(root, f"noise/n{i}.wav"), "environment": "white"} for i in range(2))
     # MOS clips at 48 kHz like NISQA: only clean and noise must reach the pipeline rate.
     splits = ["train", "train", "val", "test"]
     mos = pd.DataFrame(
@@ -255,11 +250,7 @@ def test_suite_rules_follow_config():
     noise = _ranges("noise", cfg, 16000)
     assert noise["duration"] == (1.0, None)  # long noise recordings are cut, not rejected
     assert noise["sample_rate"][0] == 16000
-    exist = {
-        e.column
-        for e in suite_for("clean", cfg, 16000)
-        if type(e).__name__ == "ExpectColumnToExist"
-    }
+    exist = {e.column for e in suite_for("clean", cfg, 16000) if type(e).__name__ == "ExpectColumnToExist"}
     assert exist == set(ACQUIRED_SCHEMAS["clean"])
     assert ACQUIRED_SCHEMAS["clean"] == [*SCHEMAS["clean"], "sha256"]  # the schema plus the content hash
 

@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
         manifests = acquire(p.data, p.seed, Path(args.out), Path(args.manifests), root=Path(args.root))
         counts = {f"n_{k}": float(len(pd.read_parquet(v))) for k, v in manifests.items() if str(v).endswith(".parquet")}
         mlflow.log_metrics(counts)
-    print(f"acquire ({p.data.profile}): manifests in {args.manifests}: "
-          + ", ".join(f"{k}={v:.0f}" for k, v in counts.items()))
+    print(
+        f"acquire ({p.data.profile}): manifests in {args.manifests}: "
+        + ", ".join(f"{k}={v:.0f}" for k, v in counts.items())
+    )
     return 0

@@ -31,14 +31,31 @@ from jsqa.cli import (
 from jsqa.errors import JsqaError
 
 # In dvc.yaml order; `finetune` also serves the finetune_scratch stage.
-COMMANDS = (acquire, validate, pairs, pretrain, calibrate, finetune, evaluate, register, study, export, predict, compare,
-            models, serve)
+COMMANDS = (
+    acquire,
+    validate,
+    pairs,
+    pretrain,
+    calibrate,
+    finetune,
+    evaluate,
+    register,
+    study,
+    export,
+    predict,
+    compare,
+    models,
+    serve,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `jsqa` parser with one subcommand per module in :data:`COMMANDS`."""
-    parser = argparse.ArgumentParser(prog="jsqa", description="jsqa: speech quality (MOS) prediction "
-                                     "with contrastive pretraining on JND pairs; one subcommand per stage")
+    parser = argparse.ArgumentParser(
+        prog="jsqa",
+        description="jsqa: speech quality (MOS) prediction "
+        "with contrastive pretraining on JND pairs; one subcommand per stage",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

@@ -30,8 +30,9 @@ def params(args: argparse.Namespace) -> Params:
 
 def csv_args(sp: argparse.ArgumentParser) -> None:
     """``--csv`` / ``--audio-root``: a MOS dataset in the NISQA CSV layout instead of the manifest."""
-    sp.add_argument("--csv", default=None, help="MOS dataset in the NISQA CSV layout (filepath_deg, mos, db); "
-                    "replaces --manifest")
+    sp.add_argument(
+        "--csv", default=None, help="MOS dataset in the NISQA CSV layout (filepath_deg, mos, db); replaces --manifest"
+    )
     sp.add_argument("--audio-root", default=None, help="folder filepath_deg is relative to (default: the CSV's)")
 
 

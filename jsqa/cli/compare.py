@@ -14,15 +14,24 @@ DEFAULT_ENCODER = "models/encoder.pt"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sp = sub.add_parser("compare", help="distance between two recordings in the JND encoder's space, "
-                        "and the calibrated probability that they sound different")
+    sp = sub.add_parser(
+        "compare",
+        help="distance between two recordings in the JND encoder's space, "
+        "and the calibrated probability that they sound different",
+    )
     sp.add_argument("ref", help="reference audio file")
     sp.add_argument("deg", help="audio file to compare with it")
-    sp.add_argument("--encoder", default=DEFAULT_ENCODER,
-                    help="encoder checkpoint, logged model folder or MLflow URI such as models:/jsqa-encoder@champion")
-    sp.add_argument("--calibration", default=None,
-                    help=f"JND calibration file (default: the one a registry model carries, else {DEFAULT_CALIBRATION} "
-                         "if present; without one only the distance is given)")
+    sp.add_argument(
+        "--encoder",
+        default=DEFAULT_ENCODER,
+        help="encoder checkpoint, logged model folder or MLflow URI such as models:/jsqa-encoder@champion",
+    )
+    sp.add_argument(
+        "--calibration",
+        default=None,
+        help=f"JND calibration file (default: the one a registry model carries, else {DEFAULT_CALIBRATION} "
+        "if present; without one only the distance is given)",
+    )
     sp.add_argument("--format", choices=("table", "json"), default="table")
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
     max_seconds_arg(sp)

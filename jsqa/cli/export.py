@@ -9,8 +9,12 @@ from pathlib import Path
 def add_parser(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("export", help="export a MOS checkpoint as a TorchScript or ONNX file (waveform batch -> MOS)")
     sp.add_argument("--model", required=True, help="MOS checkpoint (.pt)")
-    sp.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript",
-                    help="torchscript, or onnx (needs the optional extra: pip install 'jsqa[onnx]')")
+    sp.add_argument(
+        "--format",
+        choices=("torchscript", "onnx"),
+        default="torchscript",
+        help="torchscript, or onnx (needs the optional extra: pip install 'jsqa[onnx]')",
+    )
     sp.add_argument("--out", required=True, help="output file, e.g. model.ts or model.onnx")
     sp.set_defaults(func=run)
 

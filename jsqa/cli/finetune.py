@@ -16,25 +16,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--encoder", default=None, help="pretrained encoder checkpoint; omit for the scratch baseline")
     sp.add_argument("--out", default="models/mos_pretrained.pt")
     sp.add_argument("--metrics", default="metrics/finetune_pretrained.json")
-    sp.add_argument("--curves", default=None, help="CSV of every seed's per-epoch validation metrics, and a PNG "
-                    "beside it (DVC plots)")
+    sp.add_argument(
+        "--curves",
+        default=None,
+        help="CSV of every seed's per-epoch validation metrics, and a PNG beside it (DVC plots)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     import mlflow
 
     from jsqa.config import to_flat_dict
-    from jsqa.io import write_csv, write_json
+    from jsqa.io import write_json
     from jsqa.tracking import log_epoch, stage_run
-    from jsqa.train.curves import curves_plot, curves_table
     from jsqa.train.finetune import finetune_seeds
 
     p = params(args)
     encoder = Path(args.encoder) if args.encoder else None
     stage = "finetune" if encoder else "finetune_scratch"
-    flat = {"seed": p.seed, "init": "pretrained" if encoder else "scratch",
-            **to_flat_dict(p.model, "model."), **to_flat_dict(p.train, "train."),
-            **to_flat_dict(p.finetune, "finetune.")}
+    flat = {
+        "seed": p.seed,
+        "init": "pretrained" if encoder else "scratch",
+        **to_flat_dict(p.model, "model."),
+        **to_flat_dict(p.train, "train."),
+        **to_flat_dict(p.finetune, "finetune."),
+    }
     manifest = mos_manifest(args)
 
     def on_epoch(seed: int) -> Callable[[int, dict[str, float]], None]:
@@ -43,28 +49,63 @@ def run(args: argparse.Namespace) -> int:
         return lambda e, m: log_epoch({prefix + k: v for k, v in m.items()}, e)
 
     with stage_run(stage, flat, args.root):
-        summary = finetune_seeds(manifest, p.model, p.finetune, p.seed, Path(args.out), encoder_ckpt=encoder,
-                                 sample_rate=p.data.sample_rate, root=args.root, on_epoch=on_epoch,
-                                 deterministic=p.train.deterministic)
-        best = {k: v for k, v in summary.items() if isinstance(v, float)}
-        mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
-        mlflow.log_metrics({f"seeds_{k}_{s}": v for s in ("mean", "std") for k, v in summary[f"seed_{s}"].items()})
-        mlflow.log_metrics({"failed_runs": float(len(summary["failed_seeds"])), "collapsed": float(summary["collapsed"])})
+        summary = finetune_seeds(
+            manifest,
+            p.model,
+            p.finetune,
+            p.seed,
+            Path(args.out),
+            encoder_ckpt=encoder,
+            sample_rate=p.data.sample_rate,
+            root=args.root,
+            on_epoch=on_epoch,
+            deterministic=p.train.deterministic,
+        )
+        best = _log_summary(summary)
         write_json(args.metrics, summary)
         if args.curves:
-            curves = Path(args.curves)
-            write_csv(curves, curves_table(summary["curves"]))
-            best_epochs = {s: m["best_epoch"] for s, m in summary["seeds"].items()}
-            curves_plot(summary["curves"], curves.with_suffix(".png"), flat["init"], best_epochs)
-            for f in (curves, curves.with_suffix(".png")):
-                mlflow.log_artifact(str(f))
+            _write_curves(summary, Path(args.curves), flat["init"])
         mlflow.log_artifact(args.out)
+    _print_summary(stage, args.out, best, summary)
+    return 0
+
+
+def _log_summary(summary: dict) -> dict[str, float]:
+    """The primary seed's best validation metrics, the seed statistics and failures, to MLflow."""
+    import mlflow
+
+    best = {k: v for k, v in summary.items() if isinstance(v, float)}
+    mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
+    mlflow.log_metrics({f"seeds_{k}_{s}": v for s in ("mean", "std") for k, v in summary[f"seed_{s}"].items()})
+    mlflow.log_metrics({"failed_runs": float(len(summary["failed_seeds"])), "collapsed": float(summary["collapsed"])})
+    return best
+
+
+def _write_curves(summary: dict, curves: Path, init: str) -> None:
+    """Every seed's learning curves as a table and a plot, both also MLflow artifacts."""
+    import mlflow
+
+    from jsqa.io import write_csv
+    from jsqa.train.curves import curves_plot, curves_table
+
+    write_csv(curves, curves_table(summary["curves"]))
+    best_epochs = {s: m["best_epoch"] for s, m in summary["seeds"].items()}
+    curves_plot(summary["curves"], curves.with_suffix(".png"), init, best_epochs)
+    for f in (curves, curves.with_suffix(".png")):
+        mlflow.log_artifact(str(f))
+
+
+def _print_summary(stage: str, out: str, best: dict[str, float], summary: dict) -> None:
+    """The saved model's validation figures, the seeds' spread, and any run that failed to learn."""
     mean, std = summary["seed_mean"], summary["seed_std"]
     failed = summary["failed_seeds"]
-    print(f"{stage}: model saved to {args.out} (val RMSE {best['val_rmse']:.3f}, PCC {best['val_pcc']:.3f}); "
-          f"{len(summary['seeds']) - len(failed)} seeds that learned: val RMSE {mean['val_rmse']:.3f} ± "
-          f"{std['val_rmse']:.3f}, PCC {mean['val_pcc']:.3f} ± {std['val_pcc']:.3f}")
+    print(
+        f"{stage}: model saved to {out} (val RMSE {best['val_rmse']:.3f}, PCC {best['val_pcc']:.3f}); "
+        f"{len(summary['seeds']) - len(failed)} seeds that learned: val RMSE {mean['val_rmse']:.3f} ± "
+        f"{std['val_rmse']:.3f}, PCC {mean['val_pcc']:.3f} ± {std['val_pcc']:.3f}"
+    )
     if failed:
-        print(f"{stage}: {len(failed)} of {len(summary['seeds'])} runs FAILED TO LEARN (predictions collapsed): "
-              f"seeds {', '.join(map(str, failed))}")
-    return 0
+        print(
+            f"{stage}: {len(failed)} of {len(summary['seeds'])} runs FAILED TO LEARN (predictions collapsed): "
+            f"seeds {', '.join(map(str, failed))}"
+        )

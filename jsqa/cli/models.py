@@ -15,8 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser("models", help="list registered versions; move or roll back @champion")
     group = models.add_subparsers(dest="models_command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--name", default=None, help="registered model (default: register.mos_name); "
-                        "the encoder and MOS model move together")
+    common.add_argument(
+        "--name",
+        default=None,
+        help="registered model (default: register.mos_name); the encoder and MOS model move together",
+    )
     common.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     common.add_argument("--root", default=".", help="project root holding mlflow.db")
     sp = group.add_parser("list", parents=[common], help="versions, aliases, provenance tags and metrics")

@@ -29,8 +29,13 @@ def run(args: argparse.Namespace) -> int:
     logged = {**to_flat_dict(cfg, "pairs."), "data.profile": profile}
     with stage_run("pairs", logged, args.root):
         pairset = generate_pairs(
-            mdir / "clean.parquet", mdir / "noise.parquet", cfg, p.seed, Path(args.out),
-            sample_rate=p.data.sample_rate, root=Path(args.root),
+            mdir / "clean.parquet",
+            mdir / "noise.parquet",
+            cfg,
+            p.seed,
+            Path(args.out),
+            sample_rate=p.data.sample_rate,
+            root=Path(args.root),
         )
         mlflow.log_metric("n_pairs", pairset.n)
     print(f"pairs: {pairset.n} JND pairs in {args.out}")

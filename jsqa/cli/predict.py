@@ -15,15 +15,25 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("predict", help="print a MOS for each audio file (folders are searched)")
     sp.add_argument("inputs", nargs="+", help="audio files or folders")
-    sp.add_argument("--model", default="models:/jsqa-mos@champion",
-                    help="checkpoint path or MLflow model URI (default: models:/jsqa-mos@champion)")
+    sp.add_argument(
+        "--model",
+        default="models:/jsqa-mos@champion",
+        help="checkpoint path or MLflow model URI (default: models:/jsqa-mos@champion)",
+    )
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     sp.add_argument("--root", default=".", help="project root holding mlflow.db")
     max_seconds_arg(sp)
-    sp.add_argument("--allow-truncated", action="store_true",
-                    help="exit 0 when a file is shorter than its header says (it is scored, with a warning)")
-    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                    help="where the model scores (default auto: the GPU when one is visible)")
+    sp.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="exit 0 when a file is shorter than its header says (it is scored, with a warning)",
+    )
+    sp.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where the model scores (default auto: the GPU when one is visible)",
+    )
     sp.set_defaults(func=run)
 
 
@@ -39,4 +49,3 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(format_rows(rows, args.format))
     truncated = any(r["warning"] for r in rows) and not args.allow_truncated
     return 1 if truncated or any(r["error"] for r in rows) else 0
-

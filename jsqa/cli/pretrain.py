@@ -18,10 +18,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     # Without either flag a rerun continues a checkpoint made with the same parameters, so that
     # `dvc repro` and Prefect retries pick up an interrupted run.
     mode = sp.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="continue from the last checkpoint; an error when there is none with these parameters")
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint; an error when there is none with these parameters",
+    )
     mode.add_argument("--fresh", action="store_true", help="start at step 0, removing any earlier checkpoint")
-    sp.add_argument("--checkpoint-dir", default=None, help="run directory for resumable checkpoints (default: OUT.ckpt)")
+    sp.add_argument(
+        "--checkpoint-dir", default=None, help="run directory for resumable checkpoints (default: OUT.ckpt)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,18 +45,31 @@ def run(args: argparse.Namespace) -> int:
     p = params(args)
     resume: Literal["auto", "resume", "fresh"] = "resume" if args.resume else "fresh" if args.fresh else "auto"
     ctx = context_from_env()
-    flat = {"seed": p.seed, **to_flat_dict(p.model, "model."), **to_flat_dict(p.train, "train."),
-            **to_flat_dict(p.pretrain, "pretrain.")}
+    flat = {
+        "seed": p.seed,
+        **to_flat_dict(p.model, "model."),
+        **to_flat_dict(p.train, "train."),
+        **to_flat_dict(p.pretrain, "pretrain."),
+    }
     # Under torchrun only rank 0 tracks and writes; the other ranks just train.
-    tracked = stage_run("pretrain", {**flat, "world_size": ctx.world_size, "resume": resume}, args.root) \
-        if ctx.is_main else contextlib.nullcontext()
+    tracked = (
+        stage_run("pretrain", {**flat, "world_size": ctx.world_size, "resume": resume}, args.root)
+        if ctx.is_main
+        else contextlib.nullcontext()
+    )
     with tracked:
         try:
             summary = pretrain(
-                Path(args.pairs), p.model, p.pretrain, p.seed, Path(args.out),
+                Path(args.pairs),
+                p.model,
+                p.pretrain,
+                p.seed,
+                Path(args.out),
                 on_epoch=(lambda e, m: log_epoch(m, e)) if ctx.is_main else no_callback,
                 checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
-                resume=resume, dist_ctx=ctx, deterministic=p.train.deterministic,
+                resume=resume,
+                dist_ctx=ctx,
+                deterministic=p.train.deterministic,
             )
         except TrainingInterrupted as exc:
             if ctx.is_main:
@@ -63,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         mlflow.log_metrics({k: summary[k] for k in ("n_parameters", "steps", "world_size")})
         write_json(args.metrics, summary)
         mlflow.log_artifact(args.out)
-    print(f"pretrain: encoder ({int(summary['n_parameters']):,} parameters) saved to {args.out} "
-          f"(loss {summary['loss']:.4f}, top-1 {summary['top1']:.3f}, {int(summary['steps'])} steps)")
+    print(
+        f"pretrain: encoder ({int(summary['n_parameters']):,} parameters) saved to {args.out} "
+        f"(loss {summary['loss']:.4f}, top-1 {summary['top1']:.3f}, {int(summary['steps'])} steps)"
+    )
     return 0

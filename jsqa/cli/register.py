@@ -14,8 +14,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     sp.add_argument("--mos", default="models/mos_pretrained.pt")
     sp.add_argument("--evaluation", default="metrics/evaluate.json")
     sp.add_argument("--out", default="metrics/register.json")
-    sp.add_argument("--calibration", default="models/jnd_calibration.json",
-                    help="JND calibration logged with the encoder when the file exists (jsqa calibrate)")
+    sp.add_argument(
+        "--calibration",
+        default="models/jnd_calibration.json",
+        help="JND calibration logged with the encoder when the file exists (jsqa calibrate)",
+    )
     sp.add_argument("--manifests", default="data/manifests", help="manifests whose hashes tag the versions")
 
 
@@ -27,9 +30,17 @@ def run(args: argparse.Namespace) -> int:
     evaluation = read_json(args.evaluation) if args.evaluation and Path(args.evaluation).exists() else None
     tags = evaluation_tags(evaluation) if evaluation else {}
     calibration = Path(args.calibration) if args.calibration and Path(args.calibration).exists() else None
-    result = register(Path(args.encoder), Path(args.mos), p.register, Path(args.root), extra_tags=tags,
-                      manifests=Path(args.manifests), evaluation=evaluation, profile=p.data.profile,
-                      calibration=calibration)
+    result = register(
+        Path(args.encoder),
+        Path(args.mos),
+        p.register,
+        Path(args.root),
+        extra_tags=tags,
+        manifests=Path(args.manifests),
+        evaluation=evaluation,
+        profile=p.data.profile,
+        calibration=calibration,
+    )
     write_json(args.out, result)
     if result["unchanged"]:
         print(f"register: {result['mos_model']} {result['reason']} (not registered again)")

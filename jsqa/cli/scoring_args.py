@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 def max_seconds_arg(sp: argparse.ArgumentParser) -> None:
     """``--max-seconds``: the longest audio file the command reads (checked before decoding)."""
-    sp.add_argument("--max-seconds", type=float, default=None,
-                    help="refuse longer files, checked before decoding (default 600)")
+    sp.add_argument(
+        "--max-seconds", type=float, default=None, help="refuse longer files, checked before decoding (default 600)"
+    )
 
 
 def scoring_limits(args: argparse.Namespace) -> ScoringLimits:

@@ -9,8 +9,11 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     sp = sub.add_parser("serve", help="serve a MOS model over HTTP (POST /invocations; see README 'Serving')")
-    sp.add_argument("--model", default="models:/jsqa-mos@champion",
-                    help="MLflow model URI or model folder (default: models:/jsqa-mos@champion)")
+    sp.add_argument(
+        "--model",
+        default="models:/jsqa-mos@champion",
+        help="MLflow model URI or model folder (default: models:/jsqa-mos@champion)",
+    )
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5001)
     sp.add_argument("--workers", type=int, default=1)

@@ -10,19 +10,40 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    sp = sub.add_parser("study", help="run a grid of settings as DVC experiments (-S), then collect every "
-                        "experiment into one table and plot (pretrained vs scratch against label fraction "
-                        "or an ablation)")
+    sp = sub.add_parser(
+        "study",
+        help="run a grid of settings as DVC experiments (-S), then collect every "
+        "experiment into one table and plot (pretrained vs scratch against label fraction "
+        "or an ablation)",
+    )
     sp.add_argument("--root", default=".", help="the DVC project (default: here)")
-    sp.add_argument("-S", "--set-param", dest="set_params", action="append", default=[], metavar="KEY=V1,V2",
-                    help="a setting or sweep, as for `dvc exp run -S` (repeatable; the grid is every "
-                    "combination). Each setting runs as `dvc exp run --temp` before the collection; "
-                    "without -S, only the experiments already run are collected")
-    sp.add_argument("--target", dest="targets", action="append", default=None,
-                    help="stage each experiment reproduces (repeatable; default: evaluate)")
-    sp.add_argument("-C", "--copy", dest="copy_paths", action="append", default=None,
-                    help="file copied into each experiment when it exists (repeatable; default: dvc.lock, "
-                    "so the upstream stages come from the cache)")
+    sp.add_argument(
+        "-S",
+        "--set-param",
+        dest="set_params",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a setting or sweep, as for `dvc exp run -S` (repeatable; the grid is every "
+        "combination). Each setting runs as `dvc exp run --temp` before the collection; "
+        "without -S, only the experiments already run are collected",
+    )
+    sp.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=None,
+        help="stage each experiment reproduces (repeatable; default: evaluate)",
+    )
+    sp.add_argument(
+        "-C",
+        "--copy",
+        dest="copy_paths",
+        action="append",
+        default=None,
+        help="file copied into each experiment when it exists (repeatable; default: dvc.lock, "
+        "so the upstream stages come from the cache)",
+    )
     sp.add_argument("--exp-json", default=None, help="read this `dvc exp show --json` output instead of running it")
     sp.add_argument("--test-set", default="pooled", help="test set the table and plot report (default: pooled)")
     sp.add_argument("--out", default="metrics/study.json")
@@ -56,18 +77,26 @@ def run(args: argparse.Namespace) -> int:
     failed_runs: list[str] = []
     if args.set_params:
         settings = expand_grid(args.set_params)
-        failed_runs = run_settings(args.root, settings, args.targets or ["evaluate"],
-                                   ["dvc.lock"] if args.copy_paths is None else args.copy_paths)
+        failed_runs = run_settings(
+            args.root,
+            settings,
+            args.targets or ["evaluate"],
+            ["dvc.lock"] if args.copy_paths is None else args.copy_paths,
+        )
     exp_show = json.loads(Path(args.exp_json).read_text()) if args.exp_json else _exp_show(args.root)
     experiments = experiments_from_exp_show(exp_show)
     table = study_table(experiments, args.test_set)
     factors = [c for c in table.columns if "." in c]
     markdown = study_markdown(table, factors)
-    verdicts = [f"- {e['name']}: {e['evaluation']['verdict'][0]}" for e in experiments if e["evaluation"].get("verdict")]
+    verdicts = [
+        f"- {e['name']}: {e['evaluation']['verdict'][0]}" for e in experiments if e["evaluation"].get("verdict")
+    ]
     failed = sorted(set(failed_experiments(exp_show)) | set(failed_runs))
-    note = (f"\n{len(failed)} experiment(s) failed and are not in the table: {', '.join(failed)}\n" if failed else "")
-    text = (f"# Study: {len(experiments)} experiments, factors {', '.join(factors) or 'none'} "
-            f"(test set: {args.test_set})\n\n{markdown}\n" + "\n".join(verdicts) + "\n" + note)
+    note = f"\n{len(failed)} experiment(s) failed and are not in the table: {', '.join(failed)}\n" if failed else ""
+    text = (
+        f"# Study: {len(experiments)} experiments, factors {', '.join(factors) or 'none'} "
+        f"(test set: {args.test_set})\n\n{markdown}\n" + "\n".join(verdicts) + "\n" + note
+    )
     with atomic_path(args.table) as tmp:
         Path(tmp).write_text(text)
     write_json(args.out, {"factors": factors, "rows": table.to_dict(orient="records"), "failed_experiments": failed})

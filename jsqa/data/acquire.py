@@ -79,8 +79,10 @@ def _noise(cfg: CorporaConfig, downloads: Path, root: Path) -> tuple[pd.DataFram
         else:
             if not cfg.noise_folders:
                 raise ConfigError("data.corpora.noise_folders: empty, but noise_sources lists 'folders'")
-            found = [noise.prepare_noise_folder(Path(f), root=root, source=f"folder{i}")
-                     for i, f in enumerate(cfg.noise_folders)]
+            found = [
+                noise.prepare_noise_folder(Path(f), root=root, source=f"folder{i}")
+                for i, f in enumerate(cfg.noise_folders)
+            ]
         for frame, bad in found:
             frames.append(frame)
             quarantine += bad
@@ -104,8 +106,9 @@ def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".
     if cfg.user_mos_csv:
         mos, q_mos = nisqa.prepare_user_mos(Path(cfg.user_mos_csv), root=root)
     else:
-        corpus = nisqa.download_nisqa(downloads / "nisqa", accept_licence=cfg.accept_nisqa_licence,
-                                      base_url=_mirror(cfg, "nisqa"))
+        corpus = nisqa.download_nisqa(
+            downloads / "nisqa", accept_licence=cfg.accept_nisqa_licence, base_url=_mirror(cfg, "nisqa")
+        )
         mos, q_mos = nisqa.prepare_nisqa(corpus, cfg.nisqa_subsets, root)
     paths = {k: manifest_dir / f"{k}.parquet" for k in ("clean", "noise", "mos")}
     write_manifest(paths["clean"], clean, "clean")
@@ -113,6 +116,11 @@ def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".
     write_manifest(paths["mos"], mos, "mos")
     paths["quarantine"] = manifest_dir / "quarantine.csv"
     write_csv(paths["quarantine"], pd.DataFrame(q_clean + q_noise + q_mos, columns=["path", "reason"]))
-    log.info("manifests: %d clean, %d noise, %d mos, %d quarantined",
-             len(clean), len(noise_df), len(mos), len(q_clean) + len(q_noise) + len(q_mos))
+    log.info(
+        "manifests: %d clean, %d noise, %d mos, %d quarantined",
+        len(clean),
+        len(noise_df),
+        len(mos),
+        len(q_clean) + len(q_noise) + len(q_mos),
+    )
     return paths

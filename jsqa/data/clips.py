@@ -31,7 +31,12 @@ class ClipSet:
 
 
 def load_clips(
-    df: pd.DataFrame, sample_rate: int, root: str | Path = ".", workers: int = 4, *, level_dbov: float | None = None,
+    df: pd.DataFrame,
+    sample_rate: int,
+    root: str | Path = ".",
+    workers: int = 4,
+    *,
+    level_dbov: float | None = None,
 ) -> ClipSet:
     """Read every clip of a manifest slice (threads: decoding releases the GIL).
 
@@ -47,8 +52,13 @@ def load_clips(
         audio = [scaled(x, level_gain(c, level_dbov)) if c.has_speech else x for x, c in zip(audio, checks)]
         failed = [(p, c) for p, c in zip(paths, checks) if not c.has_speech]
         if failed:
-            log.warning("%d of %d clips have no active speech and keep their level (first: %s, %s)",
-                        len(failed), len(paths), failed[0][0], failed[0][1].reason)
+            log.warning(
+                "%d of %d clips have no active speech and keep their level (first: %s, %s)",
+                len(failed),
+                len(paths),
+                failed[0][0],
+                failed[0][1].reason,
+            )
     return ClipSet(audio=audio, mos=df["mos"].to_numpy(dtype=np.float32), rows=df.reset_index(drop=True))
 
 
@@ -69,8 +79,10 @@ def label_se(rows: pd.DataFrame) -> np.ndarray:
 def label_targets(rows: pd.DataFrame, outputs: tuple[str, ...]) -> np.ndarray:
     """[N, T] labels of the model's targets (its outputs but the ``_std`` ones), NaN where missing."""
     targets = [o for o in outputs if not is_std(o)]
-    cols = [pd.to_numeric(rows[t], errors="coerce") if t in rows.columns else pd.Series(np.nan, index=rows.index)
-            for t in targets]
+    cols = [
+        pd.to_numeric(rows[t], errors="coerce") if t in rows.columns else pd.Series(np.nan, index=rows.index)
+        for t in targets
+    ]
     return np.stack([c.to_numpy(dtype=np.float64) for c in cols], axis=1).astype(np.float32)
 
 

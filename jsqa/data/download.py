@@ -74,8 +74,15 @@ class _Hashes:
                 self.update(chunk)
 
 
-def download(remote: Remote, dest_dir: Path, *, progress: bool = True, chunk_size: int = 1 << 20,
-             timeout: float = 60.0, retries: int = 3) -> Path:
+def download(
+    remote: Remote,
+    dest_dir: Path,
+    *,
+    progress: bool = True,
+    chunk_size: int = 1 << 20,
+    timeout: float = 60.0,
+    retries: int = 3,
+) -> Path:
     """Fetch ``remote`` into ``dest_dir`` and return the verified file's path.
 
     A file already present that verifies is returned without network access. ``retries`` bounds
@@ -108,8 +115,9 @@ def download(remote: Remote, dest_dir: Path, *, progress: bool = True, chunk_siz
         if remote.size is not None and part.is_file() and part.stat().st_size == remote.size:
             break  # a complete part from an earlier run needs no request, only verification
         try:
-            _fetch_with_retries(url, part, remote, hashes, progress=progress, chunk_size=chunk_size,
-                                timeout=timeout, retries=retries)
+            _fetch_with_retries(
+                url, part, remote, hashes, progress=progress, chunk_size=chunk_size, timeout=timeout, retries=retries
+            )
             break
         except _MirrorFailed as exc:
             log.warning("%s: %s failed: %s", remote.filename, url, exc)
@@ -123,8 +131,17 @@ def download(remote: Remote, dest_dir: Path, *, progress: bool = True, chunk_siz
     return final
 
 
-def _fetch_with_retries(url: str, part: Path, remote: Remote, hashes: _Hashes, *, progress: bool,
-                        chunk_size: int, timeout: float, retries: int) -> None:
+def _fetch_with_retries(
+    url: str,
+    part: Path,
+    remote: Remote,
+    hashes: _Hashes,
+    *,
+    progress: bool,
+    chunk_size: int,
+    timeout: float,
+    retries: int,
+) -> None:
     """Transfer from one URL into ``part``, resuming after dropped connections up to ``retries`` times."""
     for attempt in range(retries + 1):
         try:
@@ -137,8 +154,9 @@ def _fetch_with_retries(url: str, part: Path, remote: Remote, hashes: _Hashes, *
             log.warning("%s: connection dropped at %d bytes (%s); resuming", remote.filename, have, exc)
 
 
-def _fetch(url: str, part: Path, remote: Remote, hashes: _Hashes, *, progress: bool, chunk_size: int,
-           timeout: float) -> None:
+def _fetch(
+    url: str, part: Path, remote: Remote, hashes: _Hashes, *, progress: bool, chunk_size: int, timeout: float
+) -> None:
     """One HTTP request; appends to ``part`` (or restarts it) and feeds ``hashes``."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
@@ -178,16 +196,25 @@ def _fetch(url: str, part: Path, remote: Remote, hashes: _Hashes, *, progress: b
         expected = int(length) if length is not None and length.isdigit() else None
         total = remote.size if remote.size is not None else (offset + expected if expected is not None else None)
         show = progress and sys.stderr.isatty()
-        with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                           unit_divisor=1024, desc=remote.filename, disable=not show,
-                                           leave=False) as bar:
+        with (
+            open(part, mode) as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=remote.filename,
+                disable=not show,
+                leave=False,
+            ) as bar,
+        ):
             received = _copy(response, out, hashes, bar, chunk_size)
     if expected is not None and received < expected:
         raise _Dropped(f"got {received} of {expected} bytes")
 
 
-def _copy(response: http.client.HTTPResponse, out: IO[bytes], hashes: _Hashes, bar: tqdm,
-          chunk_size: int) -> int:
+def _copy(response: http.client.HTTPResponse, out: IO[bytes], hashes: _Hashes, bar: tqdm, chunk_size: int) -> int:
     """Stream the body to ``out``; return the byte count. Connection errors become _Dropped."""
     received = 0
     try:

@@ -56,9 +56,7 @@ def check_subsets(subsets: Sequence[str]) -> list[str]:
         subsets = [subsets]
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown:
-        raise ConfigError(
-            f"unknown LibriSpeech subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}"
-        )
+        raise ConfigError(f"unknown LibriSpeech subset(s) {', '.join(unknown)}; known: {', '.join(SUBSETS)}")
     if not subsets:
         raise ConfigError(f"no LibriSpeech subset chosen; known: {', '.join(SUBSETS)}")
     return list(subsets)

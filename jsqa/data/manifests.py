@@ -119,8 +119,12 @@ def audio_rows(
             return {"path": rel, "reason": str(exc), "_bad": True}
         if info["frames"] == 0:
             return {"path": rel, "reason": f"{p}: audio is empty", "_bad": True}
-        row = {"path": rel, "duration": info["duration"], "sample_rate": info["sample_rate"],
-               "channels": info["channels"]}
+        row = {
+            "path": rel,
+            "duration": info["duration"],
+            "sample_rate": info["sample_rate"],
+            "channels": info["channels"],
+        }
         return {**row, **extra(p)} if extra is not None else row
 
     results = _thread_map(one, paths, workers)
@@ -244,8 +248,13 @@ def _row_split(rec: pd.Series, table: pd.DataFrame, csv_path: Path) -> str:
     return _csv_split(str(rec["db"]), csv_path)
 
 
-_OPTIONAL_SOURCES = {"condition": ("condition", "con"), "mos_std": ("mos_std",), "votes": ("votes",),
-                     "ref_path": ("filepath_ref",), **{d: (d,) for d in DIMENSIONS}}
+_OPTIONAL_SOURCES = {
+    "condition": ("condition", "con"),
+    "mos_std": ("mos_std",),
+    "votes": ("votes",),
+    "ref_path": ("filepath_ref",),
+    **{d: (d,) for d in DIMENSIONS},
+}
 
 
 def _has_optional(table: pd.DataFrame, column: str) -> bool:

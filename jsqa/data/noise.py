@@ -66,9 +66,7 @@ MUSAN_MIRRORS: tuple[str, ...] = (
     "https://openslr.elda.org/resources/17",
     "https://openslr.trmal.net/resources/17",
 )
-MUSAN_REMOTE = Remote(
-    "musan.tar.gz", tuple(f"{m}/musan.tar.gz" for m in MUSAN_MIRRORS), size=11_086_114_085
-)
+MUSAN_REMOTE = Remote("musan.tar.gz", tuple(f"{m}/musan.tar.gz" for m in MUSAN_MIRRORS), size=11_086_114_085)
 MUSAN_PARTS: tuple[str, ...] = ("free-sound", "sound-bible")
 
 

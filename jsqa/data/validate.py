@@ -83,7 +83,9 @@ _SPEECH_KINDS = ("clean", "mos")
 _STATS_CHUNK = 16
 # Where the failing values themselves say nothing ("False", "None"), name the rows instead.
 _EXAMPLE_SOURCE = {
-    FILE_EXISTS: "path", LEAKS_INTO_TRAIN: "id", SPEAKER_SPANS_SUBSETS: "speaker",
+    FILE_EXISTS: "path",
+    LEAKS_INTO_TRAIN: "id",
+    SPEAKER_SPANS_SUBSETS: "speaker",
     **dict.fromkeys(AUDIO_STATS, "path"),
     **{check: path for check, (path, _) in _HASH_CHECKS.items()},
     **{hashed: path for path, hashed in _HASH_CHECKS.values()},
@@ -133,9 +135,7 @@ def suite_for(kind: str, cfg: ValidateConfig, sample_rate: int) -> list[Any]:
     # Noise is cut into segments, so long recordings are fine.
     max_duration = None if kind == "noise" else cfg.max_duration_s
     out.append(
-        gxe.ExpectColumnValuesToBeBetween(
-            column="duration", min_value=cfg.min_duration_s, max_value=max_duration
-        )
+        gxe.ExpectColumnValuesToBeBetween(column="duration", min_value=cfg.min_duration_s, max_value=max_duration)
     )
     out.append(
         gxe.ExpectColumnValuesToBeInSet(
@@ -166,8 +166,9 @@ def _mos_expectations(gxe: Any, cfg: ValidateConfig) -> list[Any]:
     # Optional quality dimensions (1-5 like MOS): checked when the manifest has them; a
     # missing value (null) is allowed, the between rule skips it.
     for dim in DIMENSIONS:
-        out.append(gxe.ExpectColumnValuesToBeBetween(
-            column=dim, min_value=DIMENSION_RANGE[0], max_value=DIMENSION_RANGE[1]))
+        out.append(
+            gxe.ExpectColumnValuesToBeBetween(column=dim, min_value=DIMENSION_RANGE[0], max_value=DIMENSION_RANGE[1])
+        )
     out.append(gxe.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)))
     out.append(gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=list(SPLITS)))
     out.append(
@@ -188,11 +189,18 @@ def _hash_expectations(gxe: Any) -> list[Any]:
     """
     out = []
     for check, (path_col, hash_col) in _HASH_CHECKS.items():
-        out.append(gxe.ExpectColumnValuesToMatchRegex(
-            column=hash_col, regex=_SHA256_PATTERN, notes="a sha256: 64 lowercase hex digits"))
-        out.append(gxe.ExpectColumnValuesToBeInSet(
-            column=check, value_set=[True],
-            notes=f"the bytes of the file at {path_col} still hash to {hash_col}: unchanged since acquire"))
+        out.append(
+            gxe.ExpectColumnValuesToMatchRegex(
+                column=hash_col, regex=_SHA256_PATTERN, notes="a sha256: 64 lowercase hex digits"
+            )
+        )
+        out.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=check,
+                value_set=[True],
+                notes=f"the bytes of the file at {path_col} still hash to {hash_col}: unchanged since acquire",
+            )
+        )
     return out
 
 
@@ -363,25 +371,31 @@ def add_audio_stats(
     if "path" not in df.columns:
         return df
     todo = [
-        (i, resolve(p, root), p) for i, p in enumerate(df["path"])
-        if isinstance(p, str) and resolve(p, root).is_file()
+        (i, resolve(p, root), p) for i, p in enumerate(df["path"]) if isinstance(p, str) and resolve(p, root).is_file()
     ]
     chunks = [todo[k : k + _STATS_CHUNK] for k in range(0, len(todo), _STATS_CHUNK)]
     speech = kind in _SPEECH_KINDS
     rows: list[dict[str, Any]] = [{} for _ in range(len(df))]
     start = time.perf_counter()
     show = progress and sys.stderr.isatty()
-    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(
-        total=len(todo), disable=not show, file=sys.stderr, unit="file", desc=f"decoding {kind}"
-    ) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers) as pool,
+        tqdm(total=len(todo), disable=not show, file=sys.stderr, unit="file", desc=f"decoding {kind}") as bar,
+    ):
         results = pool.map(lambda c: _stats_of_chunk([(p, n) for _, p, n in c], speech), chunks)
         for chunk, stats in zip(chunks, results):
             for (i, _, _), row in zip(chunk, stats):
                 rows[i] = row
             bar.update(len(chunk))
     elapsed = time.perf_counter() - start
-    log.info("%s: decoded %d file(s) in %.2f s (%.1f ms per file, %d worker(s))",
-             kind, len(todo), elapsed, 1000 * elapsed / max(len(todo), 1), workers)
+    log.info(
+        "%s: decoded %d file(s) in %.2f s (%.1f ms per file, %d worker(s))",
+        kind,
+        len(todo),
+        elapsed,
+        1000 * elapsed / max(len(todo), 1),
+        workers,
+    )
     columns = AUDIO_STATS if speech else tuple(c for c in AUDIO_STATS if c != ACTIVE_LEVEL_DBOV)
     for col in columns:
         values = [r.get(col) for r in rows]
@@ -482,8 +496,9 @@ def validate_manifests(
         for kind, path in manifests.items():
             entry = _validate_one(gx, context, datasource, kind, path, cfg, sample_rate, root, progress)
             per_manifest[kind] = entry
-            lines.extend([entry["error"]] if "error" in entry else
-                         [f"{entry['path']}: {f['summary']}" for f in entry["failed"]])
+            lines.extend(
+                [entry["error"]] if "error" in entry else [f"{entry['path']}: {f['summary']}" for f in entry["failed"]]
+            )
         context.build_data_docs()
     report = {
         "success": all(m["success"] for m in per_manifest.values()),
@@ -562,9 +577,7 @@ def _run_suite(
     ]
     # Added whole: adding to a stored suite rewrites its JSON once per expectation.
     suite = context.suites.add(gx.ExpectationSuite(name=kind, expectations=expectations))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=kind, data=batch, suite=suite)
-    )
+    definition = context.validation_definitions.add(gx.ValidationDefinition(name=kind, data=batch, suite=suite))
     result = definition.run(
         batch_parameters={"dataframe": df},
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},

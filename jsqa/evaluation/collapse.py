@@ -42,6 +42,8 @@ def failure_summary(failed: dict[str, list[int]], seeds: dict[str, list[int]]) -
     for name, bad in failed.items():
         if bad:
             total = len(seeds.get(name, [])) or len(bad)
-            lines.append(f"{len(bad)} of {total} {name} runs failed to learn "
-                         f"(seeds {', '.join(map(str, bad))}): predictions collapsed to a near-constant")
+            lines.append(
+                f"{len(bad)} of {total} {name} runs failed to learn "
+                f"(seeds {', '.join(map(str, bad))}): predictions collapsed to a near-constant"
+            )
     return lines

@@ -73,7 +73,7 @@ def add_comparison(
     if list(rows["id"]) != list(preds["id"]):
         raise ValueError("test rows and predictions are not in the same order")
     groups = _groups(rows["db"])
-    models = [c[len("pred_"):] for c in preds.columns if c.startswith("pred_")]
+    models = [c[len("pred_") :] for c in preds.columns if c.startswith("pred_")]
     _add_model_protocol(report, preds, rows, groups, models)
     notes: list[str] = []
     if peer_scores is not None and len(peer_scores.columns):
@@ -87,8 +87,9 @@ def add_comparison(
     return table
 
 
-def _add_model_protocol(report: dict, preds: pd.DataFrame, rows: pd.DataFrame, groups: dict[str, np.ndarray],
-                        models: list[str]) -> None:
+def _add_model_protocol(
+    report: dict, preds: pd.DataFrame, rows: pd.DataFrame, groups: dict[str, np.ndarray], models: list[str]
+) -> None:
     """The protocol metrics into each model's per-set metrics under ``report["models"]``."""
     for name in models:
         pred = preds[f"pred_{name}"].to_numpy(dtype=np.float64)
@@ -100,8 +101,13 @@ def _add_model_protocol(report: dict, preds: pd.DataFrame, rows: pd.DataFrame, g
                 report["models"][name][db].update({k: extra[k] for k in PROTOCOL_METRICS if extra[k] is not None})
 
 
-def _add_peers(report: dict, rows: pd.DataFrame, groups: dict[str, np.ndarray], peer_scores: pd.DataFrame,
-               info: Mapping[str, PeerInfo]) -> list[str]:
+def _add_peers(
+    report: dict,
+    rows: pd.DataFrame,
+    groups: dict[str, np.ndarray],
+    peer_scores: pd.DataFrame,
+    info: Mapping[str, PeerInfo],
+) -> list[str]:
     """``report["peers"]`` and ``report["peer_info"]``; returns the notes about them."""
     notes: list[str] = []
     report["peers"] = {}
@@ -112,24 +118,39 @@ def _add_peers(report: dict, rows: pd.DataFrame, groups: dict[str, np.ndarray], 
         report["peers"][out] = per
         missing = [db for db in groups if db not in per and db != POOLED]
         if missing:
-            notes.append(f"{out}: no scores on {', '.join(missing)} (needs a clean reference)"
-                         if out in info and info[out].needs_reference else f"{out}: no scores on {', '.join(missing)}")
+            notes.append(
+                f"{out}: no scores on {', '.join(missing)} (needs a clean reference)"
+                if out in info and info[out].needs_reference
+                else f"{out}: no scores on {', '.join(missing)}"
+            )
         if not mos_scale:
             notes.append(f"{out}: not on the MOS scale; raw RMSE/MAE are not reported, use the mapped RMSE")
     report["peer_info"] = {
-        i.name: {"version": i.version, "sample_rate": i.sample_rate, "licence": i.licence,
-                 "trained_on": i.trained_on, "outputs": list(i.outputs)}
+        i.name: {
+            "version": i.version,
+            "sample_rate": i.sample_rate,
+            "licence": i.licence,
+            "trained_on": i.trained_on,
+            "outputs": list(i.outputs),
+        }
         for i in {i.name: i for i in info.values()}.values()
     }
-    if any("distillmos" in (i.outputs) for i in info.values()) and any(
-            db.startswith("NISQA") for db in groups):
-        notes.append("distillmos learned from NISQA-corpus data: its scores on NISQA test sets are not "
-                     "independent of its training")
+    if any("distillmos" in (i.outputs) for i in info.values()) and any(db.startswith("NISQA") for db in groups):
+        notes.append(
+            "distillmos learned from NISQA-corpus data: its scores on NISQA test sets are not "
+            "independent of its training"
+        )
     return notes
 
 
-def _add_conditions(report: dict, preds: pd.DataFrame, rows: pd.DataFrame, models: list[str],
-                    peer_scores: pd.DataFrame | None, notes: list[str]) -> pd.DataFrame:
+def _add_conditions(
+    report: dict,
+    preds: pd.DataFrame,
+    rows: pd.DataFrame,
+    models: list[str],
+    peer_scores: pd.DataFrame | None,
+    notes: list[str],
+) -> pd.DataFrame:
     """``report["conditions"]`` for the sets with a condition column (a note names the others);
     returns the condition-level table of every predictor."""
     predictors = {f"pred_{m}": m for m in models}
@@ -143,8 +164,10 @@ def _add_conditions(report: dict, preds: pd.DataFrame, rows: pd.DataFrame, model
     with_con = sorted({str(db) for db in rows.loc[table["condition"].notna(), "db"]}) if has_con else []
     without = sorted(set(map(str, rows["db"])) - set(with_con))
     if without:
-        notes.append(f"per-condition results: {', '.join(without)} has no condition column "
-                     "(NISQA 'con' or a 'condition' column in the CSV)")
+        notes.append(
+            f"per-condition results: {', '.join(without)} has no condition column "
+            "(NISQA 'con' or a 'condition' column in the CSV)"
+        )
     report["conditions"] = {}
     con_rows = []
     for col, name in predictors.items():
@@ -167,8 +190,14 @@ def metric_rows(report: dict) -> pd.DataFrame:
     for kind in ("models", "peers"):
         for name, per in (report.get(kind) or {}).items():
             for db, m in per.items():
-                out.append({"predictor": name, "kind": kind[:-1], "db": db,
-                            **{k: m.get(k) for k in (*METRICS, *PROTOCOL_METRICS, "n")}})
+                out.append(
+                    {
+                        "predictor": name,
+                        "kind": kind[:-1],
+                        "db": db,
+                        **{k: m.get(k) for k in (*METRICS, *PROTOCOL_METRICS, "n")},
+                    }
+                )
     return pd.DataFrame(out)
 
 

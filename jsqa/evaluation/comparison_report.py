@@ -29,45 +29,16 @@ def comparison_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     if fmt not in FORMATS:
         raise ValueError(f"unknown table format '{fmt}' (choose {', '.join(FORMATS)})")
     digits = 4 if fmt == "markdown" else 3
-    models = report.get("models") or {}
     peers = report.get("peers") or {}
-    lines: list[str] = []
-    if peers:
-        rows = []
-        for db in _sets(peers):
-            for name, per in peers.items():
-                m = per.get(db)
-                if isinstance(m, dict):
-                    rows.append([db, name, *(format_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))])
-        lines += heading_lines("Peers per test set (same clips; n = clips the peer could score)", fmt, level)
-        lines += table_lines(["test set", "peer", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)
-    both = {**models, **peers}
-    if both:
-        rows = []
-        for db in _sets(both):
-            for name, per in both.items():
-                m = per.get(db)
-                if isinstance(m, dict) and any(k in m for k in HEADERS_PROTOCOL):
-                    rows.append([db, name, *(format_num(m.get(k), digits) for k in HEADERS_PROTOCOL)])
-        if rows:
-            lines += heading_lines("RMSE after 1st / monotonic 3rd-order mapping per test set, and epsilon-insensitive "
-                              "RMSE (ITU-T P.1401)", fmt, level)
-            lines += table_lines(["test set", "predictor", *HEADERS_PROTOCOL.values()], rows, fmt)
-    cons = report.get("conditions") or {}
-    if cons:
-        rows = []
-        for db in _sets(cons):
-            for name, per in cons.items():
-                m = per.get(db)
-                if isinstance(m, dict):
-                    rows.append([db, name, *(format_num(m.get(k), digits) for k in HEADERS_CON),
-                                 str(m.get("n_conditions", "–"))])
-        lines += heading_lines("Per condition (condition MOS = mean over its files, vs mean prediction)", fmt, level)
-        lines += table_lines(["test set", "predictor", *HEADERS_CON.values(), "conditions"], rows, fmt)
+    lines = _peer_table(peers, fmt, level, digits)
+    lines += _protocol_table({**(report.get("models") or {}), **peers}, fmt, level, digits)
+    lines += _condition_table(report.get("conditions") or {}, fmt, level, digits)
     info = report.get("peer_info") or {}
     if info:
-        rows = [[name, str(i.get("version")), f"{i.get('sample_rate')} Hz", str(i.get("licence")),
-                 str(i.get("trained_on"))] for name, i in info.items()]
+        rows = [
+            [name, str(i.get("version")), f"{i.get('sample_rate')} Hz", str(i.get("licence")), str(i.get("trained_on"))]
+            for name, i in info.items()
+        ]
         lines += heading_lines("Peers: version, input rate, licence, training data", fmt, level)
         lines += table_lines(["peer", "version", "input rate", "licence", "trained on"], rows, fmt, names=5)
     notes = report.get("notes") or []
@@ -77,10 +48,62 @@ def comparison_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     return "\n".join(lines).strip("\n") + "\n" if lines else ""
 
 
+def _peer_table(peers: dict, fmt: str, level: int, digits: int) -> list[str]:
+    """The peers' metrics per test set (none without peers)."""
+    if not peers:
+        return []
+    rows = []
+    for db in _sets(peers):
+        for name, per in peers.items():
+            m = per.get(db)
+            if isinstance(m, dict):
+                rows.append([db, name, *(format_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))])
+    return [
+        *heading_lines("Peers per test set (same clips; n = clips the peer could score)", fmt, level),
+        *table_lines(["test set", "peer", *(HEADERS[k] for k in METRICS), "n"], rows, fmt),
+    ]
+
+
+def _protocol_table(predictors: dict, fmt: str, level: int, digits: int) -> list[str]:
+    """Mapped and epsilon-insensitive RMSE of every predictor that has them."""
+    rows = []
+    for db in _sets(predictors) if predictors else []:
+        for name, per in predictors.items():
+            m = per.get(db)
+            if isinstance(m, dict) and any(k in m for k in HEADERS_PROTOCOL):
+                rows.append([db, name, *(format_num(m.get(k), digits) for k in HEADERS_PROTOCOL)])
+    if not rows:
+        return []
+    title = "RMSE after 1st / monotonic 3rd-order mapping per test set, and epsilon-insensitive RMSE (ITU-T P.1401)"
+    return [
+        *heading_lines(title, fmt, level),
+        *table_lines(["test set", "predictor", *HEADERS_PROTOCOL.values()], rows, fmt),
+    ]
+
+
+def _condition_table(cons: dict, fmt: str, level: int, digits: int) -> list[str]:
+    """Per-condition results of every predictor (none without conditions)."""
+    if not cons:
+        return []
+    rows = []
+    for db in _sets(cons):
+        for name, per in cons.items():
+            m = per.get(db)
+            if isinstance(m, dict):
+                cells = [format_num(m.get(k), digits) for k in HEADERS_CON]
+                rows.append([db, name, *cells, str(m.get("n_conditions", "–"))])
+    return [
+        *heading_lines("Per condition (condition MOS = mean over its files, vs mean prediction)", fmt, level),
+        *table_lines(["test set", "predictor", *HEADERS_CON.values(), "conditions"], rows, fmt),
+    ]
+
+
 def _img(png: Path, title: str) -> str:
     data = base64.b64encode(png.read_bytes()).decode("ascii")
-    return (f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+    return (
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>"
+    )
 
 
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
@@ -96,9 +119,11 @@ def html_report(report: dict, plots: Sequence[tuple[str, Path]], title: str = "j
     md = evaluation_tables(report, "markdown", level=2) + "\n" + comparison_tables(report, "markdown", level=2)
     body = mistune.create_markdown(escape=True, plugins=["table"])(md)
     figures = "\n".join(_img(p, t) for t, p in plots if Path(p).is_file())
-    pooled = (report.get("models") or {})
+    pooled = report.get("models") or {}
     n = next((per.get(POOLED, {}).get("n") for per in pooled.values() if isinstance(per, dict)), None)
     subtitle = f"<p>{n} test clips.</p>" if n else ""
-    return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{subtitle}\n{body}\n"
-            f"<h2>Plots</h2>\n{figures}\n</body></html>\n")
+    return (
+        f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{subtitle}\n{body}\n"
+        f"<h2>Plots</h2>\n{figures}\n</body></html>\n"
+    )

@@ -30,8 +30,10 @@ def select_test_rows(manifest: pd.DataFrame, test_sets: Sequence[str] = ()) -> p
     if test_sets:
         unknown = sorted(set(test_sets) - set(test["db"]))
         if unknown:
-            raise ManifestError(f"test set(s) {', '.join(unknown)} not in the manifest's test split "
-                             f"(have: {', '.join(sorted(set(test['db'])))})")
+            raise ManifestError(
+                f"test set(s) {', '.join(unknown)} not in the manifest's test split "
+                f"(have: {', '.join(sorted(set(test['db'])))})"
+            )
         test = test[test["db"].isin(test_sets)]
     if test.empty:
         raise ManifestError("no test clips to evaluate (no row has split 'test')")
@@ -94,8 +96,8 @@ def evaluate_models(
     report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
     if budget_models:
         budget_scores = _mos_of(_score_all(budget_models, clips.audio, sample_rate, device))
-        report["equal_compute"] = {"epochs": budget_epochs,
-                                   **_compare(preds["db"], y, budget_scores, baseline, resamples, seed)}
+        budget = _compare(preds["db"], y, budget_scores, baseline, resamples, seed)
+        report["equal_compute"] = {"epochs": budget_epochs, **budget}
     return report, preds
 
 
@@ -107,12 +109,18 @@ def _check_rates(*groups: Mapping[str, MOSModel | Mapping[int, MOSModel]], sampl
                 check_sample_rate(model.sample_rate, sample_rate, f"model '{name}' (seed {s})")
 
 
-def _per_model(preds: pd.DataFrame, y: np.ndarray, scores: Mapping[str, Mapping[int, np.ndarray]], resamples: int,
-               seed: int) -> dict:
+def _per_model(
+    preds: pd.DataFrame, y: np.ndarray, scores: Mapping[str, Mapping[int, np.ndarray]], resamples: int, seed: int
+) -> dict:
     """The report's ``models``, ``ci95``, ``seeds``, ``per_seed`` and ``bootstrap`` (see
     :func:`evaluate_models`); each model's primary predictions go into ``preds``."""
-    report: dict = {"models": {}, "ci95": {}, "seeds": {}, "per_seed": {},
-                    "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95}}
+    report: dict = {
+        "models": {},
+        "ci95": {},
+        "seeds": {},
+        "per_seed": {},
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": 0.95},
+    }
     for name, by_seed in scores.items():
         primary = next(iter(by_seed.values()))
         preds[f"pred_{name}"] = primary
@@ -124,7 +132,9 @@ def _per_model(preds: pd.DataFrame, y: np.ndarray, scores: Mapping[str, Mapping[
 
 
 def _score_all(
-    models: Mapping[str, MOSModel | Mapping[int, MOSModel]], audio: Sequence[np.ndarray], sample_rate: int,
+    models: Mapping[str, MOSModel | Mapping[int, MOSModel]],
+    audio: Sequence[np.ndarray],
+    sample_rate: int,
     device: torch.device | str | None = None,
 ) -> dict[str, dict[int, dict[str, np.ndarray]]]:
     """{name: {seed: {output: predictions}}} for every model and seed, primary seed first."""
@@ -145,7 +155,10 @@ def _mos_of(outputs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]]) -> di
 
 
 def _primary_outputs(
-    preds: pd.DataFrame, test: pd.DataFrame, y: np.ndarray, outputs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
+    preds: pd.DataFrame,
+    test: pd.DataFrame,
+    y: np.ndarray,
+    outputs: Mapping[str, Mapping[int, Mapping[str, np.ndarray]]],
 ) -> dict:
     """:func:`_output_metrics` of each model's primary seed; its predicted ``mos_std`` goes into ``preds``."""
     primaries = {n: next(iter(o.values())) for n, o in outputs.items()}
@@ -156,7 +169,10 @@ def _primary_outputs(
 
 
 def _output_metrics(
-    dbs: pd.Series, test: pd.DataFrame, y: np.ndarray, outputs: Mapping[str, Mapping[str, np.ndarray]],
+    dbs: pd.Series,
+    test: pd.DataFrame,
+    y: np.ndarray,
+    outputs: Mapping[str, Mapping[str, np.ndarray]],
 ) -> dict:
     """``calibration`` and ``dimensions`` of each primary model (see :func:`evaluate_models`);
     keys only where some model has them."""
@@ -166,14 +182,16 @@ def _output_metrics(
         if "mos_std" in scored:
             out["calibration"][name] = {
                 db: calibration(y[idx], scored["mos"][idx], scored["mos_std"][idx], se[idx])
-                for db, idx in _groups(dbs).items()}
+                for db, idx in _groups(dbs).items()
+            }
         dims = {}
         for dim in DIMENSIONS:
             if dim not in scored or dim not in test.columns:
                 continue
             labels = pd.to_numeric(test[dim], errors="coerce").to_numpy(dtype=np.float64)
-            per = {db: mos_metrics(labels[idx], scored[dim][idx])
-                   for db, idx in _groups(dbs, np.isfinite(labels)).items()}
+            per = {
+                db: mos_metrics(labels[idx], scored[dim][idx]) for db, idx in _groups(dbs, np.isfinite(labels)).items()
+            }
             if per:
                 dims[dim] = per
         if dims:
@@ -191,8 +209,12 @@ def _groups(dbs: pd.Series, keep: np.ndarray | None = None) -> dict[str, np.ndar
 
 
 def _compare(
-    dbs: pd.Series, y: np.ndarray, scores: Mapping[str, Mapping[int, np.ndarray]], baseline: str | None,
-    resamples: int, seed: int,
+    dbs: pd.Series,
+    y: np.ndarray,
+    scores: Mapping[str, Mapping[int, np.ndarray]],
+    baseline: str | None,
+    resamples: int,
+    seed: int,
 ) -> dict:
     """Run health, seed statistics over the runs that learned, and the paired comparison."""
     health = {name: {str(s): run_health(y, p) for s, p in by_seed.items()} for name, by_seed in scores.items()}
@@ -203,8 +225,9 @@ def _compare(
         # Over the runs that learned; when none did, over all of them, and the report says so.
         runs = by_seed or scores[name]
         per_seed = [_per_db(dbs, y, p) for p in runs.values()]
-        out["seed_stats"][name] = {db: {m: seed_stats([r[db][m] for r in per_seed]) for m in METRICS}
-                                   for db in per_seed[0]}
+        out["seed_stats"][name] = {
+            db: {m: seed_stats([r[db][m] for r in per_seed]) for m in METRICS} for db in per_seed[0]
+        }
         out["seed_stats_of"][name] = "runs that learned" if by_seed else "all runs (none learned)"
     others = [m for m in scores if m != baseline]
     if baseline is None or baseline not in scores or not others:
@@ -215,8 +238,15 @@ def _compare(
     if not common:
         out["verdict"] = [f"no seed where both {cand} and {baseline} learned: no paired comparison"]
         return out
-    paired = paired_by_set(dbs.to_numpy(), y, {s: learned[cand][s] for s in common},
-                           {s: learned[baseline][s] for s in common}, resamples, seed, pooled=POOLED)
+    paired = paired_by_set(
+        dbs.to_numpy(),
+        y,
+        {s: learned[cand][s] for s in common},
+        {s: learned[baseline][s] for s in common},
+        resamples,
+        seed,
+        pooled=POOLED,
+    )
     out["paired"] = paired
     out["relative_change"] = {db: {m: r[m]["rel"] for m in METRICS} for db, r in paired.items()}
     out["absolute_change"] = {db: {m: r[m]["diff"] for m in METRICS} for db, r in paired.items()}
@@ -264,4 +294,3 @@ def flat_metrics(report: dict) -> dict[str, float]:
         for dim, per in dims.items():
             out.update({f"{name}_{dim}_{db}_{k}": m[k] for db, m in per.items() for k in METRICS})
     return out
-

@@ -13,8 +13,15 @@ METRICS = ("rmse", "mae", "pcc", "srcc")
 # Which way each metric improves: the one table of directions, for the metrics above and the
 # other names a validation metric may have (the registry compares runs by one of them).
 LOWER_IS_BETTER: dict[str, bool] = {
-    "rmse": True, "mae": True, "mse": True, "loss": True,
-    "pcc": False, "srcc": False, "lcc": False, "ktau": False, "r2": False,
+    "rmse": True,
+    "mae": True,
+    "mse": True,
+    "loss": True,
+    "pcc": False,
+    "srcc": False,
+    "lcc": False,
+    "ktau": False,
+    "r2": False,
 }
 
 
@@ -49,7 +56,10 @@ COVERAGE_Z = {"coverage68": 1.0, "coverage95": 1.96}
 
 
 def calibration(
-    y_true: np.ndarray, mu: np.ndarray, sigma: np.ndarray, se: np.ndarray | None = None,
+    y_true: np.ndarray,
+    mu: np.ndarray,
+    sigma: np.ndarray,
+    se: np.ndarray | None = None,
 ) -> dict[str, float]:
     """How well predicted standard deviations match the errors: ``coverage68`` / ``coverage95``,
     the share of items with ``|y - mu| <= z * sqrt(sigma² + se²)`` (z = 1, 1.96; a calibrated
@@ -119,7 +129,9 @@ def bootstrap_ci(
     idx = np.random.default_rng(seed).integers(0, len(y), size=(resamples, len(y)))
     dist = metric_draws(y, p, idx)
     tail = (1.0 - level) / 2.0 * 100.0
-    return {m: {"lo": float(np.percentile(d, tail)), "hi": float(np.percentile(d, 100.0 - tail))} for m, d in dist.items()}
+    return {
+        m: {"lo": float(np.percentile(d, tail)), "hi": float(np.percentile(d, 100.0 - tail))} for m, d in dist.items()
+    }
 
 
 def metric_draws(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:

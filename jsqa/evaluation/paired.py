@@ -108,16 +108,22 @@ def _finite(x: float) -> float | None:
 
 
 def paired_by_set(
-    dbs: Sequence[str], y: np.ndarray, cand: Mapping[int, np.ndarray], base: Mapping[int, np.ndarray],
-    resamples: int = 1000, seed: int = 0, pooled: str = "pooled",
+    dbs: Sequence[str],
+    y: np.ndarray,
+    cand: Mapping[int, np.ndarray],
+    base: Mapping[int, np.ndarray],
+    resamples: int = 1000,
+    seed: int = 0,
+    pooled: str = "pooled",
 ) -> dict[str, dict]:
     """:func:`paired_difference` for each test set (sorted) and for all clips pooled."""
     names = np.asarray(dbs, dtype=object)
     out = {}
     for db in sorted(set(names.tolist())):
         idx = np.flatnonzero(names == db)
-        out[str(db)] = paired_difference(y[idx], {s: p[idx] for s, p in cand.items()},
-                                         {s: p[idx] for s, p in base.items()}, resamples, seed)
+        out[str(db)] = paired_difference(
+            y[idx], {s: p[idx] for s, p in cand.items()}, {s: p[idx] for s, p in base.items()}, resamples, seed
+        )
     out[pooled] = paired_difference(y, cand, base, resamples, seed)
     return out
 
@@ -140,13 +146,18 @@ def verdict(result: Mapping, cand: str, base: str, where: str, metric: str = "rm
     p = r["p"]
     significant = p is not None and p < alpha
     rel = f"{r['rel']:+.1f}%" if r.get("rel") is not None else "–"
-    ci = (f"[{r['rel_lo']:+.1f}%, {r['rel_hi']:+.1f}%]" if r.get("rel_lo") is not None
-          else f"[{r['lo']:+.3f}, {r['hi']:+.3f}]")
+    ci = (
+        f"[{r['rel_lo']:+.1f}%, {r['rel_hi']:+.1f}%]"
+        if r.get("rel_lo") is not None
+        else f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"
+    )
     unit = " MOS" if metric in ("rmse", "mae") else ""
     if significant:
         outcome = f"{cand} is {'better' if better else 'worse'} than {base}"
     else:
         outcome = f"no significant difference at the {alpha:.0%} level"
-    return (f"{cand} vs {base}, {where} {name}: {rel} ({r['diff']:+.3f}{unit}), 95% CI {ci}, "
-            f"{format_p(p, result.get('resamples', 1000))}, {len(result['seeds'])} paired seeds × "
-            f"{result['n']} clips: {outcome}")
+    return (
+        f"{cand} vs {base}, {where} {name}: {rel} ({r['diff']:+.3f}{unit}), 95% CI {ci}, "
+        f"{format_p(p, result.get('resamples', 1000))}, {len(result['seeds'])} paired seeds × "
+        f"{result['n']} clips: {outcome}"
+    )

@@ -105,8 +105,12 @@ def score_peers(
                 values[o][i] = np.nan if cell is None else float(cell)
         if cache is not None and new:
             cache.save(peer, stored)
-        log.info("peer %s: %d clips scored, %d from cache", info.name, new,
-                 int(np.isfinite(values[info.outputs[0]]).sum()) - new)
+        log.info(
+            "peer %s: %d clips scored, %d from cache",
+            info.name,
+            new,
+            int(np.isfinite(values[info.outputs[0]]).sum()) - new,
+        )
         for o, column in values.items():
             out[o] = column
     return out

@@ -62,10 +62,13 @@ class DNSMOS(Peer):
     """DNSMOS P.835 (SIG, BAK, OVRL) and P.808 through speechmos (ONNX models in the wheel)."""
 
     info = PeerInfo(
-        name="dnsmos", package="speechmos", model="dnsmos-sig_bak_ovr+p808-model_v8", sample_rate=16000,
+        name="dnsmos",
+        package="speechmos",
+        model="dnsmos-sig_bak_ovr+p808-model_v8",
+        sample_rate=16000,
         licence="MIT (speechmos; DNSMOS models by Microsoft, MIT)",
         trained_on="Microsoft DNS Challenge clips rated with P.808 / P.835 crowdsourcing (noisy and "
-                   "noise-suppressed speech)",
+        "noise-suppressed speech)",
         outputs=("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808"),
     )
 
@@ -73,18 +76,25 @@ class DNSMOS(Peer):
         from speechmos import dnsmos
 
         r = dnsmos.run(np.clip(deg, -1.0, 1.0).astype(np.float32), self.info.sample_rate)
-        return {"dnsmos_sig": float(r["sig_mos"]), "dnsmos_bak": float(r["bak_mos"]),
-                "dnsmos_ovrl": float(r["ovrl_mos"]), "dnsmos_p808": float(r["p808_mos"])}
+        return {
+            "dnsmos_sig": float(r["sig_mos"]),
+            "dnsmos_bak": float(r["bak_mos"]),
+            "dnsmos_ovrl": float(r["ovrl_mos"]),
+            "dnsmos_p808": float(r["p808_mos"]),
+        }
 
 
 class DistillMOS(Peer):
     """DistillMOS (variant 7, distilled from XLS-R SQA) through the distillmos package."""
 
     info = PeerInfo(
-        name="distillmos", package="distillmos", model="distill_mos_v7", sample_rate=16000,
+        name="distillmos",
+        package="distillmos",
+        model="distill_mos_v7",
+        sample_rate=16000,
         licence="MIT",
         trained_on="distilled from an XLS-R based SQA teacher trained on NISQA-corpus data (and "
-                   "other MOS sets); scores on NISQA test sets are not independent of that training",
+        "other MOS sets); scores on NISQA test sets are not independent of that training",
         outputs=("distillmos",),
     )
 
@@ -107,10 +117,14 @@ class PESQ(Peer):
     """PESQ wide-band (ITU-T P.862.2) MOS-LQO through the pesq package; needs the clean reference."""
 
     info = PeerInfo(
-        name="pesq", package="pesq", model="p862.2-wb", sample_rate=16000,
+        name="pesq",
+        package="pesq",
+        model="p862.2-wb",
+        sample_rate=16000,
         licence="MIT (python wrapper); the ITU-T P.862 reference code carries ITU's own terms",
         trained_on="not trained: a perceptual model calibrated by ITU-T on subjective tests",
-        outputs=("pesq_wb",), needs_reference=True,
+        outputs=("pesq_wb",),
+        needs_reference=True,
     )
 
     def score(self, deg: np.ndarray, ref: np.ndarray | None = None) -> dict[str, float]:
@@ -131,10 +145,15 @@ class STOI(Peer):
     """Short-time objective intelligibility (0-1) through pystoi; needs the clean reference."""
 
     info = PeerInfo(
-        name="stoi", package="pystoi", model="stoi", sample_rate=16000,
+        name="stoi",
+        package="pystoi",
+        model="stoi",
+        sample_rate=16000,
         licence="MIT",
         trained_on="not trained: an intelligibility measure (Taal et al. 2011); works at 10 kHz internally",
-        outputs=("stoi",), needs_reference=True, mos_scale=False,
+        outputs=("stoi",),
+        needs_reference=True,
+        mos_scale=False,
     )
 
     def score(self, deg: np.ndarray, ref: np.ndarray | None = None) -> dict[str, float]:

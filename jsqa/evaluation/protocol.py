@@ -99,8 +99,11 @@ def fit_mapping(p: np.ndarray, y: np.ndarray, order: int) -> np.ndarray:
     best = res.x
     linear = np.array([*lin, 0.0, 0.0])
     # Never non-monotonic, never worse than the (feasible) linear fit, whatever the optimiser did.
-    if (not res.success or min_slope(sign * best, lo, hi) < -1e-9
-            or np.sum((design @ best - y) ** 2) > np.sum((design @ linear - y) ** 2)):
+    if (
+        not res.success
+        or min_slope(sign * best, lo, hi) < -1e-9
+        or np.sum((design @ best - y) ** 2) > np.sum((design @ linear - y) ** 2)
+    ):
         best = linear
     return best
 
@@ -146,8 +149,10 @@ def protocol_metrics(
     y = np.asarray(y, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     coef3 = fit_mapping(p, y, 3)
-    out: dict[str, float | None] = {"rmse_map1": mapped_rmse(y, p, 1), "rmse_map3": dof_rmse(
-        y, apply_mapping(coef3, p), MAP_DOF[3])}
+    out: dict[str, float | None] = {
+        "rmse_map1": mapped_rmse(y, p, 1),
+        "rmse_map3": dof_rmse(y, apply_mapping(coef3, p), MAP_DOF[3]),
+    }
     out["rmse_eps"] = None
     if eps_reason(mos_std, votes) is None:
         assert mos_std is not None and votes is not None

@@ -113,7 +113,10 @@ def _primary_table(report: dict, sets: list[str], fmt: str, level: int, digits: 
     if ci:
         ci_level = (report.get("bootstrap") or {}).get("level", 0.95)
         title += f", [{ci_level:.0%} bootstrap interval over test clips]"
-    return [*heading_lines(title, fmt, level), *table_lines(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt)]
+    return [
+        *heading_lines(title, fmt, level),
+        *table_lines(["test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt),
+    ]
 
 
 def _seed_table(report: dict, sets: list[str], fmt: str, level: int, digits: int) -> list[str]:
@@ -132,44 +135,72 @@ def _seed_table(report: dict, sets: list[str], fmt: str, level: int, digits: int
                 label = f"{name} ({total} seeds, all failed)"
             else:
                 label = f"{name} ({total - n_failed} seeds" + (f", {n_failed} failed)" if n_failed else ")")
-            rows.append([str(db), label, *(
-                f"{format_num(st.get(k, {}).get('mean'), digits)} ± {format_num(st.get(k, {}).get('std'), digits)}"
-                for k in METRICS)])
-    return [*heading_lines("Mean ± std over seeds (runs that learned)", fmt, level),
-            *table_lines(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt)]
+            rows.append(
+                [
+                    str(db),
+                    label,
+                    *(
+                        f"{format_num(st.get(k, {}).get('mean'), digits)} ± {format_num(st.get(k, {}).get('std'), digits)}"
+                        for k in METRICS
+                    ),
+                ]
+            )
+    return [
+        *heading_lines("Mean ± std over seeds (runs that learned)", fmt, level),
+        *table_lines(["test set", "model", *(HEADERS[k] for k in METRICS)], rows, fmt),
+    ]
 
 
 def jnd_line(jnd: dict) -> str:
     """One line: same/different accuracy on held-out JND pairs (metrics/jnd.json, the calibrate
     stage's), against the majority rule."""
+
     def num(v: object) -> str:
         return "n/a" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
 
     if jnd.get("available") is False:
         return f"Held-out JND pairs: same/different accuracy: not available ({jnd.get('reason')})"
-    return (f"Held-out JND pairs (n={jnd.get('n_report')}): same/different accuracy "
-            f"{num(jnd.get('accuracy'))} (majority rule {num(jnd.get('majority_accuracy'))}), "
-            f"ROC AUC {num(jnd.get('roc_auc'))}")
+    return (
+        f"Held-out JND pairs (n={jnd.get('n_report')}): same/different accuracy "
+        f"{num(jnd.get('accuracy'))} (majority rule {num(jnd.get('majority_accuracy'))}), "
+        f"ROC AUC {num(jnd.get('roc_auc'))}"
+    )
 
 
 def _output_tables(report: dict, fmt: str, level: int, digits: int) -> list[str]:
     """Calibration of the predicted mos_std and the quality-dimension metrics, when the report has them."""
     lines: list[str] = []
     cal = report.get("calibration") or {}
-    rows = [[str(db), str(name), *(format_num(c.get(k), digits) for k in ("coverage68", "coverage95", "mean_sigma")),
-             str(c.get("n", "–"))]
-            for name, per in cal.items() for db, c in sorted(per.items(), key=lambda kv: kv[0] == "pooled")]
+    rows = [
+        [
+            str(db),
+            str(name),
+            *(format_num(c.get(k), digits) for k in ("coverage68", "coverage95", "mean_sigma")),
+            str(c.get("n", "–")),
+        ]
+        for name, per in cal.items()
+        for db, c in sorted(per.items(), key=lambda kv: kv[0] == "pooled")
+    ]
     if rows:
-        lines += heading_lines("Calibration: share of files within the predicted 68% / 95% intervals "
-                          "(nominal 0.68 / 0.95), mean predicted std", fmt, level)
+        lines += heading_lines(
+            "Calibration: share of files within the predicted 68% / 95% intervals "
+            "(nominal 0.68 / 0.95), mean predicted std",
+            fmt,
+            level,
+        )
         lines += table_lines(["test set", "model", "68%", "95%", "mean std", "n"], rows, fmt)
     dims = report.get("dimensions") or {}
-    rows = [[str(dim), str(db), str(name), *(format_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))]
-            for name, per_dim in dims.items() for dim, per in per_dim.items()
-            for db, m in sorted(per.items(), key=lambda kv: kv[0] == "pooled")]
+    rows = [
+        [str(dim), str(db), str(name), *(format_num(m.get(k), digits) for k in METRICS), str(m.get("n", "–"))]
+        for name, per_dim in dims.items()
+        for dim, per in per_dim.items()
+        for db, m in sorted(per.items(), key=lambda kv: kv[0] == "pooled")
+    ]
     if rows:
         lines += heading_lines("Quality dimensions (primary model)", fmt, level)
-        lines += table_lines(["dimension", "test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt, names=3)
+        lines += table_lines(
+            ["dimension", "test set", "model", *(HEADERS[k] for k in METRICS), "n"], rows, fmt, names=3
+        )
     return lines
 
 
@@ -180,16 +211,22 @@ def _comparison(report: dict, title: str, fmt: str, level: int, digits: int) -> 
     if isinstance(paired, dict) and paired:
         what = report.get("paired_of", "pretrained vs scratch")
         some = next(iter(paired.values()))
-        lines += heading_lines(f"{title}, {what}: difference [95% CI], signed % change, p "
-                          f"(paired bootstrap over {len(some.get('seeds', []))} seeds and the clips)", fmt, level)
+        lines += heading_lines(
+            f"{title}, {what}: difference [95% CI], signed % change, p "
+            f"(paired bootstrap over {len(some.get('seeds', []))} seeds and the clips)",
+            fmt,
+            level,
+        )
         rows = []
         for db in sorted(paired, key=lambda n: n == "pooled"):
             r = paired[db]
             cells = []
             for k in METRICS:
                 m = r.get(k) or {}
-                cells.append(f"{format_num(m.get('diff'), digits)} [{format_num(m.get('lo'), digits)}, {format_num(m.get('hi'), digits)}]"
-                             f" {_pct(m.get('rel'))} {format_p(m.get('p'), r.get('resamples', 1000))}")
+                cells.append(
+                    f"{format_num(m.get('diff'), digits)} [{format_num(m.get('lo'), digits)}, {format_num(m.get('hi'), digits)}]"
+                    f" {_pct(m.get('rel'))} {format_p(m.get('p'), r.get('resamples', 1000))}"
+                )
             rows.append([str(db), *cells])
         lines += table_lines(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)
     verdicts = report.get("verdict") or []
@@ -207,6 +244,8 @@ def _legacy_change(report: dict, fmt: str, level: int, stats: dict) -> list[str]
     what = report.get("relative_change_of", "pretrained vs scratch")
     basis = " (of the seed means)" if stats else ""
     lines = heading_lines(f"Relative change, {what}{basis}", fmt, level)
-    rows = [[str(db), *(_pct((change[db] or {}).get(k)) for k in METRICS)]
-            for db in sorted(change, key=lambda n: n == "pooled")]
+    rows = [
+        [str(db), *(_pct((change[db] or {}).get(k)) for k in METRICS)]
+        for db in sorted(change, key=lambda n: n == "pooled")
+    ]
     return lines + table_lines(["test set", *(HEADERS[k] for k in METRICS)], rows, fmt, names=1)

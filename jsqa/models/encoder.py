@@ -31,10 +31,7 @@ class EncoderSpec:
 
     def channels(self) -> list[int]:
         """Output channels per layer: doubling after every 4th layer, capped at ``max_channels``."""
-        return [
-            min(self.base_channels * 2 ** ((i + 1) // 4), self.max_channels)
-            for i in range(self.n_layers)
-        ]
+        return [min(self.base_channels * 2 ** ((i + 1) // 4), self.max_channels) for i in range(self.n_layers)]
 
     @property
     def embedding_dim(self) -> int:
@@ -46,9 +43,7 @@ class EncoderSpec:
 
 ENCODER_SIZES: dict[str, EncoderSpec] = {
     "paper": EncoderSpec(n_layers=16, base_channels=64, max_channels=1024),
-    "small": EncoderSpec(
-        n_layers=8, base_channels=16, max_channels=128, downsample_every=1, stem_stride=4
-    ),
+    "small": EncoderSpec(n_layers=8, base_channels=16, max_channels=128, downsample_every=1, stem_stride=4),
 }
 
 

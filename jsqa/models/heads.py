@@ -34,7 +34,12 @@ class MOSHead(nn.Module):
     others). ``init_bias`` starts each output's bias (default: ``init_mos`` for all)."""
 
     def __init__(
-        self, in_dim: int, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0, n_out: int = 1,
+        self,
+        in_dim: int,
+        hidden: int = 64,
+        dropout: float = 0.1,
+        init_mos: float = 3.0,
+        n_out: int = 1,
         init_bias: list[float] | None = None,
     ) -> None:
         super().__init__()

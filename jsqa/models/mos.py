@@ -78,9 +78,15 @@ class MOSModel(nn.Module):
     """
 
     def __init__(
-        self, spec: EncoderSpec, hidden: int = 64, dropout: float = 0.1, init_mos: float = 3.0,
-        projection: bool = False, sample_rate: int = LEGACY_SAMPLE_RATE,
-        outputs: tuple[str, ...] | list[str] = LEGACY_OUTPUTS, input_level_dbov: float | None = None,
+        self,
+        spec: EncoderSpec,
+        hidden: int = 64,
+        dropout: float = 0.1,
+        init_mos: float = 3.0,
+        projection: bool = False,
+        sample_rate: int = LEGACY_SAMPLE_RATE,
+        outputs: tuple[str, ...] | list[str] = LEGACY_OUTPUTS,
+        input_level_dbov: float | None = None,
         std_scale: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
@@ -97,8 +103,14 @@ class MOSModel(nn.Module):
             raise JsqaError(f"model outputs must start with 'mos' and not repeat, got {self.outputs}")
         std = [is_std(o) for o in self.outputs]
         init_std = float(np.log(np.expm1(INIT_STD - STD_FLOOR)))  # softplus inverse
-        self.head = MOSHead(in_dim, hidden=hidden, dropout=dropout, init_mos=init_mos, n_out=len(self.outputs),
-                            init_bias=[init_std if s else init_mos for s in std])
+        self.head = MOSHead(
+            in_dim,
+            hidden=hidden,
+            dropout=dropout,
+            init_mos=init_mos,
+            n_out=len(self.outputs),
+            init_bias=[init_std if s else init_mos for s in std],
+        )
         # Not saved: rebuilt from "outputs", so checkpoints without it load unchanged.
         self.std_mask: torch.Tensor
         self.register_buffer("std_mask", torch.tensor(std), persistent=False)
@@ -107,8 +119,13 @@ class MOSModel(nn.Module):
         self.register_buffer("std_scale_vec", torch.ones(len(self.outputs)), persistent=False)
         # Checkpoints without "projection" (older ones) rebuild as projection=False, without
         # "outputs" as the MOS-only head.
-        self.head_config: dict[str, Any] = {"hidden": hidden, "dropout": dropout, "init_mos": init_mos,
-                                            "projection": projection, "outputs": list(self.outputs)}
+        self.head_config: dict[str, Any] = {
+            "hidden": hidden,
+            "dropout": dropout,
+            "init_mos": init_mos,
+            "projection": projection,
+            "outputs": list(self.outputs),
+        }
         # Checkpoints without it (older ones) rebuild as None: no level normalisation.
         self.input_level_dbov = None if input_level_dbov is None else float(input_level_dbov)
         if self.input_level_dbov is not None:
@@ -163,7 +180,12 @@ class MOSModel(nn.Module):
 
 
 def save_checkpoint(
-    path: str | Path, kind: str, model: nn.Module, spec: EncoderSpec, *, sample_rate: int | None = None,
+    path: str | Path,
+    kind: str,
+    model: nn.Module,
+    spec: EncoderSpec,
+    *,
+    sample_rate: int | None = None,
     **extra: Any,
 ) -> None:
     """Save ``model``'s weights with everything needed to rebuild it (atomic), including the
@@ -222,9 +244,7 @@ def encoder_from_checkpoint(payload: dict) -> Encoder:
     enc = Encoder(spec, checkpoint_sample_rate(payload))
     # Both the pretraining and the MOS model keep their encoder under "encoder.".
     prefix = "encoder."
-    enc.load_state_dict(
-        {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
-    )
+    enc.load_state_dict({k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)})
     return enc
 
 

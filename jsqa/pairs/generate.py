@@ -131,12 +131,7 @@ def _skipped_table(summaries: list[dict[str, Any]]) -> pd.DataFrame:
             {"utterance_id": str, "reason": str, "n_pairs": np.int64}
         )
     df = pd.DataFrame(rows)
-    return (
-        df.groupby(["utterance_id", "reason"], sort=True)
-        .size()
-        .rename("n_pairs")
-        .reset_index()[SKIPPED_COLUMNS]
-    )
+    return df.groupby(["utterance_id", "reason"], sort=True).size().rename("n_pairs").reset_index()[SKIPPED_COLUMNS]
 
 
 def _arrow_column(values: np.ndarray) -> pa.Array:
@@ -293,10 +288,7 @@ def _write_pair_set(
         "jnd_db": float(cfg.jnd_db),
         "distortion_steps": cfg.distortions.steps,
         "n_clipped_samples": clipped,
-        "shards": [
-            {"shard": s["shard"], "n_planned": s["n_planned"], "n_rendered": s["n_rendered"]}
-            for s in ordered
-        ],
+        "shards": [{"shard": s["shard"], "n_planned": s["n_planned"], "n_rendered": s["n_rendered"]} for s in ordered],
     }
     write_json(out_dir / "index.json", index)
     return recipes
@@ -331,7 +323,10 @@ def generate_pairs(
     jobs = _shard_jobs(to_render, key, Path(root), out_dir)
     log.info(
         "pairs: %d planned in %d shards; %d shards kept, %d to render",
-        len(plan), n_shards, len(summaries), len(jobs),
+        len(plan),
+        n_shards,
+        len(summaries),
+        len(jobs),
     )
     table = _plan_table(columns) if jobs else None
     for rendered in _render_shards(jobs, cfg.workers, shard_map):

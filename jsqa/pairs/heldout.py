@@ -55,14 +55,17 @@ def heldout_clean(mos: pd.DataFrame, clean: pd.DataFrame, root: Path = Path(".")
     """
     why = "no test-split clean references (ref_path) in the MOS manifest: "
     if "ref_path" not in mos.columns:
-        raise NoHeldoutReferences(why + "it has no ref_path column (held-out JND pairs need the test clips' "
-                                  "clean references)")
+        raise NoHeldoutReferences(
+            why + "it has no ref_path column (held-out JND pairs need the test clips' clean references)"
+        )
     in_test = mos["split"] == "test"
     has_ref = mos["ref_path"].notna() & (mos["ref_path"].astype(str) != "")
     test = mos[in_test & has_ref]
     if test.empty:
-        raise NoHeldoutReferences(why + f"none of its {int(in_test.sum())} test-split rows has one "
-                                  f"({int(has_ref.sum())} rows in all have one)")
+        raise NoHeldoutReferences(
+            why + f"none of its {int(in_test.sum())} test-split rows has one "
+            f"({int(has_ref.sum())} rows in all have one)"
+        )
     seen = {Path(p).as_posix() for p in clean["path"].astype(str)}
     refs = sorted({Path(p).as_posix() for p in test["ref_path"].astype(str)} - seen)
     if not refs:
@@ -70,13 +73,25 @@ def heldout_clean(mos: pd.DataFrame, clean: pd.DataFrame, root: Path = Path(".")
     rows: list[dict] = []
     for ref in refs:
         info = audio_info(resolve(ref, root))
-        rows.append({"id": f"heldout-{len(rows):05d}", "path": ref, "duration": info["duration"],
-                     "sample_rate": info["sample_rate"], "channels": info["channels"], "speaker": ref})
+        rows.append(
+            {
+                "id": f"heldout-{len(rows):05d}",
+                "path": ref,
+                "duration": info["duration"],
+                "sample_rate": info["sample_rate"],
+                "channels": info["channels"],
+                "speaker": ref,
+            }
+        )
     return pd.DataFrame(rows, columns=CLEAN_COLUMNS)
 
 
 def plan_heldout(
-    clean: pd.DataFrame, noise: pd.DataFrame, cfg: PairsConfig, seed: int, sample_rate: int,
+    clean: pd.DataFrame,
+    noise: pd.DataFrame,
+    cfg: PairsConfig,
+    seed: int,
+    sample_rate: int,
     max_delta_jnd: float = 2.0,
 ) -> pd.DataFrame:
     """Recipes of the held-out pairs plus ``delta_db`` and ``different`` (bool: beyond one JND).

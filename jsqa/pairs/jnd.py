@@ -16,9 +16,7 @@ from jsqa.errors import ConfigError
 from jsqa.signal import distortions
 
 
-def within_jnd(
-    snr_a: float | np.ndarray, snr_b: float | np.ndarray, jnd_db: float
-) -> bool | np.ndarray:
+def within_jnd(snr_a: float | np.ndarray, snr_b: float | np.ndarray, jnd_db: float) -> bool | np.ndarray:
     """True where two SNRs are less than one JND apart; two +inf (clean) count as within.
 
     Works elementwise on arrays (broadcasting), returning a bool array; on scalars a bool.
@@ -62,7 +60,10 @@ def same_percept(
     for key in REALISATION_KEYS:
         if key in a or key in b:
             out = out & (np.asarray(a.get(key, plain[key])) == np.asarray(b.get(key, plain[key])))
-    kind_a, kind_b = np.asarray(a.get("distortion", plain["distortion"])), np.asarray(b.get("distortion", plain["distortion"]))
+    kind_a, kind_b = (
+        np.asarray(a.get("distortion", plain["distortion"])),
+        np.asarray(b.get("distortion", plain["distortion"])),
+    )
     if "dist_param_a" in a and "dist_param_a" in b:
         params = np.ones(out.shape, dtype=bool)
         for kind in set(np.unique(kind_a).tolist()) - {distortions.NONE}:
@@ -71,4 +72,3 @@ def same_percept(
             params &= ~both | close
         out = out & params
     return out
-

@@ -22,7 +22,6 @@ def plan_columns(frame: pd.DataFrame) -> list[str]:
     return PLAN_COLUMNS + extra
 
 
-
 def plan_uniforms(seed: int, start: int, count: int, width: int) -> np.ndarray:
     """The uniforms ``[count, width]`` that plan utterances ``start .. start + count - 1``.
 

@@ -135,7 +135,9 @@ class _GroupMixer:
         noise_db = np.array([rms_db(x) for x in self.noise])
         self.silent = noise_db == -math.inf
         group_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
-        self.gains = np.asarray(noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None]))
+        self.gains = np.asarray(
+            noise_gain(speech_level_dbov, snrs, np.where(self.silent, 0.0, noise_db)[group_of_row, None])
+        )
         self.bounds = np.full(len(offsets) - 1, math.inf)
         self.distorted = np.zeros(len(offsets) - 1, dtype=bool)
         if dist is not None and len(snrs):
@@ -216,8 +218,15 @@ def render_pair(
         raise AudioError(f"render_pair: recipe uses room response {rir_path}; pass it as rir")
     snrs = np.array([[recipe_row["snr_a"], recipe_row["snr_b"]]], dtype=np.float64)
     mixer = _GroupMixer(
-        snrs, np.array([0, 1]), [clean_seg], [noise_seg], np.array([speech_gain]),
-        cfg.speech_level_dbov, sample_rate, dist, {rir_path: rir} if rir_path and rir is not None else None,
+        snrs,
+        np.array([0, 1]),
+        [clean_seg],
+        [noise_seg],
+        np.array([speech_gain]),
+        cfg.speech_level_dbov,
+        sample_rate,
+        dist,
+        {rir_path: rir} if rir_path and rir is not None else None,
     )
     a, b = mixer.members(0)[0] * np.float32(1.0 / INT16_SCALE)
     gains = mixer.gains
@@ -437,8 +446,15 @@ def _shard_mixer(job: ShardJob, segments: _Segments, rirs: Mapping[str, np.ndarr
     offsets = np.concatenate([[0], np.cumsum([b - a for a, b in good])])
     snrs = np.stack([np.asarray(rows["snr_a"], np.float64)[take], np.asarray(rows["snr_b"], np.float64)[take]], 1)
     return _GroupMixer(
-        snrs, offsets, segments.clean, segments.noise, np.array(segments.speech_gains),
-        job.render["speech_level_dbov"], job.render["sample_rate"], _distortion_rows(rows, take), rirs,
+        snrs,
+        offsets,
+        segments.clean,
+        segments.noise,
+        np.array(segments.speech_gains),
+        job.render["speech_level_dbov"],
+        job.render["sample_rate"],
+        _distortion_rows(rows, take),
+        rirs,
     )
 
 

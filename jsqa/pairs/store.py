@@ -132,6 +132,10 @@ def load_pairs(out_dir: Path) -> PairSet:
     if len(recipes) != index.get("n_pairs"):
         raise ManifestError(f"{recipes_path}: {len(recipes)} rows but index.json says {index.get('n_pairs')}")
     return PairSet(
-        out_dir, recipes, index["segment_samples"], index["sample_rate"], index["jnd_db"],
+        out_dir,
+        recipes,
+        index["segment_samples"],
+        index["sample_rate"],
+        index["jnd_db"],
         index.get("distortion_steps"),
     )

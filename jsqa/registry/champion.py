@@ -155,9 +155,11 @@ def list_versions(client: MlflowClient, name: str) -> list[dict[str, Any]]:
     rows = []
     for mv in client.search_model_versions(f"name='{name}'"):
         created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC)
-        row: dict[str, Any] = {"version": str(mv.version),
-                               "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
-                               "created": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        row: dict[str, Any] = {
+            "version": str(mv.version),
+            "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
+            "created": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         row.update({t: mv.tags.get(t, "") for t in LIST_TAGS})
         row.update({k: v for k, v in sorted(mv.tags.items()) if k.startswith(("val_", "test_"))})
         rows.append(row)

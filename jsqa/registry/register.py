@@ -96,8 +96,11 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path, calibration: Path | None = No
     # mos, then mos_std and quality dimensions when the model predicts them (older checkpoints: mos).
     mos_outputs = list((mos_payload.get("head") or {}).get("outputs") or ["mos"])
     specs = {
-        ENCODER_MODEL_NAME: (ENCODER_MODEL_CODE, encoder_ckpt,
-                             Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)])),
+        ENCODER_MODEL_NAME: (
+            ENCODER_MODEL_CODE,
+            encoder_ckpt,
+            Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)]),
+        ),
         MOS_MODEL_NAME: (MOS_MODEL_CODE, mos_ckpt, Schema([ColSpec("double", o) for o in mos_outputs])),
     }
     extra_artifacts = {ENCODER_MODEL_NAME: _calibration_artifact(encoder_ckpt, calibration)}
@@ -125,11 +128,13 @@ def _calibration_artifact(encoder_ckpt: Path, calibration: Path | None) -> dict[
         return {}
     cal = load_calibration(calibration)
     if cal.encoder_sha256 != file_sha256(encoder_ckpt):
-        raise JsqaError(f"{calibration}: calibrated on another encoder checkpoint than {encoder_ckpt} "
-                        "(re-run `jsqa calibrate`)")
+        raise JsqaError(
+            f"{calibration}: calibrated on another encoder checkpoint than {encoder_ckpt} (re-run `jsqa calibrate`)"
+        )
     if not cal.available:
-        log.warning("%s: JND calibration unavailable (%s); the encoder serves p_different as null",
-                    calibration, cal.reason)
+        log.warning(
+            "%s: JND calibration unavailable (%s); the encoder serves p_different as null", calibration, cal.reason
+        )
     return {CALIBRATION_ARTIFACT: str(Path(calibration).resolve())}
 
 
@@ -138,12 +143,10 @@ def higher_is_better(metric: str) -> bool:
     base = metric
     for prefix in ("val_", "test_", "eval_"):
         if base.startswith(prefix):
-            base = base[len(prefix):]
+            base = base[len(prefix) :]
             break
     if base not in LOWER_IS_BETTER:
-        raise ConfigError(
-            f"register.metric: unknown metric '{metric}' (use e.g. val_rmse, val_pcc, val_srcc)"
-        )
+        raise ConfigError(f"register.metric: unknown metric '{metric}' (use e.g. val_rmse, val_pcc, val_srcc)")
     return not LOWER_IS_BETTER[base]
 
 
@@ -164,7 +167,10 @@ def check_direction(metric: str, direction: str) -> bool:
 
 
 def decide(
-    candidate: float, champion: float | None, metric: str, min_improvement: float = 0.0,
+    candidate: float,
+    champion: float | None,
+    metric: str,
+    min_improvement: float = 0.0,
     direction: str | None = None,
 ) -> tuple[bool, str]:
     """Whether the candidate replaces the champion, and why (one line).
@@ -181,11 +187,15 @@ def decide(
     improved = gain > _TOLERANCE
     promoted = improved and gain >= min_improvement - _TOLERANCE
     word = "higher" if up else "lower"
-    verdict = (f">= required {min_improvement:g}" if promoted else
-               f"< required {min_improvement:g}" if improved else "is no improvement")
+    verdict = (
+        f">= required {min_improvement:g}"
+        if promoted
+        else f"< required {min_improvement:g}"
+        if improved
+        else "is no improvement"
+    )
     return promoted, (
-        f"candidate {metric}={candidate:.6g} vs champion {champion:.6g}: "
-        f"gain {gain:.6g} {verdict} ({word} is better)"
+        f"candidate {metric}={candidate:.6g} vs champion {champion:.6g}: gain {gain:.6g} {verdict} ({word} is better)"
     )
 
 
@@ -224,14 +234,25 @@ def evaluation_tags(evaluation: dict, model: str = "pretrained") -> dict[str, st
 
 def _same_version(client: MlflowClient, name: str, mos_sha: str, encoder_sha: str) -> ModelVersion | None:
     """The newest version of ``name`` logged from checkpoint files with these hashes, or None."""
-    same = [mv for mv in client.search_model_versions(f"name='{name}'")
-            if mv.tags.get(MOS_SHA_TAG) == mos_sha and mv.tags.get(ENCODER_SHA_TAG) == encoder_sha]
+    same = [
+        mv
+        for mv in client.search_model_versions(f"name='{name}'")
+        if mv.tags.get(MOS_SHA_TAG) == mos_sha and mv.tags.get(ENCODER_SHA_TAG) == encoder_sha
+    ]
     return max(same, key=lambda mv: int(mv.version), default=None)
 
 
-def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path = Path("."),
-             extra_tags: dict | None = None, manifests: Path | None = None, evaluation: dict | None = None,
-             profile: str | None = None, calibration: Path | None = None) -> dict:
+def register(
+    encoder_ckpt: Path,
+    mos_ckpt: Path,
+    cfg: RegisterConfig,
+    root: Path = Path("."),
+    extra_tags: dict | None = None,
+    manifests: Path | None = None,
+    evaluation: dict | None = None,
+    profile: str | None = None,
+    calibration: Path | None = None,
+) -> dict:
     """Log and register both models, then promote them to ``@cfg.alias`` if the MOS model wins.
 
     Each version is tagged with its provenance (git commit, dvc.lock and manifest hashes, see
@@ -247,12 +268,7 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
     metrics, init = _checked_inputs(encoder_ckpt, mos_ckpt, cfg)
     candidate = metrics[cfg.metric]
     hashes = {MOS_SHA_TAG: file_sha256(mos_ckpt), ENCODER_SHA_TAG: file_sha256(encoder_ckpt)}
-    params = {
-        "encoder_name": cfg.encoder_name, "mos_name": cfg.mos_name, "alias": cfg.alias,
-        "metric": cfg.metric, "direction": cfg.direction, "min_improvement": cfg.min_improvement,
-        "encoder_checkpoint": str(encoder_ckpt), "mos_checkpoint": str(mos_ckpt),
-    }
-    with tracking.stage_run("register", params, root) as run:
+    with tracking.stage_run("register", _run_params(encoder_ckpt, mos_ckpt, cfg), root) as run:
         run_id = run.info.run_id
         extra = {str(k): str(v) for k, v in (extra_tags or {}).items()}
         if extra:
@@ -268,30 +284,61 @@ def register(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, root: Path
         else:
             tags = {**hashes, "init": init, "run_id": run_id, **{k: repr(v) for k, v in metrics.items()}, **extra}
             mos_version, enc_version = _register_versions(
-                client, encoder_ckpt, mos_ckpt, cfg, tags, root, manifests, calibration, evaluation, profile)
-            promoted, reason = _promotion(metrics, champ_version, champion, cfg)
-            if promoted:
-                promote(client, cfg, cfg.mos_name, mos_version)
-            log.info("%s v%s %s: %s", cfg.mos_name, mos_version,
-                     f"promoted to @{cfg.alias}" if promoted else "not promoted", reason)
+                client, encoder_ckpt, mos_ckpt, cfg, tags, root, manifests, calibration, evaluation, profile
+            )
+            promoted, reason = _promote_if_better(client, cfg, metrics, mos_version, champ_version, champion)
 
-        result = {
-            "promoted": promoted, "unchanged": same is not None, "reason": reason, "metric": cfg.metric,
-            "candidate": candidate, "champion_before": champion, "mos_model": cfg.mos_name, "mos_version": mos_version,
-            "encoder_model": cfg.encoder_name, "encoder_version": enc_version, "run_id": run_id,
-            "experiment_id": run.info.experiment_id,
-        }
+        result = {"promoted": promoted, "unchanged": same is not None, "reason": reason, "metric": cfg.metric}
+        result.update(candidate=candidate, champion_before=champion, mos_model=cfg.mos_name, mos_version=mos_version)
+        result.update(encoder_model=cfg.encoder_name, encoder_version=enc_version, run_id=run_id)
+        result.update(experiment_id=run.info.experiment_id)
         _log_outcome(result, champ_version)
     return result
 
 
+def _run_params(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig) -> dict:
+    """The register run's params: the registry settings and the two checkpoints."""
+    return {
+        "encoder_name": cfg.encoder_name,
+        "mos_name": cfg.mos_name,
+        "alias": cfg.alias,
+        "metric": cfg.metric,
+        "direction": cfg.direction,
+        "min_improvement": cfg.min_improvement,
+        "encoder_checkpoint": str(encoder_ckpt),
+        "mos_checkpoint": str(mos_ckpt),
+    }
+
+
+def _promote_if_better(
+    client: MlflowClient,
+    cfg: RegisterConfig,
+    metrics: dict,
+    mos_version: str,
+    champ_version: str | None,
+    champion: float | None,
+) -> tuple[bool, str]:
+    """Move ``@cfg.alias`` to the new version (and its encoder) when :func:`_promotion` says so."""
+    promoted, reason = _promotion(metrics, champ_version, champion, cfg)
+    if promoted:
+        promote(client, cfg, cfg.mos_name, mos_version)
+    verdict = f"promoted to @{cfg.alias}" if promoted else "not promoted"
+    log.info("%s v%s %s: %s", cfg.mos_name, mos_version, verdict, reason)
+    return promoted, reason
+
+
 def _log_outcome(result: dict, champ_version: str | None) -> None:
     """The decision as the register run's tags and metrics."""
-    mlflow.set_tags({
-        "promoted": str(result["promoted"]).lower(), "reason": result["reason"],
-        "unchanged": str(result["unchanged"]).lower(), "champion_version_before": champ_version or "none",
-        "mos_version": result["mos_version"], "encoder_version": result["encoder_version"],
-    })
+    mlflow.set_tags(
+        {
+            "promoted": str(result["promoted"]).lower(),
+            "reason": result["reason"],
+            "unchanged": str(result["unchanged"]).lower(),
+            "champion_version_before": champ_version or "none",
+            "mos_version": result["mos_version"],
+            "encoder_version": result["encoder_version"],
+        }
+    )
     mlflow.log_metric(f"candidate_{result['metric']}", result["candidate"])
     if result["champion_before"] is not None:
         mlflow.log_metric(f"champion_{result['metric']}", result["champion_before"])
@@ -310,8 +357,16 @@ def _checked_inputs(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig) -> 
 
 
 def _register_versions(
-    client: MlflowClient, encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig, tags: dict[str, str], root: Path,
-    manifests: Path | None, calibration: Path | None, evaluation: dict | None, profile: str | None,
+    client: MlflowClient,
+    encoder_ckpt: Path,
+    mos_ckpt: Path,
+    cfg: RegisterConfig,
+    tags: dict[str, str],
+    root: Path,
+    manifests: Path | None,
+    calibration: Path | None,
+    evaluation: dict | None,
+    profile: str | None,
 ) -> tuple[str, str]:
     """Log both models and register a version of each, tagged with ``tags`` and the provenance;
     the MOS version's description is its model card. Returns (MOS version, encoder version)."""
@@ -329,13 +384,16 @@ def _register_versions(
     return mos_version, enc_version
 
 
-def _promotion(metrics: dict[str, float], champ_version: str | None, champion: float | None,
-               cfg: RegisterConfig) -> tuple[bool, str]:
+def _promotion(
+    metrics: dict[str, float], champ_version: str | None, champion: float | None, cfg: RegisterConfig
+) -> tuple[bool, str]:
     """Whether the registered candidate becomes ``@cfg.alias``, and why (one line)."""
     if metrics.get("collapsed"):
         # A model predicting one value for every clip is never served, whatever its RMSE.
-        return False, ("candidate failed to learn: its validation predictions collapsed "
-                       f"(spread {metrics.get('val_spread_ratio', 0.0):.3f} of the labels')")
+        return False, (
+            "candidate failed to learn: its validation predictions collapsed "
+            f"(spread {metrics.get('val_spread_ratio', 0.0):.3f} of the labels')"
+        )
     if champ_version is not None and champion is None:
         return True, f"champion {cfg.mos_name} v{champ_version} has no '{cfg.metric}' tag to compare with"
     return decide(metrics[cfg.metric], champion, cfg.metric, cfg.min_improvement, cfg.direction)

@@ -44,8 +44,11 @@ def fit_logistic(distance: np.ndarray, different: np.ndarray) -> tuple[float, fl
     slope = float(lr.coef_[0, 0]) / scale
     intercept = float(lr.intercept_[0]) - slope * float(d.mean())
     if not slope > 0:
-        log.warning("the distance does not increase with the SNR difference on held-out pairs (slope %.3g); "
-                    "p_different falls back to the base rate", slope)
+        log.warning(
+            "the distance does not increase with the SNR difference on held-out pairs (slope %.3g); "
+            "p_different falls back to the base rate",
+            slope,
+        )
         rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
         return float(np.log(rate / (1 - rate))), 0.0
     return intercept, slope
@@ -65,7 +68,9 @@ def report_metrics(pairs: pd.DataFrame, fit: np.ndarray, cal: Calibration) -> di
     pred = cal.p_different(d_rep) >= 0.5
     majority = bool(y[fit].mean() >= 0.5)
     return {
-        "n_pairs": int(len(pairs)), "n_fit": int(fit.sum()), "n_report": int((~fit).sum()),
+        "n_pairs": int(len(pairs)),
+        "n_fit": int(fit.sum()),
+        "n_report": int((~fit).sum()),
         "share_different": float(y.mean()),
         "accuracy": float((pred == y_rep).mean()) if len(y_rep) else None,
         "roc_auc": _auc(y_rep, d_rep),
@@ -73,22 +78,45 @@ def report_metrics(pairs: pd.DataFrame, fit: np.ndarray, cal: Calibration) -> di
         "mean_distance_same": float(d[~y].mean()) if (~y).any() else None,
         "mean_distance_different": float(d[y].mean()) if y.any() else None,
         "threshold_distance": cal.threshold(),
-        "intercept": cal.intercept, "slope": cal.slope,
+        "intercept": cal.intercept,
+        "slope": cal.slope,
         "available": True,
     }
 
 
 def unavailable_metrics(reason: str) -> dict[str, Any]:
     """``metrics/jnd.json`` when no calibration could be fitted: the reason, null figures."""
-    figures = ("accuracy", "roc_auc", "majority_accuracy", "share_different", "mean_distance_same",
-               "mean_distance_different", "threshold_distance", "intercept", "slope")
-    return {"available": False, "reason": reason, "n_pairs": 0, "n_fit": 0, "n_report": 0, "n_utterances": 0,
-            **dict.fromkeys(figures)}
+    figures = (
+        "accuracy",
+        "roc_auc",
+        "majority_accuracy",
+        "share_different",
+        "mean_distance_same",
+        "mean_distance_different",
+        "threshold_distance",
+        "intercept",
+        "slope",
+    )
+    return {
+        "available": False,
+        "reason": reason,
+        "n_pairs": 0,
+        "n_fit": 0,
+        "n_report": 0,
+        "n_utterances": 0,
+        **dict.fromkeys(figures),
+    }
 
 
 def calibrate(
-    encoder_ckpt: Path, clean: pd.DataFrame, noise: pd.DataFrame, mos: pd.DataFrame, cfg: PairsConfig,
-    seed: int, max_delta_jnd: float = 2.0, root: Path = Path("."),
+    encoder_ckpt: Path,
+    clean: pd.DataFrame,
+    noise: pd.DataFrame,
+    mos: pd.DataFrame,
+    cfg: PairsConfig,
+    seed: int,
+    max_delta_jnd: float = 2.0,
+    root: Path = Path("."),
 ) -> tuple[Calibration, dict[str, Any], pd.DataFrame]:
     """Render held-out JND pairs, measure their distances, fit and report the calibration.
 
@@ -103,8 +131,9 @@ def calibrate(
     except NoHeldoutReferences as exc:
         reason = str(exc)
         log.warning("JND calibration unavailable: %s", reason)
-        cal = Calibration.unavailable(reason, float(cfg.jnd_db), float(cfg.speech_level_dbov), sr,
-                                      file_sha256(encoder_ckpt))
+        cal = Calibration.unavailable(
+            reason, float(cfg.jnd_db), float(cfg.speech_level_dbov), sr, file_sha256(encoder_ckpt)
+        )
         return cal, unavailable_metrics(reason), pd.DataFrame()
     plan = plan_heldout(heldout, noise, cfg, seed, sr, max_delta_jnd)
     pairs, members = render_heldout(plan, cfg, sr, root)
@@ -115,10 +144,17 @@ def calibrate(
     fit = split_halves(pairs["utterance_id"], seed)
     pairs["fit"] = fit
     intercept, slope = fit_logistic(pairs["distance"].to_numpy()[fit], pairs["different"].to_numpy()[fit])
-    cal = Calibration(intercept=intercept, slope=slope, jnd_db=float(cfg.jnd_db),
-                      speech_level_dbov=float(cfg.speech_level_dbov), sample_rate=sr,
-                      encoder_sha256=file_sha256(encoder_ckpt))
+    cal = Calibration(
+        intercept=intercept,
+        slope=slope,
+        jnd_db=float(cfg.jnd_db),
+        speech_level_dbov=float(cfg.speech_level_dbov),
+        sample_rate=sr,
+        encoder_sha256=file_sha256(encoder_ckpt),
+    )
     metrics = report_metrics(pairs, fit, cal)
     metrics["n_utterances"] = int(heldout.shape[0])
-    log.info("JND calibration: %s", {k: v for k, v in metrics.items() if k in ("accuracy", "roc_auc", "majority_accuracy")})
+    log.info(
+        "JND calibration: %s", {k: v for k, v in metrics.items() if k in ("accuracy", "roc_auc", "majority_accuracy")}
+    )
     return cal, metrics, pairs

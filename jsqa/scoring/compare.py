@@ -90,8 +90,9 @@ class Calibration:
     reason: str | None = None
 
     @classmethod
-    def unavailable(cls, reason: str, jnd_db: float, speech_level_dbov: float, sample_rate: int,
-                    encoder_sha256: str) -> Calibration:
+    def unavailable(
+        cls, reason: str, jnd_db: float, speech_level_dbov: float, sample_rate: int, encoder_sha256: str
+    ) -> Calibration:
         """A calibration file that records why there is none."""
         return cls(None, None, jnd_db, speech_level_dbov, sample_rate, encoder_sha256, available=False, reason=reason)
 
@@ -132,14 +133,22 @@ def load_calibration(path: str | Path) -> Calibration:
         if cal.intercept is not None or cal.slope is not None:
             raise JsqaError(f"{path}: an unavailable calibration has no coefficients")
         return cal
-    if not (isinstance(cal.intercept, (int, float)) and isinstance(cal.slope, (int, float))
-            and math.isfinite(cal.intercept) and math.isfinite(cal.slope) and cal.slope >= 0):
+    if not (
+        isinstance(cal.intercept, (int, float))
+        and isinstance(cal.slope, (int, float))
+        and math.isfinite(cal.intercept)
+        and math.isfinite(cal.slope)
+        and cal.slope >= 0
+    ):
         raise JsqaError(f"{path}: calibration coefficients must be finite with slope >= 0")
     return cal
 
 
 def compare_waveforms(
-    model: torch.nn.Module, ref: np.ndarray, deg: np.ndarray, cal: Calibration | None = None,
+    model: torch.nn.Module,
+    ref: np.ndarray,
+    deg: np.ndarray,
+    cal: Calibration | None = None,
     level_dbov: float = -26.0,
 ) -> dict[str, Any]:
     """Distance (and, with ``cal``, ``p_different`` and ``verdict``; both None, with a ``note``,
@@ -160,7 +169,10 @@ def compare_waveforms(
 
 
 def compare_files(
-    model: torch.nn.Module, ref: str | Path, deg: str | Path, cal: Calibration | None = None,
+    model: torch.nn.Module,
+    ref: str | Path,
+    deg: str | Path,
+    cal: Calibration | None = None,
     limits: ScoringLimits = LIMITS,
 ) -> dict[str, Any]:
     """:func:`compare_waveforms` of two audio files (mono, resampled to the model's rate), each
@@ -195,8 +207,10 @@ def load_distance_model(
         source = calibration if calibration is not None else carried
         cal = load_calibration(source) if source is not None else None
         if cal is not None and cal.encoder_sha256 != file_sha256(ckpt):
-            raise JsqaError(f"{source}: calibrated on another encoder checkpoint than {ckpt} "
-                            "(re-run `jsqa calibrate` for this encoder)")
+            raise JsqaError(
+                f"{source}: calibrated on another encoder checkpoint than {ckpt} "
+                "(re-run `jsqa calibrate` for this encoder)"
+            )
         return model, cal, described
 
     if is_mlflow_uri(str(ref)):

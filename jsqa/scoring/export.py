@@ -60,9 +60,12 @@ def export_model(checkpoint: Path, out: Path, fmt: str = "torchscript") -> Path:
         _export_torchscript(wrapped, model.sample_rate, checkpoint, out)
     log.info("exported %s to %s (%s)", checkpoint, out, fmt)
     if model.input_level_dbov is not None:
-        log.warning("%s: the model expects each window scaled to %.1f dBov active speech level (ITU-T P.56) "
-                    "and no score for audio without speech; the exported module does neither: the caller must",
-                    checkpoint, model.input_level_dbov)
+        log.warning(
+            "%s: the model expects each window scaled to %.1f dBov active speech level (ITU-T P.56) "
+            "and no score for audio without speech; the exported module does neither: the caller must",
+            checkpoint,
+            model.input_level_dbov,
+        )
     return Path(out)
 
 
@@ -115,8 +118,14 @@ def _export_onnx(wrapped: ClampedMOS, sample_rate: int, checkpoint: Path, out: P
         with warnings.catch_warnings(), _quiet(_ONNX_LOGGERS), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")  # the exporter's notices
             program = torch.onnx.export(
-                wrapped, example, input_names=["waveform"], output_names=["mos"],
-                dynamic_shapes=(dims,), opset_version=ONNX_OPSET, dynamo=True, verbose=False,
+                wrapped,
+                example,
+                input_names=["waveform"],
+                output_names=["mos"],
+                dynamic_shapes=(dims,),
+                opset_version=ONNX_OPSET,
+                dynamo=True,
+                verbose=False,
             )
     except Exception as exc:  # the exporter raises several types for unsupported code
         raise JsqaError(f"{checkpoint}: cannot be exported to ONNX ({str(exc).splitlines()[0]})") from exc

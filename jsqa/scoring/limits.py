@@ -52,7 +52,8 @@ def _check_rate(sample_rate: object, name: str, limits: ScoringLimits) -> int:
         raise AudioError(f"{name}: sample rate must be a number, got {type(sample_rate).__name__}")
     # Integers are whole already (and one beyond int64 would overflow np.isfinite).
     if not isinstance(sample_rate, (int, np.integer)) and (
-            not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate)):
+        not np.isfinite(sample_rate) or float(sample_rate) != int(sample_rate)
+    ):
         raise AudioError(f"{name}: sample rate must be a whole number of Hz, got {sample_rate}")
     sr = int(sample_rate)
     if not limits.min_sample_rate <= sr <= limits.max_sample_rate:
@@ -69,9 +70,7 @@ def _check_extent(frames: int, channels: int, sr: int, name: str, limits: Scorin
         raise AudioError(f"{name}: audio is empty (0 samples)")
     seconds = frames / sr
     if seconds > limits.max_seconds:
-        raise AudioError(
-            f"{name}: {seconds:.1f} s long, over the {limits.max_seconds:g} s limit ({limits.raise_hint})"
-        )
+        raise AudioError(f"{name}: {seconds:.1f} s long, over the {limits.max_seconds:g} s limit ({limits.raise_hint})")
     if seconds < limits.min_seconds:
         raise AudioError(
             f"{name}: {frames} samples ({seconds * 1000:.2f} ms) is too short to score "
@@ -79,8 +78,9 @@ def _check_extent(frames: int, channels: int, sr: int, name: str, limits: Scorin
         )
 
 
-def validate_waveform(samples: object, sample_rate: object, name: str,
-                      limits: ScoringLimits = LIMITS) -> tuple[np.ndarray, int]:
+def validate_waveform(
+    samples: object, sample_rate: object, name: str, limits: ScoringLimits = LIMITS
+) -> tuple[np.ndarray, int]:
     """Check caller-supplied samples and return them as mono float32 with the rate as an int.
 
     Accepts float arrays (or lists) shaped (n,) or (n, channels); rejects, with an AudioError
@@ -110,14 +110,14 @@ def _check_samples(x: np.ndarray, name: str, limits: ScoringLimits) -> np.ndarra
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak > limits.max_abs_sample:
         raise AudioError(
-            f"{name}: peak sample {peak:.3g} is beyond ±{limits.max_abs_sample:g} "
-            "(float audio belongs in [-1, 1])"
+            f"{name}: peak sample {peak:.3g} is beyond ±{limits.max_abs_sample:g} (float audio belongs in [-1, 1])"
         )
     return np.ascontiguousarray(to_mono(x), dtype=np.float32)
 
 
-def scoring_waveform(samples: object, sample_rate: object, name: str, target_sr: int = 16000,
-                     limits: ScoringLimits = LIMITS) -> np.ndarray:
+def scoring_waveform(
+    samples: object, sample_rate: object, name: str, target_sr: int = 16000, limits: ScoringLimits = LIMITS
+) -> np.ndarray:
     """Caller-supplied samples, validated (see :func:`validate_waveform`), mono at ``target_sr``."""
     x, sr = validate_waveform(samples, sample_rate, name, limits)
     return np.ascontiguousarray(resample(x, sr, target_sr), dtype=np.float32)
@@ -131,8 +131,7 @@ class ScoringAudio:
     Every failure is an AudioError naming ``name``. Use as a context manager.
     """
 
-    def __init__(self, source: str | Path | bytes, name: str | None = None,
-                 limits: ScoringLimits = LIMITS) -> None:
+    def __init__(self, source: str | Path | bytes, name: str | None = None, limits: ScoringLimits = LIMITS) -> None:
         self.limits = limits
         if isinstance(source, (bytes, bytearray, memoryview)):
             self.name = name or "audio bytes"
@@ -199,8 +198,9 @@ class ScoringAudio:
         self.close()
 
 
-def load_scoring_audio(source: str | Path | bytes, name: str | None = None, target_sr: int = 16000,
-                       limits: ScoringLimits = LIMITS) -> np.ndarray:
+def load_scoring_audio(
+    source: str | Path | bytes, name: str | None = None, target_sr: int = 16000, limits: ScoringLimits = LIMITS
+) -> np.ndarray:
     """A file path or encoded bytes, checked as :class:`ScoringAudio` does, decoded whole as
     mono float32 at ``target_sr`` (a truncated file gives what it holds)."""
     with ScoringAudio(source, name, limits) as audio:

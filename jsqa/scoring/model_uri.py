@@ -68,12 +68,10 @@ def existing_store(root: Path) -> str:
     """The tracking URI for ``root``; JsqaError when it names a SQLite file that does not exist."""
     store = tracking.tracking_uri(root)
     if store.startswith("sqlite:///"):
-        db = Path(store[len("sqlite:///"):])
+        db = Path(store[len("sqlite:///") :])
         # Opening a missing SQLite store would silently create an empty one.
         if not db.is_file():
-            raise JsqaError(
-                f"no MLflow store at {db}; run the pipeline's register stage (or set MLFLOW_TRACKING_URI)"
-            )
+            raise JsqaError(f"no MLflow store at {db}; run the pipeline's register stage (or set MLFLOW_TRACKING_URI)")
     return store
 
 

@@ -77,8 +77,12 @@ def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def score_files(
-    model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits = LIMITS, progress: bool = False,
-    *, device: torch.device | str | None = None,
+    model: MOSModel,
+    files: Sequence[str | Path],
+    limits: ScoringLimits = LIMITS,
+    progress: bool = False,
+    *,
+    device: torch.device | str | None = None,
 ) -> list[dict]:
     """One row per file: {"path", "mos", "error", "warning"}, plus the model's other outputs
     (``mos_std``, quality dimensions: :func:`score_outputs`) when it has them; an unusable file gets an error, not
@@ -146,8 +150,14 @@ def format_rows(rows: Sequence[dict], fmt: str) -> str:
         writer.writeheader()
         for r in rows:
             r = _row(r, extra)
-            writer.writerow({"path": r["path"], **{c: "" if r[c] is None else repr(r[c]) for c in ["mos", *extra]},
-                             "error": r["error"] or "", "warning": r["warning"] or ""})
+            writer.writerow(
+                {
+                    "path": r["path"],
+                    **{c: "" if r[c] is None else repr(r[c]) for c in ["mos", *extra]},
+                    "error": r["error"] or "",
+                    "warning": r["warning"] or "",
+                }
+            )
         return buf.getvalue()
     if fmt == "table":
         return _table(rows)
@@ -159,8 +169,13 @@ def _num(v: Any) -> float | None:
 
 
 def _row(r: dict, extra: Sequence[str] = ()) -> dict[str, Any]:
-    return {"path": str(r["path"]), "mos": _num(r.get("mos")), **{c: _num(r.get(c)) for c in extra},
-            "error": r.get("error"), "warning": r.get("warning")}
+    return {
+        "path": str(r["path"]),
+        "mos": _num(r.get("mos")),
+        **{c: _num(r.get(c)) for c in extra},
+        "error": r.get("error"),
+        "warning": r.get("warning"),
+    }
 
 
 def _table(rows: Sequence[dict]) -> str:
@@ -171,8 +186,9 @@ def _table(rows: Sequence[dict]) -> str:
     body = []
     for r in rows:
         r = _row(r, outputs[1:])
-        body.append([r["path"], *("-" if r[c] is None else f"{r[c]:.3f}" for c in outputs),
-                     *(r[c] or "" for c in extra)])
+        body.append(
+            [r["path"], *("-" if r[c] is None else f"{r[c]:.3f}" for c in outputs), *(r[c] or "" for c in extra)]
+        )
     widths = [max(len(c[i]) for c in [header, *body]) for i in range(len(header))]
     n = 1 + len(outputs)
     lines = []

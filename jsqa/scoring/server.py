@@ -22,6 +22,21 @@ def serve_command(model: str, host: str, port: int, workers: int, root: Path) ->
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")
     if is_mlflow_uri(model):
         env["MLFLOW_TRACKING_URI"] = existing_store(root)
-    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model, "--env-manager", "local",
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        model,
+        "--env-manager",
+        "local",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     return argv, env

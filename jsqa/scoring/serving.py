@@ -122,8 +122,9 @@ def as_frame(model_input: Any) -> pd.DataFrame:
         model_input = pd.DataFrame(model_input)
     elif isinstance(model_input, dict):
         try:
-            model_input = pd.DataFrame({k: list(v) if isinstance(v, (list, np.ndarray)) else [v]
-                                        for k, v in model_input.items()})
+            model_input = pd.DataFrame(
+                {k: list(v) if isinstance(v, (list, np.ndarray)) else [v] for k, v in model_input.items()}
+            )
         except ValueError as exc:
             raise JsqaError(f"model input columns differ in length ({exc})") from exc
     if not isinstance(model_input, pd.DataFrame):
@@ -215,8 +216,9 @@ def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits | None =
             # Errors raised below the row (no speech, decoding) name it like the rest.
             errors.append(message if message.startswith(f"row {i}:") else f"row {i}: {message}")
     dtype = "float64" if all(e is None for e in errors) else "object"
-    return pd.DataFrame({**{n: pd.Series(v, dtype=dtype) for n, v in scores.items()},
-                         "error": pd.Series(errors, dtype="object")})
+    return pd.DataFrame(
+        {**{n: pd.Series(v, dtype=dtype) for n, v in scores.items()}, "error": pd.Series(errors, dtype="object")}
+    )
 
 
 def embed_waveform(encoder: Encoder, x: np.ndarray, window_s: float = WINDOW_S, hop_s: float = HOP_S) -> np.ndarray:
@@ -274,7 +276,7 @@ class MOSPyfunc(PythonModel):
 
 def reference_row(row: dict) -> dict | None:
     """Row ``row``'s reference as an input row of its own (``ref_`` dropped); None without one."""
-    ref = {c[len("ref_"):]: row.get(c) for c in REFERENCE_COLUMNS}
+    ref = {c[len("ref_") :]: row.get(c) for c in REFERENCE_COLUMNS}
     return ref if any(_present(ref[c]) for c in ("path", "audio_base64", "audio")) else None
 
 
@@ -301,8 +303,9 @@ def distance_rows(
         d = p = err = None
         if ref is not None:
             try:
-                out = compare_waveforms(model, _row_waveform(ref, i, sr, limits), _row_waveform(row, i, sr, limits),
-                                        calibration)
+                out = compare_waveforms(
+                    model, _row_waveform(ref, i, sr, limits), _row_waveform(row, i, sr, limits), calibration
+                )
                 d, p = out["distance"], out.get("p_different")
             except AudioError as exc:
                 log.warning("reference: %s", exc)
@@ -310,8 +313,13 @@ def distance_rows(
         dist.append(d)
         prob.append(p)
         errors.append(err)
-    return pd.DataFrame({"jnd_distance": pd.Series(dist, dtype="object"),
-                         "p_different": pd.Series(prob, dtype="object"), "error": pd.Series(errors, dtype="object")})
+    return pd.DataFrame(
+        {
+            "jnd_distance": pd.Series(dist, dtype="object"),
+            "p_different": pd.Series(prob, dtype="object"),
+            "error": pd.Series(errors, dtype="object"),
+        }
+    )
 
 
 def has_reference(model_input: Any) -> bool:

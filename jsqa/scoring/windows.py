@@ -76,7 +76,7 @@ class WindowStream:
 
     def finish(self) -> list[np.ndarray]:
         """The remaining spans, once the signal has ended (the same as :func:`windows` gives)."""
-        spans = windows(self.length, self.window, self.hop)[self._released:]
+        spans = windows(self.length, self.window, self.hop)[self._released :]
         return [self._take(a, b) for a, b in spans]
 
     def _take(self, a: int, b: int) -> np.ndarray:
@@ -105,8 +105,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 @torch.inference_mode()
 def windowed_mean_blocks(
-    fn: Callable[[torch.Tensor], torch.Tensor], blocks: Iterable[np.ndarray], sample_rate: int | None = None,
-    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS, *,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    blocks: Iterable[np.ndarray],
+    sample_rate: int | None = None,
+    window_s: float = WINDOW_S,
+    hop_s: float = HOP_S,
+    chunk: int = CHUNK_WINDOWS,
+    *,
     level_dbov: float | None = None,
 ) -> torch.Tensor:
     """``fn`` over the windows of a mono signal given as consecutive blocks at ``sample_rate``
@@ -155,8 +160,13 @@ def windowed_mean_blocks(
 
 
 def windowed_mean(
-    fn: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, sample_rate: int | None = None,
-    window_s: float = WINDOW_S, hop_s: float = HOP_S, chunk: int = CHUNK_WINDOWS, *,
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: np.ndarray,
+    sample_rate: int | None = None,
+    window_s: float = WINDOW_S,
+    hop_s: float = HOP_S,
+    chunk: int = CHUNK_WINDOWS,
+    *,
     level_dbov: float | None = None,
 ) -> torch.Tensor:
     """:func:`windowed_mean_blocks` of one clip held in memory."""
@@ -200,7 +210,9 @@ def _finish(mean: np.ndarray, names: Sequence[str]) -> np.ndarray:
 
 
 def score_blocks_all(
-    model: torch.nn.Module, blocks: Iterable[np.ndarray], sample_rate: int | None = None,
+    model: torch.nn.Module,
+    blocks: Iterable[np.ndarray],
+    sample_rate: int | None = None,
 ) -> dict[str, float]:
     """Every output of :func:`model_outputs` for one mono signal given as blocks (as
     :func:`score_blocks`): the length-weighted mean over windows, clamped to the MOS scale,
@@ -213,7 +225,10 @@ def score_blocks_all(
 
 
 def score_waveform(
-    model: torch.nn.Module, x: np.ndarray, sample_rate: int | None = None, window_s: float = WINDOW_S,
+    model: torch.nn.Module,
+    x: np.ndarray,
+    sample_rate: int | None = None,
+    window_s: float = WINDOW_S,
     hop_s: float = HOP_S,
 ) -> float:
     """MOS of one mono clip at ``sample_rate`` (default: the model's rate): the mean over windows, so
@@ -228,8 +243,12 @@ BATCH_SECONDS = CHUNK_WINDOWS * WINDOW_S
 
 
 def score_waveforms(
-    model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int | None = None, *,
-    device: torch.device | str | None = None, batch_seconds: float = BATCH_SECONDS,
+    model: torch.nn.Module,
+    clips: Sequence[np.ndarray],
+    sample_rate: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+    batch_seconds: float = BATCH_SECONDS,
 ) -> np.ndarray:
     """MOS for each clip: :func:`score_waveform` of each (equal within float rounding), batched.
 
@@ -242,8 +261,12 @@ def score_waveforms(
 
 @torch.inference_mode()
 def score_waveforms_all(
-    model: torch.nn.Module, clips: Sequence[np.ndarray], sample_rate: int | None = None, *,
-    device: torch.device | str | None = None, batch_seconds: float = BATCH_SECONDS,
+    model: torch.nn.Module,
+    clips: Sequence[np.ndarray],
+    sample_rate: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+    batch_seconds: float = BATCH_SECONDS,
 ) -> np.ndarray:
     """Every output of :func:`model_outputs` for each clip, [N, K] ("mos" first).
 
@@ -319,13 +342,18 @@ def _window_gains(
     spans[:] = kept
     silent = sorted({i for _, i, _ in spans} - with_speech)
     if silent:
-        log.warning("%d of %d clips have no active speech (first: clip %d); scored without level normalisation",
-                    len(silent), len(clips), silent[0])
+        log.warning(
+            "%d of %d clips have no active speech (first: clip %d); scored without level normalisation",
+            len(silent),
+            len(clips),
+            silent[0],
+        )
     return gains
 
 
-def _window(clips: Sequence[np.ndarray], i: int, start: int, n: int,
-            gains: dict[tuple[int, int], float] | None) -> np.ndarray:
+def _window(
+    clips: Sequence[np.ndarray], i: int, start: int, n: int, gains: dict[tuple[int, int], float] | None
+) -> np.ndarray:
     """Window [start, start + n) of clip ``i`` as the model sees it: float32, scaled by its gain
     when normalising."""
     w = clips[i][start : start + n]

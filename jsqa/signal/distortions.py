@@ -532,7 +532,9 @@ def check_sample_rate(specs: Sequence[Spec], sample_rate: int) -> None:
             try:
                 cls.check(s.high, sample_rate)
             except ConfigError as exc:
-                raise ConfigError(f"pairs.distortions.{s.kind}: range ({s.low}, {s.high}) out of bounds ({exc})") from None
+                raise ConfigError(
+                    f"pairs.distortions.{s.kind}: range ({s.low}, {s.high}) out of bounds ({exc})"
+                ) from None
 
 
 def reverb(x: np.ndarray, rt60: float, sr: int, seed: int, rir: np.ndarray | None = None) -> np.ndarray:

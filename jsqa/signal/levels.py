@@ -222,7 +222,8 @@ def _levels_of_batch(signals: list[np.ndarray], sr: int) -> list[float | str]:
     hang.sort(axis=1)
 
     out: list[float | str] = [
-        "active_speech_level: no active speech (signal is silent)" if ok
+        "active_speech_level: no active speech (signal is silent)"
+        if ok
         else "active_speech_level: signal contains NaN or infinite samples"
         for ok in finite.tolist()
     ]
@@ -325,9 +326,7 @@ def _speech_level(speech: np.ndarray, sr: int, speech_level_db: float | None) ->
     return active_speech_level(speech, sr) if speech_level_db is None else float(speech_level_db)
 
 
-def noise_gain(
-    speech_level_db: float, snr_db: float | np.ndarray, noise_db: float | np.ndarray
-) -> float | np.ndarray:
+def noise_gain(speech_level_db: float, snr_db: float | np.ndarray, noise_db: float | np.ndarray) -> float | np.ndarray:
     """Linear gain on a noise of RMS level ``noise_db`` that puts it ``snr_db`` below speech of
     active level ``speech_level_db`` (the SNR of the module docstring); 0 where ``snr_db`` is
     +inf. Elementwise on arrays (``noise_db`` broadcasts against ``snr_db``)."""
@@ -372,9 +371,7 @@ def mix_at_snr(
     return mix.astype(np.float32), gain
 
 
-def measure_snr(
-    speech: np.ndarray, scaled_noise: np.ndarray, sr: int, speech_level_db: float | None = None
-) -> float:
+def measure_snr(speech: np.ndarray, scaled_noise: np.ndarray, sr: int, speech_level_db: float | None = None) -> float:
     """SNR in dB of ``speech`` against the already scaled ``scaled_noise`` (+inf when it is 0)."""
     noise_db = rms_db(scaled_noise)
     if noise_db == -math.inf:

@@ -86,8 +86,11 @@ def check_speech(signals: Sequence[np.ndarray], sr: int) -> list[SpeechCheck]:
         else:
             share = tonal_share(x, sr)
             tonal = share >= TONAL_POWER_SHARE
-            out.append(SpeechCheck(level, f"tonal: {share:.0%} of the power in {TONAL_TOP_BINS} spectral bins"
-                                   if tonal else None))
+            out.append(
+                SpeechCheck(
+                    level, f"tonal: {share:.0%} of the power in {TONAL_TOP_BINS} spectral bins" if tonal else None
+                )
+            )
     return out
 
 

@@ -119,7 +119,11 @@ def load_train_state(ckpt_dir: Path, expected_hash: str, expected_params: dict[s
 
 
 def starting_state(
-    ckpt_dir: Path, expected_hash: str, expected_params: dict[str, Any], mode: ResumeMode, writer: bool = True,
+    ckpt_dir: Path,
+    expected_hash: str,
+    expected_params: dict[str, Any],
+    mode: ResumeMode,
+    writer: bool = True,
 ) -> dict[str, Any] | None:
     """The training state a run continues from, or None when it starts at step 0.
 

@@ -53,8 +53,12 @@ def manifest_dimensions(train: pd.DataFrame) -> tuple[str, ...]:
 
 
 def build_model(
-    model_cfg: ModelConfig, cfg: FinetuneConfig, init_mos: float, encoder_ckpt: Path | None,
-    sample_rate: int = 16000, dims: tuple[str, ...] = (),
+    model_cfg: ModelConfig,
+    cfg: FinetuneConfig,
+    init_mos: float,
+    encoder_ckpt: Path | None,
+    sample_rate: int = 16000,
+    dims: tuple[str, ...] = (),
 ) -> MOSModel:
     """A MOS model for ``sample_rate`` input whose encoder is random (scratch) or loaded from a
     pretraining checkpoint (ConfigError when that was trained at another rate).
@@ -67,8 +71,15 @@ def build_model(
     outputs = output_layout(dims, gaussian=cfg.loss == "gnll")
 
     def mos_model(spec: EncoderSpec) -> MOSModel:
-        return MOSModel(spec, dropout=cfg.dropout, init_mos=init_mos, projection=projection, sample_rate=sample_rate,
-                        outputs=outputs, input_level_dbov=cfg.input_level_dbov)
+        return MOSModel(
+            spec,
+            dropout=cfg.dropout,
+            init_mos=init_mos,
+            projection=projection,
+            sample_rate=sample_rate,
+            outputs=outputs,
+            input_level_dbov=cfg.input_level_dbov,
+        )
 
     if encoder_ckpt is None:
         return mos_model(encoder_spec(model_cfg.size))
@@ -79,11 +90,9 @@ def build_model(
     model.encoder.load_state_dict(encoder.state_dict())
     if model.projection is not None:
         prefix = "projection."
-        proj = {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+        proj = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
         if not proj:
-            raise ConfigError(
-                f"{encoder_ckpt}: pretrained without a projection head but model.projection_head is true"
-            )
+            raise ConfigError(f"{encoder_ckpt}: pretrained without a projection head but model.projection_head is true")
         model.projection.load_state_dict(proj)
     return model
 
@@ -181,15 +190,15 @@ def finetune(
     best = fit.best
     best.update(epochs_run=float(fit.epochs_run), train_clips=float(len(train)))
     if best["collapsed"]:
-        log.warning("finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
-                    "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
-                    init, seed, best["val_spread_ratio"], MIN_SPREAD_RATIO)
+        _warn_collapsed(init, seed, best["val_spread_ratio"])
     meta: dict[str, Any] = {"head": model.head_config, "init": init, "config": asdict(cfg), "seed": seed}
     if budget_path is not None and fit.budget is not None:
         model.load_state_dict(fit.budget[1])
         scale = _calibrate_std(model, val, sample_rate, cfg.calibrate_std)
-        save_checkpoint(budget_path, "mos", model.cpu(), model.encoder.spec, sample_rate=sample_rate,
-                        metrics={**fit.budget[0], **scale, "budget_epochs": float(cfg.equal_compute_epochs)}, **meta)
+        metrics = {**fit.budget[0], **scale, "budget_epochs": float(cfg.equal_compute_epochs)}
+        save_checkpoint(
+            budget_path, "mos", model.cpu(), model.encoder.spec, sample_rate=sample_rate, metrics=metrics, **meta
+        )
         model.to(device)
     model.load_state_dict(fit.best_state)
     best.update(_calibrate_std(model, val, sample_rate, cfg.calibrate_std))
@@ -198,8 +207,23 @@ def finetune(
     return {**best, "history": fit.history}
 
 
+def _warn_collapsed(init: str, seed: int, spread_ratio: float) -> None:
+    log.warning(
+        "finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
+        "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
+        init,
+        seed,
+        spread_ratio,
+        MIN_SPREAD_RATIO,
+    )
+
+
 def _load_splits(
-    manifest: pd.DataFrame, cfg: FinetuneConfig, seed: int, sample_rate: int, root: str | Path,
+    manifest: pd.DataFrame,
+    cfg: FinetuneConfig,
+    seed: int,
+    sample_rate: int,
+    root: str | Path,
 ) -> tuple[ClipSet, ClipSet]:
     """The train clips (the ``cfg.label_fraction`` subset, levelled) and the val clips."""
     train_df = label_subset(manifest[manifest["split"] == "train"], cfg.label_fraction, seed)
@@ -240,8 +264,16 @@ class _Fit:
 
 
 def _fit(
-    model: MOSModel, train: ClipSet, val: ClipSet, cfg: FinetuneConfig, sample_rate: int, opt: torch.optim.Optimizer,
-    rng: np.random.Generator, device: torch.device, init: str, on_epoch: EpochCallback,
+    model: MOSModel,
+    train: ClipSet,
+    val: ClipSet,
+    cfg: FinetuneConfig,
+    sample_rate: int,
+    opt: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    device: torch.device,
+    init: str,
+    on_epoch: EpochCallback,
 ) -> _Fit:
     """Train up to ``cfg.epochs`` epochs, keeping the best (:func:`_better`) and stopping early
     after ``cfg.patience`` epochs without one."""
@@ -262,8 +294,13 @@ def _fit(
         health = run_health(val.mos, val_pred)
         history[-1]["val_spread_ratio"] = health["spread_ratio"]
         if _better(health, metrics["val_rmse"], best):
-            best = {**val_metrics, "val_pred_std": health["pred_std"], "val_spread_ratio": health["spread_ratio"],
-                    "collapsed": health["collapsed"], "best_epoch": float(epoch)}
+            best = {
+                **val_metrics,
+                "val_pred_std": health["pred_std"],
+                "val_spread_ratio": health["spread_ratio"],
+                "collapsed": health["collapsed"],
+                "best_epoch": float(epoch),
+            }
             best_state = copy.deepcopy(model.state_dict())
             stale = 0
         elif best is not None and not best["collapsed"]:
@@ -312,8 +349,19 @@ def finetune_seeds(
             target = out_path if s == seeds[0] else seed_path(folder, s)
             budget = budget_path(folder, s) if cfg.equal_compute_epochs else None
             log.info("fine-tuning seed %d of %s (%s)", s, seeds, "pretrained" if encoder_ckpt else "scratch")
-            result = finetune(manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root, on_epoch(s),
-                              budget_path=budget, deterministic=deterministic)
+            result = finetune(
+                manifest,
+                model_cfg,
+                cfg,
+                s,
+                target,
+                encoder_ckpt,
+                sample_rate,
+                root,
+                on_epoch(s),
+                budget_path=budget,
+                deterministic=deterministic,
+            )
             curves[str(s)] = result.pop("history")
             per_seed[str(s)] = result
         write_seed_index(folder, seeds, cfg.equal_compute_epochs)
@@ -329,4 +377,3 @@ def finetune_seeds(
         "seed_mean": {k: v["mean"] for k, v in stats.items()},
         "seed_std": {k: v["std"] for k, v in stats.items()},
     }
-

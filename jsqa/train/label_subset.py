@@ -32,8 +32,9 @@ def label_subset(train: pd.DataFrame, fraction: float, seed: int) -> pd.DataFram
         k = max(1, int(round(fraction * len(members))))
         keep.extend(rng.choice(members, size=k, replace=False).tolist())
     out = train.iloc[sorted(keep)]
-    log.info("label_fraction %.3g: %d of %d training clips (%d strata)", fraction, len(out), len(train),
-             len(set(strata)))
+    log.info(
+        "label_fraction %.3g: %d of %d training clips (%d strata)", fraction, len(out), len(train), len(set(strata))
+    )
     return out
 
 

@@ -39,7 +39,10 @@ def nt_xent(
 
 
 def gaussian_nll(
-    mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor, se: torch.Tensor | None = None,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    y: torch.Tensor,
+    se: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean negative log-likelihood of ``y`` under N(mu, sigma² + se²), constant included.
 
@@ -51,7 +54,11 @@ def gaussian_nll(
 
 
 def target_loss(
-    name: str, outputs: tuple[str, ...], pred: torch.Tensor, y: torch.Tensor, se: torch.Tensor | None = None,
+    name: str,
+    outputs: tuple[str, ...],
+    pred: torch.Tensor,
+    y: torch.Tensor,
+    se: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sum over targets of the mean loss ``name`` ('gnll', 'mse', 'l1') of a model's outputs.
 

@@ -125,7 +125,10 @@ def contrastive_loss(
 
 
 def optimizer_step(
-    model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+    model: nn.Module,
+    loss: torch.Tensor,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     clip_norm: float,
 ) -> None:
     """Backward, optional global-norm clipping, optimizer and scheduler step."""
@@ -142,12 +145,17 @@ def _batch_stats(loss: torch.Tensor, za: torch.Tensor, zb: torch.Tensor) -> dict
     sims = za @ zb.t()
     eye = torch.eye(len(za), dtype=torch.bool, device=za.device)
     top1 = (sims.argmax(dim=1) == torch.arange(len(za), device=za.device)).float().mean()
-    return {"loss": loss.item(), "pos_sim": float(sims[eye].mean()), "neg_sim": float(sims[~eye].mean()),
-            "top1": float(top1)}
+    return {
+        "loss": loss.item(),
+        "pos_sim": float(sims[eye].mean()),
+        "neg_sim": float(sims[~eye].mean()),
+        "top1": float(top1),
+    }
 
 
-def _run_params(model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, world: int, amp: torch.dtype | None,
-                pairs_dir: Path) -> dict:
+def _run_params(
+    model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, world: int, amp: torch.dtype | None, pairs_dir: Path
+) -> dict:
     index = Path(pairs_dir) / "index.json"
     return {
         "seed": seed,
@@ -188,13 +196,33 @@ def pretrain(
     # Handlers go in before the slow setup (the first optimizer pulls in torch's lazy imports),
     # so a signal at any time ends the run at a step boundary with a checkpoint.
     with stop_on_signals() as stop:
-        return _pretrain(pairs_dir, model_cfg, cfg, seed, out_path, on_epoch, on_step, checkpoint_dir, resume,
-                         dist_ctx or DistContext(), stop)
+        return _pretrain(
+            pairs_dir,
+            model_cfg,
+            cfg,
+            seed,
+            out_path,
+            on_epoch,
+            on_step,
+            checkpoint_dir,
+            resume,
+            dist_ctx or DistContext(),
+            stop,
+        )
 
 
 def _pretrain(
-    pairs_dir: Path, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, out_path: Path, on_epoch: EpochCallback,
-    on_step: StepCallback, checkpoint_dir: Path | None, resume: ResumeMode, ctx: DistContext, stop: StopRequest,
+    pairs_dir: Path,
+    model_cfg: ModelConfig,
+    cfg: PretrainConfig,
+    seed: int,
+    out_path: Path,
+    on_epoch: EpochCallback,
+    on_step: StepCallback,
+    checkpoint_dir: Path | None,
+    resume: ResumeMode,
+    ctx: DistContext,
+    stop: StopRequest,
 ) -> dict[str, float]:
     data_rng = seed_everything(seed, cfg.threads)
     run = _setup(pairs_dir, model_cfg, cfg, seed, out_path, checkpoint_dir, ctx)
@@ -216,8 +244,13 @@ def _pretrain(
     if ctx.is_main:
         _save_encoder(run, out_path, model_cfg, cfg, metrics)
     shutdown_distributed(ctx)
-    return {**metrics, "n_parameters": float(run.n_params), "n_pairs": float(run.pairs.n), "steps": float(run.step),
-            "world_size": float(ctx.world_size)}
+    return {
+        **metrics,
+        "n_parameters": float(run.n_params),
+        "n_pairs": float(run.pairs.n),
+        "steps": float(run.step),
+        "world_size": float(ctx.world_size),
+    }
 
 
 @dataclass
@@ -245,17 +278,32 @@ class _Run:
     def save(self, epoch: int, pos: int, epoch_rng: str) -> None:
         """The full training state at this step boundary (rank 0 writes; the others return)."""
         if self.ctx.is_main:
-            save_train_state(self.ckpt_dir, {
-                "params_hash": self.params_hash, "params": json.dumps(self.params, default=str), "step": self.step,
-                "epoch": epoch, "position": pos, "epoch_rng": epoch_rng, "epoch_sums": dict(self.sums),
-                "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(), "rng": capture_rng(),
-            })
+            save_train_state(
+                self.ckpt_dir,
+                {
+                    "params_hash": self.params_hash,
+                    "params": json.dumps(self.params, default=str),
+                    "step": self.step,
+                    "epoch": epoch,
+                    "position": pos,
+                    "epoch_rng": epoch_rng,
+                    "epoch_sums": dict(self.sums),
+                    "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                    "optimizer": self.opt.state_dict(),
+                    "scheduler": self.sched.state_dict(),
+                    "rng": capture_rng(),
+                },
+            )
 
 
 def _setup(
-    pairs_dir: Path, model_cfg: ModelConfig, cfg: PretrainConfig, seed: int, out_path: Path,
-    checkpoint_dir: Path | None, ctx: DistContext,
+    pairs_dir: Path,
+    model_cfg: ModelConfig,
+    cfg: PretrainConfig,
+    seed: int,
+    out_path: Path,
+    checkpoint_dir: Path | None,
+    ctx: DistContext,
 ) -> _Run:
     """The run at step 0: pairs, model, optimizer and schedule (the data RNG is not drawn from)."""
     pairs = load_pairs(pairs_dir)
@@ -268,8 +316,14 @@ def _setup(
     model = PretrainModel(spec, projection_head=model_cfg.projection_head, sample_rate=pairs.sample_rate).to(device)
     n_params = count_parameters(model.encoder)
     if ctx.is_main:
-        log.info("encoder '%s': %s trainable parameters; %s on %s, %d process(es)", model_cfg.size,
-                 f"{n_params:,}", "bf16 autocast" if amp else "fp32", device, ctx.world_size)
+        log.info(
+            "encoder '%s': %s trainable parameters; %s on %s, %d process(es)",
+            model_cfg.size,
+            f"{n_params:,}",
+            "bf16 autocast" if amp else "fp32",
+            device,
+            ctx.world_size,
+        )
     net: nn.Module = model
     if ctx.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -281,8 +335,23 @@ def _setup(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(total, warmup))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else checkpoint_dir_for(out_path)
     run_params = _run_params(model_cfg, cfg, seed, ctx.world_size, amp, pairs_dir)
-    return _Run(ctx, pairs, spec, model, net, opt, sched, device, amp, utt, total, n_params, ckpt_dir, run_params,
-                params_hash(run_params))
+    return _Run(
+        ctx,
+        pairs,
+        spec,
+        model,
+        net,
+        opt,
+        sched,
+        device,
+        amp,
+        utt,
+        total,
+        n_params,
+        ckpt_dir,
+        run_params,
+        params_hash(run_params),
+    )
 
 
 def _resume(run: _Run, resume: ResumeMode, data_rng: np.random.Generator) -> tuple[int, int]:
@@ -299,14 +368,27 @@ def _resume(run: _Run, resume: ResumeMode, data_rng: np.random.Generator) -> tup
     set_generator_state(data_rng, state["epoch_rng"])
     restore_rng(state["rng"])
     if run.ctx.is_main:
-        log.info("resuming from %s: step %d of %d (epoch %d, batch %d)", run.ckpt_dir / "last.pt", run.step, run.total,
-                 start_epoch + 1, start_pos)
+        log.info(
+            "resuming from %s: step %d of %d (epoch %d, batch %d)",
+            run.ckpt_dir / "last.pt",
+            run.step,
+            run.total,
+            start_epoch + 1,
+            start_pos,
+        )
     return start_epoch, start_pos
 
 
 def _train_epoch(
-    run: _Run, cfg: PretrainConfig, seed: int, plan: list[np.ndarray], epoch: int, pos: int, epoch_rng: str,
-    on_step: StepCallback, stop: StopRequest,
+    run: _Run,
+    cfg: PretrainConfig,
+    seed: int,
+    plan: list[np.ndarray],
+    epoch: int,
+    pos: int,
+    epoch_rng: str,
+    on_step: StepCallback,
+    stop: StopRequest,
 ) -> None:
     """Train on this rank's ``plan`` from batch ``pos`` on, adding each batch's stats to ``run.sums``;
     checkpoint every ``cfg.checkpoint_every`` steps, and raise :class:`TrainingInterrupted` after
@@ -327,15 +409,18 @@ def _train_epoch(
             if run.ctx.is_main:
                 on_step(run.step, {"loss": stats["loss"], "lr": float(run.sched.get_last_lr()[0])})
             if signum:
-                msg = (f"stopped by {signal.Signals(signum).name} at step {run.step} of {run.total}: checkpoint saved "
-                       f"in {run.ckpt_dir}; run the same command again to continue from it")
+                msg = (
+                    f"stopped by {signal.Signals(signum).name} at step {run.step} of {run.total}: checkpoint saved "
+                    f"in {run.ckpt_dir}; run the same command again to continue from it"
+                )
                 log.warning(msg)
                 shutdown_distributed(run.ctx)
                 raise TrainingInterrupted(msg, signum, run.step)
 
 
-def _save_encoder(run: _Run, out_path: Path, model_cfg: ModelConfig, cfg: PretrainConfig,
-                  metrics: dict[str, float]) -> None:
+def _save_encoder(
+    run: _Run, out_path: Path, model_cfg: ModelConfig, cfg: PretrainConfig, metrics: dict[str, float]
+) -> None:
     """The finished run's 'encoder' checkpoint; its training checkpoints are then removed."""
     save_checkpoint(
         out_path,

@@ -53,7 +53,8 @@ def fit_std_scales(model: MOSModel, outputs: np.ndarray, clips: ClipSet) -> dict
         std = target + STD_SUFFIX
         if std not in names:
             continue
-        scales[std] = fit_std_scale(labels[:, t], outputs[:, names.index(target)], outputs[:, names.index(std)],
-                                    se if target == "mos" else None)
+        scales[std] = fit_std_scale(
+            labels[:, t], outputs[:, names.index(target)], outputs[:, names.index(std)], se if target == "mos" else None
+        )
     log.info("std calibration factors (validation, max likelihood): %s", {k: round(v, 3) for k, v in scales.items()})
     return scales

@@ -85,9 +85,7 @@ def _check(cfg: DemoConfig, seed: int, sample_rate: int, mos_seconds: tuple[floa
     _clip_counts(cfg.mos_clips, cfg.mos_splits)
 
 
-def split_talkers(
-    names: Sequence[str], shares: dict[str, float], seed: int
-) -> dict[str, list[str]]:
+def split_talkers(names: Sequence[str], shares: dict[str, float], seed: int) -> dict[str, list[str]]:
     """Assign whole talkers to train / val / test so no test talker is ever trained on.
 
     Test always gets at least one talker of its own; val gets its own from 3 talkers up,
@@ -119,9 +117,7 @@ def _clip_counts(total: int, shares: dict[str, float]) -> dict[str, int]:
         "test_mixed": n_test // 2,
     }
     if min(counts.values()) < 1:
-        raise ConfigError(
-            f"data.demo.mos_clips: {total} clips leave an empty set ({counts}); use more clips"
-        )
+        raise ConfigError(f"data.demo.mos_clips: {total} clips leave an empty set ({counts}); use more clips")
     return counts
 
 
@@ -241,9 +237,7 @@ def _write_mos(
 
     def one(i: int) -> dict:
         subset, who = jobs[i]
-        deg, ref, row = _mos_clip(
-            i, subset, who, banks, cfg, seed, mos_seconds, degraded_share, level_dbov
-        )
+        deg, ref, row = _mos_clip(i, subset, who, banks, cfg, seed, mos_seconds, degraded_share, level_dbov)
         write_audio(root / row["filepath_deg"], deg, sr)
         write_audio(root / row["filepath_ref"], ref, sr)
         return row
@@ -329,9 +323,7 @@ def prepare_demo(corpus: DemoCorpus, manifest_dir: Path, root: Path = Path("."))
     clean_files = sorted(Path(corpus.clean_dir).glob("*/*.wav"))
     noise_files = sorted(Path(corpus.noise_dir).glob("*.wav"))
 
-    clean_rows, bad_clean = audio_rows(
-        clean_files, root, extra=lambda p: {"id": p.stem, "speaker": p.parent.name}
-    )
+    clean_rows, bad_clean = audio_rows(clean_files, root, extra=lambda p: {"id": p.stem, "speaker": p.parent.name})
     noise_rows, bad_noise = audio_rows(
         noise_files, root, extra=lambda p: {"id": p.stem, "environment": p.stem.rsplit("-", 1)[0]}
     )

@@ -40,9 +40,7 @@ def _reverberate(x: np.ndarray, rt60: float, sr: int, seed: int) -> tuple[np.nda
     return y * db_to_gain(active_speech_level(x, sr) - active_speech_level(y, sr)), drr_db
 
 
-def apply_degradation(
-    x: np.ndarray, kind: str, sr: int, rng: np.random.Generator
-) -> tuple[np.ndarray, str, float]:
+def apply_degradation(x: np.ndarray, kind: str, sr: int, rng: np.random.Generator) -> tuple[np.ndarray, str, float]:
     """Apply one non-additive degradation with parameters drawn from ``rng``; returns the
     signal, a description and the parameter that sets its severity (:data:`jsqa.data.demo.label.DIMENSION_PROXIES`)."""
     if kind == "bandlimit_nb":

@@ -21,13 +21,13 @@ LOUD_TARGET_DBOV = -26.0
 DIMENSION_PROXIES: dict[str, tuple[str, tuple[float, float], tuple[float, float]]] = {
     "bandlimit_nb": ("col", (0.0, 1.0), (2.5, 2.5)),
     "bandlimit_wb": ("col", (0.0, 1.0), (4.2, 4.2)),
-    "bandpass": ("col", BANDPASS_HIGH_HZ, (1.8, 4.2)),         # upper cutoff, Hz
-    "reverb": ("col", REVERB_RT60_S, (4.2, 1.8)),              # RT60, s
-    "mnru": ("col", MNRU_Q_DB, (1.5, 4.2)),                    # Q, dB
+    "bandpass": ("col", BANDPASS_HIGH_HZ, (1.8, 4.2)),  # upper cutoff, Hz
+    "reverb": ("col", REVERB_RT60_S, (4.2, 1.8)),  # RT60, s
+    "mnru": ("col", MNRU_Q_DB, (1.5, 4.2)),  # Q, dB
     "mulaw8": ("col", (0.0, 1.0), (4.0, 4.0)),
-    "quantise": ("col", (6.0, 8.0), (2.5, 3.5)),               # bits
-    "clipping": ("dis", (-20.0, -6.0), (1.8, 3.8)),            # threshold, dB below the peak
-    "packet_loss": ("dis", (0.05, 0.25), (3.8, 1.5)),          # share of 20 ms frames lost
+    "quantise": ("col", (6.0, 8.0), (2.5, 3.5)),  # bits
+    "clipping": ("dis", (-20.0, -6.0), (1.8, 3.8)),  # threshold, dB below the peak
+    "packet_loss": ("dis", (0.05, 0.25), (3.8, 1.5)),  # share of 20 ms frames lost
 }
 
 # Proxy label constants (see proxy_mos). C and S were fitted on this generator's clips so that
@@ -110,9 +110,7 @@ def fwsnrseg(deg: np.ndarray, ref: np.ndarray, sr: int) -> float:
     deg = check_signal(np.asarray(deg, dtype=np.float64).ravel(), "deg")
     ref = check_signal(np.asarray(ref, dtype=np.float64).ravel(), "ref")
     if deg.shape != ref.shape:
-        raise AudioError(
-            f"fwsnrseg: deg has {deg.size} samples, ref {ref.size}; they must be aligned"
-        )
+        raise AudioError(f"fwsnrseg: deg has {deg.size} samples, ref {ref.size}; they must be aligned")
     er, ed = _band_energies(ref, sr), _band_energies(deg, sr)
     frame_energy = er.sum(axis=1)
     if frame_energy.max() <= 0:

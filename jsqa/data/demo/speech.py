@@ -108,7 +108,9 @@ def _bandpass(lo: float, hi: float, sr: int) -> np.ndarray:
     return signal.butter(2, [lo, hi], btype="bandpass", fs=sr, output="sos")
 
 
-def _resonators(formants: Sequence[float] | np.ndarray, bandwidths: Sequence[float] | np.ndarray, sr: int) -> np.ndarray:
+def _resonators(
+    formants: Sequence[float] | np.ndarray, bandwidths: Sequence[float] | np.ndarray, sr: int
+) -> np.ndarray:
     """Cascade of second-order formant resonators with unit gain at DC, as SOS sections."""
     rows = []
     for f, b in zip(formants, bandwidths):
@@ -216,9 +218,7 @@ def synth_utterance(
                 fric_tracks[kind] = signal.sosfilt(sos, white)
             env = raised_cosine_envelope(fb - fa, int(0.01 * sr), int(0.02 * sr))
             fricative[fa:fb] += fric_tracks[kind][fa:fb] * env
-        env = raised_cosine_envelope(
-            b - a, int(rng.uniform(0.015, 0.03) * sr), int(rng.uniform(0.04, 0.08) * sr)
-        )
+        env = raised_cosine_envelope(b - a, int(rng.uniform(0.015, 0.03) * sr), int(rng.uniform(0.04, 0.08) * sr))
         formants = np.array(talker.formants_hz[vowel]) * rng.uniform(0.97, 1.03, size=4)
         sos = _resonators(formants, talker.bandwidths_hz, sr)
         tail = int(0.04 * sr)
