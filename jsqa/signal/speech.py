@@ -15,7 +15,7 @@ No speech, no score. A signal has no speech to score (:func:`check_speech`) when
   or a pair (1 kHz, DTMF), a constant or a DC offset.
 
 Speech under any of the demo corpus's noises, down to -5 dB SNR, and after band-limiting, mu-law,
-clipping or packet loss is not flagged (tests/test_level_invariance.py checks a generated set).
+clipping or packet loss is not flagged (tests/scoring/test_level_invariance.py checks a generated set).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from jsqa.train.pretrain import contrastive_loss, pretrain
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = ModelConfig(size="small", projection_head=True)
 SEED = 7
 # 48 pairs in batches of 8: 6 steps an epoch.

@@ -258,7 +258,7 @@ def test_second_run_of_a_project_is_refused_with_the_holder_named(first_run, tmp
 def test_profile_parameter_switches_params_yaml_keeping_comments(tmp_path):
     from flows.profile_switch import set_profile
 
-    repo_params = Path(__file__).resolve().parents[1] / "params.yaml"
+    repo_params = Path(__file__).resolve().parents[2] / "params.yaml"
     path = tmp_path / "params.yaml"
     shutil.copyfile(repo_params, path)
     before = path.read_text()
@@ -345,7 +345,7 @@ def test_error_line_prefers_the_stage_message_then_dvc():
 
 
 # --- the CLI as a user runs it: a separate process with Prefect's temporary server -------------
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 REFUSAL_S = 3.0  # it used to take ~10 s (Prefect import and server start) and print a traceback
 
 

@@ -30,7 +30,7 @@ from jsqa.scoring.model_uri import CALIBRATION_ARTIFACT, CHECKPOINT_ARTIFACT
 from jsqa.scoring.serving import EncoderPyfunc
 from jsqa.signal.levels import mix_at_snr
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CFG = PairsConfig(pairs_per_utterance=8, segment_seconds=0.5)
 
 

@@ -60,7 +60,7 @@ def project(tmp_path_factory, empty_mlflow_store):
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     (root / "metrics").mkdir()
     (root / "metrics" / "evaluate.json").write_text(json.dumps(EVALUATION))
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     _git(root, "init", "-q")
     _git(root, "add", "-A")

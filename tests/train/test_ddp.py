@@ -29,7 +29,7 @@ from jsqa.train.pretrain import contrastive_loss, lr_factor, optimizer_step
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORLD, B, T, SEED, LR = 2, 6, 8000, 3, 1e-3
 
 

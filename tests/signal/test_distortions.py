@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pair_inputs import CFG, SR, T, clean_frame, noise_frame, speech_like
 from scipy import signal
 
 from jsqa.config import (
@@ -33,7 +34,6 @@ from jsqa.pairs.render import DISTORTION_COLUMNS, PLAN_COLUMNS, render_pair
 from jsqa.pairs.store import load_pairs
 from jsqa.signal import distortions as D
 from jsqa.signal.levels import active_speech_level
-from tests.test_pairs import CFG, SR, T, clean_frame, noise_frame, speech_like
 
 ALL_ON = DistortionsConfig(
     reverb=ReverbConfig(prob=0.15),
@@ -44,7 +44,7 @@ ALL_ON = DistortionsConfig(
     mnru=MnruConfig(prob=0.1),
     bandpass=BandpassConfig(prob=0.1),
 )
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def speech(seconds: float = 1.0, seed: int = 0) -> np.ndarray:

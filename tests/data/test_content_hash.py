@@ -28,7 +28,7 @@ from jsqa.data.validate import add_hash_checks, validate_manifests
 from jsqa.errors import JsqaError, ValidationFailed
 from jsqa.io import file_sha256, write_parquet
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SR = 16000
 # The smallest demo corpus that validates: every split holds a clip, every clip is long enough.
 TINY_DEMO = {

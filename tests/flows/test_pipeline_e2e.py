@@ -37,7 +37,7 @@ def _speech(seconds: float, sr: int) -> np.ndarray:
 # (13-16 min on loaded CI machines before OpenMP threads waited passively); the limit leaves room.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 STAGES = [
     "acquire",

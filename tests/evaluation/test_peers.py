@@ -22,7 +22,7 @@ from jsqa.signal.levels import mix_at_snr
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SR = 16000
 # The output that says "quality" for each peer.
 MAIN_OUTPUT = {"dnsmos": "dnsmos_ovrl", "distillmos": "distillmos", "pesq": "pesq_wb", "stoi": "stoi"}

@@ -22,7 +22,7 @@ from jsqa.train.finetune import finetune_seeds
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = FinetuneConfig(epochs=2, batch_size=8, crop_seconds=1.0, patience=5, threads=2, seeds=2)
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 from distributed import LocalCluster
-from test_pairs import speech_like
+from pair_inputs import speech_like
 
 from flows.pairs_dask import main, run_pairs_dask
 from jsqa.audio import write_audio

@@ -35,7 +35,7 @@ from flows.jsqa_flow import ARTIFACT_KEY
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = "jsqa-pipeline/test-nightly"
 CRON = "0 3 * * *"
 PNG = base64.b64decode(  # a 1x1 PNG
