@@ -35,6 +35,16 @@ DIRECTIONS: tuple[Direction, ...] = typing.get_args(Direction)
 # these), named here so that validating params needs no evaluation code.
 PeerName = Literal["dnsmos", "distillmos", "pesq", "stoi"]
 PEER_NAMES: tuple[PeerName, ...] = typing.get_args(PeerName)
+# The NISQA corpus's databases (its CSV files); the paper profile uses all of them by default.
+NISQA_SUBSETS: tuple[str, ...] = (
+    "NISQA_TRAIN_SIM",
+    "NISQA_TRAIN_LIVE",
+    "NISQA_VAL_SIM",
+    "NISQA_VAL_LIVE",
+    "NISQA_TEST_FOR",
+    "NISQA_TEST_LIVETALK",
+    "NISQA_TEST_P501",
+)
 
 
 def _choices(tp: Any) -> tuple[Any, ...] | None:
@@ -142,15 +152,7 @@ class CorporaConfig(_Section):
     chime3_path: str = ""  # CHiME3 folder or the LDC2017S24 archive you have
     demand_environments: tuple[str, ...] = ("TBUS", "SCAFE", "PCAFETER", "SPSQUARE", "STRAFFIC")
     noise_folders: tuple[str, ...] = ()  # your own folders of noise, for noise_sources: [folders]
-    nisqa_subsets: tuple[str, ...] = (
-        "NISQA_TRAIN_SIM",
-        "NISQA_TRAIN_LIVE",
-        "NISQA_VAL_SIM",
-        "NISQA_VAL_LIVE",
-        "NISQA_TEST_FOR",
-        "NISQA_TEST_LIVETALK",
-        "NISQA_TEST_P501",
-    )
+    nisqa_subsets: tuple[str, ...] = NISQA_SUBSETS
     accept_nisqa_licence: bool = False  # read the NISQA licence note first (shown when false)
     user_mos_csv: str = ""  # your MOS dataset in the NISQA CSV layout, instead of NISQA
     mirrors: dict[str, str] = field(default_factory=dict)  # e.g. {librispeech: "https://us.openslr.org/resources/12"}

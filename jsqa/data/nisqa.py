@@ -13,21 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from jsqa.config import NISQA_SUBSETS
 from jsqa.data.download import Remote, fetch_and_extract
 from jsqa.data.manifests import MOS_COLUMNS, MOS_OPTIONAL_COLUMNS, mos_manifest_from_csv, require_columns
 from jsqa.errors import ConfigError, JsqaError, ManifestError
 
 log = logging.getLogger(__name__)
 
-NISQA_SUBSETS: tuple[str, ...] = (
-    "NISQA_TRAIN_SIM",
-    "NISQA_TRAIN_LIVE",
-    "NISQA_VAL_SIM",
-    "NISQA_VAL_LIVE",
-    "NISQA_TEST_FOR",
-    "NISQA_TEST_LIVETALK",
-    "NISQA_TEST_P501",
-)
 NISQA_URLS: tuple[str, ...] = (
     "https://zenodo.org/records/4728081/files/NISQA_Corpus.zip",
     "https://zenodo.org/record/4728081/files/NISQA_Corpus.zip",
