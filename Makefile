@@ -73,7 +73,11 @@ format: $(LINT_STAMP)  ## ruff format and ruff's safe fixes, in place
 	$(LINT_VENV)/bin/ruff format $(LINT_PATHS)
 	$(LINT_VENV)/bin/ruff check --fix $(LINT_PATHS)
 
-ui-mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000
+# The printed address opens jsqa's runs in the Model training view; MLflow's bare address opens
+# a new browser on the GenAI view.
+ui-mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000; open the address it prints (jsqa's runs)
+	@env -u MLFLOW_TRACKING_URI -u MLFLOW_REGISTRY_URI $(BIN)/python -c 'from jsqa import tracking; \
+	print("jsqa runs:", tracking.ui_url("http://127.0.0.1:5000", tracking.configure()))'
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 ui-prefect: $(STAMP)  ## Prefect server + UI on http://127.0.0.1:4200

@@ -19,10 +19,13 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "jsqa"
 DEFAULT_DB = "mlflow.db"
 ARTIFACT_DIR = "mlartifacts"
-# MLflow 3's UI opens an experiment without this tag on its (empty) GenAI overview; this kind
-# makes it open on the runs list, as for classic ML work.
+# The experiment's kind as MLflow records it: classic ML (model training), not GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# MLflow 3.17's UI does not pick its view from that tag: its GenAI / Model training switch does,
+# read from the address's `workflowType` parameter, else from the browser's saved choice, else
+# GenAI (an empty overview here). Addresses into the UI carry the parameter.
+UI_VIEW_QUERY = "workflowType=machine_learning"
 
 
 # URIs this process derived itself. mlflow.set_tracking_uri / set_registry_uri also export
@@ -70,6 +73,11 @@ def configure(root: str | Path = ".", experiment: str = EXPERIMENT) -> str:
             mlflow.MlflowClient().set_experiment_tag(exp_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI address of an experiment's runs, in the UI's Model training view."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{UI_VIEW_QUERY}"
 
 
 def git_commit(root: str | Path = ".") -> str:

@@ -1,4 +1,6 @@
-"""Tracking configuration: which MLflow store a call talks to."""
+"""Tracking configuration: which MLflow store a call talks to, and the UI address of its runs."""
+
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -28,7 +30,7 @@ def test_switching_project_roots_in_one_process_follows_each_root(tmp_path, monk
     assert mlflow.get_tracking_uri() == user and mlflow.get_registry_uri() == user
 
 
-def test_the_experiment_is_marked_as_classic_ml_so_the_ui_opens_on_its_runs(tmp_path, monkeypatch):
+def test_the_experiment_is_tagged_as_classic_ml(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     exp_id = tracking.configure(tmp_path)
@@ -38,3 +40,18 @@ def test_the_experiment_is_marked_as_classic_ml_so_the_ui_opens_on_its_runs(tmp_
     client.delete_experiment_tag(exp_id, "mlflow.experimentKind")
     tracking.configure(tmp_path)
     assert mlflow.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_ui_address_opens_the_runs_in_the_model_training_view():
+    url = tracking.ui_url("http://127.0.0.1:5000/", "7")
+    assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+
+
+def test_the_installed_mlflow_ui_reads_its_view_from_that_address_parameter():
+    """MLflow's UI bundle takes the GenAI / Model training view from `workflowType`; an upgrade
+    that drops the parameter fails here rather than reopening jsqa on an empty GenAI page."""
+    bundle = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    js = "".join(p.read_text(encoding="utf-8") for p in bundle.glob("main.*.js"))
+    key, value = tracking.UI_VIEW_QUERY.split("=")
+    assert f'.get("{key}")' in js
+    assert f'MACHINE_LEARNING="{value}"' in js
