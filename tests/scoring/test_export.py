@@ -60,8 +60,9 @@ def test_exported_model_scores_like_the_eager_model_at_two_lengths(tmp_path, cap
     for n in (12_000, 51_234):
         x = torch.randn(3, n, generator=g) * torch.tensor([[0.05], [0.2], [0.6]])
         with torch.inference_mode():
-            got, want = ts(x), eager.predict(x)
+            (got, found), want = ts(x), eager.predict(x)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+        assert found.all()  # a model without a recorded input level scores every row
         assert want.std() > 1e-3  # three inputs, three different scores
 
 
@@ -84,11 +85,12 @@ def test_onnx_export_scores_like_the_eager_model_at_two_lengths_and_batch_sizes(
     eager = mos_model_from_checkpoint(load_checkpoint(tmp_path / "m.pt"))
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["waveform"]
-    assert [o.name for o in session.get_outputs()] == ["mos"]
+    assert [o.name for o in session.get_outputs()] == ["mos", "speech_found"]
     g = torch.Generator().manual_seed(1)
     for batch, n in ((3, 12_000), (1, 51_234), (5, 7_777)):
         x = torch.randn(batch, n, generator=g) * torch.linspace(0.05, 0.6, batch).unsqueeze(1)
-        (got,) = session.run(None, {"waveform": x.numpy()})
+        got, found = session.run(None, {"waveform": x.numpy()})
+        assert found.all()
         want = eager.predict(x).numpy()
         assert got.shape == (batch,) and got.dtype == np.float32
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
