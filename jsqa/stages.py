@@ -67,6 +67,7 @@ _VERDICT = "data/validation/report.json"  # deterministic; the Data Docs (timest
 _MODEL = ("model.size", "model.projection_head")
 _FINETUNE = (
     "seed",
+    "data.profile",
     "data.sample_rate",
     *_MODEL,
     "finetune.epochs",

@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             root=args.root,
             on_epoch=on_epoch,
             deterministic=p.train.deterministic,
+            data_profile=p.data.profile,
         )
         best = _log_summary(summary)
         write_json(args.metrics, summary)

@@ -38,14 +38,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
+    from jsqa.scoring.predict import audio_files, format_rows, load_scorer, score_files
     from jsqa.train.common import pick_device
 
     device = pick_device(args.device)
     files = audio_files(args.inputs)
-    model, what = load_model(args.model, Path(args.root))
-    log.info("scoring %d file(s) with %s on %s", len(files), what, device)
-    rows = score_files(model, files, limits=scoring_limits(args), progress=sys.stderr.isatty(), device=device)
+    scorer = load_scorer(args.model, Path(args.root))
+    log.info("scoring %d file(s) with %s on %s", len(files), scorer.description, device)
+    rows = score_files(
+        scorer.model,
+        files,
+        limits=scoring_limits(args),
+        progress=sys.stderr.isatty(),
+        device=device,
+        note=scorer.note,
+    )
+    if scorer.note:
+        # On stderr, so that CSV and JSON on stdout stay parseable (they carry it as `note`).
+        print(f"note: {scorer.note}", file=sys.stderr)
     sys.stdout.write(format_rows(rows, args.format))
     truncated = any(r["warning"] for r in rows) and not args.allow_truncated
     return 1 if truncated or any(r["error"] for r in rows) else 0

@@ -1,7 +1,8 @@
-"""The model card of a registered MOS version: its registry description (Markdown).
+"""The model cards of registered versions (MOS model and encoder): their registry descriptions (Markdown).
 
 What a reader needs before using a version: the data it was trained on (manifest hashes,
-profile, licences), its parameters, its metrics with their intervals, and the audio it accepts.
+profile, licences), its parameters, its metrics with their intervals, the audio it accepts and
+what it answers. A card of a model trained on the synthetic demo profile says so in its first line.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from jsqa.scoring.limits import LIMITS, ScoringLimits
+from jsqa.scoring.compare import Calibration
+from jsqa.scoring.limits import DEMO_NOTE, LIMITS, ScoringLimits, training_note
 
 # The licence line of each data profile's training data (see docs/data.md).
 LICENCES = {
@@ -19,6 +21,26 @@ LICENCES = {
         "NISQA corpus per the licence of each of its subsets (parts are non-commercial)"
     ),
 }
+# The first line of a card of a model trained on the demo profile.
+_DEMO_FIRST_LINE = {
+    "mos": f"> **Demo model**: {DEMO_NOTE} (data profile `demo`: synthetic speech, proxy MOS labels).",
+    "encoder": (
+        "> **Demo model**: pretrained on synthetic demo speech and noise (data profile `demo`): "
+        "distances between real recordings are not meaningful."
+    ),
+}
+# The served output columns and their scales (jsqa.scoring.serving; quality dimensions as NISQA's).
+_OUTPUT_SCALES = {
+    "mos": "mean opinion score on the ACR scale 1..5",
+    "noi": "noisiness, 1..5 (5: none)",
+    "col": "coloration, 1..5 (5: none)",
+    "dis": "discontinuity, 1..5 (5: none)",
+    "loud": "loudness, 1..5 (5: optimal)",
+}
+_TEXT_OUTPUTS = [
+    "- `error`: why a row could not be scored (its scores null), one line; null otherwise",
+    "- `warning`: e.g. a truncated file, scored from what it holds (as `jsqa predict` warns); null otherwise",
+]
 _DEMO_LABELS = (
     "demo profile: the MOS labels are a proxy computed from the generated distortions, "
     "not human ratings; do not read its metrics as perceptual accuracy"
@@ -47,14 +69,41 @@ def _test_lines(evaluation: Mapping[str, Any], model: str) -> list[str]:
     return lines
 
 
-def _limit_lines(limits: ScoringLimits, sample_rate: int) -> list[str]:
+def _input_lines(limits: ScoringLimits, sample_rate: int) -> list[str]:
     return [
-        "- input: one clip per row, as `path`, `audio_base64` (an encoded file) or `audio` + `sample_rate`",
+        "- input: one clip per row, as `path` (string), `audio_base64` (string: an encoded file) or "
+        "`audio` (float samples, mono or per-frame channel lists) + `sample_rate` (Hz)",
         f"- duration {limits.min_seconds:g}..{limits.max_seconds:g} s, sample rate "
         f"{limits.min_sample_rate}..{limits.max_sample_rate} Hz (resampled to the model's {sample_rate} Hz), "
         f"at most {limits.max_channels} channels (mixed to mono), float samples within ±{limits.max_abs_sample:g}",
-        "- output: `mos` on the 1..5 scale per row; a row that cannot be scored gets `mos` null and an `error`",
     ]
+
+
+def _output_lines(outputs: list[str], note: bool) -> list[str]:
+    """One line per served output column, with its scale (``note``: the model serves one)."""
+    lines = []
+    for name in outputs:
+        base = name.removesuffix("_std")
+        scale = _OUTPUT_SCALES.get(base, "score")
+        if name != base:
+            lines.append(f"- `{name}`: predicted standard deviation of `{base}`, in its scale points")
+        else:
+            lines.append(f"- `{name}`: {scale}")
+    lines += _TEXT_OUTPUTS
+    if note:
+        lines.append(f"- `note`: on every row, '{DEMO_NOTE}'")
+    return lines
+
+
+def _card(title: str, first: str | None, summary: str, sections: list[tuple[str, list[str]]]) -> str:
+    head = [first, ""] if first else []
+    body = [line for name, lines in sections for line in _section(name, lines)]
+    return "\n".join([*head, f"# {title}", "", summary, "", *body]).rstrip() + "\n"
+
+
+def _licence(profile: str | None) -> list[str]:
+    licence = LICENCES.get(profile or "", "unknown: check the licences of the corpora it was trained on")
+    return [f"- training data licence: {licence}"]
 
 
 def model_card(
@@ -81,23 +130,85 @@ def model_card(
     params += [f"- finetune.{k}: {_fmt(v)}" for k, v in sorted((checkpoint.get("config") or {}).items())]
     metrics = [f"- {k}: {_fmt(float(v))}" for k, v in sorted((checkpoint.get("metrics") or {}).items())]
     metrics += _test_lines(evaluation or {}, model)
-    limit_lines = _limit_lines(limits, sample_rate)
-    if profile == "demo":
+    demo = profile == "demo"
+    outputs = list((checkpoint.get("head") or {}).get("outputs") or ["mos"])
+    limit_lines = _input_lines(limits, sample_rate) + _output_lines(outputs, training_note(checkpoint) is not None)
+    if demo:
         limit_lines.append(f"- {_DEMO_LABELS}")
-    licence = LICENCES.get(profile or "", "unknown: check the licences of the corpora it was trained on")
-    return (
-        "\n".join(
-            [
-                "# jsqa MOS model",
-                "",
-                "Predicts the mean opinion score (MOS, 1..5) of a speech clip from its waveform.",
-                "",
-                *_section("Data", data),
-                *_section("Parameters", params),
-                *_section("Metrics (validation: best epoch; test: bootstrap 95 % intervals)", metrics),
-                *_section("Limits", limit_lines),
-                *_section("Licence", [f"- training data licence: {licence}"]),
-            ]
-        ).rstrip()
-        + "\n"
+    return _card(
+        "jsqa MOS model",
+        _DEMO_FIRST_LINE["mos"] if demo else None,
+        "Predicts the mean opinion score (MOS, 1..5) of a speech clip from its waveform.",
+        [
+            ("Data", data),
+            ("Parameters", params),
+            ("Metrics (validation: best epoch; test: bootstrap 95 % intervals)", metrics),
+            ("Limits", limit_lines),
+            ("Licence", _licence(profile)),
+        ],
+    )
+
+
+def _jnd_lines(calibration: Calibration | None, jnd_metrics: Mapping[str, Any] | None) -> list[str]:
+    """The JND calibration the encoder carries, and its held-out same/different figures."""
+    if calibration is None:
+        return ["- no JND calibration: `p_different` is null, `jnd_distance` is served alone"]
+    if not calibration.available:
+        return [f"- JND calibration unavailable ({calibration.reason}): `p_different` is null"]
+    lines = [
+        f"- calibrated on held-out pairs at a JND of {calibration.jnd_db:g} dB, speech at "
+        f"{calibration.speech_level_dbov:g} dBov; p_different = 0.5 at distance {_fmt(calibration.threshold())}",
+    ]
+    m = jnd_metrics or {}
+    for key, what in (
+        ("accuracy", "same/different accuracy (held-out half, p >= 0.5 says different)"),
+        ("majority_accuracy", "accuracy of always answering the majority class"),
+        ("roc_auc", "ROC AUC of the distance"),
+    ):
+        if isinstance(m.get(key), (int, float)):
+            lines.append(f"- {what}: {float(m[key]):.4f}")
+    if len(lines) == 1:
+        lines.append("- held-out accuracy: not given to register (see the calibrate stage's metrics/jnd.json)")
+    return lines
+
+
+def encoder_card(
+    checkpoint: Mapping[str, Any],
+    provenance: Mapping[str, str],
+    profile: str | None = None,
+    calibration: Calibration | None = None,
+    jnd_metrics: Mapping[str, Any] | None = None,
+    limits: ScoringLimits = LIMITS,
+) -> str:
+    """Markdown model card of an encoder checkpoint payload: what it is, its pretraining data and
+    parameters, its JND calibration (``jnd_metrics``: the calibrate stage's metrics/jnd.json) and
+    how to use it; ``profile`` as for :func:`model_card`."""
+    data = [f"- profile: {profile or 'unknown'}", *(f"- {k}: `{v}`" for k, v in sorted(provenance.items()))]
+    params = [
+        f"- encoder: {dict(checkpoint.get('encoder') or {})}",
+        f"- projection head: {checkpoint.get('projection_head', 'unknown')}, "
+        f"parameters: {checkpoint.get('n_parameters', 'unknown')}",
+    ]
+    params += [f"- pretrain.{k}: {_fmt(v)}" for k, v in sorted((checkpoint.get("config") or {}).items())]
+    params += [f"- {k}: {_fmt(v)}" for k, v in sorted((checkpoint.get("metrics") or {}).items())]
+    use = [
+        "- `jsqa compare ref.wav deg.wav --encoder models:/jsqa-encoder@champion`: the perceptual "
+        "distance of two recordings and the probability that a listener hears them as different",
+        "- served: one row per clip gets embedding columns `e0`.. (doubles), `error` and `warning`; a row "
+        "with a reference (`ref_path`, `ref_audio_base64` or `ref_audio` + `ref_sample_rate`) also gets "
+        "`jnd_distance` (cosine distance, 0 = same) and `p_different` (0..1)",
+        *_input_lines(limits, int(checkpoint.get("sample_rate", 16000))),
+    ]
+    return _card(
+        "jsqa speech encoder",
+        _DEMO_FIRST_LINE["encoder"] if profile == "demo" else None,
+        "Embeds a speech clip; pretrained contrastively on JND pairs (one utterance and noise at two SNRs), "
+        "so that recordings a listener hears as the same lie close together.",
+        [
+            ("Data", data),
+            ("Parameters (pretraining)", params),
+            ("JND calibration", _jnd_lines(calibration, jnd_metrics)),
+            ("Use", use),
+            ("Licence", _licence(profile)),
+        ],
     )

@@ -12,8 +12,10 @@ import base64
 import io
 import logging
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -22,22 +24,22 @@ import soundfile as sf
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
 
 import jsqa
 from jsqa import tracking
 from jsqa.config import DIRECTIONS
+from jsqa.data.demo.speech import make_talker, synth_utterance
 from jsqa.errors import ConfigError, JsqaError
 from jsqa.evaluation.metrics import LOWER_IS_BETTER
 from jsqa.io import file_sha256
 from jsqa.models.mos import checkpoint_sample_rate, encoder_from_checkpoint, load_checkpoint
 from jsqa.registry.champion import champion_version, promote
-from jsqa.registry.model_card import model_card
+from jsqa.registry.model_card import encoder_card, model_card
 from jsqa.registry.provenance import provenance_tags
-from jsqa.scoring.compare import load_calibration
+from jsqa.scoring.compare import Calibration, load_calibration
+from jsqa.scoring.limits import training_note
 from jsqa.scoring.model_uri import CALIBRATION_ARTIFACT, CHECKPOINT_ARTIFACT
-from jsqa.scoring.serving import ENCODER_MODEL_CODE, MOS_MODEL_CODE
-from jsqa.scoring.serving import input_schema as _input_schema
+from jsqa.scoring.serving import ENCODER_MODEL_CODE, MOS_MODEL_CODE, input_schema, output_schema
 
 if TYPE_CHECKING:
     from jsqa.config import RegisterConfig
@@ -52,8 +54,11 @@ _TOLERANCE = 1e-9
 # Version tags holding the sha256 of the checkpoint files a version was logged from.
 MOS_SHA_TAG = "mos_checkpoint_sha256"
 ENCODER_SHA_TAG = "encoder_checkpoint_sha256"
-# The input example logged with each model: a short tone, sent as an encoded WAV.
-EXAMPLE_SECONDS = 0.1
+# The input example logged with each model: a synthetic utterance at the level scoring brings
+# speech to, sent as an encoded WAV; speech the models accept (a tone is refused as no speech).
+EXAMPLE_SECONDS = 2.0
+EXAMPLE_LEVEL_DBOV = -26.0
+EXAMPLE_SEED = 20240601
 
 
 # ---------------------------------------------------------------------------------------------
@@ -74,10 +79,13 @@ def _pip_requirements() -> list[str]:
 
 
 def input_example(sample_rate: int, seconds: float = EXAMPLE_SECONDS) -> pd.DataFrame:
-    """A one-row request: ``audio_base64`` of a short 16-bit WAV tone at ``sample_rate``."""
-    t = np.arange(int(sample_rate * seconds)) / sample_rate
+    """A one-row request: ``audio_base64`` of a 16-bit WAV of one synthetic demo utterance
+    (:func:`jsqa.data.demo.speech.synth_utterance`, :data:`EXAMPLE_LEVEL_DBOV` active level) at
+    ``sample_rate``; the same bytes every time."""
+    rng = np.random.default_rng(EXAMPLE_SEED)
+    x = synth_utterance(make_talker("example", rng), seconds, sample_rate, rng, level_dbov=EXAMPLE_LEVEL_DBOV)
     buffer = io.BytesIO()
-    sf.write(buffer, 0.1 * np.sin(2 * np.pi * 440.0 * t), sample_rate, format="WAV", subtype="PCM_16")
+    sf.write(buffer, x, sample_rate, format="WAV", subtype="PCM_16")
     return pd.DataFrame({"audio_base64": [base64.b64encode(buffer.getvalue()).decode("ascii")]})
 
 
@@ -95,13 +103,10 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path, calibration: Path | None = No
     example = input_example(checkpoint_sample_rate(mos_payload))
     # mos, then mos_std and quality dimensions when the model predicts them (older checkpoints: mos).
     mos_outputs = list((mos_payload.get("head") or {}).get("outputs") or ["mos"])
+    note = training_note(mos_payload) is not None
     specs = {
-        ENCODER_MODEL_NAME: (
-            ENCODER_MODEL_CODE,
-            encoder_ckpt,
-            Schema([ColSpec("double", f"e{i}") for i in range(encoder_dim)]),
-        ),
-        MOS_MODEL_NAME: (MOS_MODEL_CODE, mos_ckpt, Schema([ColSpec("double", o) for o in mos_outputs])),
+        ENCODER_MODEL_NAME: (ENCODER_MODEL_CODE, encoder_ckpt, output_schema(f"e{i}" for i in range(encoder_dim))),
+        MOS_MODEL_NAME: (MOS_MODEL_CODE, mos_ckpt, output_schema(mos_outputs, note=note)),
     }
     extra_artifacts = {ENCODER_MODEL_NAME: _calibration_artifact(encoder_ckpt, calibration)}
     uris: dict[str, str] = {}
@@ -113,7 +118,7 @@ def log_models(encoder_ckpt: Path, mos_ckpt: Path, calibration: Path | None = No
             artifacts={CHECKPOINT_ARTIFACT: str(Path(ckpt).resolve()), **extra_artifacts.get(name, {})},
             code_paths=code,
             pip_requirements=reqs,
-            signature=ModelSignature(inputs=_input_schema(reference=name == ENCODER_MODEL_NAME), outputs=outputs),
+            signature=ModelSignature(inputs=input_schema(reference=name == ENCODER_MODEL_NAME), outputs=outputs),
             input_example=example,
         )
         uris[name] = info.model_uri
@@ -252,15 +257,18 @@ def register(
     evaluation: dict | None = None,
     profile: str | None = None,
     calibration: Path | None = None,
+    jnd_metrics: Mapping[str, Any] | None = None,
 ) -> dict:
     """Log and register both models, then promote them to ``@cfg.alias`` if the MOS model wins.
 
     Each version is tagged with its provenance (git commit, dvc.lock and manifest hashes, see
-    :func:`jsqa.registry.provenance.provenance_tags`; manifests default to ``root/data/manifests``), its
-    validation metrics, the sha256 of both checkpoint files and ``extra_tags`` (the CLI adds the
-    test metrics); the MOS version's description is its model card (``evaluation``: an
-    evaluate.json document, ``profile``: the data profile). ``calibration``: the JND calibration
-    file the encoder carries (:func:`log_models`). Checkpoints identical to an existing
+    :func:`jsqa.registry.provenance.provenance_tags`; manifests default to ``root/data/manifests``)
+    and the sha256 of both checkpoint files; the MOS version also with its validation metrics and
+    ``extra_tags`` (the CLI adds the test metrics), the encoder version with its own figures
+    (:func:`encoder_tags`). Each version's description is its model card (``evaluation``: an
+    evaluate.json document, ``profile``: the data profile, used when the MOS checkpoint records
+    none; ``jnd_metrics``: the calibrate stage's metrics/jnd.json). ``calibration``: the JND
+    calibration file the encoder carries (:func:`log_models`). Checkpoints identical to an existing
     version's are not registered again (``unchanged`` in the result names that version).
     Returns a JSON-able summary of the decision (see the keys below).
     """
@@ -282,9 +290,11 @@ def register(
             mos_version, enc_version = str(same.version), same.tags.get("encoder_version", "")
             log.info("%s: %s (not registered again)", cfg.mos_name, reason)
         else:
-            tags = {**hashes, "init": init, "run_id": run_id, **{k: repr(v) for k, v in metrics.items()}, **extra}
+            tags = {**hashes, "run_id": run_id}
+            mos_tags = {"init": init, **{k: repr(v) for k, v in metrics.items()}, **extra}
+            cards = _CardInputs(evaluation, profile, jnd_metrics)
             mos_version, enc_version = _register_versions(
-                client, encoder_ckpt, mos_ckpt, cfg, tags, root, manifests, calibration, evaluation, profile
+                client, encoder_ckpt, mos_ckpt, cfg, (tags, mos_tags), root, manifests, calibration, cards
             )
             promoted, reason = _promote_if_better(client, cfg, metrics, mos_version, champ_version, champion)
 
@@ -356,32 +366,67 @@ def _checked_inputs(encoder_ckpt: Path, mos_ckpt: Path, cfg: RegisterConfig) -> 
     return metrics, init
 
 
+@dataclass(frozen=True)
+class _CardInputs:
+    """What the model cards say beyond the checkpoints: see :func:`register`."""
+
+    evaluation: dict | None
+    profile: str | None
+    jnd_metrics: Mapping[str, Any] | None
+
+
 def _register_versions(
     client: MlflowClient,
     encoder_ckpt: Path,
     mos_ckpt: Path,
     cfg: RegisterConfig,
-    tags: dict[str, str],
+    tags: tuple[dict[str, str], dict[str, str]],
     root: Path,
     manifests: Path | None,
     calibration: Path | None,
-    evaluation: dict | None,
-    profile: str | None,
+    cards: _CardInputs,
 ) -> tuple[str, str]:
-    """Log both models and register a version of each, tagged with ``tags`` and the provenance;
-    the MOS version's description is its model card. Returns (MOS version, encoder version)."""
+    """Log both models and register a version of each, tagged with the provenance and ``tags``
+    (those of both versions, those of the MOS version); each version's description is its model
+    card. Returns (MOS version, encoder version)."""
+    common, mos_tags = tags
     uris = log_models(encoder_ckpt, mos_ckpt, calibration)
     provenance = provenance_tags(root, manifests if manifests is not None else Path(root) / "data" / "manifests")
-    version_tags = {**provenance, **tags}
-    enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=version_tags)
+    enc_payload, mos_payload = load_checkpoint(encoder_ckpt), load_checkpoint(mos_ckpt)
+    cal = load_calibration(calibration) if calibration is not None else None
+    enc_tags = {**provenance, **common, **encoder_tags(enc_payload, cal, cards.jnd_metrics)}
+    enc_mv = mlflow.register_model(uris[ENCODER_MODEL_NAME], cfg.encoder_name, tags=enc_tags)
     mos_mv = mlflow.register_model(
-        uris[MOS_MODEL_NAME], cfg.mos_name, tags={**version_tags, "encoder_version": str(enc_mv.version)}
+        uris[MOS_MODEL_NAME],
+        cfg.mos_name,
+        tags={**provenance, **common, **mos_tags, "encoder_version": str(enc_mv.version)},
     )
     mos_version, enc_version = str(mos_mv.version), str(enc_mv.version)
     client.set_model_version_tag(cfg.encoder_name, enc_version, "mos_version", mos_version)
-    card = model_card(load_checkpoint(mos_ckpt), provenance, evaluation, profile)
+    # What the checkpoint recorded at fine-tuning wins over the profile register runs under.
+    profile = mos_payload.get("data_profile") or cards.profile
+    card = model_card(mos_payload, provenance, cards.evaluation, profile)
     client.update_model_version(cfg.mos_name, mos_version, description=card)
+    card = encoder_card(enc_payload, provenance, profile, cal, cards.jnd_metrics)
+    client.update_model_version(cfg.encoder_name, enc_version, description=card)
     return mos_version, enc_version
+
+
+def encoder_tags(
+    checkpoint: Mapping[str, Any], calibration: Calibration | None, jnd_metrics: Mapping[str, Any] | None
+) -> dict[str, str]:
+    """The encoder version's own tags: its pretraining metrics (``pretrain_*``), whether it
+    carries a JND calibration, and the held-out ``jnd_*`` figures of ``jnd_metrics``."""
+    tags = {f"pretrain_{k}": repr(float(v)) for k, v in (checkpoint.get("metrics") or {}).items() if _finite(v)}
+    if calibration is not None:
+        tags["jnd_calibration"] = "available" if calibration.available else f"unavailable: {calibration.reason}"
+    figures = {k: v for k, v in (jnd_metrics or {}).items() if k in ("accuracy", "majority_accuracy", "roc_auc")}
+    tags.update({f"jnd_{k}": f"{float(v):.4f}" for k, v in figures.items() if _finite(v)})
+    return tags
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _promotion(

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -45,6 +46,17 @@ class ScoringLimits:
 
 
 LIMITS = ScoringLimits()
+
+# What every score of a model fine-tuned under ``data.profile: demo`` carries (`jsqa predict`,
+# serving, the model card): its speech is synthetic and its labels are proxies.
+DEMO_NOTE = "trained on synthetic demo speech: scores on real recordings are not meaningful"
+
+
+def training_note(checkpoint: Mapping[str, Any]) -> str | None:
+    """The note that goes with every score of the model in ``checkpoint`` (a payload):
+    :data:`DEMO_NOTE` when it records ``data_profile: demo``; None for other profiles and for
+    checkpoints that record none (older ones)."""
+    return DEMO_NOTE if checkpoint.get("data_profile") == "demo" else None
 
 
 def _check_rate(sample_rate: object, name: str, limits: ScoringLimits) -> int:

@@ -14,14 +14,14 @@ import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm import tqdm
 
 from jsqa.errors import JsqaError
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
-from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits
+from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, training_note
 from jsqa.scoring.model_uri import checkpoint_in, download_model, is_mlflow_uri
 from jsqa.scoring.windows import model_device, model_outputs, score_blocks_all
 
@@ -31,11 +31,17 @@ AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"})
 FORMATS = ("table", "csv", "json")
 
 
-def load_model(ref: str, root: Path = Path(".")) -> tuple[MOSModel, str]:
-    """A MOS model from a checkpoint path, a downloaded model folder or an MLflow model URI.
+class Scorer(NamedTuple):
+    """A loaded MOS model (eval mode), a one-line description of what was loaded, and the note
+    every score of it carries (:func:`jsqa.scoring.limits.training_note`; None: none)."""
 
-    Returns the model (eval mode) and a one-line description of what was loaded.
-    """
+    model: MOSModel
+    description: str
+    note: str | None
+
+
+def load_scorer(ref: str, root: Path = Path(".")) -> Scorer:
+    """A MOS model from a checkpoint path, a downloaded model folder or an MLflow model URI."""
     ref = str(ref)
     if is_mlflow_uri(ref):
         return _load_from_mlflow(ref, Path(root))
@@ -43,16 +49,26 @@ def load_model(ref: str, root: Path = Path(".")) -> tuple[MOSModel, str]:
     if not path.exists():
         raise JsqaError(f"{path}: no such checkpoint or model folder (or use models:/NAME@alias)")
     ckpt = checkpoint_in(path) if path.is_dir() else path
-    return mos_model_from_checkpoint(load_checkpoint(ckpt)), f"checkpoint {ckpt}"
+    return _scorer(load_checkpoint(ckpt), f"checkpoint {ckpt}")
 
 
-def _load_from_mlflow(uri: str, root: Path) -> tuple[MOSModel, str]:
+def load_model(ref: str, root: Path = Path(".")) -> tuple[MOSModel, str]:
+    """The model and description of :func:`load_scorer` (eval mode)."""
+    scorer = load_scorer(ref, root)
+    return scorer.model, scorer.description
+
+
+def _scorer(payload: dict, description: str) -> Scorer:
+    return Scorer(mos_model_from_checkpoint(payload), description, training_note(payload))
+
+
+def _load_from_mlflow(uri: str, root: Path) -> Scorer:
     with tempfile.TemporaryDirectory(prefix="jsqa-model-") as tmp:
         local, described = download_model(uri, root, Path(tmp))
         ckpt = checkpoint_in(local) if local.is_dir() else local
-        model = mos_model_from_checkpoint(load_checkpoint(ckpt))
+        scorer = _scorer(load_checkpoint(ckpt), described)
     log.info("loaded %s", described)
-    return model, described
+    return scorer
 
 
 def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
@@ -83,10 +99,12 @@ def score_files(
     progress: bool = False,
     *,
     device: torch.device | str | None = None,
+    note: str | None = None,
 ) -> list[dict]:
     """One row per file: {"path", "mos", "error", "warning"}, plus the model's other outputs
     (``mos_std``, quality dimensions: :func:`score_outputs`) when it has them; an unusable file gets an error, not
     a crash; a truncated one is scored and gets a warning saying how much of it was read.
+    ``note`` (:attr:`Scorer.note`), when given, goes in every row's ``note``.
 
     Each file is checked from its header (:class:`jsqa.scoring.limits.ScoringAudio`, as the
     served model does), then decoded, resampled to the model's input rate and scored block by
@@ -97,9 +115,10 @@ def score_files(
     home = model_device(model)
     model.to(device if device is not None else home)
     try:
-        return _score_files(model, files, limits, progress)
+        rows = _score_files(model, files, limits, progress)
     finally:
         model.to(home)
+    return rows if note is None else [{**r, "note": note} for r in rows]
 
 
 def _score_files(model: MOSModel, files: Sequence[str | Path], limits: ScoringLimits, progress: bool) -> list[dict]:
@@ -126,11 +145,12 @@ def score_outputs(model: MOSModel) -> list[str]:
     return [o for o in model_outputs(model) if o != "mos"]
 
 
-_BASE_COLUMNS = ("path", "mos", "error", "warning")
+_TEXT_COLUMNS = ("error", "warning", "note")
+_BASE_COLUMNS = ("path", "mos", *_TEXT_COLUMNS)
 
 
 def _extra_columns(rows: Sequence[dict]) -> list[str]:
-    """Output columns beyond path/mos/error/warning, in the order rows give them."""
+    """Output columns beyond path/mos/error/warning/note, in the order rows give them."""
     out: list[str] = []
     for r in rows:
         out += [k for k in r if k not in _BASE_COLUMNS and k not in out]
@@ -140,22 +160,23 @@ def _extra_columns(rows: Sequence[dict]) -> list[str]:
 def format_rows(rows: Sequence[dict], fmt: str) -> str:
     """Render score rows as an aligned table, CSV or a JSON list of objects; the text ends with
     exactly one newline. Columns: path, mos, the model's other outputs when rows have them
-    (``mos_std``, quality dimensions), error, warning."""
+    (``mos_std``, quality dimensions), error, warning, and note in CSV and JSON when rows carry
+    one (the table leaves it to the caller, as it is the same on every row)."""
     extra = _extra_columns(rows)
+    texts = _texts(rows)
     if fmt == "json":
-        return json.dumps([_row(r, extra) for r in rows], indent=2) + "\n"
+        return json.dumps([_row(r, extra, texts) for r in rows], indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["path", "mos", *extra, "error", "warning"], lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=["path", "mos", *extra, *texts], lineterminator="\n")
         writer.writeheader()
         for r in rows:
-            r = _row(r, extra)
+            r = _row(r, extra, texts)
             writer.writerow(
                 {
                     "path": r["path"],
                     **{c: "" if r[c] is None else repr(r[c]) for c in ["mos", *extra]},
-                    "error": r["error"] or "",
-                    "warning": r["warning"] or "",
+                    **{c: r[c] or "" for c in texts},
                 }
             )
         return buf.getvalue()
@@ -164,17 +185,21 @@ def format_rows(rows: Sequence[dict], fmt: str) -> str:
     raise JsqaError(f"unknown output format '{fmt}' (choose {', '.join(FORMATS)})")
 
 
+def _texts(rows: Sequence[dict]) -> list[str]:
+    """The text columns of CSV and JSON rows: error, warning, and note when a row has one."""
+    return [c for c in _TEXT_COLUMNS if c != "note" or any("note" in r for r in rows)]
+
+
 def _num(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def _row(r: dict, extra: Sequence[str] = ()) -> dict[str, Any]:
+def _row(r: dict, extra: Sequence[str] = (), texts: Sequence[str] = ("error", "warning")) -> dict[str, Any]:
     return {
         "path": str(r["path"]),
         "mos": _num(r.get("mos")),
         **{c: _num(r.get(c)) for c in extra},
-        "error": r.get("error"),
-        "warning": r.get("warning"),
+        **{c: r.get(c) for c in texts},
     }
 
 

@@ -19,9 +19,12 @@ refused with an error row before they are decoded. ``JSQA_SERVE_MAX_SECONDS`` (d
 is the duration limit.
 
 Output: one row per input row, in order: ``mos``, the model's other outputs when it has them
-(``mos_std``, quality dimensions ``noi`` ...), ``error``. A row that cannot be scored gets
-null scores and a one-line ``error``; the other rows are still scored. A request that is unusable as a whole (no
-known column, not a table) raises, which the scoring server answers with HTTP 400.
+(``mos_std``, quality dimensions ``noi`` ...), ``error``, ``warning``, and ``note`` for a model
+fine-tuned on the synthetic demo profile (:data:`jsqa.scoring.limits.DEMO_NOTE`). A row that
+cannot be scored gets null scores and a one-line ``error``; the other rows are still scored. A
+truncated file is scored from what it holds, with the ``warning`` `jsqa predict` gives it. A
+request that is unusable as a whole (no known column, not a table) raises, which the scoring
+server answers with HTTP 400.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema, TensorSpec
 from mlflow.types.schema import AnyType
 
 from jsqa.errors import AudioError, JsqaError
@@ -56,13 +59,20 @@ from jsqa.scoring.compare import (
     load_calibration,
     model_rate,
 )
-from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, scoring_waveform
+from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, scoring_waveform, training_note
 from jsqa.scoring.model_uri import CALIBRATION_ARTIFACT, CHECKPOINT_ARTIFACT
 from jsqa.scoring.windows import HOP_S, WINDOW_S, model_outputs, score_blocks_all, windowed_mean, windowed_mean_blocks
 
 log = logging.getLogger(__name__)
 
-INPUT_COLUMNS = ("path", "audio_base64", "audio", "sample_rate")
+# The served input columns and their types in the logged signature (see input_schema).
+INPUT_TYPES: dict[str, DataType | AnyType] = {
+    "path": DataType.string,
+    "audio_base64": DataType.string,
+    "audio": AnyType(),
+    "sample_rate": DataType.double,
+}
+INPUT_COLUMNS = tuple(INPUT_TYPES)
 # The served encoder's optional reference, given like the audio (one of path / base64 / samples):
 # a row with one also gets jnd_distance and p_different (jsqa.scoring.compare).
 REFERENCE_COLUMNS = ("ref_path", "ref_audio_base64", "ref_audio", "ref_sample_rate")
@@ -74,12 +84,25 @@ ENCODER_MODEL_CODE = str(_CODE_DIR / "encoder.py")
 
 
 def input_schema(reference: bool = False) -> Schema:
-    """The served input columns; all optional and untyped, because rows mix input kinds and
-    MLflow's typed enforcement would reject a whole batch for one row's missing value.
-    Types are checked per row by :func:`row_waveform` instead. ``reference``: the encoder's
-    optional :data:`REFERENCE_COLUMNS` too."""
-    names = INPUT_COLUMNS + (REFERENCE_COLUMNS if reference else ())
-    return Schema([ColSpec(AnyType(), name, required=False) for name in names])
+    """The served input columns, all optional (each row uses one kind of input): ``path`` and
+    ``audio_base64`` strings, ``sample_rate`` a double (a whole number of Hz: MLflow's integer
+    columns cannot hold the missing value of a row without samples, so one such row would fail
+    the whole request), and ``audio`` untyped, because it is a list of floats or a list of
+    per-frame channel lists, and MLflow has no union type; and a typed array would turn a row of
+    integer samples into a failed request rather than an error row. Values are checked per row by
+    :func:`row_blocks`. ``reference``: the encoder's optional :data:`REFERENCE_COLUMNS` too."""
+    cols: list[ColSpec | TensorSpec] = [ColSpec(t, name, required=False) for name, t in INPUT_TYPES.items()]
+    if reference:
+        cols += [ColSpec(t, "ref_" + name, required=False) for name, t in INPUT_TYPES.items()]
+    return Schema(cols)
+
+
+def output_schema(scores: Iterable[str], note: bool = False) -> Schema:
+    """The served output columns: ``scores`` (doubles, null in an error row), then the one-line
+    ``error`` and ``warning`` strings, and ``note`` when the model carries one."""
+    texts = ("error", "warning", "note") if note else ("error", "warning")
+    cols: list[ColSpec | TensorSpec] = [ColSpec(DataType.double, n, required=False) for n in scores]
+    return Schema(cols + [ColSpec(DataType.string, n, required=False) for n in texts])
 
 
 def paths_allowed() -> bool:
@@ -141,10 +164,24 @@ def _present(v: Any) -> bool:
     return not (isinstance(v, str) and v == "")
 
 
+class RowAudio:
+    """One input row's audio as consecutive mono blocks at the model's rate (:attr:`blocks`),
+    and the warning scoring it leaves (:attr:`warning`), known once the blocks are consumed."""
+
+    def __init__(self, blocks: Iterable[np.ndarray], source: ScoringAudio | None = None) -> None:
+        self.blocks = blocks
+        self._source = source
+
+    @property
+    def warning(self) -> str | None:
+        """Why the row's file is short of what its header promised (as `jsqa predict` says it); None."""
+        return self._source.truncation if self._source is not None else None
+
+
 @contextmanager
-def row_blocks(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> Iterator[Iterable[np.ndarray]]:
-    """The mono ``target_sr`` audio of input row ``i`` as consecutive blocks (files are decoded
-    as they are read); AudioError saying "row i: why"."""
+def row_blocks(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> Iterator[RowAudio]:
+    """The mono ``target_sr`` audio of input row ``i`` (files are decoded as they are read);
+    AudioError saying "row i: why"."""
     given = [c for c in ("path", "audio_base64", "audio") if _present(row.get(c))]
     if len(given) != 1:
         what = "none" if not given else ", ".join(given)
@@ -153,16 +190,7 @@ def row_blocks(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> Iter
     if kind != "audio" and not isinstance(value, str):
         raise AudioError(f"row {i}: '{kind}' must be a string, got {type(value).__name__}")
     if kind == "audio":
-        sr = row.get("sample_rate")
-        if not _present(sr):
-            raise AudioError(f"row {i}: 'audio' needs a 'sample_rate' in Hz")
-        if isinstance(value, str):
-            raise AudioError(f"row {i}: 'audio' must be a list of float samples, got a string")
-        n = len(value) if hasattr(value, "__len__") else 1
-        first = value[0] if n and hasattr(value, "__getitem__") else None
-        channels = len(first) if isinstance(first, (list, tuple, np.ndarray)) else 1
-        _check_size(4 * n * channels, "audio", i)
-        yield [scoring_waveform(value, sr, f"row {i}: audio", target_sr, limits)]
+        yield RowAudio([_row_samples(row, value, i, target_sr, limits)])
         return
     if kind == "path":
         if not paths_allowed():
@@ -177,18 +205,49 @@ def row_blocks(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> Iter
             raise AudioError(f"row {i}: audio_base64 is not valid base64 ({exc})") from exc
         name = f"row {i}: audio_base64"
     with ScoringAudio(source, name, limits) as audio:
-        yield audio.blocks(target_sr)
-        if audio.truncation:
-            log.warning("%s", audio.truncation)
+        yield RowAudio(audio.blocks(target_sr), audio)
+
+
+def _row_samples(row: dict, value: Any, i: int, target_sr: int, limits: ScoringLimits) -> np.ndarray:
+    """Row ``i``'s ``audio`` samples with its ``sample_rate``, checked, mono at ``target_sr``."""
+    sr = row.get("sample_rate")
+    if not _present(sr):
+        raise AudioError(f"row {i}: 'audio' needs a 'sample_rate' in Hz")
+    if isinstance(value, str):
+        raise AudioError(f"row {i}: 'audio' must be a list of float samples, got a string")
+    n = len(value) if hasattr(value, "__len__") else 1
+    first = value[0] if n and hasattr(value, "__getitem__") else None
+    channels = len(first) if isinstance(first, (list, tuple, np.ndarray)) else 1
+    _check_size(4 * n * channels, "audio", i)
+    return scoring_waveform(value, sr, f"row {i}: audio", target_sr, limits)
 
 
 def _rows(model_input: Any) -> list[dict]:
     return as_frame(model_input).to_dict(orient="records")
 
 
-def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits | None = None) -> pd.DataFrame:
+def _row_error(exc: AudioError, i: int) -> str:
+    """The one-line error of row ``i``, which errors raised below the row (no speech, decoding)
+    name like the rest."""
+    log.warning("%s", exc)
+    message = str(exc).splitlines()[0]
+    return message if message.startswith(f"row {i}:") else f"row {i}: {message}"
+
+
+def _text_columns(errors: list[str | None], warnings: list[str | None], note: str | None) -> dict[str, pd.Series]:
+    """The ``error``, ``warning`` (and ``note``, when given, on every row) columns."""
+    out = {"error": pd.Series(errors, dtype="object"), "warning": pd.Series(warnings, dtype="object")}
+    if note is not None:
+        out["note"] = pd.Series([note] * len(errors), dtype="object")
+    return out
+
+
+def score_rows(
+    model: MOSModel, model_input: Any, limits: ScoringLimits | None = None, note: str | None = None
+) -> pd.DataFrame:
     """One MOS per input row (columns ``mos``, the model's other outputs such as ``mos_std`` and
-    quality dimensions when it has them, ``error``); a bad row gets an error, not a crash.
+    quality dimensions when it has them, ``error``, ``warning``, and ``note`` when given); a bad
+    row gets an error, not a crash; a truncated file is scored with a warning, as in `jsqa predict`.
     Each row's audio is resampled to the model's input rate (the one its checkpoint records).
 
     Scores are float64 when every row scored, else object with None where ``error`` is set (so
@@ -199,25 +258,28 @@ def score_rows(model: MOSModel, model_input: Any, limits: ScoringLimits | None =
     names = model_outputs(model)
     scores: dict[str, list[float | None]] = {n: [] for n in names}
     errors: list[str | None] = []
+    warnings: list[str | None] = []
     for i, row in enumerate(_rows(model_input)):
+        values: dict[str, float | None] = dict.fromkeys(names)
+        error = warning = None
         try:
-            with row_blocks(row, i, model.sample_rate, limits) as blocks:
-                values = score_blocks_all(model, blocks, model.sample_rate)
-            if not all(math.isfinite(v) for v in values.values()):
+            with row_blocks(row, i, model.sample_rate, limits) as audio:
+                scored = score_blocks_all(model, audio.blocks, model.sample_rate)
+                warning = audio.warning
+            if not all(math.isfinite(v) for v in scored.values()):
                 raise AudioError(f"row {i}: the model gave a non-finite score")
-            for n in names:
-                scores[n].append(values[n])
-            errors.append(None)
+            values.update(scored)
         except AudioError as exc:
-            log.warning("%s", exc)
-            for n in names:
-                scores[n].append(None)
-            message = str(exc).splitlines()[0]
-            # Errors raised below the row (no speech, decoding) name it like the rest.
-            errors.append(message if message.startswith(f"row {i}:") else f"row {i}: {message}")
+            error, warning = _row_error(exc, i), None
+        if warning:
+            log.warning("%s", warning)
+        for n in names:
+            scores[n].append(values[n])
+        errors.append(error)
+        warnings.append(warning)
     dtype = "float64" if all(e is None for e in errors) else "object"
     return pd.DataFrame(
-        {**{n: pd.Series(v, dtype=dtype) for n, v in scores.items()}, "error": pd.Series(errors, dtype="object")}
+        {**{n: pd.Series(v, dtype=dtype) for n, v in scores.items()}, **_text_columns(errors, warnings, note)}
     )
 
 
@@ -229,27 +291,30 @@ def embed_waveform(encoder: Encoder, x: np.ndarray, window_s: float = WINDOW_S, 
 
 
 def embed_rows(encoder: Encoder, model_input: Any, limits: ScoringLimits | None = None) -> pd.DataFrame:
-    """Embedding columns e0..eD-1 plus ``error`` per input row (None embeddings for a bad row);
-    each row's audio is resampled to the encoder's input rate."""
+    """Embedding columns e0..eD-1 plus ``error`` and ``warning`` per input row (None embeddings
+    for a bad row); each row's audio is resampled to the encoder's input rate."""
     limits = limits or serve_limits()
     encoder.eval()
     dim = encoder.embedding_dim
     cells: list[list[float | None]] = []
     errors: list[str | None] = []
+    warnings: list[str | None] = []
     for i, row in enumerate(_rows(model_input)):
         try:
-            with row_blocks(row, i, encoder.sample_rate, limits) as blocks:
-                cells.append([float(v) for v in windowed_mean_blocks(encoder, blocks, encoder.sample_rate).numpy()])
+            with row_blocks(row, i, encoder.sample_rate, limits) as audio:
+                cells.append(
+                    [float(v) for v in windowed_mean_blocks(encoder, audio.blocks, encoder.sample_rate).numpy()]
+                )
+                warnings.append(audio.warning)
             errors.append(None)
         except AudioError as exc:
-            log.warning("%s", exc)
             cells.append([None] * dim)
-            message = str(exc).splitlines()[0]
-            # Errors raised below the row (no speech, decoding) name it like the rest.
-            errors.append(message if message.startswith(f"row {i}:") else f"row {i}: {message}")
+            errors.append(_row_error(exc, i))
+            warnings.append(None)
     dtype = "float64" if all(e is None for e in errors) else "object"
     out = pd.DataFrame(cells, columns=[f"e{i}" for i in range(dim)], dtype=dtype)
-    out["error"] = pd.Series(errors, dtype="object")
+    for name, column in _text_columns(errors, warnings, None).items():
+        out[name] = column
     return out
 
 
@@ -263,13 +328,15 @@ class MOSPyfunc(PythonModel):
     """Audio rows -> MOS, for ``mlflow.pyfunc.load_model`` and ``mlflow models serve``."""
 
     def load_context(self, context: Any) -> None:
-        self.model = mos_model_from_checkpoint(load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT]))
+        payload = load_checkpoint(context.artifacts[CHECKPOINT_ARTIFACT])
+        self.model = mos_model_from_checkpoint(payload)
+        self.note = training_note(payload)
 
     # A DataFrame hint is one MLflow does not try to derive a schema from (the signature rules).
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         """Score each row (see the module docstring); HTTP 400 for an unusable table."""
         try:
-            return score_rows(self.model, model_input)
+            return score_rows(self.model, model_input, note=self.note)
         except JsqaError as exc:
             raise _bad_request(exc) from exc
 
@@ -281,8 +348,8 @@ def reference_row(row: dict) -> dict | None:
 
 
 def _row_waveform(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> np.ndarray:
-    with row_blocks(row, i, target_sr, limits) as blocks:
-        parts = [np.asarray(b, dtype=np.float32) for b in blocks]
+    with row_blocks(row, i, target_sr, limits) as audio:
+        parts = [np.asarray(b, dtype=np.float32) for b in audio.blocks]
     if not parts or sum(len(p) for p in parts) == 0:
         raise AudioError(f"row {i}: audio is empty (0 samples)")
     return np.concatenate(parts)
@@ -328,7 +395,7 @@ def has_reference(model_input: Any) -> bool:
 
 
 class EncoderPyfunc(PythonModel):
-    """Audio rows -> embedding columns e0..eD-1 (and ``error``); rows with a reference
+    """Audio rows -> embedding columns e0..eD-1 (and ``error``, ``warning``); rows with a reference
     (:data:`REFERENCE_COLUMNS`) also get ``jnd_distance`` and ``p_different`` (None without one)."""
 
     def load_context(self, context: Any) -> None:

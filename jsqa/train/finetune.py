@@ -166,6 +166,7 @@ def finetune(
     budget_path: Path | None = None,
     *,
     deterministic: bool = True,
+    data_profile: str | None = None,
 ) -> dict[str, Any]:
     """Fine-tune on the manifest's train split, early-stop on its val split, save the best model.
 
@@ -177,6 +178,8 @@ def finetune(
     run health (val_pred_std, val_spread_ratio, collapsed: see :mod:`jsqa.evaluation.collapse`),
     best_epoch, epochs_run, train_clips and ``history`` (one dict of metrics per epoch).
     ``deterministic``: :func:`jsqa.train.common.set_determinism` (``train.deterministic``).
+    ``data_profile`` (``data.profile``), when given, is recorded in the checkpoint: scoring notes
+    that a model trained on the synthetic demo profile says little about real recordings.
     """
     set_determinism(deterministic)
     rng = seed_everything(seed, cfg.threads)
@@ -192,6 +195,8 @@ def finetune(
     if best["collapsed"]:
         _warn_collapsed(init, seed, best["val_spread_ratio"])
     meta: dict[str, Any] = {"head": model.head_config, "init": init, "config": asdict(cfg), "seed": seed}
+    if data_profile is not None:
+        meta["data_profile"] = data_profile
     if budget_path is not None and fit.budget is not None:
         model.load_state_dict(fit.budget[1])
         scale = _calibrate_std(model, val, sample_rate, cfg.calibrate_std)
@@ -329,6 +334,7 @@ def finetune_seeds(
     on_epoch: Callable[[int], EpochCallback] = lambda s: no_callback,
     *,
     deterministic: bool = True,
+    data_profile: str | None = None,
 ) -> dict:
     """Fine-tune ``cfg.seeds`` models (seeds ``seed``, ``seed + 1``, ...) under one schedule.
 
@@ -339,7 +345,7 @@ def finetune_seeds(
     Returns the first seed's best validation metrics plus ``seeds`` ({seed: metrics}),
     ``curves`` ({seed: per-epoch metrics}), ``failed_seeds`` (runs that collapsed) and
     ``seed_mean`` / ``seed_std`` (sample std; 0 for one run) of each validation metric over
-    the runs that learned (over all of them when none did).
+    the runs that learned (over all of them when none did). ``data_profile``: see :func:`finetune`.
     """
     seeds = [seed + i for i in range(cfg.seeds)]
     per_seed: dict[str, dict[str, Any]] = {}
@@ -349,19 +355,8 @@ def finetune_seeds(
             target = out_path if s == seeds[0] else seed_path(folder, s)
             budget = budget_path(folder, s) if cfg.equal_compute_epochs else None
             log.info("fine-tuning seed %d of %s (%s)", s, seeds, "pretrained" if encoder_ckpt else "scratch")
-            result = finetune(
-                manifest,
-                model_cfg,
-                cfg,
-                s,
-                target,
-                encoder_ckpt,
-                sample_rate,
-                root,
-                on_epoch(s),
-                budget_path=budget,
-                deterministic=deterministic,
-            )
+            run = (manifest, model_cfg, cfg, s, target, encoder_ckpt, sample_rate, root, on_epoch(s))
+            result = finetune(*run, budget_path=budget, deterministic=deterministic, data_profile=data_profile)
             curves[str(s)] = result.pop("history")
             per_seed[str(s)] = result
         write_seed_index(folder, seeds, cfg.equal_compute_epochs)

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import pytest
+import soundfile as sf
 import torch
 from mlflow.tracking import MlflowClient
 
 from jsqa import tracking
 from jsqa.config import RegisterConfig
 from jsqa.errors import ConfigError, JsqaError
+from jsqa.io import file_sha256
 from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
-from jsqa.registry.register import decide, higher_is_better, register
+from jsqa.registry.register import decide, higher_is_better, input_example, register
+from jsqa.scoring.compare import Calibration, save_calibration
+from jsqa.scoring.limits import DEMO_NOTE
+from jsqa.signal.speech import check_speech
 
 pytestmark = pytest.mark.integration
+
+# What the calibrate stage writes to metrics/jnd.json (the figures the encoder's card reads).
+JND_METRICS = {"accuracy": 0.8125, "majority_accuracy": 0.5, "roc_auc": 0.9, "available": True}
 
 
 def _mos_ckpt(path: Path, metrics: dict, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     spec = encoder_spec("small")
-    m = MOSModel(spec)
-    save_checkpoint(path, "mos", m, spec, head=m.head_config, metrics=metrics, init="pretrained")
+    # As fine-tuning saves them: scoring brings speech to -26 dBov and refuses audio without it;
+    # the profile the model was trained under is recorded.
+    m = MOSModel(spec, input_level_dbov=-26.0)
+    meta = {"init": "pretrained", "data_profile": "demo"}
+    save_checkpoint(path, "mos", m, spec, head=m.head_config, metrics=metrics, **meta)
     return path
 
 
@@ -38,7 +51,10 @@ def scenario(tmp_path_factory, empty_mlflow_store):
         spec = encoder_spec("small")
         torch.manual_seed(1)
         enc = root / "encoder.pt"
-        save_checkpoint(enc, "encoder", PretrainModel(spec), spec)
+        save_checkpoint(enc, "encoder", PretrainModel(spec), spec, metrics={"val_loss": 0.25}, n_parameters=1234)
+        calibration = root / "jnd_calibration.json"
+        save_calibration(calibration, Calibration(-2.0, 20.0, 3.0, -26.0, 16000, file_sha256(enc)))
+        cards = {"profile": "demo", "calibration": calibration, "jnd_metrics": JND_METRICS}
         cfg = RegisterConfig()
         strict = replace(cfg, min_improvement=0.1)
         steps = [
@@ -51,7 +67,7 @@ def scenario(tmp_path_factory, empty_mlflow_store):
         results = {}
         for i, (label, rmse, c) in enumerate(steps):
             mos = _mos_ckpt(root / f"mos_{label}.pt", {"val_rmse": rmse, "val_pcc": 0.9}, seed=i)
-            results[label] = register(enc, mos, c, root=root, extra_tags={"trigger": label})
+            results[label] = register(enc, mos, c, root=root, extra_tags={"trigger": label}, **cards)
         yield {"root": root, "results": results, "client": MlflowClient(), "cfg": cfg, "encoder": enc}
 
 
@@ -107,7 +123,7 @@ def test_final_aliases_point_at_the_last_promoted_versions(scenario):
     assert _alias_version(client, "jsqa-encoder") == exact["encoder_version"] == "5"
     tracking.configure(scenario["root"])
     info = mlflow.models.get_model_info("models:/jsqa-mos@champion")
-    assert info.signature.outputs.input_names() == ["mos"]
+    assert info.signature.outputs.input_names() == ["mos", "error", "warning", "note"]
     assert "audio_base64" in info.signature.inputs.input_names()
 
 
@@ -119,6 +135,7 @@ def test_models_carry_an_input_example_that_they_score(scenario):
         assert list(example.columns) == ["audio_base64"] and len(example) == 1
         scored = mlflow.pyfunc.load_model(uri).predict(example)
         assert scored[column].notna().all()
+        assert scored["error"].isna().all() and scored["warning"].isna().all()
 
 
 def test_identical_checkpoints_are_not_registered_again(scenario):
@@ -217,3 +234,57 @@ def test_a_collapsed_candidate_is_never_promoted_however_low_its_rmse(scenario, 
     result = register(scenario["encoder"], mos, cfg, root=scenario["root"])
     assert result["promoted"] is False and "failed to learn" in result["reason"]
     assert _alias_version(client, cfg.mos_name) == before
+
+
+def test_the_input_example_is_speech_that_scoring_accepts():
+    [row] = input_example(16000).to_dict(orient="records")
+    x, sr = sf.read(io.BytesIO(base64.b64decode(row["audio_base64"])), dtype="float32")
+    assert sr == 16000 and 1.9 <= len(x) / sr <= 2.1
+    [check] = check_speech([x], sr)
+    assert check.has_speech, check.message()
+    assert check.level_dbov == pytest.approx(-26.0, abs=0.5)
+
+
+def test_the_logged_signature_types_inputs_and_names_every_output(scenario):
+    tracking.configure(scenario["root"])
+    info = mlflow.models.get_model_info("models:/jsqa-mos@champion")
+    types = {c.name: c.to_dict()["type"] for c in info.signature.inputs.inputs}
+    assert types["path"] == types["audio_base64"] == "string" and types["sample_rate"] == "double"
+    outputs = {c.name: c.to_dict()["type"] for c in info.signature.outputs.inputs}
+    assert outputs == {"mos": "double", "error": "string", "warning": "string", "note": "string"}
+    enc = mlflow.models.get_model_info("models:/jsqa-encoder@champion").signature
+    assert enc.outputs.input_names()[-2:] == ["error", "warning"]
+    assert {"ref_path", "ref_audio_base64", "ref_audio", "ref_sample_rate"} <= set(enc.inputs.input_names())
+
+
+def test_a_model_trained_on_the_demo_profile_serves_the_note(scenario):
+    tracking.configure(scenario["root"])
+    uri = "models:/jsqa-mos@champion"
+    example = mlflow.models.Model.load(uri).load_input_example(uri)
+    scored = mlflow.pyfunc.load_model(uri).predict(example)
+    assert list(scored["note"]) == [DEMO_NOTE]
+
+
+def test_both_cards_say_demo_first_and_the_encoder_card_describes_the_encoder(scenario):
+    client, r = scenario["client"], scenario["results"]["first"]
+    mos_card = client.get_model_version("jsqa-mos", r["mos_version"]).description
+    assert mos_card.splitlines()[0].startswith("> **Demo model**: " + DEMO_NOTE)
+    assert "`mos`: mean opinion score on the ACR scale 1..5" in mos_card
+    assert "`warning`:" in mos_card and "`note`:" in mos_card
+    card = client.get_model_version("jsqa-encoder", r["encoder_version"]).description
+    assert card.splitlines()[0].startswith("> **Demo model**: pretrained on synthetic demo speech")
+    assert "# jsqa speech encoder" in card and "- profile: demo" in card
+    assert "- val_loss: 0.2500" in card and "parameters: 1234" in card
+    assert "same/different accuracy (held-out half, p >= 0.5 says different): 0.8125" in card
+    assert "p_different = 0.5 at distance 0.1000" in card
+    assert "jsqa compare ref.wav deg.wav --encoder models:/jsqa-encoder@champion" in card
+    assert "- training data licence: generated by this project" in card
+
+
+def test_encoder_versions_carry_their_own_tags_not_the_mos_metrics(scenario):
+    client, r = scenario["client"], scenario["results"]["worse"]
+    tags = client.get_model_version("jsqa-encoder", r["encoder_version"]).tags
+    assert not {"val_rmse", "val_pcc", "init", "trigger"} & set(tags)
+    assert tags["pretrain_val_loss"] == "0.25" and tags["jnd_accuracy"] == "0.8125"
+    assert tags["jnd_calibration"] == "available"
+    assert tags["git_commit"] == tracking.git_commit(scenario["root"]) and tags["run_id"] == r["run_id"]

@@ -198,7 +198,7 @@ def test_any_request_rows_give_one_result_per_row(model, rows):
     if not any(k in r for r in rows for k in ("path", "audio_base64", "audio")):
         rows = [*rows, {"audio": [0.1, -0.1] * 800, "sample_rate": 16000}]
     out = score_rows(model, rows)
-    assert list(out.columns) == ["mos", "error"] and len(out) == len(rows)
+    assert list(out.columns) == ["mos", "error", "warning"] and len(out) == len(rows)
     for i, (mos, error) in enumerate(zip(out["mos"], out["error"])):
         if error is None:
             assert math.isfinite(mos) and 1.0 <= mos <= 5.0

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+import yaml
 from mlflow.exceptions import MlflowException
 
 from jsqa.audio import load_audio
@@ -30,12 +31,14 @@ from jsqa.models.mos import (
     save_checkpoint,
 )
 from jsqa.registry.register import register
-from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
+from jsqa.scoring.limits import DEMO_NOTE
+from jsqa.scoring.predict import audio_files, format_rows, load_model, load_scorer, score_files
 from jsqa.scoring.serving import embed_waveform
 
 pytestmark = pytest.mark.integration
 
 CHAMPION = "models:/jsqa-mos@champion"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _speech_like(sr: int, seconds: float, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -123,7 +126,7 @@ def test_pyfunc_on_paths_and_base64_matches_score_files(env, scored):
     expected = [r["mos"] for r in rows]
     pyfunc = mlflow.pyfunc.load_model(CHAMPION)
     by_path = pyfunc.predict(pd.DataFrame({"path": [str(f) for f in files]}))
-    assert list(by_path.columns) == ["mos", "error"]
+    assert list(by_path.columns) == ["mos", "error", "warning"]
     assert by_path["error"].isna().all()
     np.testing.assert_allclose(by_path["mos"].to_numpy(), expected, rtol=1e-6)
     b64 = [base64.b64encode(Path(f).read_bytes()).decode("ascii") for f in files]
@@ -150,10 +153,10 @@ def test_encoder_pyfunc_returns_the_embedding(env):
     f = env["good"]["stereo8k"]
     out = pyfunc.predict(pd.DataFrame({"path": [str(f)]}))
     encoder = encoder_from_checkpoint(load_checkpoint(env["enc_ckpt"]))
-    assert list(out.columns) == [f"e{i}" for i in range(encoder.embedding_dim)] + ["error"]
+    assert list(out.columns) == [f"e{i}" for i in range(encoder.embedding_dim)] + ["error", "warning"]
     assert out["error"][0] is None
     np.testing.assert_allclose(
-        out.drop(columns="error").iloc[0].to_numpy(dtype=float),
+        out.drop(columns=["error", "warning"]).iloc[0].to_numpy(dtype=float),
         embed_waveform(encoder, load_audio(f)[0]),
         rtol=1e-5,
         atol=1e-6,
@@ -260,3 +263,64 @@ def test_cli_reports_empty_truncated_and_over_long_files_and_csv_has_no_blank_li
     capsys.readouterr()
     assert main([*args, "--allow-truncated", str(cut)]) == 0  # ... unless allowed
     assert "truncated: read 20000 of 32000" in capsys.readouterr().out
+
+
+def _cut_wav(folder: Path) -> Path:
+    """A 16-bit WAV whose header promises 32000 frames and whose data holds 20000."""
+    whole, cut = folder / "whole.wav", folder / "cut.wav"
+    sf.write(whole, _speech_like(16000, 2.0), 16000, subtype="PCM_16")
+    cut.write_bytes(whole.read_bytes()[: 44 + 2 * 20000])
+    return cut
+
+
+def test_served_truncated_rows_are_scored_with_the_warning_jsqa_predict_gives(env, tmp_path):
+    cut = _cut_wav(tmp_path)
+    [row] = score_files(env["model"], [cut])
+    assert row["warning"] == f"{cut}: truncated: read 20000 of 32000 frames"
+    pyfunc = mlflow.pyfunc.load_model(CHAMPION)
+    b64 = base64.b64encode(cut.read_bytes()).decode("ascii")
+    out = pyfunc.predict(pd.DataFrame({"audio_base64": [b64, None], "path": [None, str(cut)]}))
+    np.testing.assert_allclose(out["mos"].to_numpy(dtype=float), [row["mos"]] * 2, rtol=1e-6)
+    assert out["error"].isna().all()
+    assert list(out["warning"]) == [
+        "row 0: audio_base64: truncated: read 20000 of 32000 frames",
+        f"row 1: {cut}: truncated: read 20000 of 32000 frames",
+    ]
+    whole = pyfunc.predict(pd.DataFrame({"path": [str(env["good"]["mono16k"])]}))
+    assert whole["warning"].isna().all() and "note" not in whole.columns  # no profile recorded: no note
+
+
+def _demo_params(folder: Path) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["profile"] = "demo"
+    params["finetune"].update(epochs=1, batch_size=8, crop_seconds=1.0, seeds=1, equal_compute_epochs=0)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_a_model_finetuned_on_the_demo_profile_says_so_in_jsqa_predict(
+    env, small_corpus, tmp_path, empty_mlflow_store, monkeypatch, capsys
+):
+    empty_mlflow_store(tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    ckpt = tmp_path / "demo.pt"
+    common = ["--params", str(_demo_params(tmp_path)), "--root", str(small_corpus["root"])]
+    args = ["finetune", *common, "--manifest", str(small_corpus["mos"]), "--out", str(ckpt)]
+    assert main([*args, "--metrics", str(tmp_path / "ft.json")]) == 0
+    assert load_checkpoint(ckpt)["data_profile"] == "demo"
+    assert load_scorer(str(ckpt)).note == DEMO_NOTE
+    capsys.readouterr()
+    wav = env["good"]["mono16k"]
+    assert main(["predict", "--model", str(ckpt), "--format", "json", str(wav)]) == 0  # a note is no failure
+    out = capsys.readouterr()
+    [row] = json.loads(out.out)
+    assert row["note"] == DEMO_NOTE and row["error"] is None and 1.0 <= row["mos"] <= 5.0
+    assert f"note: {DEMO_NOTE}" in out.err
+    assert main(["predict", "--model", str(ckpt), "--format", "csv", str(wav)]) == 0
+    [line] = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert line["note"] == DEMO_NOTE
+    # A checkpoint that records no profile (older ones) gets no note anywhere.
+    assert main(["predict", "--model", str(env["mos_ckpt"]), "--format", "json", str(wav)]) == 0
+    out = capsys.readouterr()
+    assert "note" not in json.loads(out.out)[0] and "note:" not in out.err

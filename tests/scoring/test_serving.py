@@ -201,7 +201,24 @@ def test_a_zero_byte_file_is_called_empty(server, tmp_path):
     empty = tmp_path / "zero.wav"
     empty.touch()
     status, body = _post(server["url"], json.dumps({"dataframe_records": [{"path": str(empty)}]}).encode())
-    assert status == 200 and body["predictions"][0] == {"mos": None, "error": f"row 0: {empty}: empty file (0 bytes)"}
+    assert status == 200 and body["predictions"][0] == {
+        "mos": None,
+        "error": f"row 0: {empty}: empty file (0 bytes)",
+        "warning": None,
+    }
+
+
+def test_a_truncated_file_is_scored_with_a_warning_over_http(server, tmp_path):
+    whole, cut = tmp_path / "whole.wav", tmp_path / "cut.wav"
+    sf.write(whole, _signal(16000, 2.0, 3), 16000, subtype="PCM_16")
+    cut.write_bytes(whole.read_bytes()[: 44 + 2 * 20000])  # the header promises 32000 frames
+    records = [{"path": str(cut)}, {"audio_base64": base64.b64encode(cut.read_bytes()).decode("ascii")}]
+    status, body = _post(server["url"], json.dumps({"dataframe_records": records}).encode())
+    assert status == 200, body
+    first, second = body["predictions"]
+    assert first["error"] is None and 1.0 <= first["mos"] <= 5.0 and second["mos"] == pytest.approx(first["mos"])
+    assert first["warning"] == f"row 0: {cut}: truncated: read 20000 of 32000 frames"
+    assert second["warning"] == "row 1: audio_base64: truncated: read 20000 of 32000 frames"
 
 
 def test_jsqa_serve_runs_without_the_venv_on_path_and_refuses_rows_over_the_size_limit(server, clips):

@@ -191,12 +191,16 @@ def test_predict_csv_json_table_and_serving_carry_mos_std(tmp_path):
     assert js[0]["mos_std"] == pytest.approx(rows[0]["mos_std"]) and js[1]["mos_std"] is None
     assert format_rows(rows, "table").splitlines()[0].split() == ["path", "mos", "mos_std", "noi", "noi_std", "error"]
     served = score_rows(StepModel(), [{"audio": _tone(0.2, SR).tolist(), "sample_rate": SR}])
-    assert list(served.columns) == ["mos", "mos_std", "noi", "noi_std", "error"]
+    assert list(served.columns) == ["mos", "mos_std", "noi", "noi_std", "error", "warning"]
     assert served["mos_std"][0] == pytest.approx(rows[0]["mos_std"], rel=1e-3)
     # a MOS-only model: no mos_std column anywhere
     legacy = MOSModel(encoder_spec("small")).eval()
     assert "mos_std" not in format_rows(score_files(legacy, [tmp_path / "a.wav"]), "csv").splitlines()[0]
-    assert list(score_rows(legacy, [{"audio": _tone(0.2, SR).tolist(), "sample_rate": SR}]).columns) == ["mos", "error"]
+    assert list(score_rows(legacy, [{"audio": _tone(0.2, SR).tolist(), "sample_rate": SR}]).columns) == [
+        "mos",
+        "error",
+        "warning",
+    ]
 
 
 class GaussLevel(StepModel):
