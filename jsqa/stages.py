@@ -237,7 +237,7 @@ STAGES: tuple[Stage, ...] = (
         "register",
         "bin/jsqa register --encoder models/encoder.pt --mos models/mos_pretrained.pt"
         " --evaluation metrics/evaluate.json --manifests data/manifests --calibration models/jnd_calibration.json"
-        " --out metrics/register.json",
+        " --jnd-metrics metrics/jnd.json --out metrics/register.json",
         "jsqa.cli.register",
         # The manifests' hashes tag the registered versions; the encoder carries its JND calibration.
         inputs=(
@@ -246,6 +246,7 @@ STAGES: tuple[Stage, ...] = (
             "metrics/evaluate.json",
             "data/manifests",
             "models/jnd_calibration.json",
+            "metrics/jnd.json",
         ),
         # data.profile: the model card's licence and label notes.
         params=(

@@ -20,6 +20,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="JND calibration logged with the encoder when the file exists (jsqa calibrate)",
     )
     sp.add_argument("--manifests", default="data/manifests", help="manifests whose hashes tag the versions")
+    sp.add_argument(
+        "--jnd-metrics",
+        default="metrics/jnd.json",
+        help="held-out JND figures (jsqa calibrate) for the encoder's card and tags, when the file exists",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     evaluation = read_json(args.evaluation) if args.evaluation and Path(args.evaluation).exists() else None
     tags = evaluation_tags(evaluation) if evaluation else {}
     calibration = Path(args.calibration) if args.calibration and Path(args.calibration).exists() else None
+    jnd = read_json(args.jnd_metrics) if args.jnd_metrics and Path(args.jnd_metrics).exists() else None
     result = register(
         Path(args.encoder),
         Path(args.mos),
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation=evaluation,
         profile=p.data.profile,
         calibration=calibration,
+        jnd_metrics=jnd,
     )
     write_json(args.out, result)
     if result["unchanged"]:
