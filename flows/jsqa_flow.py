@@ -26,7 +26,7 @@ from prefect.runtime import flow_run
 from flows.artifacts import publish_mlflow_link, publish_scatter
 from flows.profile_switch import set_profile
 from flows.runlock import run_lock
-from flows.stages import read_stage_names, select_stages
+from flows.stages import check_params, read_stage_names, select_stages
 from jsqa.errors import JsqaError, StageFailed
 from jsqa.evaluation.comparison_report import comparison_tables
 from jsqa.evaluation.report import evaluation_tables
@@ -190,11 +190,13 @@ def jsqa_pipeline(
     """
     logger = _logger()
     root = Path(project_dir).resolve()
-    selected, forced = select_stages(read_stage_names(root), stages, force, force_downstream)
+    names = read_stage_names(root)
+    selected, forced = select_stages(names, stages, force, force_downstream)
     outcome: dict[str, str] = {}
     with run_lock(root, wait_s, label=f"flow run {flow_run.get_name() or 'outside Prefect'}", logger=logger):
         if profile is not None and set_profile(root / "params.yaml", profile):
             logger.info("params.yaml: data.profile set to %s", profile)
+        check_params(root, names)
         # Sequential on purpose: two `dvc repro` on one repository fail on DVC's lock.
         for stage in selected:
             options: dict[str, Any] = {"name": f"dvc-{stage}", "task_run_name": stage}

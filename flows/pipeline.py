@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.runlock import record_server, run_lock
-from flows.stages import read_stage_names, select_stages
+from flows.stages import check_params, read_stage_names, select_stages
 from jsqa.config import PROFILES
 from jsqa.errors import JsqaError
 
@@ -108,11 +108,13 @@ def _log_to_stderr() -> None:
 def run(parameters: dict[str, Any]) -> dict[str, str]:
     """Run the flow once in this process, holding the project's run lock from before Prefect starts.
 
-    Raises ConfigError for a bad stage name and PipelineBusy when another run holds the lock,
+    Raises ConfigError for a bad stage name or params.yaml key and PipelineBusy when another run holds the lock,
     both before Prefect is imported.
     """
     root = Path(parameters["project_dir"])
-    select_stages(read_stage_names(root), parameters["stages"], parameters["force"], parameters["force_downstream"])
+    names = read_stage_names(root)
+    select_stages(names, parameters["stages"], parameters["force"], parameters["force_downstream"])
+    check_params(root, names)
     with run_lock(root, parameters["wait_s"], label=RUN_LABEL):
         from flows.jsqa_flow import jsqa_pipeline, start_temporary_server
 
