@@ -240,7 +240,7 @@ def serve(name: str, cron: str | None, parameters: dict[str, Any]) -> None:
 
     if not PREFECT_API_URL.value():
         raise JsqaError(
-            "serve needs a Prefect server: run `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+            "serve needs a Prefect server: run `make ui-prefect` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     jsqa_pipeline.serve(
         name=name,

@@ -23,10 +23,13 @@ import argparse
 import logging
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.offline import telemetry_off
 from flows.runlock import record_server, run_lock
 from flows.stages import check_params, read_stage_names, select_stages
 from jsqa.config import PROFILES
@@ -124,11 +127,25 @@ def run(parameters: dict[str, Any]) -> dict[str, str]:
         return jsqa_pipeline(**parameters)
 
 
+def check_server(api_url: str, timeout_s: float = 3.0) -> None:
+    """Raise JsqaError in one line, saying what to run, when no Prefect server answers at ``api_url``."""
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except (urllib.error.URLError, OSError, ValueError):
+        pass
+    raise JsqaError(
+        f"no Prefect server answers at PREFECT_API_URL={api_url}: start one with `make ui-prefect` "
+        "in another terminal, then serve again"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (1 on any failure)."""
     # OpenMP threads sleep between parallel regions instead of spinning (as in jsqa.cli, which
     # says why), for anything this process and the stages it starts import torch into.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    telemetry_off()
     args = build_parser().parse_args(argv)
     _log_to_stderr()
     parameters = {
@@ -142,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.command == "serve":
+            # Before Prefect's import (seconds): an absent server is named at once.
+            if os.environ.get("PREFECT_API_URL"):  # unset: serve() reads Prefect's profile, and says
+                check_server(os.environ["PREFECT_API_URL"])
             from flows.jsqa_flow import serve
 
             serve(args.name, args.cron, parameters)

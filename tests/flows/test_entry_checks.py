@@ -71,3 +71,17 @@ def test_flow_run_fails_on_a_mistyped_key_at_once_in_one_line(blank_project, tmp
         f"jsqa-pipeline: error: {root / 'params.yaml'}: unknown key 'finetune.epoch' ({TYPO})"
     ]
     assert runs(root) == []
+
+
+def test_serve_without_a_prefect_server_says_what_to_run_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/api"
+    env = {**_env(), "PREFECT_API_URL": url}
+    cmd = [sys.executable, "-m", "flows.pipeline", "serve", "--project-dir", str(tmp_path)]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert url in done.stderr and "make ui-prefect" in done.stderr

@@ -466,3 +466,14 @@ def test_waiting_run_says_so_and_a_killed_run_leaves_no_server_in_the_way(blank_
         for pid in [first.pid, *leftovers]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_started_without_make_has_telemetry_off_in_its_stages(blank_project, tmp_path, monkeypatch):
+    from flows.offline import TELEMETRY_OFF
+
+    for name in TELEMETRY_OFF:
+        monkeypatch.delenv(name, raising=False)
+    body = f"import json, os; pathlib.Path('env.json').write_text(json.dumps({{k: os.environ.get(k) for k in {sorted(TELEMETRY_OFF)!r}}}))"
+    root = _make_project(blank_project, tmp_path / "proj", {"env": {"cmd": _cmd("env", body), "outs": ["env.json"]}})
+    assert main(["run", "--project-dir", str(root)]) == 0
+    assert json.loads((root / "env.json").read_text()) == TELEMETRY_OFF
