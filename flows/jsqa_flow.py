@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,33 @@ _CLI_ERROR = re.compile(r"^[\w.-]+( [\w.-]+)?: error: ")
 RETRIED_STAGES: dict[str, tuple[int, list[float]]] = {"acquire": (2, [2.0, 10.0]), "register": (1, [10.0])}
 # Deployment runs of one project must not overlap (DVC's lock would fail the second part-way).
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+# Process groups of the `dvc repro` commands running now: each starts in its own group (so a
+# Ctrl-C in the terminal does not hit DVC and the stage half-way) and stop_stages() ends them all.
+_RUNNING: set[int] = set()
+
+
+def stop_stages(grace_s: float = 10.0) -> None:
+    """SIGTERM every running ``dvc repro`` with its stage processes; SIGKILL what is left after ``grace_s``."""
+    groups = list(_RUNNING)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                _RUNNING.discard(pgid)
+        deadline = time.monotonic() + grace_s
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -84,16 +113,24 @@ def run_stage(stage: str, project_dir: str, force: bool = False) -> str:
         encoding="utf-8",
         errors="replace",
         bufsize=1,
+        start_new_session=True,
     ) as proc:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if not line:
-                continue
-            tail.append(line)
-            ran = ran or started in line
-            logger.info("[%s] %s", stage, line)
-        code = proc.wait()
+        _RUNNING.add(proc.pid)
+        try:
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if not line:
+                    continue
+                tail.append(line)
+                ran = ran or started in line
+                logger.info("[%s] %s", stage, line)
+            code = proc.wait()
+        except BaseException:
+            stop_stages()  # the flow is stopping (a signal, a crash): DVC and the stage go with it
+            raise
+        finally:
+            _RUNNING.discard(proc.pid)
     if code != 0:
         raise StageFailed(
             f"stage '{stage}' failed: {error_line(list(tail), code)}\nlast output of dvc repro:\n" + "\n".join(tail)

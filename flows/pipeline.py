@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import urllib.error
 import urllib.request
@@ -140,6 +141,14 @@ def check_server(api_url: str, timeout_s: float = 3.0) -> None:
     )
 
 
+def _stop_on_term(signum: int, frame: object) -> None:
+    """SIGTERM: stop the running stage's process group now, then unwind as Ctrl-C does."""
+    from flows.jsqa_flow import stop_stages
+
+    stop_stages()
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (1 on any failure)."""
     # OpenMP threads sleep between parallel regions instead of spinning (as in jsqa.cli, which
@@ -166,7 +175,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             serve(args.name, args.cron, parameters)
             return 0
-        outcome = run(parameters)
+        signal.signal(signal.SIGTERM, _stop_on_term)
+        try:
+            outcome = run(parameters)
+        except BaseException:  # Ctrl-C, a crash: no stage keeps running behind the user's back
+            if "flows.jsqa_flow" in sys.modules:
+                sys.modules["flows.jsqa_flow"].stop_stages()
+            raise
         from flows.jsqa_flow import metrics_markdown
 
         report = metrics_markdown(parameters["project_dir"])

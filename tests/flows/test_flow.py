@@ -477,3 +477,20 @@ def test_a_run_started_without_make_has_telemetry_off_in_its_stages(blank_projec
     root = _make_project(blank_project, tmp_path / "proj", {"env": {"cmd": _cmd("env", body), "outs": ["env.json"]}})
     assert main(["run", "--project-dir", str(root)]) == 0
     assert json.loads((root / "env.json").read_text()) == TELEMETRY_OFF
+
+
+def test_sigterm_to_a_run_stops_its_dvc_and_stage(blank_project, tmp_path):
+    body = "import os, time; pathlib.Path('stage.pid').write_text(str(os.getpid())); time.sleep(300)"
+    root = _make_project(blank_project, tmp_path / "proj", {"slow": {"cmd": _cmd("slow", body), "outs": ["x"]}})
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        run = subprocess.Popen(_cli(root), env=_cli_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        stage = int(
+            _until("the stage", lambda: (root / "stage.pid").exists() and (root / "stage.pid").read_text(), 240, log)
+        )
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(60) != 0
+        _until("the stage to stop", lambda: not _alive(stage), 15, log)
+    finally:
+        run.kill()
