@@ -44,6 +44,8 @@ _CLI_ERROR = re.compile(r"^[\w.-]+( [\w.-]+)?: error: ")
 # would fail the same way. Value: (retries, delay before each retry, s). A retried register may
 # leave one extra, unpromoted version behind; the champion decision is taken afresh.
 RETRIED_STAGES: dict[str, tuple[int, list[float]]] = {"acquire": (2, [2.0, 10.0]), "register": (1, [10.0])}
+# What `dvc repro` prints when another DVC process holds the repository's lock (dvc/lock.py).
+DVC_LOCKED = "Unable to acquire lock"
 # Deployment runs of one project must not overlap (DVC's lock would fail the second part-way).
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
 
@@ -73,6 +75,28 @@ def _group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+class DvcLocked(StageFailed):
+    """Another DVC process holds the repository's lock: not worth a retry (it is no download blip)."""
+
+
+def dvc_lock_holder(project_dir: str | Path) -> str:
+    """Who holds DVC's repository lock: "pid N (command line)" from ``.dvc/tmp/lock`` (zc.lockfile writes the pid)."""
+    try:
+        pid = int((Path(project_dir) / ".dvc" / "tmp" / "lock").read_text().strip())
+    except (OSError, ValueError):
+        return "another DVC process"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"pid {pid}"
+    return f"pid {pid} ({cmdline})"
+
+
+def _not_locked(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry a retried stage unless DVC's lock stopped it."""
+    return not isinstance(state.data, DvcLocked)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -131,6 +155,11 @@ def run_stage(stage: str, project_dir: str, force: bool = False) -> str:
             raise
         finally:
             _RUNNING.discard(proc.pid)
+    if code != 0 and any(DVC_LOCKED in line for line in tail):
+        raise DvcLocked(
+            f"stage '{stage}' failed: DVC's lock on {project_dir} is held by {dvc_lock_holder(project_dir)}; "
+            "wait for it to finish or stop it, then run again"
+        )
     if code != 0:
         raise StageFailed(
             f"stage '{stage}' failed: {error_line(list(tail), code)}\nlast output of dvc repro:\n" + "\n".join(tail)
@@ -239,6 +268,7 @@ def jsqa_pipeline(
             options: dict[str, Any] = {"name": f"dvc-{stage}", "task_run_name": stage}
             if stage in RETRIED_STAGES:
                 options["retries"], options["retry_delay_seconds"] = RETRIED_STAGES[stage]
+                options["retry_condition_fn"] = _not_locked
             outcome[stage] = run_stage.with_options(**options)(stage, str(root), force=stage in forced)
     logger.info("stages: %s", ", ".join(f"{s}={r}" for s, r in outcome.items()))
     report = metrics_markdown(root)

@@ -494,3 +494,22 @@ def test_sigterm_to_a_run_stops_its_dvc_and_stage(blank_project, tmp_path):
         _until("the stage to stop", lambda: not _alive(stage), 15, log)
     finally:
         run.kill()
+
+
+def test_a_dvc_lock_is_not_retried_and_names_its_holder(blank_project, tmp_path):
+    import zc.lockfile
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    root = _make_project(blank_project, tmp_path / "proj", {"acquire": {"cmd": _cmd("acquire", ""), "outs": []}})
+    lock = zc.lockfile.LockFile(str(root / ".dvc" / "tmp" / "lock"))  # what a running `dvc` holds
+    try:
+        state = jsqa_pipeline(project_dir=str(root), return_state=True)
+    finally:
+        lock.close()
+    with pytest.raises(StageFailed, match=f"DVC's lock on .* is held by pid {os.getpid()} "):
+        state.result()
+    with get_client(sync_client=True) as client:
+        flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        (task_run,) = client.read_task_runs(flow_run_filter=flow_filter)
+    assert task_run.run_count == 1  # acquire is retried for downloads, not for a lock
+    assert _runs(root) == []
