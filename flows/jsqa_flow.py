@@ -22,12 +22,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.runtime import flow_run
 
 from flows.artifacts import publish_mlflow_link, publish_scatter
 from flows.profile_switch import set_profile
-from flows.runlock import run_lock
+from flows.runlock import killed_run, record_flow_run, run_lock
 from flows.stages import check_params, read_stage_names, select_stages
 from jsqa.errors import JsqaError, StageFailed
 from jsqa.evaluation.comparison_report import comparison_tables
@@ -106,6 +106,30 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return log
+
+
+def _crash_killed_flow_run(root: Path, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Mark Crashed the flow run of a killed run of this project (named in the lock) if still Running.
+
+    A SIGKILLed flow process reports nothing, so Prefect would show its run as Running for ever.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    left = killed_run(root).get("flow_run_id")
+    current = flow_run.get_id()
+    if left and left != current:
+        with get_client(sync_client=True) as client:
+            try:
+                state = client.read_flow_run(left).state
+            except ObjectNotFound:  # recorded on another Prefect server
+                state = None
+            if state is not None and state.is_running():
+                message = f"its process (pid {killed_run(root).get('pid')}) was killed; marked by the next run"
+                client.set_flow_run_state(left, Crashed(message=message), force=True)
+                logger.warning("flow run %s was left Running by a killed process: marked Crashed", left)
+    if current:
+        record_flow_run(root, current)
 
 
 @task(name="run_stage", task_run_name="{stage}", cache_policy=NO_CACHE)
@@ -263,6 +287,7 @@ def jsqa_pipeline(
         if profile is not None and set_profile(root / "params.yaml", profile):
             logger.info("params.yaml: data.profile set to %s", profile)
         check_params(root, names)
+        _crash_killed_flow_run(root, logger)
         # Sequential on purpose: two `dvc repro` on one repository fail on DVC's lock.
         for stage in selected:
             options: dict[str, Any] = {"name": f"dvc-{stage}", "task_run_name": stage}

@@ -513,3 +513,20 @@ def test_a_dvc_lock_is_not_retried_and_names_its_holder(blank_project, tmp_path)
         (task_run,) = client.read_task_runs(flow_run_filter=flow_filter)
     assert task_run.run_count == 1  # acquire is retried for downloads, not for a lock
     assert _runs(root) == []
+
+
+def test_the_next_run_marks_a_killed_runs_flow_run_crashed(blank_project, tmp_path):
+    from prefect.states import Running
+
+    from flows.runlock import lock_path
+
+    root = _make_project(blank_project, tmp_path / "proj", {"a": {"cmd": _cmd("a", ""), "outs": []}})
+    with get_client(sync_client=True) as client:
+        killed = client.create_flow_run(jsqa_pipeline, state=Running())
+    # What a SIGKILLed run leaves: its flow run Running, its record in the run lock.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock_path(root).write_text(json.dumps({"pid": int(dead.stdout), "host": "h", "flow_run_id": str(killed.id)}))
+    jsqa_pipeline(project_dir=str(root))
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(killed.id).state
+    assert state.type.value == "CRASHED" and "was killed" in state.message
