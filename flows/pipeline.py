@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.moved import check_not_moved
 from flows.offline import telemetry_off
 from flows.runlock import record_server, run_lock
 from flows.stages import check_params, read_stage_names, select_stages
@@ -119,6 +120,7 @@ def run(parameters: dict[str, Any]) -> dict[str, str]:
     names = read_stage_names(root)
     select_stages(names, parameters["stages"], parameters["force"], parameters["force_downstream"])
     check_params(root, names)
+    check_not_moved(root)
     with run_lock(root, parameters["wait_s"], label=RUN_LABEL):
         from flows.jsqa_flow import jsqa_pipeline, start_temporary_server
 
@@ -156,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     telemetry_off()
     args = build_parser().parse_args(argv)
+    # Prefect's database in the project, as under make: it moves with it, and runs are per project.
+    os.environ.setdefault("PREFECT_HOME", str(Path(args.project_dir).resolve() / ".prefect"))
     _log_to_stderr()
     parameters = {
         "project_dir": str(Path(args.project_dir).resolve()),

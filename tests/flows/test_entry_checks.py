@@ -85,3 +85,22 @@ def test_serve_without_a_prefect_server_says_what_to_run_in_one_line(tmp_path):
     assert done.returncode == 1
     assert len(done.stderr.splitlines()) == 1, done.stderr
     assert url in done.stderr and "make ui-prefect" in done.stderr
+
+
+def test_a_moved_project_says_what_to_run_before_any_stage(blank_project, tmp_path, empty_mlflow_store, monkeypatch):
+    from jsqa.tracking import configure
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # configure() exports it: restored after
+
+    old = _jsqa_project(blank_project, tmp_path / "old")
+    empty_mlflow_store(old / "mlflow.db")
+    configure(old)  # the store records old/mlartifacts, as after a first run
+    new = tmp_path / "new"
+    old.rename(new)
+    cmd = [sys.executable, "-m", "flows.pipeline", "run", "--project-dir", str(new)]
+    env = {k: v for k, v in _env().items() if k != "MLFLOW_TRACKING_URI"}
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert f"keeps its artifacts in {old / 'mlartifacts'}" in line and f"`mv {new / 'mlflow.db'} " in line
+    assert runs(new) == []
