@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
-# Telemetry off: offline by default, and CI must not phone home.
+# Telemetry off: offline by default, and CI must not phone home. The same list is in flows/offline.py,
+# which covers runs started without make (python -m flows.pipeline run).
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false

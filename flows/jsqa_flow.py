@@ -11,8 +11,10 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-from prefect.exceptions import MissingContextError
+from prefect.exceptions import MissingContextError, ObjectNotFound
 from prefect.runtime import flow_run
 
 from flows.artifacts import publish_mlflow_link, publish_scatter
 from flows.profile_switch import set_profile
-from flows.runlock import run_lock
-from flows.stages import read_stage_names, select_stages
+from flows.runlock import killed_run, record_flow_run, run_lock
+from flows.stages import check_params, read_stage_names, select_stages
 from jsqa.errors import JsqaError, StageFailed
 from jsqa.evaluation.comparison_report import comparison_tables
 from jsqa.evaluation.report import evaluation_tables
@@ -42,8 +44,59 @@ _CLI_ERROR = re.compile(r"^[\w.-]+( [\w.-]+)?: error: ")
 # would fail the same way. Value: (retries, delay before each retry, s). A retried register may
 # leave one extra, unpromoted version behind; the champion decision is taken afresh.
 RETRIED_STAGES: dict[str, tuple[int, list[float]]] = {"acquire": (2, [2.0, 10.0]), "register": (1, [10.0])}
+# What `dvc repro` prints when another DVC process holds the repository's lock (dvc/lock.py).
+DVC_LOCKED = "Unable to acquire lock"
 # Deployment runs of one project must not overlap (DVC's lock would fail the second part-way).
 ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE)
+
+
+# Process groups of the `dvc repro` commands running now: each starts in its own group (so a
+# Ctrl-C in the terminal does not hit DVC and the stage half-way) and stop_stages() ends them all.
+_RUNNING: set[int] = set()
+
+
+def stop_stages(grace_s: float = 10.0) -> None:
+    """SIGTERM every running ``dvc repro`` with its stage processes; SIGKILL what is left after ``grace_s``."""
+    groups = list(_RUNNING)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pgid in groups:
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                _RUNNING.discard(pgid)
+        deadline = time.monotonic() + grace_s
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+            time.sleep(0.1)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class DvcLocked(StageFailed):
+    """Another DVC process holds the repository's lock: not worth a retry (it is no download blip)."""
+
+
+def dvc_lock_holder(project_dir: str | Path) -> str:
+    """Who holds DVC's repository lock: "pid N (command line)" from ``.dvc/tmp/lock`` (zc.lockfile writes the pid)."""
+    try:
+        pid = int((Path(project_dir) / ".dvc" / "tmp" / "lock").read_text().strip())
+    except (OSError, ValueError):
+        return "another DVC process"
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"pid {pid}"
+    return f"pid {pid} ({cmdline})"
+
+
+def _not_locked(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect's retry condition: retry a retried stage unless DVC's lock stopped it."""
+    return not isinstance(state.data, DvcLocked)
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter:
@@ -53,6 +106,30 @@ def _logger() -> logging.Logger | logging.LoggerAdapter:
         return get_run_logger()
     except MissingContextError:
         return log
+
+
+def _crash_killed_flow_run(root: Path, logger: logging.Logger | logging.LoggerAdapter) -> None:
+    """Mark Crashed the flow run of a killed run of this project (named in the lock) if still Running.
+
+    A SIGKILLed flow process reports nothing, so Prefect would show its run as Running for ever.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    left = killed_run(root).get("flow_run_id")
+    current = flow_run.get_id()
+    if left and left != current:
+        with get_client(sync_client=True) as client:
+            try:
+                state = client.read_flow_run(left).state
+            except ObjectNotFound:  # recorded on another Prefect server
+                state = None
+            if state is not None and state.is_running():
+                message = f"its process (pid {killed_run(root).get('pid')}) was killed; marked by the next run"
+                client.set_flow_run_state(left, Crashed(message=message), force=True)
+                logger.warning("flow run %s was left Running by a killed process: marked Crashed", left)
+    if current:
+        record_flow_run(root, current)
 
 
 @task(name="run_stage", task_run_name="{stage}", cache_policy=NO_CACHE)
@@ -84,16 +161,29 @@ def run_stage(stage: str, project_dir: str, force: bool = False) -> str:
         encoding="utf-8",
         errors="replace",
         bufsize=1,
+        start_new_session=True,
     ) as proc:
         assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            if not line:
-                continue
-            tail.append(line)
-            ran = ran or started in line
-            logger.info("[%s] %s", stage, line)
-        code = proc.wait()
+        _RUNNING.add(proc.pid)
+        try:
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if not line:
+                    continue
+                tail.append(line)
+                ran = ran or started in line
+                logger.info("[%s] %s", stage, line)
+            code = proc.wait()
+        except BaseException:
+            stop_stages()  # the flow is stopping (a signal, a crash): DVC and the stage go with it
+            raise
+        finally:
+            _RUNNING.discard(proc.pid)
+    if code != 0 and any(DVC_LOCKED in line for line in tail):
+        raise DvcLocked(
+            f"stage '{stage}' failed: DVC's lock on {project_dir} is held by {dvc_lock_holder(project_dir)}; "
+            "wait for it to finish or stop it, then run again"
+        )
     if code != 0:
         raise StageFailed(
             f"stage '{stage}' failed: {error_line(list(tail), code)}\nlast output of dvc repro:\n" + "\n".join(tail)
@@ -190,16 +280,20 @@ def jsqa_pipeline(
     """
     logger = _logger()
     root = Path(project_dir).resolve()
-    selected, forced = select_stages(read_stage_names(root), stages, force, force_downstream)
+    names = read_stage_names(root)
+    selected, forced = select_stages(names, stages, force, force_downstream)
     outcome: dict[str, str] = {}
     with run_lock(root, wait_s, label=f"flow run {flow_run.get_name() or 'outside Prefect'}", logger=logger):
         if profile is not None and set_profile(root / "params.yaml", profile):
             logger.info("params.yaml: data.profile set to %s", profile)
+        check_params(root, names)
+        _crash_killed_flow_run(root, logger)
         # Sequential on purpose: two `dvc repro` on one repository fail on DVC's lock.
         for stage in selected:
             options: dict[str, Any] = {"name": f"dvc-{stage}", "task_run_name": stage}
             if stage in RETRIED_STAGES:
                 options["retries"], options["retry_delay_seconds"] = RETRIED_STAGES[stage]
+                options["retry_condition_fn"] = _not_locked
             outcome[stage] = run_stage.with_options(**options)(stage, str(root), force=stage in forced)
     logger.info("stages: %s", ", ".join(f"{s}={r}" for s, r in outcome.items()))
     report = metrics_markdown(root)
@@ -238,7 +332,7 @@ def serve(name: str, cron: str | None, parameters: dict[str, Any]) -> None:
 
     if not PREFECT_API_URL.value():
         raise JsqaError(
-            "serve needs a Prefect server: run `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
+            "serve needs a Prefect server: run `make ui-prefect` and set PREFECT_API_URL=http://127.0.0.1:4200/api"
         )
     jsqa_pipeline.serve(
         name=name,

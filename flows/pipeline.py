@@ -22,13 +22,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.moved import check_not_moved
+from flows.offline import telemetry_off
 from flows.runlock import record_server, run_lock
-from flows.stages import read_stage_names, select_stages
+from flows.stages import check_params, read_stage_names, select_stages
 from jsqa.config import PROFILES
 from jsqa.errors import JsqaError
 
@@ -108,11 +113,14 @@ def _log_to_stderr() -> None:
 def run(parameters: dict[str, Any]) -> dict[str, str]:
     """Run the flow once in this process, holding the project's run lock from before Prefect starts.
 
-    Raises ConfigError for a bad stage name and PipelineBusy when another run holds the lock,
+    Raises ConfigError for a bad stage name or params.yaml key and PipelineBusy when another run holds the lock,
     both before Prefect is imported.
     """
     root = Path(parameters["project_dir"])
-    select_stages(read_stage_names(root), parameters["stages"], parameters["force"], parameters["force_downstream"])
+    names = read_stage_names(root)
+    select_stages(names, parameters["stages"], parameters["force"], parameters["force_downstream"])
+    check_params(root, names)
+    check_not_moved(root)
     with run_lock(root, parameters["wait_s"], label=RUN_LABEL):
         from flows.jsqa_flow import jsqa_pipeline, start_temporary_server
 
@@ -122,12 +130,36 @@ def run(parameters: dict[str, Any]) -> dict[str, str]:
         return jsqa_pipeline(**parameters)
 
 
+def check_server(api_url: str, timeout_s: float = 3.0) -> None:
+    """Raise JsqaError in one line, saying what to run, when no Prefect server answers at ``api_url``."""
+    try:
+        with urllib.request.urlopen(api_url.rstrip("/") + "/health", timeout=timeout_s):
+            return
+    except (urllib.error.URLError, OSError, ValueError):
+        pass
+    raise JsqaError(
+        f"no Prefect server answers at PREFECT_API_URL={api_url}: start one with `make ui-prefect` "
+        "in another terminal, then serve again"
+    )
+
+
+def _stop_on_term(signum: int, frame: object) -> None:
+    """SIGTERM: stop the running stage's process group now, then unwind as Ctrl-C does."""
+    from flows.jsqa_flow import stop_stages
+
+    stop_stages()
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the process exit code (1 on any failure)."""
     # OpenMP threads sleep between parallel regions instead of spinning (as in jsqa.cli, which
     # says why), for anything this process and the stages it starts import torch into.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    telemetry_off()
     args = build_parser().parse_args(argv)
+    # Prefect's database in the project, as under make: it moves with it, and runs are per project.
+    os.environ.setdefault("PREFECT_HOME", str(Path(args.project_dir).resolve() / ".prefect"))
     _log_to_stderr()
     parameters = {
         "project_dir": str(Path(args.project_dir).resolve()),
@@ -140,11 +172,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         if args.command == "serve":
+            # Before Prefect's import (seconds): an absent server is named at once.
+            if os.environ.get("PREFECT_API_URL"):  # unset: serve() reads Prefect's profile, and says
+                check_server(os.environ["PREFECT_API_URL"])
             from flows.jsqa_flow import serve
 
             serve(args.name, args.cron, parameters)
             return 0
-        outcome = run(parameters)
+        signal.signal(signal.SIGTERM, _stop_on_term)
+        try:
+            outcome = run(parameters)
+        except BaseException:  # Ctrl-C, a crash: no stage keeps running behind the user's back
+            if "flows.jsqa_flow" in sys.modules:
+                sys.modules["flows.jsqa_flow"].stop_stages()
+            raise
         from flows.jsqa_flow import metrics_markdown
 
         report = metrics_markdown(parameters["project_dir"])

@@ -100,6 +100,20 @@ def record_server(project_dir: str | Path, pid: int) -> None:
     _write(fh, {**_read(fh), "server_pid": pid})
 
 
+def record_flow_run(project_dir: str | Path, flow_run_id: str) -> None:
+    """Note in the held lock the Prefect flow run this is, so the next run can mark it Crashed if it dies."""
+    fh = (_HELD.get() or {}).get(lock_path(project_dir).resolve())
+    if fh is None:
+        raise RuntimeError(f"record_flow_run: the run lock of {project_dir} is not held here")
+    _write(fh, {**_read(fh), "flow_run_id": flow_run_id})
+
+
+def killed_run(project_dir: str | Path) -> dict:
+    """The lock record a killed run left (pid, host, flow_run_id, ...), as found by this run; {} if none."""
+    fh = (_HELD.get() or {}).get(lock_path(project_dir).resolve())
+    return _read(fh).get("killed_run") or {} if fh is not None else {}
+
+
 def _is_prefect_server(pid: int) -> bool:
     # The pid may have been reused since: only a Prefect API server process qualifies.
     try:
@@ -174,10 +188,13 @@ def run_lock(
     with open(path, "a+", encoding="utf-8") as fh:
         _acquire(fh, path, project_dir, wait_s, logger)
         # A record left in the file means its holder died without cleaning up.
-        _stop_leftover_server(_read(fh), logger)
+        left = _read(fh)
+        _stop_leftover_server(left, logger)
         token = _HELD.set({**held, path: fh})
         try:
             _record(fh, label)
+            if left:  # kept for the flow, which marks the killed run's flow run Crashed
+                _write(fh, {**_read(fh), "killed_run": left})
             yield path
         finally:
             _HELD.reset(token)

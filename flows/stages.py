@@ -8,7 +8,12 @@ from pathlib import Path
 
 import yaml
 
+from jsqa.config import load_params
 from jsqa.errors import ConfigError
+from jsqa.stages import STAGES
+
+# The stage that checks the whole of params.yaml (jsqa/stages.py): its presence marks a jsqa project.
+PARAMS_CHECK_STAGE = STAGES[0].name
 
 
 def read_stage_names(project_dir: str | Path) -> list[str]:
@@ -54,3 +59,14 @@ def select_stages(
         first = min(selected.index(name) for name in forced)
         forced = set(selected[first:])
     return selected, forced
+
+
+def check_params(project_dir: str | Path, stage_names: Sequence[str]) -> None:
+    """Read a jsqa project's params.yaml as the stages will, before any of them runs.
+
+    Raises ConfigError naming the file and key (with "did you mean"), so a mistyped key fails the
+    run at once, even when DVC would find every stage up to date. Projects without the params
+    check stage (not jsqa's) are left alone.
+    """
+    if PARAMS_CHECK_STAGE in stage_names:
+        load_params(Path(project_dir) / "params.yaml")

@@ -77,6 +77,19 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temp_dirs(path: str | Path) -> list[Path]:
+    """Remove the temporary folders :func:`atomic_dir` left beside ``path`` when its process was killed.
+
+    Only for a caller that is the sole writer of ``path`` (a DVC stage, under DVC's lock): another
+    writer's folder in progress would go too. Returns what was removed.
+    """
+    path = Path(path)
+    stale = [p for p in path.parent.glob(f".{path.name}.*") if p.is_dir()] if path.parent.is_dir() else []
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

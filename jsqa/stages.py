@@ -55,7 +55,7 @@ class Stage:
     cmd: str
     entry: str
     inputs: tuple[str, ...] = ()
-    params: tuple[str, ...] = ()
+    params: tuple[Any, ...] = ()
     outs: tuple[Any, ...] = ()
     metrics: tuple[Any, ...] = ()
     plots: tuple[Any, ...] = ()
@@ -88,6 +88,9 @@ _FINETUNE = (
 )
 
 STAGES: tuple[Stage, ...] = (
+    # Depends on the whole of params.yaml, so any edit (a mistyped key included) makes it stale and
+    # the next `dvc repro` checks the file, even when no other stage would run.
+    Stage("check_params", "bin/jsqa check-params", "jsqa.cli.check_params", params=({"params.yaml": None},)),
     Stage(
         "acquire",
         "bin/jsqa acquire --out data/raw --manifests data/manifests",

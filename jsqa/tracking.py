@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,10 @@ EXPERIMENT_KIND = "custom_model_development"
 # read from the address's `workflowType` parameter, else from the browser's saved choice, else
 # GenAI (an empty overview here). Addresses into the UI carry the parameter.
 UI_VIEW_QUERY = "workflowType=machine_learning"
+# The process that owns a run, so a later run can tell one whose process died (SIGKILL, a power
+# cut) from one still going: MLflow leaves a killed process's run RUNNING for ever.
+PID_TAG = "jsqa.pid"
+HOST_TAG = "jsqa.host"
 
 
 # URIs this process derived itself. mlflow.set_tracking_uri / set_registry_uri also export
@@ -100,16 +105,49 @@ def git_commit(root: str | Path = ".") -> str:
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: dict[str, Any], root: str | Path = ".") -> Iterator[mlflow.ActiveRun]:
-    """An MLflow run for one pipeline stage, tagged with the stage, git commit and version."""
-    configure(root)
+    """An MLflow run for one pipeline stage, tagged with the stage, git commit, version and process.
+
+    Runs left RUNNING by a dead process of this host are marked KILLED first (:func:`end_dead_runs`).
+    """
+    end_dead_runs(configure(root))
     tags = {
         "dvc_stage": stage,
         "git_commit": git_commit(root),
         "jsqa_version": jsqa.__version__,
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
     }
     with mlflow.start_run(run_name=stage, tags=tags) as run:
         mlflow.log_params({k: _param_str(v) for k, v in params.items()})
         yield run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def end_dead_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the experiment's RUNNING runs whose process (pid tag, this host) is gone; return their ids."""
+    client = mlflow.MlflowClient()
+    host = socket.gethostname()
+    running = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'")
+    dead = [
+        r.info.run_id
+        for r in running
+        if r.data.tags.get(HOST_TAG) == host
+        and r.data.tags.get(PID_TAG, "").isdigit()
+        and not _alive(int(r.data.tags[PID_TAG]))
+    ]
+    for run_id in dead:
+        log.warning("MLflow run %s was left RUNNING by a process that is gone: marked KILLED", run_id)
+        client.set_terminated(run_id, status="KILLED")
+    return dead
 
 
 def _param_str(v: Any) -> str:

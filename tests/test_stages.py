@@ -144,6 +144,8 @@ def test_execution_keys_are_real_leaves_and_never_listed(doc):
         assert param_leaves(key) == {key}
     for name, stage in doc["stages"].items():
         for key in stage.get("params", []):
+            if isinstance(key, dict):  # the params check stage reads the whole file
+                continue
             assert not (param_leaves(key) & EXECUTION_KEYS), (name, key)
 
 
@@ -211,7 +213,10 @@ def _set(project: Path, key: str, value: object) -> None:
 
 
 def _status(project: Path) -> dict:
-    return json.loads(_dvc(project, "status", "--json") or "{}")
+    """``dvc status`` less the params check stage, which any edit of params.yaml makes stale (cheap, by design)."""
+    status = json.loads(_dvc(project, "status", "--json") or "{}")
+    status.pop(STAGES[0].name, None)
+    return status
 
 
 @pytest.fixture(scope="module")

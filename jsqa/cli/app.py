@@ -15,6 +15,7 @@ import sys
 from jsqa.cli import (
     acquire,
     calibrate,
+    check_params,
     compare,
     evaluate,
     export,
@@ -32,6 +33,7 @@ from jsqa.errors import JsqaError
 
 # In dvc.yaml order; `finetune` also serves the finetune_scratch stage.
 COMMANDS = (
+    check_params,
     acquire,
     validate,
     pairs,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from jsqa.cli.common import csv_args, mos_manifest, params, stage_parser
+from jsqa.train.signals import Stopped, raise_on_signals
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     import mlflow
 
     from jsqa.config import to_flat_dict
-    from jsqa.io import write_json
+    from jsqa.io import remove_stale_temp_dirs, write_json
+    from jsqa.models.seeds import seeds_dir
     from jsqa.tracking import log_epoch, stage_run
     from jsqa.train.finetune import finetune_seeds
 
@@ -48,25 +51,34 @@ def run(args: argparse.Namespace) -> int:
         prefix = "" if seed == p.seed else f"seed{seed}_"
         return lambda e, m: log_epoch({prefix + k: v for k, v in m.items()}, e)
 
-    with stage_run(stage, flat, args.root):
-        summary = finetune_seeds(
-            manifest,
-            p.model,
-            p.finetune,
-            p.seed,
-            Path(args.out),
-            encoder_ckpt=encoder,
-            sample_rate=p.data.sample_rate,
-            root=args.root,
-            on_epoch=on_epoch,
-            deterministic=p.train.deterministic,
-            data_profile=p.data.profile,
-        )
-        best = _log_summary(summary)
-        write_json(args.metrics, summary)
-        if args.curves:
-            _write_curves(summary, Path(args.curves), flat["init"])
-        mlflow.log_artifact(args.out)
+    # SIGTERM/Ctrl-C unwind through the atomic writes and the MLflow run (marked failed), so a stopped
+    # run leaves no half-written output; the temp folders of a SIGKILLed one are removed first.
+    remove_stale_temp_dirs(seeds_dir(args.out))
+    try:
+        with raise_on_signals():
+            with stage_run(stage, flat, args.root):
+                summary = finetune_seeds(
+                    manifest,
+                    p.model,
+                    p.finetune,
+                    p.seed,
+                    Path(args.out),
+                    encoder_ckpt=encoder,
+                    sample_rate=p.data.sample_rate,
+                    root=args.root,
+                    on_epoch=on_epoch,
+                    deterministic=p.train.deterministic,
+                    data_profile=p.data.profile,
+                )
+                best = _log_summary(summary)
+                write_json(args.metrics, summary)
+                if args.curves:
+                    _write_curves(summary, Path(args.curves), flat["init"])
+                mlflow.log_artifact(args.out)
+    except Stopped as exc:
+        Path(args.out).unlink(missing_ok=True)  # the first seed's model alone is not the stage's output
+        print(f"{stage}: {exc}; the stage did not finish, run it again", file=sys.stderr)
+        return 128 + exc.signum
     _print_summary(stage, args.out, best, summary)
     return 0
 

@@ -55,3 +55,37 @@ def stop_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[StopReq
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+class Stopped(BaseException):
+    """Raised by :func:`raise_on_signals`. A BaseException, as KeyboardInterrupt is, so that no
+    ``except Exception`` swallows it, while every ``with`` and ``finally`` on the way up cleans up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def raise_on_signals(signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block, SIGTERM/SIGINT raise :class:`Stopped` where the code is.
+
+    For work with no step boundary to stop at (fine-tuning writes its outputs atomically, so an
+    interrupted run leaves nothing half-written); SIGTERM's default would end the process at once,
+    skipping that cleanup. Handlers are restored after; signals the parent ignored stay ignored.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {s: h for s in signals if (h := signal.getsignal(s)) is not signal.SIG_IGN}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

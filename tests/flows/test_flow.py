@@ -466,3 +466,67 @@ def test_waiting_run_says_so_and_a_killed_run_leaves_no_server_in_the_way(blank_
         for pid in [first.pid, *leftovers]:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_started_without_make_has_telemetry_off_in_its_stages(blank_project, tmp_path, monkeypatch):
+    from flows.offline import TELEMETRY_OFF
+
+    for name in TELEMETRY_OFF:
+        monkeypatch.delenv(name, raising=False)
+    body = f"import json, os; pathlib.Path('env.json').write_text(json.dumps({{k: os.environ.get(k) for k in {sorted(TELEMETRY_OFF)!r}}}))"
+    root = _make_project(blank_project, tmp_path / "proj", {"env": {"cmd": _cmd("env", body), "outs": ["env.json"]}})
+    assert main(["run", "--project-dir", str(root)]) == 0
+    assert json.loads((root / "env.json").read_text()) == TELEMETRY_OFF
+
+
+def test_sigterm_to_a_run_stops_its_dvc_and_stage(blank_project, tmp_path):
+    body = "import os, time; pathlib.Path('stage.pid').write_text(str(os.getpid())); time.sleep(300)"
+    root = _make_project(blank_project, tmp_path / "proj", {"slow": {"cmd": _cmd("slow", body), "outs": ["x"]}})
+    log = tmp_path / "run.log"
+    with open(log, "w") as out:
+        run = subprocess.Popen(_cli(root), env=_cli_env(tmp_path), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        stage = int(
+            _until("the stage", lambda: (root / "stage.pid").exists() and (root / "stage.pid").read_text(), 240, log)
+        )
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(60) != 0
+        _until("the stage to stop", lambda: not _alive(stage), 15, log)
+    finally:
+        run.kill()
+
+
+def test_a_dvc_lock_is_not_retried_and_names_its_holder(blank_project, tmp_path):
+    import zc.lockfile
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    root = _make_project(blank_project, tmp_path / "proj", {"acquire": {"cmd": _cmd("acquire", ""), "outs": []}})
+    lock = zc.lockfile.LockFile(str(root / ".dvc" / "tmp" / "lock"))  # what a running `dvc` holds
+    try:
+        state = jsqa_pipeline(project_dir=str(root), return_state=True)
+    finally:
+        lock.close()
+    with pytest.raises(StageFailed, match=f"DVC's lock on .* is held by pid {os.getpid()} "):
+        state.result()
+    with get_client(sync_client=True) as client:
+        flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        (task_run,) = client.read_task_runs(flow_run_filter=flow_filter)
+    assert task_run.run_count == 1  # acquire is retried for downloads, not for a lock
+    assert _runs(root) == []
+
+
+def test_the_next_run_marks_a_killed_runs_flow_run_crashed(blank_project, tmp_path):
+    from prefect.states import Running
+
+    from flows.runlock import lock_path
+
+    root = _make_project(blank_project, tmp_path / "proj", {"a": {"cmd": _cmd("a", ""), "outs": []}})
+    with get_client(sync_client=True) as client:
+        killed = client.create_flow_run(jsqa_pipeline, state=Running())
+    # What a SIGKILLed run leaves: its flow run Running, its record in the run lock.
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock_path(root).write_text(json.dumps({"pid": int(dead.stdout), "host": "h", "flow_run_id": str(killed.id)}))
+    jsqa_pipeline(project_dir=str(root))
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(killed.id).state
+    assert state.type.value == "CRASHED" and "was killed" in state.message
