@@ -32,8 +32,10 @@ def mlflow_ui_base(explicit: str | None = None) -> str:
 
 
 def mlflow_run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of one run."""
-    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    """The MLflow UI page of one run, in the UI's Model training view (:data:`jsqa.tracking.UI_VIEW_QUERY`)."""
+    from jsqa.tracking import UI_VIEW_QUERY  # here: jsqa.tracking loads MLflow, which the other artifacts never need
+
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?{UI_VIEW_QUERY}"
 
 
 def publish_mlflow_link(project_dir: str | Path, ui_base: str | None = None) -> str | None:

@@ -187,7 +187,10 @@ def test_each_run_publishes_metrics_link_and_plot(served, two_runs):
         }
         assert set(artifacts) >= {ARTIFACT_KEY, LINK_KEY, PLOT_KEY}
         assert "| mos_version | 2 |" in artifacts[ARTIFACT_KEY].data
-        assert "(http://mlflow.test:5000/#/experiments/3/runs/ab12)" in artifacts[LINK_KEY].data
+        assert (
+            "(http://mlflow.test:5000/#/experiments/3/runs/ab12?workflowType=machine_learning)"
+            in artifacts[LINK_KEY].data
+        )
         assert "data:image/png;base64," in artifacts[PLOT_KEY].data
 
 

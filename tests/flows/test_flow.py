@@ -301,7 +301,7 @@ def test_flow_links_the_mlflow_run_and_embeds_the_scatter_plot(first_run, tmp_pa
             )
         }
     assert found[LINK_KEY].type == "markdown"  # Prefect stores link artifacts as markdown links
-    assert "(http://mlflow.test:5000/#/experiments/7/runs/0f1e2d)" in found[LINK_KEY].data
+    assert "(http://mlflow.test:5000/#/experiments/7/runs/0f1e2d?workflowType=machine_learning)" in found[LINK_KEY].data
     assert "jsqa-mos v4" in found[LINK_KEY].data
     import base64
 
