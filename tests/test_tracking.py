@@ -38,3 +38,12 @@ def test_the_experiment_is_marked_as_classic_ml_so_the_ui_opens_on_its_runs(tmp_
     client.delete_experiment_tag(exp_id, "mlflow.experimentKind")
     tracking.configure(tmp_path)
     assert mlflow.get_experiment(exp_id).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_project_root_is_found_from_a_subfolder(tmp_path):
+    (tmp_path / "proj" / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "proj" / "params.yaml").write_text("seed: 0\n")
+    assert tracking.project_root(tmp_path / "proj" / "data" / "raw") == (tmp_path / "proj").resolve()
+    assert tracking.project_root(tmp_path / "proj") == (tmp_path / "proj").resolve()
+    (tmp_path / "proj" / "data" / ".dvc").mkdir()  # the nearest marked folder wins
+    assert tracking.project_root(tmp_path / "proj" / "data" / "raw") == (tmp_path / "proj" / "data").resolve()

@@ -30,7 +30,9 @@ from jsqa.models.mos import (
     save_checkpoint,
 )
 from jsqa.registry.register import register
-from jsqa.scoring.predict import audio_files, format_rows, load_model, score_files
+from jsqa.scoring.inputs import audio_files
+from jsqa.scoring.model_uri import download_model
+from jsqa.scoring.predict import format_rows, load_model, score_files
 from jsqa.scoring.serving import embed_waveform
 
 pytestmark = pytest.mark.integration
@@ -260,3 +262,23 @@ def test_cli_reports_empty_truncated_and_over_long_files_and_csv_has_no_blank_li
     capsys.readouterr()
     assert main([*args, "--allow-truncated", str(cut)]) == 0  # ... unless allowed
     assert "truncated: read 20000 of 32000" in capsys.readouterr().out
+
+
+def test_cli_from_a_project_subfolder_finds_the_store_and_draws_no_download_bar(env, scored, monkeypatch, capfd):
+    # No MLFLOW_TRACKING_URI and no --root: the store is found by walking up from the cwd.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    monkeypatch.chdir(env["audio"] / "sub")
+    assert main(["predict", "--format", "json", str(env["good"]["mono16k"])]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)[0]["mos"] == scored[1][0]["mos"]
+    assert "Downloading artifacts" not in err
+
+
+def test_registry_download_fetches_only_the_model_file_and_its_checkpoint(env, tmp_path):
+    local, _desc = download_model(CHAMPION, env["root"], tmp_path)
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
+        "MLmodel",
+        "artifacts/mos.pt",
+    ]
