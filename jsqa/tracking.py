@@ -44,6 +44,20 @@ def _user_env(name: str) -> str | None:
     return value if value and value not in _derived[name] else None
 
 
+# What marks a jsqa project's root folder: the DVC pipeline, its parameters, the store itself.
+ROOT_MARKERS = (DEFAULT_DB, "params.yaml", "dvc.yaml", ".dvc")
+
+
+def project_root(start: str | Path = ".") -> Path:
+    """The nearest folder from ``start`` upwards that holds one of :data:`ROOT_MARKERS`, so a
+    command run from a subfolder finds the project's store; ``start`` itself when none does."""
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        if any((folder / marker).exists() for marker in ROOT_MARKERS):
+            return folder
+    return here
+
+
 def tracking_uri(root: str | Path = ".") -> str:
     """``MLFLOW_TRACKING_URI`` when the user set it, else a SQLite file in the project root."""
     env = _user_env("MLFLOW_TRACKING_URI")

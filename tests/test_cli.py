@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -104,3 +105,40 @@ def test_predict_reports_bad_files_and_still_scores_good_ones(small_corpus, tmp_
     assert list(out["path"]) == [str(good), str(empty)]
     assert 1.0 <= out["mos"].iloc[0] <= 5.0 and pd.isna(out["mos"].iloc[1])
     assert "empty.wav" in out["error"].iloc[1]
+
+
+def test_predict_refuses_a_missing_file_before_importing_torch(tmp_path):
+    """A mistyped path is answered at once, not after seconds of loading torch."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from jsqa.cli import main; "
+        f"rc = main(['predict', '--model', {str(tmp_path / 'm.pt')!r}, {str(tmp_path / 'nope.wav')!r}]); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "nope.wav: no such file or folder" in done.stderr
+    # The checkpoint too, once the inputs exist.
+    (tmp_path / "a.wav").write_bytes(b"")
+    done = subprocess.run(
+        [sys.executable, "-c", script.replace("nope.wav", "a.wav")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "m.pt: no such checkpoint" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "nan", "ten"])
+def test_predict_max_seconds_must_be_a_positive_number(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", "--max-seconds", value, str(tmp_path / "a.wav")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("jsqa predict: error: argument --max-seconds: ")
+    assert value in err[-1]

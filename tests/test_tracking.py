@@ -55,3 +55,12 @@ def test_the_installed_mlflow_ui_reads_its_view_from_that_address_parameter():
     key, value = tracking.UI_VIEW_QUERY.split("=")
     assert f'.get("{key}")' in js
     assert f'MACHINE_LEARNING="{value}"' in js
+
+
+def test_project_root_is_found_from_a_subfolder(tmp_path):
+    (tmp_path / "proj" / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "proj" / "params.yaml").write_text("seed: 0\n")
+    assert tracking.project_root(tmp_path / "proj" / "data" / "raw") == (tmp_path / "proj").resolve()
+    assert tracking.project_root(tmp_path / "proj") == (tmp_path / "proj").resolve()
+    (tmp_path / "proj" / "data" / ".dvc").mkdir()  # the nearest marked folder wins
+    assert tracking.project_root(tmp_path / "proj" / "data" / "raw") == (tmp_path / "proj" / "data").resolve()

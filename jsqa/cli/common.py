@@ -31,7 +31,10 @@ def params(args: argparse.Namespace) -> Params:
 def csv_args(sp: argparse.ArgumentParser) -> None:
     """``--csv`` / ``--audio-root``: a MOS dataset in the NISQA CSV layout instead of the manifest."""
     sp.add_argument(
-        "--csv", default=None, help="MOS dataset in the NISQA CSV layout (filepath_deg, mos, db); replaces --manifest"
+        "--csv",
+        default=None,
+        help="MOS dataset in the NISQA CSV layout (filepath_deg, mos, db; the clean reference, "
+        "for PESQ and STOI, in filepath_ref or ref_path); replaces --manifest",
     )
     sp.add_argument("--audio-root", default=None, help="folder filepath_deg is relative to (default: the CSV's)")
 

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     p = params(args)
     device = pick_device(args.device or p.evaluate.device)
     set_determinism(p.train.deterministic)  # repeatable GPU scores too
-    models, budget, epochs = _load_models(args.model or DEFAULT_MODELS)
+    models, budget, epochs, training = _load_models(args.model or DEFAULT_MODELS)
     manifest = mos_manifest(args)
     if getattr(args, "csv", None):
         from jsqa.evaluation.field_report import require_test_split
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
             device=device,
             budget_models=budget,
             budget_epochs=epochs,
+            training=training,
         )
         _write_outputs(args, report, preds, manifest, test_sets, p.evaluate.peers)
     print(evaluation_tables(report, "text").rstrip("\n"))
@@ -91,26 +92,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_models(specs: list[str]) -> tuple[dict, dict | None, int | None]:
-    """{name: {seed: model}} of each NAME=CHECKPOINT, and the equal-compute models and their
-    epoch budget, or (None, None) unless every model has them, all at one budget."""
+def _load_models(specs: list[str]) -> tuple[dict, dict | None, int | None, dict]:
+    """{name: {seed: model}} of each NAME=CHECKPOINT, the equal-compute models and their epoch
+    budget, or (None, None) unless every model has them, all at one budget, and {name: {seed:
+    the checkpoint's training metrics}} (best_epoch, epochs_run: whether a run still improved)."""
     from jsqa.errors import JsqaError
     from jsqa.models.mos import load_checkpoint, mos_model_from_checkpoint
     from jsqa.models.seeds import budget_epochs, seed_checkpoints
 
-    models, budget, budgets = {}, {}, set()
+    models, budget, budgets, training = {}, {}, set(), {}
     for spec in specs:
         name, _, path = spec.partition("=")
         if not path:
             raise JsqaError(f"--model expects NAME=CHECKPOINT, got '{spec}'")
-        models[name] = {s: mos_model_from_checkpoint(load_checkpoint(f)) for s, f in seed_checkpoints(path).items()}
+        payloads = {s: load_checkpoint(f) for s, f in seed_checkpoints(path).items()}
+        models[name] = {s: mos_model_from_checkpoint(payload) for s, payload in payloads.items()}
+        training[name] = {s: payload.get("metrics") or {} for s, payload in payloads.items()}
         budget[name] = {
             s: mos_model_from_checkpoint(load_checkpoint(f)) for s, f in seed_checkpoints(path, budget=True).items()
         }
         budgets.add(budget_epochs(path))
     # The equal-compute comparison needs every model's budget checkpoints, all at one budget.
     equal = len(budgets) == 1 and None not in budgets and all(budget.values())
-    return models, budget if equal else None, next(iter(budgets)) if equal else None
+    return models, budget if equal else None, next(iter(budgets)) if equal else None, training
 
 
 def _write_outputs(

@@ -90,7 +90,13 @@ def _log_summary(summary: dict) -> dict[str, float]:
     best = {k: v for k, v in summary.items() if isinstance(v, float)}
     mlflow.log_metrics({f"best_{k}": v for k, v in best.items()})
     mlflow.log_metrics({f"seeds_{k}_{s}": v for s in ("mean", "std") for k, v in summary[f"seed_{s}"].items()})
-    mlflow.log_metrics({"failed_runs": float(len(summary["failed_seeds"])), "collapsed": float(summary["collapsed"])})
+    mlflow.log_metrics(
+        {
+            "failed_runs": float(len(summary["failed_seeds"])),
+            "collapsed": float(summary["collapsed"]),
+            "still_improving": float(summary["still_improving"]),
+        }
+    )
     return best
 
 
@@ -117,8 +123,8 @@ def _print_summary(stage: str, out: str, best: dict[str, float], summary: dict) 
         f"{len(summary['seeds']) - len(failed)} seeds that learned: val RMSE {mean['val_rmse']:.3f} ± "
         f"{std['val_rmse']:.3f}, PCC {mean['val_pcc']:.3f} ± {std['val_pcc']:.3f}"
     )
-    if failed:
-        print(
-            f"{stage}: {len(failed)} of {len(summary['seeds'])} runs FAILED TO LEARN (predictions collapsed): "
-            f"seeds {', '.join(map(str, failed))}"
-        )
+    from jsqa.evaluation.collapse import failure_summary
+
+    seeds = [int(s) for s in summary["seeds"]]
+    for line in failure_summary({stage: failed}, {stage: seeds}, {stage: summary["seeds"]}):
+        print(f"{stage}: {line}")

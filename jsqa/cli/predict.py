@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from jsqa.cli.scoring_args import max_seconds_arg, scoring_limits
+from jsqa.cli.scoring_args import max_seconds_arg, project_root, root_arg, scoring_limits
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="checkpoint path or MLflow model URI (default: models:/jsqa-mos@champion)",
     )
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    sp.add_argument("--root", default=".", help="project root holding mlflow.db")
+    root_arg(sp)
     max_seconds_arg(sp)
     sp.add_argument(
         "--allow-truncated",
@@ -38,12 +38,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from jsqa.scoring.predict import audio_files, format_rows, load_scorer, score_files
+    from jsqa.scoring.inputs import audio_files
+    from jsqa.scoring.model_uri import check_model_ref, is_mlflow_uri
+
+    # Before torch is imported (seconds): a mistyped path fails at once.
+    files = audio_files(args.inputs)
+    check_model_ref(args.model)
+    root = project_root(args) if is_mlflow_uri(args.model) else Path(args.root or ".")
+
+    from jsqa.scoring.predict import format_rows, load_scorer, score_files
     from jsqa.train.common import pick_device
 
     device = pick_device(args.device)
-    files = audio_files(args.inputs)
-    scorer = load_scorer(args.model, Path(args.root))
+    scorer = load_scorer(args.model, root)
     log.info("scoring %d file(s) with %s on %s", len(files), scorer.description, device)
     rows = score_files(
         scorer.model,

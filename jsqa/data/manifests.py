@@ -203,7 +203,7 @@ def mos_manifest_from_csv(
     ``mos``; ``db`` is optional (default 'USER_TEST'), and a ``split`` column, if present,
     overrides the split read from the db name. Optional columns are kept (see
     :data:`MOS_OPTIONAL_COLUMNS`): ``condition`` (or NISQA's ``con``), ``mos_std``, ``votes``,
-    ``ref_path`` (from ``filepath_ref``, relative to ``corpus_root`` like ``filepath_deg``) and
+    ``ref_path`` (from ``filepath_ref`` or ``ref_path``, relative to ``corpus_root`` like ``filepath_deg``) and
     the quality dimensions ``noi``, ``col``, ``dis``, ``loud``.
     """
     csv_path = Path(csv_path)
@@ -248,11 +248,15 @@ def _row_split(rec: pd.Series, table: pd.DataFrame, csv_path: Path) -> str:
     return _csv_split(str(rec["db"]), csv_path)
 
 
+# A CSV's clean-reference column, by any of these names: NISQA's first, then the manifest's own,
+# which users' CSVs often reuse. PESQ and STOI score only clips that have one.
+REF_PATH_COLUMNS = ("filepath_ref", "ref_path")
+
 _OPTIONAL_SOURCES = {
     "condition": ("condition", "con"),
     "mos_std": ("mos_std",),
     "votes": ("votes",),
-    "ref_path": ("filepath_ref",),
+    "ref_path": REF_PATH_COLUMNS,
     **{d: (d,) for d in DIMENSIONS},
 }
 

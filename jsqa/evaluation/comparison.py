@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from jsqa.data.manifests import REF_PATH_COLUMNS
 from jsqa.evaluation.metrics import METRICS, mos_metrics
 from jsqa.evaluation.peers import PeerInfo
 from jsqa.evaluation.protocol import (
@@ -117,12 +118,11 @@ def _add_peers(
         per = {db: m for db, idx in groups.items() if (m := _set_metrics(rows, pred, idx, mos_scale)) is not None}
         report["peers"][out] = per
         missing = [db for db in groups if db not in per and db != POOLED]
-        if missing:
-            notes.append(
-                f"{out}: no scores on {', '.join(missing)} (needs a clean reference)"
-                if out in info and info[out].needs_reference
-                else f"{out}: no scores on {', '.join(missing)}"
-            )
+        if out in info and info[out].needs_reference:
+            note = reference_note(out, rows, pred)
+            notes += [note] if note else []
+        elif missing:
+            notes.append(f"{out}: no scores on {', '.join(missing)}")
         if not mos_scale:
             notes.append(f"{out}: not on the MOS scale; raw RMSE/MAE are not reported, use the mapped RMSE")
     report["peer_info"] = {
@@ -141,6 +141,26 @@ def _add_peers(
             "independent of its training"
         )
     return notes
+
+
+def reference_note(out: str, rows: pd.DataFrame, pred: np.ndarray) -> str | None:
+    """Why a reference-based peer output (PESQ, STOI) has no score on some test clips, or None
+    when it scored them all: without this the peer silently drops out of the tables."""
+    scored, total = int(np.isfinite(pred).sum()), len(rows)
+    if scored == total:
+        return None
+    refs = rows["ref_path"] if "ref_path" in rows.columns else pd.Series([], dtype=object)
+    given = int((refs.notna() & (refs.astype(str).str.strip() != "")).sum())
+    names = " or ".join(REF_PATH_COLUMNS)
+    if given == 0:
+        return (
+            f"{out}: skipped: it needs each clip's clean reference and the test clips have none "
+            f"(a CSV gives it in a {names} column)"
+        )
+    return (
+        f"{out}: scored {scored} of {total} test clips; it needs each clip's clean reference and "
+        f"{total - given} have none; {given - scored} more could not be scored (reference file missing or unreadable)"
+    )
 
 
 def _add_conditions(

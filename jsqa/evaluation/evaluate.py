@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ import torch
 from jsqa.data.clips import label_se, load_clips
 from jsqa.data.manifests import DIMENSIONS
 from jsqa.errors import ManifestError
-from jsqa.evaluation.collapse import failure_summary, run_health
+from jsqa.evaluation.collapse import failure_summary, is_failed, run_health, still_improving
 from jsqa.evaluation.metrics import METRICS, bootstrap_ci, calibration, mos_metrics, seed_stats
 from jsqa.evaluation.paired import paired_by_set, verdict
 from jsqa.models.mos import MOSModel, check_sample_rate
@@ -52,6 +53,7 @@ def evaluate_models(
     budget_models: Mapping[str, Mapping[int, MOSModel]] | None = None,
     budget_epochs: int | None = None,
     device: torch.device | str | None = None,
+    training: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> tuple[dict, pd.DataFrame]:
     """Score every test clip with every model, and every seed of each model.
 
@@ -62,8 +64,8 @@ def evaluate_models(
     - ``ci95``: {name: {db: {metric: {"lo", "hi"}}}}, percentile bootstrap over test clips
       (``resamples`` draws, seeded) for the primary model;
     - ``seeds``: {name: [seed, ...]}, ``per_seed``: {name: {seed: {db: metrics}}};
-    - ``health``: {name: {seed: {pred_std, spread_ratio, collapsed}}} on all test clips, and
-      ``failed``: {name: [seeds whose predictions collapsed]} (:mod:`jsqa.evaluation.collapse`);
+    - ``health``: {name: {seed: {pred_std, spread_ratio, collapsed, still_improving}}} (the last
+      from ``training``, {name: {seed: checkpoint metrics}}), ``failed``: {name: [failed seeds]};
     - ``seed_stats``: {name: {db: {metric: {"mean", "std"}}}} over the runs that learned (all
       runs when none did: ``seed_stats_of`` says which);
     - ``paired``: {db: :func:`~jsqa.evaluation.paired.paired_difference`} of the first
@@ -71,7 +73,7 @@ def evaluate_models(
       ``relative_change`` / ``absolute_change`` ({db: {metric: value}}, signed: RMSE -18% is a
       reduction) and ``verdict`` (one sentence per metric, pooled);
     - ``equal_compute``: the same comparison for ``budget_models`` (each init's best model
-      within ``budget_epochs`` epochs), when given;
+      within ``budget_epochs`` epochs, a cap by design: only collapse fails one), when given;
     - ``calibration``: {name: {db: :func:`~jsqa.evaluation.metrics.calibration`}} of the primary
       model, for models that predict ``mos_std`` (the labels' ``mos_std / sqrt(votes)`` widen
       the intervals when the manifest has them);
@@ -93,7 +95,7 @@ def evaluate_models(
     scores = _mos_of(outputs)
     report = _per_model(preds, y, scores, resamples, seed)
     report.update(_primary_outputs(preds, test, y, outputs))
-    report.update(_compare(preds["db"], y, scores, baseline, resamples, seed))
+    report.update(_compare(preds["db"], y, scores, baseline, resamples, seed, training))
     if budget_models:
         budget_scores = _mos_of(_score_all(budget_models, clips.audio, sample_rate, device))
         budget = _compare(preds["db"], y, budget_scores, baseline, resamples, seed)
@@ -215,10 +217,11 @@ def _compare(
     baseline: str | None,
     resamples: int,
     seed: int,
+    training: Mapping[str, Mapping[int, Mapping[str, Any]]] | None = None,
 ) -> dict:
     """Run health, seed statistics over the runs that learned, and the paired comparison."""
-    health = {name: {str(s): run_health(y, p) for s, p in by_seed.items()} for name, by_seed in scores.items()}
-    failed = {name: [int(s) for s, h in per.items() if h["collapsed"]] for name, per in health.items()}
+    health = _health(y, scores, training or {})
+    failed = {name: [int(s) for s, h in per.items() if is_failed(h)] for name, per in health.items()}
     learned = {name: {s: p for s, p in by_seed.items() if s not in failed[name]} for name, by_seed in scores.items()}
     out: dict = {"health": health, "failed": failed, "seed_stats": {}, "seed_stats_of": {}}
     for name, by_seed in learned.items():
@@ -252,7 +255,25 @@ def _compare(
     out["absolute_change"] = {db: {m: r[m]["diff"] for m in METRICS} for db, r in paired.items()}
     out["relative_change_of"] = out["paired_of"]
     out["verdict"] = [verdict(paired[POOLED], cand, baseline, POOLED, m) for m in METRICS]
-    out["verdict"] += failure_summary(failed, {n: [int(s) for s in by] for n, by in scores.items()})
+    out["verdict"] += failure_summary(failed, {n: [int(s) for s in by] for n, by in scores.items()}, health)
+    return out
+
+
+def _health(
+    y: np.ndarray,
+    scores: Mapping[str, Mapping[int, np.ndarray]],
+    training: Mapping[str, Mapping[int, Mapping[str, Any]]],
+) -> dict[str, dict[str, dict]]:
+    """{name: {seed: run health on the test clips, with ``still_improving`` from training}}."""
+    out: dict[str, dict[str, dict]] = {}
+    for name, by_seed in scores.items():
+        out[name] = {}
+        for s, p in by_seed.items():
+            trained = training.get(name, {}).get(int(s), {})
+            out[name][str(s)] = {
+                **run_health(y, p),
+                "still_improving": still_improving(trained.get("best_epoch"), trained.get("epochs_run")),
+            }
     return out
 
 

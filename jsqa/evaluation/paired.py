@@ -22,6 +22,10 @@ from scipy import stats
 from jsqa.evaluation.metrics import LOWER_IS_BETTER, METRICS, metric_draws, mos_metrics
 
 ALPHA = 0.05  # the significance level the verdict states
+# Fewer paired runs than this give figures but no verdict: with one or two seeds the seed
+# resampling has (nearly) nothing to draw from, and a clip-only interval reads as a finding about
+# the inits when it is one about those runs (docs/statistics.md).
+MIN_PAIRED_SEEDS = 3
 
 
 def paired_difference(
@@ -139,7 +143,9 @@ def format_p(p: float | None, resamples: int) -> str:
 
 def verdict(result: Mapping, cand: str, base: str, where: str, metric: str = "rmse", alpha: float = ALPHA) -> str:
     """A plain sentence: "pretrained vs scratch, pooled RMSE: -6.2% (-0.046 MOS), 95% CI
-    [-13.1%, +1.0%], p = 0.090, 3 paired seeds x 60 clips: not significant at the 5% level"."""
+    [-13.1%, +1.0%], p = 0.090, 3 paired seeds x 60 clips: not significant at the 5% level".
+    With fewer than :data:`MIN_PAIRED_SEEDS` paired seeds the figures stay and the outcome is
+    "too few paired runs (N < 3) for a verdict"."""
     r = result[metric]
     name = metric.upper()
     better = (r["diff"] < 0) == LOWER_IS_BETTER[metric] and r["diff"] != 0
@@ -152,12 +158,15 @@ def verdict(result: Mapping, cand: str, base: str, where: str, metric: str = "rm
         else f"[{r['lo']:+.3f}, {r['hi']:+.3f}]"
     )
     unit = " MOS" if metric in ("rmse", "mae") else ""
-    if significant:
+    k = len(result["seeds"])
+    if k < MIN_PAIRED_SEEDS:
+        outcome = f"too few paired runs ({k} < {MIN_PAIRED_SEEDS}) for a verdict"
+    elif significant:
         outcome = f"{cand} is {'better' if better else 'worse'} than {base}"
     else:
         outcome = f"no significant difference at the {alpha:.0%} level"
     return (
         f"{cand} vs {base}, {where} {name}: {rel} ({r['diff']:+.3f}{unit}), 95% CI {ci}, "
-        f"{format_p(p, result.get('resamples', 1000))}, {len(result['seeds'])} paired seeds × "
+        f"{format_p(p, result.get('resamples', 1000))}, {k} paired seeds × "
         f"{result['n']} clips: {outcome}"
     )

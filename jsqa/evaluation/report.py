@@ -83,7 +83,7 @@ def evaluation_tables(report: dict, fmt: str = "text", level: int = 2) -> str:
     failed = report.get("failed") or {}
     if not report.get("verdict") and any(failed.values()):
         lines += heading_lines("Failed runs", fmt, level)
-        lines += failure_summary(failed, report.get("seeds") or {})
+        lines += failure_summary(failed, report.get("seeds") or {}, report.get("health"))
     if isinstance(report.get("jnd"), dict):
         lines += heading_lines("Perceptual distance", fmt, level)
         lines += [jnd_line(report["jnd"]), ""]

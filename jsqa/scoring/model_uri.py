@@ -2,20 +2,21 @@
 artifact names a logged model carries its files under.
 
 Shared by `jsqa predict`, `jsqa compare`, `jsqa serve` and the registry (which logs the
-artifacts under these names), so none of them imports another for it.
+artifacts under these names), so none of them imports another for it. MLflow is imported only
+where a URI is resolved: scoring a local checkpoint never pays for it (seconds at start-up).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import mlflow
 import yaml
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from jsqa import tracking
 from jsqa.errors import JsqaError
 
 # Artifact names in a logged pyfunc model: the checkpoint (both models) and the encoder's JND
@@ -23,6 +24,7 @@ from jsqa.errors import JsqaError
 CHECKPOINT_ARTIFACT = "checkpoint"
 CALIBRATION_ARTIFACT = "jnd_calibration"
 
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 _MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))?/?$")
 
@@ -30,6 +32,12 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 def is_mlflow_uri(ref: str) -> bool:
     """True for the MLflow URIs :func:`download_model` resolves through the tracking server."""
     return ref.startswith(_MLFLOW_SCHEMES)
+
+
+def check_model_ref(ref: str) -> None:
+    """JsqaError unless ``ref`` is an MLflow URI or an existing checkpoint file or model folder."""
+    if not is_mlflow_uri(ref) and not Path(ref).exists():
+        raise JsqaError(f"{ref}: no such checkpoint or model folder (or use models:/NAME@alias)")
 
 
 def _artifact_rel(folder: Path, name: str) -> str:
@@ -66,6 +74,8 @@ def calibration_in(folder: Path) -> Path | None:
 
 def existing_store(root: Path) -> str:
     """The tracking URI for ``root``; JsqaError when it names a SQLite file that does not exist."""
+    from jsqa import tracking
+
     store = tracking.tracking_uri(root)
     if store.startswith("sqlite:///"):
         db = Path(store[len("sqlite:///") :])
@@ -77,30 +87,90 @@ def existing_store(root: Path) -> str:
 
 def download_model(uri: str, root: Path, dst: Path) -> tuple[Path, str]:
     """Download an MLflow model URI (an alias resolved to its version first) into ``dst``;
-    returns (the local model folder or file, a one-line description)."""
+    returns (the local model folder or file, a one-line description).
+
+    Of a logged jsqa model only the MLmodel file and the artifacts it names are fetched (the
+    checkpoint, the calibration): not the bundled code and environment files scoring never reads.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from jsqa import tracking
+
     store = existing_store(root)
     tracking.configure(root)
-    described = uri
-    m = _MODELS_URI.match(uri)
-    if m and (m["alias"] or m["version"]):
-        client = MlflowClient()
-        name = m["name"]
-        try:
-            if m["alias"]:
-                mv = client.get_model_version_by_alias(name, m["alias"])
-            else:
-                mv = client.get_model_version(name, m["version"])
-        except MlflowException as exc:
-            what = f"alias '{m['alias']}'" if m["alias"] else f"version {m['version']}"
-            raise JsqaError(
-                f"no model '{name}' with {what} in {store}; run the pipeline's register stage "
-                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-            ) from exc
-        # Download the resolved version, so an alias moved meanwhile cannot mix two versions.
-        uri = f"models:/{name}/{mv.version}"
-        described = f"{described} ({name} version {mv.version}, run {mv.run_id})"
+    uri, described = _resolve_version(uri, store)
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        with _no_progress_bar():
+            local = _download_used(uri, dst)
     except MlflowException as exc:
         raise JsqaError(f"cannot download {uri} from {store}: {str(exc).splitlines()[0]}") from exc
     return local, described
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """MLflow's "Downloading artifacts" bar off (unless the user set MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR):
+    it drew on every `jsqa predict` call, for files that take milliseconds to copy."""
+    if PROGRESS_BAR_ENV in os.environ:
+        yield
+        return
+    os.environ[PROGRESS_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop(PROGRESS_BAR_ENV, None)
+
+
+def _resolve_version(uri: str, store: str) -> tuple[str, str]:
+    """``models:/NAME@alias`` or ``models:/NAME/N`` as ``models:/NAME/N`` (so an alias moved
+    meanwhile cannot mix two versions), with a description; other URIs unchanged."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    m = _MODELS_URI.match(uri)
+    if not (m and (m["alias"] or m["version"])):
+        return uri, uri
+    client = MlflowClient()
+    name = m["name"]
+    try:
+        mv = (
+            client.get_model_version_by_alias(name, m["alias"])
+            if m["alias"]
+            else client.get_model_version(name, m["version"])
+        )
+    except MlflowException as exc:
+        what = f"alias '{m['alias']}'" if m["alias"] else f"version {m['version']}"
+        raise JsqaError(
+            f"no model '{name}' with {what} in {store}; run the pipeline's register stage "
+            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
+    return f"models:/{name}/{mv.version}", f"{uri} ({name} version {mv.version}, run {mv.run_id})"
+
+
+def _download_used(uri: str, dst: Path) -> Path:
+    """The MLmodel file and the pyfunc artifacts it names, into ``dst`` (the model folder); the
+    whole of ``uri`` when it holds no MLmodel file (a bare checkpoint, another layout)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    base = uri.rstrip("/")
+    try:
+        mlmodel = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/MLmodel", dst_path=str(dst)))
+    except MlflowException:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    folder = mlmodel.parent
+    for rel in _artifact_paths(folder):
+        # The path comes from a downloaded file; keep what it names inside the folder.
+        if (folder / rel).resolve().is_relative_to(folder.resolve()):
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{rel}", dst_path=str(folder))
+    return folder
+
+
+def _artifact_paths(folder: Path) -> list[str]:
+    """The relative paths of every pyfunc artifact a model folder's MLmodel file names."""
+    try:
+        meta: Any = yaml.safe_load((folder / "MLmodel").read_text()) or {}
+        artifacts = meta["flavors"]["python_function"].get("artifacts") or {}
+        return [str(a["path"]) for a in artifacts.values()]
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return []

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -27,7 +27,6 @@ from jsqa.scoring.windows import model_device, model_outputs, score_blocks_all
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".ogg", ".aiff", ".aif", ".au"})
 FORMATS = ("table", "csv", "json")
 
 
@@ -69,27 +68,6 @@ def _load_from_mlflow(uri: str, root: Path) -> Scorer:
         scorer = _scorer(load_checkpoint(ckpt), described)
     log.info("loaded %s", described)
     return scorer
-
-
-def audio_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files as given; folders expanded recursively to their audio files, sorted; no duplicates."""
-    out: list[Path] = []
-    seen: set[Path] = set()
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
-                log.warning("%s: no audio files found", p)
-        elif p.exists():
-            found = [p]
-        else:
-            raise JsqaError(f"{p}: no such file or folder")
-        for f in found:
-            if f not in seen:
-                seen.add(f)
-                out.append(f)
-    return out
 
 
 def score_files(

@@ -21,7 +21,7 @@ from jsqa.config import FinetuneConfig, ModelConfig
 from jsqa.data.clips import ClipSet, label_se, label_targets, load_clips, random_crop
 from jsqa.data.manifests import DIMENSIONS
 from jsqa.errors import ConfigError, ManifestError
-from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, run_health
+from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, is_failed, run_health, still_improving
 from jsqa.evaluation.metrics import mos_metrics, seed_stats
 from jsqa.io import atomic_dir
 from jsqa.models.encoder import EncoderSpec
@@ -175,7 +175,8 @@ def finetune(
     ``cfg.equal_compute_epochs``, the best model within that many epochs is saved there too.
 
     Returns the best epoch's validation metrics (val_rmse, val_mae, val_pcc, val_srcc), its
-    run health (val_pred_std, val_spread_ratio, collapsed: see :mod:`jsqa.evaluation.collapse`),
+    run health (val_pred_std, val_spread_ratio, collapsed, still_improving: see
+    :mod:`jsqa.evaluation.collapse`),
     best_epoch, epochs_run, train_clips and ``history`` (one dict of metrics per epoch).
     ``deterministic``: :func:`jsqa.train.common.set_determinism` (``train.deterministic``).
     ``data_profile`` (``data.profile``), when given, is recorded in the checkpoint: scoring notes
@@ -192,8 +193,8 @@ def finetune(
     fit = _fit(model, train, val, cfg, sample_rate, _optimizer(model, cfg), rng, device, init, on_epoch)
     best = fit.best
     best.update(epochs_run=float(fit.epochs_run), train_clips=float(len(train)))
-    if best["collapsed"]:
-        _warn_collapsed(init, seed, best["val_spread_ratio"])
+    best["still_improving"] = still_improving(best["best_epoch"], best["epochs_run"])
+    _warn_failed(init, seed, best)
     meta: dict[str, Any] = {"head": model.head_config, "init": init, "config": asdict(cfg), "seed": seed}
     if data_profile is not None:
         meta["data_profile"] = data_profile
@@ -212,15 +213,26 @@ def finetune(
     return {**best, "history": fit.history}
 
 
-def _warn_collapsed(init: str, seed: int, spread_ratio: float) -> None:
-    log.warning(
-        "finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
-        "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
-        init,
-        seed,
-        spread_ratio,
-        MIN_SPREAD_RATIO,
-    )
+def _warn_failed(init: str, seed: int, best: dict[str, Any]) -> None:
+    """A warning for a run that collapsed or was still improving at the epoch cap."""
+    if best["collapsed"]:
+        log.warning(
+            "finetune (%s, seed %d) FAILED TO LEARN: validation predictions spread %.3f of the labels' "
+            "(below %.2f); the run is flagged 'collapsed' and left out of seed statistics",
+            init,
+            seed,
+            best["val_spread_ratio"],
+            MIN_SPREAD_RATIO,
+        )
+    elif best["still_improving"]:
+        log.warning(
+            "finetune (%s, seed %d) was STILL IMPROVING at the epoch cap (best epoch %d of %d; raise "
+            "finetune.epochs): the run is flagged 'still_improving' and left out of seed statistics",
+            init,
+            seed,
+            int(best["best_epoch"]),
+            int(best["epochs_run"]),
+        )
 
 
 def _load_splits(
@@ -343,7 +355,7 @@ def finetune_seeds(
     ``seeds_dir(out_path)/seed-N.pt`` with ``seeds.json`` listing every seed, and each seed's
     equal-compute model (``cfg.equal_compute_epochs`` > 0) to ``budget-seed-N.pt`` there.
     Returns the first seed's best validation metrics plus ``seeds`` ({seed: metrics}),
-    ``curves`` ({seed: per-epoch metrics}), ``failed_seeds`` (runs that collapsed) and
+    ``curves`` ({seed: per-epoch metrics}), ``failed_seeds`` (:func:`~jsqa.evaluation.collapse.is_failed`) and
     ``seed_mean`` / ``seed_std`` (sample std; 0 for one run) of each validation metric over
     the runs that learned (over all of them when none did). ``data_profile``: see :func:`finetune`.
     """
@@ -360,7 +372,7 @@ def finetune_seeds(
             curves[str(s)] = result.pop("history")
             per_seed[str(s)] = result
         write_seed_index(folder, seeds, cfg.equal_compute_epochs)
-    failed = [int(s) for s, m in per_seed.items() if m["collapsed"]]
+    failed = [int(s) for s, m in per_seed.items() if is_failed(m)]
     learned = [m for s, m in per_seed.items() if int(s) not in failed] or list(per_seed.values())
     keys = [k for k in per_seed[str(seeds[0])] if k.startswith("val_")]
     stats = {k: seed_stats([m[k] for m in learned]) for k in keys}

@@ -129,6 +129,16 @@ def test_user_mos_dataset_in_the_nisqa_layout(tmp_path: Path) -> None:
         prepare_user_mos(tmp_path / "none.csv")
 
 
+@pytest.mark.parametrize("column", ["filepath_ref", "ref_path"])
+def test_user_csv_clean_reference_column_by_either_name(column: str, tmp_path: Path) -> None:
+    (tmp_path / "clips").mkdir()
+    sf.write(tmp_path / "clips" / "x.wav", np.full(1600, 0.01, np.float32), 16000)
+    table = {"filepath_deg": ["clips/x.wav", "clips/x.wav"], "mos": [3.5, 2.0], "db": ["MYSET_TEST"] * 2}
+    pd.DataFrame({**table, column: ["clips/clean_x.wav", ""]}).to_csv(tmp_path / "my.csv", index=False)
+    manifest, _ = prepare_user_mos(tmp_path / "my.csv", root=tmp_path)
+    assert manifest["ref_path"].iloc[0] == "clips/clean_x.wav" and pd.isna(manifest["ref_path"].iloc[1])
+
+
 def test_licence_not_accepted_shows_the_note_and_how_to_accept(tmp_path: Path) -> None:
     with pytest.raises(JsqaError) as err:
         download_nisqa(tmp_path, accept_licence=False)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, failure_summary, run_health
+from jsqa.evaluation.collapse import MIN_SPREAD_RATIO, failure_summary, run_health, still_improving
 from jsqa.evaluation.evaluate import _compare
 from jsqa.evaluation.paired import bootstrap_p, format_p, paired_by_set, paired_difference, verdict
 from jsqa.evaluation.report import evaluation_tables
@@ -92,8 +92,41 @@ def test_verdict_reads_as_a_sentence_with_sign_interval_p_and_counts():
     assert text.startswith("pretrained vs scratch, pooled RMSE: -")
     assert "MOS" in text and "95% CI [-" in text and "3 paired seeds × 200 clips" in text
     assert text.endswith("pretrained is better than scratch")
-    null = paired_difference(y, _runs(y, 0.6, range(2), 1), _runs(y, 0.6, range(2), 5), resamples=500)
+    null = paired_difference(y, _runs(y, 0.6, range(3), 1), _runs(y, 0.6, range(3), 5), resamples=500)
     assert verdict(null, "pretrained", "scratch", "pooled").endswith("no significant difference at the 5% level")
+
+
+def test_fewer_than_three_paired_seeds_give_the_figures_but_no_verdict():
+    y = np.random.default_rng(0).uniform(1.0, 5.0, 200)
+    # A large, clip-wise clear difference: with enough seeds this would read "better".
+    for k in (1, 2):
+        r = paired_difference(y, _runs(y, 0.3, range(k), 1), _runs(y, 0.9, range(k), 2), resamples=300)
+        text = verdict(r, "pretrained", "scratch", "pooled")
+        assert f"{k} paired seeds × 200 clips" in text and "95% CI [" in text and "p " in text
+        assert text.endswith(f"too few paired runs ({k} < 3) for a verdict")
+        assert "better" not in text and "worse" not in text
+
+
+def test_a_run_still_improving_at_the_epoch_cap_is_flagged_and_left_out_like_a_collapsed_one():
+    assert still_improving(best_epoch=60, epochs_run=60) and not still_improving(best_epoch=41, epochs_run=51)
+    assert not still_improving(None, 60)  # unknown (a checkpoint without training metrics): not flagged
+    y = np.random.default_rng(4).uniform(1.0, 5.0, 120)
+    dbs = pd.Series(["T"] * 120)
+    scores = {"pretrained": _runs(y, 0.5, range(4), 0), "scratch": _runs(y, 0.6, range(4), 10)}
+    training = {n: {s: {"best_epoch": 12.0, "epochs_run": 22.0} for s in range(4)} for n in scores}
+    training["pretrained"][1] = {"best_epoch": 60.0, "epochs_run": 60.0}  # early stopping never triggered
+    out = _compare(dbs, y, scores, "scratch", resamples=300, seed=0, training=training)
+    assert out["health"]["pretrained"]["1"]["still_improving"] and not out["health"]["pretrained"]["1"]["collapsed"]
+    assert out["failed"] == {"pretrained": [1], "scratch": []}
+    assert out["paired"]["pooled"]["seeds"] == [0, 2, 3]
+    assert any("1 of 4 pretrained runs were still improving at the epoch cap (seeds 1)" in v for v in out["verdict"])
+    report = {
+        "models": {n: {"pooled": {"rmse": 0.5, "mae": 0.4, "pcc": 0.9, "srcc": 0.9, "n": 120}} for n in scores},
+        "seeds": {n: [0, 1, 2, 3] for n in scores},
+        **out,
+    }
+    text = evaluation_tables(report, "text")
+    assert "pretrained (3 seeds, 1 failed)" in text and "still improving at the epoch cap" in text
 
 
 def test_collapse_rule_flags_constant_and_near_constant_predictions_only():

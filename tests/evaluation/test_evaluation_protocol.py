@@ -187,3 +187,25 @@ def test_the_prefect_artifact_shows_peers_mapped_rmse_and_conditions(tmp_path):
     md = metrics_markdown(tmp_path)
     assert "| A | stoi |" in md and "RMSE map3" in md and "Per condition" in md
     assert "stoi: not on the MOS scale" in md and report["peers"]["stoi"]["pooled"]["rmse"] is None
+
+
+def test_a_reference_based_peer_without_references_is_named_in_the_notes_with_the_reason():
+    from jsqa.evaluation.peers import PeerInfo
+
+    info = {"pesq": PeerInfo("pesq", "pesq", "wb", 16000, "MIT", "-", ("pesq",), needs_reference=True)}
+    rows, preds = _rows()
+    nothing = pd.DataFrame({"pesq": [np.nan] * 10})
+    report: dict = {"models": {"m": {}}}
+    add_comparison(report, preds, rows, nothing, info)
+    assert any(
+        n.startswith("pesq: skipped: it needs each clip's clean reference") and "ref_path" in n for n in report["notes"]
+    )
+    # Some clips with a reference, one of them unreadable: how many were scored, and why not the rest.
+    rows["ref_path"] = ["r.wav"] * 3 + [None] * 7
+    some = pd.DataFrame({"pesq": [3.0, 2.0] + [np.nan] * 8})
+    report = {"models": {"m": {}}}
+    add_comparison(report, preds, rows, some, info)
+    assert any(
+        "pesq: scored 2 of 10 test clips" in n and "7 have none; 1 more could not be scored" in n
+        for n in report["notes"]
+    )

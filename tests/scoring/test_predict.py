@@ -31,8 +31,10 @@ from jsqa.models.mos import (
     save_checkpoint,
 )
 from jsqa.registry.register import register
+from jsqa.scoring.inputs import audio_files
 from jsqa.scoring.limits import DEMO_NOTE
-from jsqa.scoring.predict import audio_files, format_rows, load_model, load_scorer, score_files
+from jsqa.scoring.model_uri import download_model
+from jsqa.scoring.predict import format_rows, load_model, load_scorer, score_files
 from jsqa.scoring.serving import embed_waveform
 
 pytestmark = pytest.mark.integration
@@ -324,3 +326,23 @@ def test_a_model_finetuned_on_the_demo_profile_says_so_in_jsqa_predict(
     assert main(["predict", "--model", str(env["mos_ckpt"]), "--format", "json", str(wav)]) == 0
     out = capsys.readouterr()
     assert "note" not in json.loads(out.out)[0] and "note:" not in out.err
+
+
+def test_cli_from_a_project_subfolder_finds_the_store_and_draws_no_download_bar(env, scored, monkeypatch, capfd):
+    # No MLFLOW_TRACKING_URI and no --root: the store is found by walking up from the cwd.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    monkeypatch.chdir(env["audio"] / "sub")
+    assert main(["predict", "--format", "json", str(env["good"]["mono16k"])]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)[0]["mos"] == scored[1][0]["mos"]
+    assert "Downloading artifacts" not in err
+
+
+def test_registry_download_fetches_only_the_model_file_and_its_checkpoint(env, tmp_path):
+    local, _desc = download_model(CHAMPION, env["root"], tmp_path)
+    assert sorted(p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()) == [
+        "MLmodel",
+        "artifacts/mos.pt",
+    ]
