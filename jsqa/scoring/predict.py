@@ -22,7 +22,7 @@ from tqdm import tqdm
 from jsqa.errors import JsqaError
 from jsqa.models.mos import MOSModel, load_checkpoint, mos_model_from_checkpoint
 from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, training_note
-from jsqa.scoring.model_uri import checkpoint_in, download_model, is_mlflow_uri
+from jsqa.scoring.model_uri import check_model_ref, checkpoint_in, download_model, is_mlflow_uri
 from jsqa.scoring.windows import model_device, model_outputs, score_blocks_all
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,8 @@ def load_scorer(ref: str, root: Path = Path(".")) -> Scorer:
     ref = str(ref)
     if is_mlflow_uri(ref):
         return _load_from_mlflow(ref, Path(root))
+    check_model_ref(ref)
     path = Path(ref)
-    if not path.exists():
-        raise JsqaError(f"{path}: no such checkpoint or model folder (or use models:/NAME@alias)")
     ckpt = checkpoint_in(path) if path.is_dir() else path
     return _scorer(load_checkpoint(ckpt), f"checkpoint {ckpt}")
 
