@@ -51,6 +51,33 @@ LIMITS = ScoringLimits()
 # serving, the model card): its speech is synthetic and its labels are proxies.
 DEMO_NOTE = "trained on synthetic demo speech: scores on real recordings are not meaningful"
 
+# Rates recordings usually come at: resampling from one of these is routine and goes unremarked.
+COMMON_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
+# The words of a truncation warning (:attr:`ScoringAudio.truncation`), which fails `jsqa predict`.
+TRUNCATED = "truncated: read"
+
+
+def conversion_notes(sample_rate: int, channels: int, target_sr: int) -> list[str]:
+    """What scoring did to a clip that its caller may not expect (informational, never a
+    failure): resampling from a rate outside :data:`COMMON_RATES`, averaging channels to mono."""
+    notes = []
+    if sample_rate != target_sr and sample_rate not in COMMON_RATES:
+        notes.append(f"resampled from {sample_rate} Hz to {target_sr} Hz")
+    if channels > 1:
+        notes.append(f"{channels} channels averaged to mono")
+    return notes
+
+
+def row_warning(name: str, parts: list[str]) -> str | None:
+    """One warning line naming the clip, its parts joined with "; "; None without parts."""
+    return f"{name}: {'; '.join(parts)}" if parts else None
+
+
+def mentions_truncation(warning: str | None) -> bool:
+    """Whether a score row's ``warning`` says its file held less than its header promised (the
+    only warning that changes `jsqa predict`'s exit status)."""
+    return bool(warning) and f": {TRUNCATED} " in str(warning)
+
 
 def training_note(checkpoint: Mapping[str, Any]) -> str | None:
     """The note that goes with every score of the model in ``checkpoint`` (a payload):
@@ -99,6 +126,12 @@ def validate_waveform(
     naming ``name`` and the reason: non-float dtypes (ints, bools, strings, objects), other
     shapes, a bad rate, too few or too many samples or channels, NaN/inf, out-of-range peaks.
     """
+    x, sr, _ = _validated(samples, sample_rate, name, limits)
+    return x, sr
+
+
+def _validated(samples: object, sample_rate: object, name: str, limits: ScoringLimits) -> tuple[np.ndarray, int, int]:
+    """:func:`validate_waveform`'s mono samples and rate, and how many channels there were."""
     sr = _check_rate(sample_rate, name, limits)
     try:
         x = np.asarray(samples)
@@ -109,10 +142,11 @@ def validate_waveform(
         raise AudioError(f"{name}: samples must be floats, got dtype {x.dtype}{hint}")
     if x.ndim not in (1, 2):
         raise AudioError(f"{name}: expected samples shaped (n,) or (n, channels), got shape {x.shape}")
-    _check_extent(x.shape[0], x.shape[1] if x.ndim == 2 else 1, sr, name, limits)
+    channels = x.shape[1] if x.ndim == 2 else 1
+    _check_extent(x.shape[0], channels, sr, name, limits)
     with np.errstate(over="ignore", invalid="ignore"):
         x = x.astype(np.float32, copy=False)  # float64 beyond float32's range becomes inf here
-    return _check_samples(x, name, limits), sr
+    return _check_samples(x, name, limits), sr, channels
 
 
 def _check_samples(x: np.ndarray, name: str, limits: ScoringLimits) -> np.ndarray:
@@ -131,8 +165,17 @@ def scoring_waveform(
     samples: object, sample_rate: object, name: str, target_sr: int = 16000, limits: ScoringLimits = LIMITS
 ) -> np.ndarray:
     """Caller-supplied samples, validated (see :func:`validate_waveform`), mono at ``target_sr``."""
-    x, sr = validate_waveform(samples, sample_rate, name, limits)
-    return np.ascontiguousarray(resample(x, sr, target_sr), dtype=np.float32)
+    return checked_waveform(samples, sample_rate, name, target_sr, limits)[0]
+
+
+def checked_waveform(
+    samples: object, sample_rate: object, name: str, target_sr: int = 16000, limits: ScoringLimits = LIMITS
+) -> tuple[np.ndarray, str | None]:
+    """:func:`scoring_waveform`'s samples and the warning that goes with them (an unusual rate,
+    channels averaged: :func:`conversion_notes`; None when there is nothing to say)."""
+    x, sr, channels = _validated(samples, sample_rate, name, limits)
+    y = np.ascontiguousarray(resample(x, sr, target_sr), dtype=np.float32)
+    return y, row_warning(name, conversion_notes(sr, channels, target_sr))
 
 
 class ScoringAudio:
@@ -166,7 +209,8 @@ class ScoringAudio:
         try:
             self.sample_rate = _check_rate(int(self._file.samplerate), self.name, limits)
             self.frames = int(self._file.frames)
-            _check_extent(self.frames, int(self._file.channels), self.sample_rate, self.name, limits)
+            self.channels = int(self._file.channels)
+            _check_extent(self.frames, self.channels, self.sample_rate, self.name, limits)
             # A second reader for the header: libsndfile owns the first one's position.
             header = io.BytesIO(source) if isinstance(opened, io.BytesIO) else opened  # type: ignore[arg-type]
             self._promised = wav_data_frames(header) if self._file.format == "WAV" else None
@@ -174,10 +218,12 @@ class ScoringAudio:
             self._file.close()
             raise
         self.frames_read = 0
+        self._target_sr: int | None = None
 
     def blocks(self, target_sr: int) -> Iterator[np.ndarray]:
         """Consecutive mono float32 blocks at ``target_sr``; together, what decoding the whole
         file and resampling it gives (to float rounding)."""
+        self._target_sr = target_sr
         resampler = BlockResampler(self.sample_rate, target_sr)
         while True:
             try:
@@ -194,10 +240,18 @@ class ScoringAudio:
     def truncation(self) -> str | None:
         """Why the file is short of what its header promised, once :meth:`blocks` has run; None
         when it is whole."""
+        return row_warning(self.name, self._truncation())
+
+    def _truncation(self) -> list[str]:
         promised = max(self.frames, self._promised or 0)
-        if self.frames_read < promised:
-            return f"{self.name}: truncated: read {self.frames_read} of {promised} frames"
-        return None
+        return [f"{TRUNCATED} {self.frames_read} of {promised} frames"] if self.frames_read < promised else []
+
+    @property
+    def warning(self) -> str | None:
+        """The row's warning once :meth:`blocks` has run: the truncation, then what was done to
+        the audio (:func:`conversion_notes`), in one line; None when there is nothing to say."""
+        notes = conversion_notes(self.sample_rate, self.channels, self._target_sr) if self._target_sr else []
+        return row_warning(self.name, self._truncation() + notes)
 
     def close(self) -> None:
         """Release the file."""

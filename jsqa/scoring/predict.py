@@ -80,7 +80,9 @@ def score_files(
 ) -> list[dict]:
     """One row per file: {"path", "mos", "error", "warning"}, plus the model's other outputs
     (``mos_std``, quality dimensions: :func:`score_outputs`) when it has them; an unusable file gets an error, not
-    a crash; a truncated one is scored and gets a warning saying how much of it was read.
+    a crash; a truncated one is scored and gets a warning saying how much of it was read, and
+    resampling from an unusual rate or averaging channels is noted there too
+    (:attr:`jsqa.scoring.limits.ScoringAudio.warning`).
     ``note`` (:attr:`Scorer.note`), when given, goes in every row's ``note``.
 
     Each file is checked from its header (:class:`jsqa.scoring.limits.ScoringAudio`, as the
@@ -107,7 +109,7 @@ def _score_files(model: MOSModel, files: Sequence[str | Path], limits: ScoringLi
         try:
             with ScoringAudio(f, str(f), limits) as audio:
                 row.update(score_blocks_all(model, audio.blocks(sample_rate), sample_rate))
-                row["warning"] = audio.truncation
+                row["warning"] = audio.warning
             if row["warning"]:
                 log.warning("%s", row["warning"])
         except JsqaError as exc:

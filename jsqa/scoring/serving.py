@@ -22,7 +22,8 @@ Output: one row per input row, in order: ``mos``, the model's other outputs when
 (``mos_std``, quality dimensions ``noi`` ...), ``error``, ``warning``, and ``note`` for a model
 fine-tuned on the synthetic demo profile (:data:`jsqa.scoring.limits.DEMO_NOTE`). A row that
 cannot be scored gets null scores and a one-line ``error``; the other rows are still scored. A
-truncated file is scored from what it holds, with the ``warning`` `jsqa predict` gives it. A
+truncated file is scored from what it holds, with the ``warning`` `jsqa predict` gives it; an
+unusual sample rate resampled and channels averaged to mono are noted there too. A
 request that is unusable as a whole (no known column, not a table) raises, which the scoring
 server answers with HTTP 400.
 """
@@ -59,7 +60,7 @@ from jsqa.scoring.compare import (
     load_calibration,
     model_rate,
 )
-from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, scoring_waveform, training_note
+from jsqa.scoring.limits import LIMITS, ScoringAudio, ScoringLimits, checked_waveform, training_note
 from jsqa.scoring.model_uri import CALIBRATION_ARTIFACT, CHECKPOINT_ARTIFACT
 from jsqa.scoring.windows import HOP_S, WINDOW_S, model_outputs, score_blocks_all, windowed_mean, windowed_mean_blocks
 
@@ -168,14 +169,18 @@ class RowAudio:
     """One input row's audio as consecutive mono blocks at the model's rate (:attr:`blocks`),
     and the warning scoring it leaves (:attr:`warning`), known once the blocks are consumed."""
 
-    def __init__(self, blocks: Iterable[np.ndarray], source: ScoringAudio | None = None) -> None:
+    def __init__(
+        self, blocks: Iterable[np.ndarray], source: ScoringAudio | None = None, warning: str | None = None
+    ) -> None:
         self.blocks = blocks
         self._source = source
+        self._warning = warning
 
     @property
     def warning(self) -> str | None:
-        """Why the row's file is short of what its header promised (as `jsqa predict` says it); None."""
-        return self._source.truncation if self._source is not None else None
+        """What `jsqa predict` would say of the row's audio (:attr:`ScoringAudio.warning`: a
+        truncated file, an unusual rate, channels averaged); None when nothing."""
+        return self._source.warning if self._source is not None else self._warning
 
 
 @contextmanager
@@ -190,7 +195,8 @@ def row_blocks(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> Iter
     if kind != "audio" and not isinstance(value, str):
         raise AudioError(f"row {i}: '{kind}' must be a string, got {type(value).__name__}")
     if kind == "audio":
-        yield RowAudio([_row_samples(row, value, i, target_sr, limits)])
+        samples, warning = _row_samples(row, value, i, target_sr, limits)
+        yield RowAudio([samples], warning=warning)
         return
     if kind == "path":
         if not paths_allowed():
@@ -208,8 +214,9 @@ def row_blocks(row: dict, i: int, target_sr: int, limits: ScoringLimits) -> Iter
         yield RowAudio(audio.blocks(target_sr), audio)
 
 
-def _row_samples(row: dict, value: Any, i: int, target_sr: int, limits: ScoringLimits) -> np.ndarray:
-    """Row ``i``'s ``audio`` samples with its ``sample_rate``, checked, mono at ``target_sr``."""
+def _row_samples(row: dict, value: Any, i: int, target_sr: int, limits: ScoringLimits) -> tuple[np.ndarray, str | None]:
+    """Row ``i``'s ``audio`` samples with its ``sample_rate``, checked, mono at ``target_sr``, and
+    their warning (:func:`checked_waveform`)."""
     sr = row.get("sample_rate")
     if not _present(sr):
         raise AudioError(f"row {i}: 'audio' needs a 'sample_rate' in Hz")
@@ -219,7 +226,7 @@ def _row_samples(row: dict, value: Any, i: int, target_sr: int, limits: ScoringL
     first = value[0] if n and hasattr(value, "__getitem__") else None
     channels = len(first) if isinstance(first, (list, tuple, np.ndarray)) else 1
     _check_size(4 * n * channels, "audio", i)
-    return scoring_waveform(value, sr, f"row {i}: audio", target_sr, limits)
+    return checked_waveform(value, sr, f"row {i}: audio", target_sr, limits)
 
 
 def _rows(model_input: Any) -> list[dict]:

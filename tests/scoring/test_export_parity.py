@@ -1,6 +1,10 @@
 """An exported model scores as `jsqa predict` does: level normalisation and the no-speech rule are
 part of the TorchScript and ONNX files, and a long recording scored in the documented windows
-(docs/scoring.md) gets the MOS `jsqa predict` gives it."""
+(docs/scoring.md) gets the MOS `jsqa predict` gives it.
+
+The model, inputs and export runners here are shared with tests/scoring/test_serving.py, whose
+served champion is this model: there the same inputs are scored by all five paths (`jsqa predict`,
+the pyfunc model, `jsqa serve` over HTTP, TorchScript, ONNX) against one another."""
 
 from __future__ import annotations
 
@@ -16,7 +20,6 @@ from jsqa.data.demo.speech import clean_talkers, synth_utterance
 from jsqa.models.mos import MOSModel, encoder_spec, save_checkpoint
 from jsqa.scoring.export import export_model
 from jsqa.scoring.export_rules import SpeechRule
-from jsqa.scoring.predict import load_model, score_files
 from jsqa.scoring.windows import WINDOW_S, windows
 from jsqa.signal.speech import check_speech
 
@@ -31,7 +34,7 @@ def _speech(talker: int, seconds: float) -> np.ndarray:
     return synth_utterance(talkers[talker], seconds, SR, np.random.default_rng(talker), LEVEL).astype(np.float32)
 
 
-def _inputs() -> dict[str, np.ndarray]:
+def parity_inputs() -> dict[str, np.ndarray]:
     """Demo-like speech at several levels and lengths, silence, a tone, a long clip with a silent window."""
     base = _speech(0, 4.0)
     long = np.concatenate([_speech(1, 16.0), np.zeros(8 * SR, np.float32), _speech(2, 6.0)])
@@ -43,11 +46,8 @@ def _inputs() -> dict[str, np.ndarray]:
     return out
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A small level-normalised model (fixed seed, a steep head so scores vary), its TorchScript
-    and ONNX exports, and the inputs written as float WAV files."""
-    d = tmp_path_factory.mktemp("export")
+def parity_checkpoint(path: Path) -> Path:
+    """A small level-normalised MOS checkpoint (fixed seed, a steep head so scores vary) at ``path``."""
     torch.manual_seed(0)
     m = MOSModel(encoder_spec("small"), input_level_dbov=LEVEL)
     for mod in m.modules():  # measured BatchNorm statistics: scores vary with the input
@@ -62,14 +62,34 @@ def exported(tmp_path_factory):
             m(batch)
         m.eval()
         m.head.net[-1].bias.add_(3.0 - m(batch).mean())  # centred on the scale, not clamped at 5
-    save_checkpoint(d / "m.pt", "mos", m, m.encoder.spec, head=m.head_config)
-    export_model(d / "m.pt", d / "m.ts", "torchscript")
-    export_model(d / "m.pt", d / "m.onnx", "onnx")
+    save_checkpoint(path, "mos", m, m.encoder.spec, head=m.head_config, metrics={"val_rmse": 0.5})
+    return path
+
+
+def write_inputs(folder: Path) -> dict[str, Path]:
+    """:func:`parity_inputs` written as float WAV files (exact float32 round trip) in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name, x in _inputs().items():
-        sf.write(d / f"{name}.wav", x, SR, subtype="FLOAT")
-        files[name] = d / f"{name}.wav"
-    return d, files
+    for name, x in parity_inputs().items():
+        sf.write(folder / f"{name}.wav", x, SR, subtype="FLOAT")
+        files[name] = folder / f"{name}.wav"
+    return files
+
+
+def export_both(checkpoint: Path, folder: Path) -> tuple[Path, Path]:
+    """``checkpoint`` exported as TorchScript and as ONNX into ``folder``."""
+    ts, onnx = folder / "m.ts", folder / "m.onnx"
+    export_model(checkpoint, ts, "torchscript")
+    export_model(checkpoint, onnx, "onnx")
+    return ts, onnx
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The parity model, its TorchScript and ONNX exports, and the inputs as float WAV files."""
+    d = tmp_path_factory.mktemp("export")
+    export_both(parity_checkpoint(d / "m.pt"), d)
+    return d, write_inputs(d)
 
 
 def windowed_score(run, x: np.ndarray) -> tuple[float, bool]:
@@ -83,7 +103,8 @@ def windowed_score(run, x: np.ndarray) -> tuple[float, bool]:
     return (total / weight, True) if weight else (float("nan"), False)
 
 
-def _runners(d: Path):
+def export_runners(d: Path):
+    """Score functions (waveform batch -> (mos, speech_found) arrays) of ``d``'s m.ts and m.onnx."""
     import onnxruntime as ort
 
     with warnings.catch_warnings():
@@ -103,31 +124,13 @@ def _runners(d: Path):
     return {"torchscript": run_ts, "onnx": run_onnx}
 
 
-def test_exports_score_every_input_as_jsqa_predict_does(exported):
-    d, files = exported
-    model, _ = load_model(str(d / "m.pt"))
-    rows = {Path(r["path"]).stem: r for r in score_files(model, list(files.values()))}
-    inputs = _inputs()
-    for path, run in _runners(d).items():
-        for name, x in inputs.items():
-            mos, found = windowed_score(run, x)
-            want = rows[name]["mos"]
-            assert found == (want is not None), (path, name, rows[name]["error"])
-            if want is not None:
-                assert abs(mos - want) < 0.01, (path, name, mos, want)
-    predicted = [rows[f"gain{db:+d}dB"]["mos"] for db in (-30, -20, 0, 6)]
-    assert max(predicted) - min(predicted) < 1e-3  # level alone does not move the score
-    assert {n for n, r in rows.items() if r["mos"] is None} == {"silence", "tone_1k", "faint_noise"}
-    assert len({round(r["mos"], 3) for r in rows.values() if r["mos"] is not None}) > 3  # scores vary
-
-
 def test_a_batch_scores_row_by_row_with_nan_and_speech_found_per_row(exported):
     d, _ = exported
-    inputs = _inputs()
+    inputs = parity_inputs()
     names = ["gain-20dB", "silence", "tone_1k", "talker1_3s"]
     n = 2 * SR
     batch = np.stack([inputs[k][:n] for k in names])
-    for path, run in _runners(d).items():
+    for path, run in export_runners(d).items():
         mos, found = run(batch)
         assert mos.dtype == np.float32 and mos.shape == (4,)
         assert found.tolist() == [True, False, False, True], path

@@ -1,5 +1,9 @@
 """`mlflow models serve` on the registered champion answers real HTTP on loopback, and agrees
-with `jsqa predict` on the same audio (paths, base64 bytes, float arrays of any length)."""
+with `jsqa predict` on the same audio (paths, base64 bytes, float arrays of any length).
+
+The champion is the model of tests/scoring/test_export_parity.py, so one served model also
+checks that all five ways to score (`jsqa predict`, the pyfunc model, HTTP, TorchScript, ONNX)
+give one answer."""
 
 from __future__ import annotations
 
@@ -15,16 +19,26 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
-import torch
 from processes import stop_group
+from test_export_parity import (
+    export_both,
+    export_runners,
+    parity_checkpoint,
+    parity_inputs,
+    windowed_score,
+    write_inputs,
+)
 
 from jsqa.cli import main
 from jsqa.config import RegisterConfig
-from jsqa.models.mos import MOSModel, PretrainModel, encoder_spec, save_checkpoint
+from jsqa.models.mos import PretrainModel, encoder_spec, save_checkpoint
 from jsqa.registry.register import register
+from jsqa.scoring.model_uri import checkpoint_in, download_model
 
 pytestmark = pytest.mark.integration
 
@@ -69,14 +83,13 @@ def _signal(sr: int, seconds: float, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, empty_mlflow_store):
-    """A champion in a fresh SQLite store, served by the real `mlflow models serve` process."""
+    """A champion (the export parity model) in a fresh SQLite store, served by the real
+    `mlflow models serve` process."""
     root = tmp_path_factory.mktemp("serving")
     empty_mlflow_store(root / "mlflow.db")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     spec = encoder_spec("small")
-    torch.manual_seed(11)
-    m = MOSModel(spec)
-    save_checkpoint(root / "mos.pt", "mos", m, spec, head=m.head_config, metrics={"val_rmse": 0.5})
+    parity_checkpoint(root / "mos.pt")
     save_checkpoint(root / "enc.pt", "encoder", PretrainModel(spec), spec)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
@@ -134,11 +147,99 @@ def clips(server):
     return {"wav": wav, "flac": flac, "floats": floats, "samples": samples}
 
 
-def _cli_scores(server, files, capsys, monkeypatch) -> dict[str, float]:
+def _cli_rows(server, files, capsys, monkeypatch, status: int = 0) -> list[dict]:
+    """`jsqa predict --format json` rows of ``files`` with the champion, exiting with ``status``."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
     capsys.readouterr()
-    assert main(["predict", "--format", "json", "--root", str(server["root"]), *map(str, files)]) == 0
-    return {r["path"]: r["mos"] for r in json.loads(capsys.readouterr().out)}
+    assert main(["predict", "--format", "json", "--root", str(server["root"]), *map(str, files)]) == status
+    return json.loads(capsys.readouterr().out)
+
+
+def _cli_scores(server, files, capsys, monkeypatch) -> dict[str, float]:
+    return {r["path"]: r["mos"] for r in _cli_rows(server, files, capsys, monkeypatch)}
+
+
+def _pyfunc(server, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    return mlflow.pyfunc.load_model(CHAMPION)
+
+
+def _exported_champion(server, folder: Path) -> Path:
+    """The champion's own checkpoint (downloaded from the registry) exported into ``folder``."""
+    local, _ = download_model(CHAMPION, server["root"], folder / "download")
+    export_both(checkpoint_in(local) if local.is_dir() else local, folder)
+    return folder
+
+
+def _parity_table(scores: dict[str, dict[str, float | None]], names: list[str]) -> dict[str, float]:
+    """Max |MOS - predict's MOS| of each path over the rows both scored; a row scored by one and
+    not the other fails the test."""
+    want = scores["predict"]
+    out = {}
+    for path, got in scores.items():
+        for n in names:
+            assert (got[n] is None) == (want[n] is None), (path, n, got[n], want[n])
+        out[path] = max(abs(got[n] - want[n]) for n in names if want[n] is not None)
+    return out
+
+
+def _no_nan(v: object) -> float | None:
+    return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
+
+
+def test_five_paths_give_one_answer_on_the_same_inputs(server, tmp_path, capsys, monkeypatch):
+    files = write_inputs(tmp_path / "inputs")
+    names = list(files)
+    rows = _cli_rows(server, files.values(), capsys, monkeypatch, status=1)  # silence etc.: error rows
+    scores = {"predict": {n: r["mos"] for n, r in zip(names, rows)}}
+    frame = _pyfunc(server, monkeypatch).predict(pd.DataFrame({"path": [str(files[n]) for n in names]}))
+    scores["pyfunc"] = {n: _no_nan(v) for n, v in zip(names, frame["mos"])}
+    records = [{"path": str(files[n])} for n in names]
+    status, body = _post(server["url"], json.dumps({"dataframe_records": records}).encode())
+    assert status == 200, body
+    scores["http"] = {n: p["mos"] for n, p in zip(names, body["predictions"])}
+    inputs = parity_inputs()
+    for path, run in export_runners(_exported_champion(server, tmp_path / "export")).items():
+        scores[path] = {n: _no_nan(windowed_score(run, inputs[n])[0]) for n in names}
+    for errors in (rows, frame.to_dict("records"), body["predictions"]):
+        assert [_no_nan(r["mos"]) is None for r in errors] == [bool(r["error"]) for r in errors]
+    table = _parity_table(scores, names)
+    print("max |MOS - jsqa predict| per path:", json.dumps(table))
+    assert all(d < 0.01 for d in table.values()), table
+    assert table["pyfunc"] < 1e-6 and table["http"] < 1e-6  # one code path, one process apart
+    predicted = [scores["predict"][f"gain{db:+d}dB"] for db in (-30, -20, 0, 6)]
+    assert max(predicted) - min(predicted) < 1e-3  # level alone does not move the score
+    assert {n for n, v in scores["predict"].items() if v is None} == {"silence", "tone_1k", "faint_noise"}
+    assert len({round(v, 3) for v in scores["predict"].values() if v is not None}) > 3  # scores vary
+
+
+def test_an_unusual_rate_and_averaged_channels_are_noted_without_failing_predict(server, tmp_path, capsys, monkeypatch):
+    speech = parity_inputs()["talker1_3s"]
+    stereo, odd, common = tmp_path / "stereo.wav", tmp_path / "odd.flac", tmp_path / "common.wav"
+    sf.write(stereo, np.stack([speech, 0.5 * speech], axis=1), 16000)
+    sf.write(odd, speech, 11025)  # the same samples, played slower
+    sf.write(common, speech, 44100)  # a usual rate: resampled without a word
+    rows = _cli_rows(server, [stereo, odd, common], capsys, monkeypatch, status=0)  # notes do not fail the run
+    assert [r["error"] for r in rows] == [None, None, None] and rows[2]["warning"] is None
+    assert rows[0]["warning"] == f"{stereo}: 2 channels averaged to mono"
+    assert rows[1]["warning"] == f"{odd}: resampled from 11025 Hz to 16000 Hz"
+    frame = _pyfunc(server, monkeypatch).predict(
+        pd.DataFrame(
+            {
+                "path": [str(stereo), str(odd), None],
+                "audio": [None, None, np.stack([speech, speech], axis=1).tolist()],
+                "sample_rate": [None, None, 11025.0],
+            }
+        )
+    )
+    assert list(frame["error"].isna()) == [True, True, True]
+    assert list(frame["warning"]) == [
+        f"row 0: {stereo}: 2 channels averaged to mono",
+        f"row 1: {odd}: resampled from 11025 Hz to 16000 Hz",
+        "row 2: audio: resampled from 11025 Hz to 16000 Hz; 2 channels averaged to mono",
+    ]
+    np.testing.assert_allclose(frame["mos"].to_numpy(dtype=float)[:2], [r["mos"] for r in rows[:2]], atol=1e-6)
 
 
 def test_http_scores_path_base64_and_float_array_like_jsqa_predict(server, clips, capsys, monkeypatch):
