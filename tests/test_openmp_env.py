@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import wave
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,21 @@ ENTRIES = {
 
 
 def _openmp_settings(entry: list[str], policy: str | None, cwd: Path) -> dict[str, str]:
-    """libgomp's settings in a `jsqa predict` process (it loads torch, then fails on a missing file)."""
+    """libgomp's settings in a `jsqa predict` process: its inputs exist, so it imports torch to load
+    the checkpoint, which is not one, and fails there."""
+    with wave.open(str(cwd / "clip.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x01" * 16000)
+    (cwd / "not-a-checkpoint.pt").write_bytes(b"not a checkpoint")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     env.update(OMP_DISPLAY_ENV="VERBOSE", JSQA_PYTHON=sys.executable)
     if policy is not None:
         env["OMP_WAIT_POLICY"] = policy
-    proc = subprocess.run(
-        [*entry, "predict", "missing.wav"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 2 and "missing.wav" in proc.stderr, proc.stderr[-2000:]
+    cmd = [*entry, "predict", "clip.wav", "--model", "not-a-checkpoint.pt"]
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "not-a-checkpoint.pt" in proc.stderr, proc.stderr[-2000:]
     settings = dict(
         line.strip().replace("'", "").split(" = ", 1)
         for line in proc.stderr.splitlines()
