@@ -12,27 +12,18 @@ import pandas as pd
 import pytest
 import yaml
 from distributed import LocalCluster
-from pair_inputs import speech_like
+from pair_inputs import CFG as PAIRS_CFG
+from pair_inputs import SR, speech_like
 
 from flows.pairs_dask import main, run_pairs_dask
 from jsqa.audio import write_audio
-from jsqa.config import PairsConfig
 from jsqa.data.manifests import relpath, write_manifest
 from jsqa.pairs.generate import generate_pairs
 
 pytestmark = pytest.mark.integration
 
-SR = 16000
-CFG = PairsConfig(
-    jnd_db=3.0,
-    snr_db=(-5.0, 40.0),
-    clean_anchor_prob=0.25,
-    pairs_per_utterance=3,
-    segment_seconds=0.25,
-    speech_level_dbov=-26.0,
-    shard_size=4,
-    workers=1,
-).for_profile("paper")  # additive noise only
+# The pairs tests' config (additive noise only), smaller: 3 pairs of 0.25 s, 4 to a shard.
+CFG = dataclasses.replace(PAIRS_CFG, pairs_per_utterance=3, segment_seconds=0.25, shard_size=4)
 SEED = 7
 
 
