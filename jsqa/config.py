@@ -476,6 +476,7 @@ class PretrainConfig(_Section):
     warmup_steps: int = 0  # linear warmup before the cosine decay; 0: 5% of the total steps
     clip_norm: float = 5.0  # gradient clipping (max global L2 norm); 0: off
     checkpoint_every: int = 500  # optimizer steps between resumable checkpoints (0: only on SIGTERM/SIGINT)
+    max_steps: int = 0  # stop after this many optimizer steps, the schedule decaying over them (0: all epochs)
 
     def _check(self) -> None:
         for name in ("epochs", "batch_size", "group_size", "threads"):
@@ -483,7 +484,7 @@ class PretrainConfig(_Section):
         self._require(self.learning_rate > 0, "learning_rate", "must be > 0")
         self._require(self.weight_decay >= 0, "weight_decay", "must be >= 0")
         self._require(self.temperature > 0, "temperature", "must be > 0")
-        for name in ("warmup_steps", "clip_norm", "checkpoint_every"):
+        for name in ("warmup_steps", "clip_norm", "checkpoint_every", "max_steps"):
             self._require(getattr(self, name) >= 0, name, "must be >= 0")
 
 

@@ -152,6 +152,7 @@ STAGES: tuple[Stage, ...] = (
             "pretrain.precision",
             "pretrain.warmup_steps",
             "pretrain.clip_norm",
+            "pretrain.max_steps",
         ),
         outs=("models/encoder.pt",),
         metrics=(no_cache("metrics/pretrain.json"),),

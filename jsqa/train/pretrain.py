@@ -229,13 +229,15 @@ def _pretrain(
     start_epoch, start_pos = _resume(run, resume, data_rng)
     metrics: dict[str, float] = {}
     for epoch in range(start_epoch, cfg.epochs):
+        if run.step >= run.total:  # pretrain.max_steps reached
+            break
         epoch_rng = generator_state(data_rng)
         pos = start_pos if epoch == start_epoch else 0
         if epoch != start_epoch:
             run.sums = dict.fromkeys(METRIC_KEYS, 0.0)
         plan = shard_batches(grouped_batches(run.utt, cfg.batch_size, cfg.group_size, data_rng), ctx)
-        _train_epoch(run, cfg, seed, plan, epoch, pos, epoch_rng, on_step, stop)
-        means = mean_over_ranks([run.sums[k] / max(len(plan), 1) for k in METRIC_KEYS], ctx, run.device)
+        done = _train_epoch(run, cfg, seed, plan, epoch, pos, epoch_rng, on_step, stop)
+        means = mean_over_ranks([run.sums[k] / max(done, 1) for k in METRIC_KEYS], ctx, run.device)
         metrics = dict(zip(METRIC_KEYS, means))
         metrics["lr"] = float(run.sched.get_last_lr()[0])
         if ctx.is_main:
@@ -331,6 +333,8 @@ def _setup(
     utt = pairs.recipes["utterance_id"].to_numpy()
     n_batches = len(grouped_batches(utt, cfg.batch_size, cfg.group_size, np.random.default_rng(0)))
     total = max(1, steps_per_epoch(n_batches, ctx.world_size) * cfg.epochs)
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
     warmup = cfg.warmup_steps if cfg.warmup_steps > 0 else max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(total, warmup))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else checkpoint_dir_for(out_path)
@@ -389,10 +393,11 @@ def _train_epoch(
     epoch_rng: str,
     on_step: StepCallback,
     stop: StopRequest,
-) -> None:
+) -> int:
     """Train on this rank's ``plan`` from batch ``pos`` on, adding each batch's stats to ``run.sums``;
     checkpoint every ``cfg.checkpoint_every`` steps, and raise :class:`TrainingInterrupted` after
-    checkpointing the step a signal arrived in."""
+    checkpointing the step a signal arrived in. Stops early at ``run.total`` steps
+    (``pretrain.max_steps``); returns the batches of the epoch done so far."""
     run.net.train()
     with PairBatchLoader(run.pairs, plan[pos:], run.device, cfg.mask_jnd_negatives) as loader:
         for batch in loader:
@@ -416,6 +421,9 @@ def _train_epoch(
                 log.warning(msg)
                 shutdown_distributed(run.ctx)
                 raise TrainingInterrupted(msg, signum, run.step)
+            if run.step >= run.total:
+                break
+    return pos
 
 
 def _save_encoder(

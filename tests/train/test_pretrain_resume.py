@@ -282,3 +282,15 @@ def test_stop_on_signals_sets_a_flag_and_restores_the_previous_handlers():
         time.sleep(0.05)  # Python runs handlers between bytecodes of the main thread
         assert stop.requested and stop.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_max_steps_bounds_a_run_and_its_schedule_ends_there(small_pairs, tmp_path):
+    # A bounded rehearsal (pretrain.max_steps): 20 epochs of 6 steps asked, 4 run, the learning
+    # rate decayed to 0 at the 4th, and the encoder is written as for a full run.
+    lrs: dict[int, float] = {}
+    cfg = dataclasses.replace(CFG, max_steps=4, checkpoint_every=0)
+    out = tmp_path / "enc.pt"
+    metrics = pretrain(small_pairs, MODEL, cfg, SEED, out, on_step=lambda s, m: lrs.__setitem__(s, m["lr"]))
+    assert metrics["steps"] == 4 and sorted(lrs) == [1, 2, 3, 4]
+    assert lrs[4] == pytest.approx(0.0, abs=1e-12) and lrs[1] > 0
+    assert np.isfinite(metrics["loss"]) and out.is_file()
