@@ -1,0 +1,485 @@
+"""Rehearse the ``paper`` profile end to end at growing size and extrapolate to the paper's 460 h.
+
+For each ``--hours`` size: stand-in LibriSpeech, DEMAND and NISQA archives in their real layouts
+(benchmarks/rehearsal_corpora.py) are served by a loopback HTTP server as ``data.corpora.mirrors``
+with their md5s as ``data.corpora.checksums``; a fresh copy of this project with
+``data.profile: paper`` then runs every stage through ``dvc repro`` (one ``--single-item`` call per
+stage, in dvc.yaml order, so each is measured alone): downloads, extraction, manifests, validation,
+pairs, pretraining (``--pretrain-steps`` steps), calibration, fine-tuning of both inits,
+evaluation with peers and registration. Per stage it prints wall and CPU time, audio hours per CPU
+hour, peak RSS and what the stage added on disk, and how each grew from the previous size. The
+last line extrapolates to LibriSpeech train-clean-100 + 360 (464.2 h, 132,553 utterances), the
+five DEMAND environments and the whole NISQA corpus (about 14,000 clips), starting
+``extrapolated to 460 h:``.
+
+    .venv/bin/python benchmarks/paper_scale.py --hours 0.25
+    .venv/bin/python benchmarks/paper_scale.py --hours 0.25 1 2 --json capacity.json
+    .venv/bin/python benchmarks/paper_scale.py --fit capacity.json   # table and fit again, no runs
+
+``--scale-out`` also times the pairs through ``flows/pairs_dask.py`` on a local Dask cluster and
+pretraining through ``torchrun`` with 2 CPU processes, against the single-process stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.rehearsal_corpora import Mirror, build_mirror  # noqa: E402
+
+BIN = Path(sys.executable).parent
+# The paper's corpora (docs/data.md; train-clean-360's bytes estimated from its hours at
+# train-clean-100's 63.5 MB/h; DEMAND: five 16 kHz zips of 80-120 MB; NISQA: 15.9 GiB).
+FULL = {
+    "speech_hours": 464.2,
+    "utterances": 132_553,
+    "mos_clips": 14_000,
+    "archive_bytes": 6_387_309_499 + 6_387_309_499 * 363.6 / 100.6 + 5 * 110e6 + 15.9 * 2**30,
+}
+# Folders (and files) of a project whose disk use is tracked; hardlinked files count once.
+DISK = {
+    "downloads": ("data/downloads",),
+    "raw": ("data/raw",),
+    "manifests": ("data/manifests", "data/validation"),
+    "pairs": ("data/pairs",),
+    "models": ("models",),
+    "dvc_cache": (".dvc/cache",),
+    "mlflow": ("mlflow.db", "mlartifacts", "mlruns"),
+    "peer_cache": ("data/peer_cache",),
+}
+# What each stage's work grows with: "bytes" of corpus archives, "speech" hours, pretraining
+# "steps", MOS "clips"; "fixed" stages do not grow.
+DRIVER = {
+    "check_params": "fixed",
+    "acquire": "bytes",
+    "validate": "bytes",
+    "pairs": "speech",
+    "pretrain": "steps",
+    "calibrate": "clips",
+    "finetune": "clips",
+    "finetune_scratch": "clips",
+    "evaluate": "clips",
+    "register": "fixed",
+}
+# Project files a user has but git does not hand out; not copied into the rehearsal project.
+SKIP_TOP = {".venv", ".venv-lint", ".git", "mlflow.db", "mlartifacts", "mlruns", ".prefect", "models", "metrics"}
+SKIP_TOP |= {"plots", ".pytest_cache", ".ruff_cache", ".mypy_cache", "dvc.lock", "reports", "dvc_plots", "gx", "build", ".whl"}
+
+
+# ---------------------------------------------------------------------------- the project
+
+
+def copy_project(dst: Path) -> Path:
+    """A copy of this repository as git hands it to a user (no venv, no outputs), committed."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
+        if Path(folder) == REPO:
+            skip |= SKIP_TOP & set(names)
+        if Path(folder) == REPO / "data":
+            skip |= set(names) - {".gitignore"}
+        if Path(folder) == REPO / ".dvc":
+            skip |= set(names) - {"config", ".gitignore"}
+        return skip
+
+    shutil.copytree(REPO, dst, ignore=ignore)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
+        subprocess.run(cmd, cwd=dst, check=True)
+    commit = ["git", "-c", "user.name=rehearsal", "-c", "user.email=r@localhost", "commit", "-qm", "rehearsal"]
+    subprocess.run(commit, cwd=dst, check=True)
+    return dst
+
+
+def rehearsal_params(base: dict, mirror: Mirror, url: str, args: argparse.Namespace) -> dict:
+    """``base`` (the project's params.yaml) switched to the paper profile on the served mirror."""
+    p = json.loads(json.dumps(base))
+    p["data"]["profile"] = "paper"
+    p["data"]["corpora"].update(
+        librispeech_subsets=["train-clean-100", "train-clean-360"],
+        noise_sources=["demand"],
+        nisqa_subsets=mirror.nisqa_subsets,
+        accept_nisqa_licence=True,
+        mirrors={name: f"{url}/{name}" for name in ("librispeech", "demand", "nisqa")},
+        checksums=mirror.checksums,
+    )
+    p["validate"]["workers"] = args.workers
+    p["pairs"]["workers"] = args.workers
+    p["model"]["size"] = args.model_size
+    p["pretrain"].update(max_steps=args.pretrain_steps, checkpoint_every=max(1, args.pretrain_steps // 4))
+    # Every fine-tuning run goes the whole cap (patience = cap), so its cost per epoch is exact.
+    p["finetune"].update(epochs=args.finetune_epochs, patience=args.finetune_epochs, seeds=args.seeds)
+    p["evaluate"]["bootstrap_resamples"] = 200
+    return p
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """The environment stages run in: this interpreter's venv, nothing of the caller's MLflow."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PREFECT_API"))}
+    env.update(
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        JSQA_PYTHON=sys.executable,
+        DVC_NO_ANALYTICS="1",
+        GX_ANALYTICS_ENABLED="false",
+        PREFECT_HOME=str(project / ".prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PYTHONPATH=str(project),
+        OMP_WAIT_POLICY=env.get("OMP_WAIT_POLICY", "PASSIVE"),
+    )
+    return env
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def disk_usage(project: Path) -> dict[str, int]:
+    """Bytes on disk per :data:`DISK` group and in all (``total``: a hardlinked file once)."""
+    seen: set[tuple[int, int]] = set()
+    out = dict.fromkeys(DISK, 0)
+    for group, paths in DISK.items():
+        for rel in paths:
+            path = project / rel
+            files = [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file()) if path.exists() else ()
+            for f in files:
+                st = f.lstat()
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    out[group] += st.st_blocks * 512
+    out["total"] = sum(out[g] for g in DISK)
+    return out
+
+
+def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> dict[str, float]:
+    """Run ``cmd``; return its wall and CPU seconds and peak RSS (GiB) with all it waited for."""
+    start = time.perf_counter()
+    with log_path.open("ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # wait4: the child's rusage, which includes every descendant it reaped (the stage's own).
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); log {log_path}:\n{tail}")
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_gib": ru.ru_maxrss / 2**20}
+
+
+@contextlib.contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` on 127.0.0.1 (a free port) for the time of the block; yield its URL."""
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def stage_names(project: Path) -> list[str]:
+    """The stages of the project's dvc.yaml, in order."""
+    return list(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+
+
+def read_metric(project: Path, rel: str, key: str) -> float | None:
+    path = project / rel
+    return json.loads(path.read_text()).get(key) if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------- one size
+
+
+def rehearse(hours: float, work: Path, args: argparse.Namespace) -> dict:
+    """Build the mirror, run every stage of a fresh project on it; return the measurements."""
+    t0 = time.perf_counter()
+    mirror = build_mirror(work / "mirror", hours, seed=args.seed, mos_clips=args.mos_clips)
+    build_s = time.perf_counter() - t0
+    project = copy_project(work / "project")
+    env = project_env(project)
+    log_path = work / "stages.log"
+    base = yaml.safe_load((project / "params.yaml").read_text())
+    size = {
+        "hours": hours,
+        "speech_hours": mirror.speech_hours,
+        "utterances": mirror.utterances,
+        "speakers": mirror.speakers,
+        "mos_clips": mirror.mos_clips,
+        "archive_bytes": sum(mirror.archive_bytes.values()),
+        "mirror_build_s": build_s,
+        "pretrain_steps": args.pretrain_steps,
+        "finetune_epochs": args.finetune_epochs,
+        "seeds": args.seeds,
+        "model_size": args.model_size,
+        "workers": args.workers,
+        "cores": os.cpu_count(),
+        "stages": {},
+    }
+    with serve(mirror.root) as url:
+        params = rehearsal_params(base, mirror, url, args)
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        before = disk_usage(project)
+        for stage in stage_names(project):
+            m = run_measured([str(BIN / "dvc"), "repro", "--single-item", stage], project, env, log_path)
+            after = disk_usage(project)
+            m["disk_added"] = {k: after[k] - before[k] for k in after}
+            size["stages"][stage] = m
+            before = after
+            print(f"  {hours:g} h {stage}: {m['wall_s']:.1f} s wall, {m['rss_gib']:.2f} GiB", flush=True)
+    size["disk"] = before
+    size["pairs"] = read_metric(project, "metrics/pretrain.json", "n_pairs")
+    if args.scale_out:
+        size["scale_out"] = scale_out(project, env, log_path, args)
+    return size
+
+
+def scale_out(project: Path, env: dict[str, str], log_path: Path, args: argparse.Namespace) -> dict:
+    """Pairs through flows/pairs_dask.py and pretraining through torchrun (2 CPU processes)."""
+    out: dict = {}
+    dask_out = project / "data" / "pairs_dask"
+    cmd = [sys.executable, "-m", "flows.pairs_dask", "--params", "params.yaml", "--out", str(dask_out)]
+    out["pairs_dask"] = run_measured([*cmd, "--workers", str(args.workers)], project, env, log_path)
+    same = [
+        (dask_out / f.relative_to(project / "data" / "pairs")).read_bytes() == f.read_bytes()
+        for f in sorted((project / "data" / "pairs").rglob("*"))
+        if f.is_file()
+    ]
+    out["pairs_dask"]["identical"] = all(same) and len(same) > 0
+    # Two processes of one thread each against the stage's one process of `workers` threads.
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["pretrain"]["threads"] = max(1, args.workers // 2)
+    (project / "params_ddp.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    ddp = [str(BIN / "torchrun"), "--standalone", "--nproc-per-node", "2", "-m", "jsqa.cli", "pretrain"]
+    ddp += ["--params", "params_ddp.yaml", "--out", "models/encoder_ddp.pt", "--metrics", "metrics/pretrain_ddp.json"]
+    out["pretrain_ddp"] = run_measured(ddp, project, env, log_path)
+    out["pretrain_ddp"]["steps"] = read_metric(project, "metrics/pretrain_ddp.json", "steps")
+    out["pretrain_ddp"]["world_size"] = 2
+    return out
+
+
+# ---------------------------------------------------------------------------- report and fit
+
+
+def driver_value(size: dict, driver: str) -> float:
+    """The amount of work a stage grows with, at this size."""
+    return {
+        "bytes": size["archive_bytes"],
+        "speech": size["speech_hours"],
+        "steps": size["pretrain_steps"],
+        "clips": size["mos_clips"],
+        "fixed": 1.0,
+    }[driver]
+
+
+def full_driver(driver: str, user: dict) -> float:
+    """The same amount for the paper's corpora under the user's params.yaml (``user``)."""
+    pairs = FULL["utterances"] * user["pairs"]["pairs_per_utterance"]
+    steps = math.ceil(pairs / user["pretrain"]["batch_size"]) * user["pretrain"]["epochs"]
+    full = {"bytes": FULL["archive_bytes"], "speech": FULL["speech_hours"], "steps": steps, "clips": FULL["mos_clips"]}
+    return float(full.get(driver, 1.0))
+
+
+def runs_factor(stage: str, size: dict, user: dict) -> float:
+    """How many more training runs or epochs the user's settings ask for than the rehearsal ran."""
+    seeds = user["finetune"]["seeds"] / size["seeds"]
+    if stage in ("finetune", "finetune_scratch"):
+        return seeds * user["finetune"]["epochs"] / size["finetune_epochs"]
+    return seeds if stage == "evaluate" else 1.0
+
+
+def affine_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """(c, a) of y = c + a x by least squares, c >= 0; through the origin with one point."""
+    if len(set(xs)) < 2:
+        return 0.0, ys[-1] / xs[-1]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    c = my - a * mx
+    if c < 0 or a < 0:  # overhead cannot be negative: fall back to proportional growth
+        a = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
+        c = 0.0
+    return c, a
+
+
+def exponent(x0: float, x1: float, y0: float, y1: float) -> float | None:
+    """b of y ~ x^b between two sizes (None where either does not grow)."""
+    if x1 <= x0 or y0 <= 0 or y1 <= 0:
+        return None
+    return math.log(y1 / y0) / math.log(x1 / x0)
+
+
+def extrapolate(sizes: list[dict], user: dict) -> dict:
+    """Per stage wall, CPU and RSS at the paper's scale, and its disk, from the measured sizes."""
+    stages: dict[str, dict] = {}
+    for stage in sizes[-1]["stages"]:
+        driver = DRIVER.get(stage, "fixed")
+        xs = [driver_value(s, driver) for s in sizes]
+        x_full, factor = full_driver(driver, user), runs_factor(stage, sizes[-1], user)
+        row = {}
+        for key in ("wall_s", "cpu_s"):
+            c, a = affine_fit(xs, [s["stages"][stage][key] for s in sizes])
+            row[key] = c + a * x_full * factor
+        c, a = affine_fit(xs, [s["stages"][stage]["rss_gib"] for s in sizes])
+        row["rss_gib"] = max(c + a * x_full, max(s["stages"][stage]["rss_gib"] for s in sizes))
+        stages[stage] = row
+    return {"stages": stages, "disk": extrapolate_disk(sizes[-1], user)}
+
+
+def extrapolate_disk(size: dict, user: dict) -> dict[str, float]:
+    """Bytes per disk group at the paper's scale, each grown with what fills it."""
+    disk = size["disk"]
+    speech = FULL["speech_hours"] / size["speech_hours"]
+    pairs = FULL["utterances"] * user["pairs"]["pairs_per_utterance"] / max(size.get("pairs") or 1, 1)
+    out = {
+        "downloads": disk["downloads"] * FULL["archive_bytes"] / size["archive_bytes"],
+        "raw": disk["raw"] * speech,
+        "manifests": disk["manifests"] * speech,
+        "pairs": disk["pairs"] * pairs,
+        "models": float(disk["models"]),
+        "mlflow": float(disk["mlflow"]),
+        "peer_cache": disk["peer_cache"] * FULL["mos_clips"] / size["mos_clips"],
+    }
+    stored = disk["raw"] + disk["manifests"] + disk["pairs"] + disk["models"]
+    cache_share = disk["dvc_cache"] / stored if stored else 0.0
+    out["dvc_cache"] = cache_share * (out["raw"] + out["manifests"] + out["pairs"] + out["models"])
+    out["total"] = sum(out.values())
+    return out
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:,.1f}"
+
+
+def print_size(size: dict, previous: dict | None) -> None:
+    """The per-stage table of one size, with growth from ``previous``."""
+    print(
+        f"\n== {size['hours']:g} h asked: {size['speech_hours']:.3f} h of speech ({size['utterances']:,} utterances,"
+        f" {size['speakers']} speakers), {size['mos_clips']:,} MOS clips, archives {_mb(size['archive_bytes'])} MB;"
+        f" pretraining {size['pretrain_steps']} steps, fine-tuning {size['finetune_epochs']} epochs x"
+        f" {size['seeds']} seed(s), model {size['model_size']}, {size['cores']} cores"
+    )
+    head = f"{'stage':<17}{'wall s':>9}{'CPU s':>9}{'audio h/CPU h':>15}{'peak RSS GiB':>14}{'disk +MB':>11}"
+    print(head + ("   growth from previous: wall x, RSS x, exponent b of wall" if previous else ""))
+    for stage, m in size["stages"].items():
+        rate = size["speech_hours"] / (m["cpu_s"] / 3600) if m["cpu_s"] > 0 else float("nan")
+        line = (
+            f"{stage:<17}{m['wall_s']:>9.1f}{m['cpu_s']:>9.1f}{rate:>15.1f}{m['rss_gib']:>14.2f}"
+            f"{_mb(m['disk_added']['total']):>11}"
+        )
+        if previous and stage in previous["stages"]:
+            p = previous["stages"][stage]
+            driver = DRIVER.get(stage, "fixed")
+            b = exponent(driver_value(previous, driver), driver_value(size, driver), p["wall_s"], m["wall_s"])
+            line += f"   {m['wall_s'] / p['wall_s']:.2f}x, {m['rss_gib'] / p['rss_gib']:.2f}x"
+            line += f", b={b:.2f} in {driver}" if b is not None else f" ({driver})"
+        print(line)
+    disk = ", ".join(f"{k} {_mb(v)}" for k, v in size["disk"].items())
+    print(f"disk at the end (MB; hardlinked files once): {disk}")
+    for name, m in size.get("scale_out", {}).items():
+        print(f"scale-out {name}: {m['wall_s']:.1f} s wall, {m['cpu_s']:.1f} s CPU, {m['rss_gib']:.2f} GiB", end="")
+        print(f", identical to the stage's: {m['identical']}" if "identical" in m else f", {m.get('steps')} steps")
+
+
+def _h(seconds: float) -> str:
+    return f"{seconds / 3600:,.1f} h"
+
+
+def print_extrapolation(sizes: list[dict], user: dict) -> None:
+    """The 460 h table and, last, the one-line summary."""
+    ex = extrapolate(sizes, user)
+    steps = int(full_driver("steps", user))
+    print(
+        f"\n== extrapolated to {FULL['speech_hours']} h ({FULL['utterances']:,} utterances), 5 DEMAND environments,"
+        f" {FULL['mos_clips']:,} NISQA clips; fits over {len(sizes)} size(s): t = c + a x per stage"
+    )
+    print(f"{'stage':<17}{'wall':>10}{'CPU':>10}{'peak RSS GiB':>14}  grows with")
+    for stage, row in ex["stages"].items():
+        print(f"{stage:<17}{_h(row['wall_s']):>10}{_h(row['cpu_s']):>10}{row['rss_gib']:>14.2f}  {DRIVER.get(stage)}")
+    print("disk (GB): " + ", ".join(f"{k} {v / 1e9:,.1f}" for k, v in ex["disk"].items()))
+    wall = sum(r["wall_s"] for r in ex["stages"].values())
+    peak = max(ex["stages"].items(), key=lambda kv: kv[1]["rss_gib"])
+    parts = ", ".join(f"{k} {_h(r['wall_s'])}" for k, r in ex["stages"].items() if r["wall_s"] >= 360)
+    last = sizes[-1]
+    print(
+        f"extrapolated to 460 h: {_h(wall)} on these {last['cores']} cores ({parts}; pretraining {steps:,} steps of the"
+        f" {last['model_size']} encoder, fine-tuning {user['finetune']['epochs']} epochs x {user['finetune']['seeds']}"
+        f" seeds at most); GPU (paper encoder, bf16): not measured; disk {ex['disk']['total'] / 1e9:,.0f} GB;"
+        f" peak RAM {peak[1]['rss_gib']:.1f} GiB ({peak[0]})"
+    )
+
+
+def report(sizes: list[dict], user: dict) -> None:
+    """Every size's table, then the extrapolation."""
+    for i, size in enumerate(sizes):
+        print_size(size, sizes[i - 1] if i else None)
+    print_extrapolation(sizes, user)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hours", type=float, nargs="+", help="speech hours of each size, smallest first")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="validate/pairs workers")
+    ap.add_argument("--keep", type=Path, help="keep each size's mirror and project under this folder")
+    ap.add_argument("--json", type=Path, help="write the measurements here (read back with --fit)")
+    ap.add_argument("--fit", type=Path, nargs="+", help="report from earlier --json files instead of running")
+    ap.add_argument("--pretrain-steps", type=int, default=100, help="pretraining optimizer steps (a CPU bound)")
+    ap.add_argument("--finetune-epochs", type=int, default=6, help="fine-tuning epochs per run (no early stop)")
+    ap.add_argument("--seeds", type=int, default=1, help="fine-tuning runs per init")
+    ap.add_argument("--model-size", default="small", choices=("small", "paper"))
+    ap.add_argument("--mos-clips", type=int, help="MOS clips (default: grows with --hours)")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--scale-out", action="store_true", help="also time Dask pairs and torchrun pretraining")
+    args = ap.parse_args(argv)
+    if not args.hours and not args.fit:
+        ap.error("give --hours (to run) or --fit (to report earlier runs)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    user = yaml.safe_load((REPO / "params.yaml").read_text())
+    if args.fit:
+        sizes = sorted((s for f in args.fit for s in json.loads(f.read_text())), key=lambda s: s["speech_hours"])
+        report(sizes, user)
+        return 0
+    sizes = []
+    for hours in sorted(args.hours):
+        base = args.keep or Path(tempfile.mkdtemp(prefix="jsqa-rehearsal-"))
+        work = base / f"{hours:g}h"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        print(f"rehearsing {hours:g} h in {work}", flush=True)
+        try:
+            sizes.append(rehearse(hours, work, args))
+        finally:
+            if args.keep is None:
+                shutil.rmtree(base, ignore_errors=True)
+        if args.json:
+            args.json.write_text(json.dumps(sizes, indent=1))
+    report(sizes, user)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
