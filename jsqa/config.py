@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -141,6 +142,33 @@ class DemoConfig(_Section):
         self._require(self.label_noise_std >= 0, "label_noise_std", "must be >= 0")
 
 
+# The corpora data.corpora.mirrors may point elsewhere (the ones the acquire stage downloads).
+MIRRORED_CORPORA: tuple[str, ...] = ("librispeech", "demand", "musan", "nisqa")
+_DIGEST_HEX = {"md5": 32, "sha256": 64}
+
+
+def parse_digest(value: str) -> tuple[str, str]:
+    """Split a ``data.corpora.checksums`` value into (algorithm, lower-case hex digest).
+
+    Written ``md5:<32 hex>`` or ``sha256:<64 hex>``; a bare hex string names its algorithm by
+    its length. Raises ValueError saying what is wrong.
+    """
+    if not isinstance(value, str):
+        raise ValueError("expected md5:<32 hex> or sha256:<64 hex>")
+    algorithm, sep, digest = value.strip().partition(":")
+    if not sep:
+        algorithm, digest = {32: "md5", 64: "sha256"}.get(len(algorithm), ""), algorithm
+        if not algorithm:
+            raise ValueError(f"a bare digest has 32 (md5) or 64 (sha256) hex digits, not {len(digest)}")
+    algorithm = algorithm.strip().lower()
+    if algorithm not in _DIGEST_HEX:
+        raise ValueError(f"unknown digest '{algorithm}' (use md5:<32 hex> or sha256:<64 hex>)")
+    digest = digest.strip()
+    if not re.fullmatch(f"[0-9a-fA-F]{{{_DIGEST_HEX[algorithm]}}}", digest):
+        raise ValueError(f"{algorithm} needs {_DIGEST_HEX[algorithm]} hex digits")
+    return algorithm, digest.lower()
+
+
 @dataclass(frozen=True)
 class CorporaConfig(_Section):
     """Real corpora for the ``paper`` profile (see docs/data.md)."""
@@ -156,6 +184,19 @@ class CorporaConfig(_Section):
     accept_nisqa_licence: bool = False  # read the NISQA licence note first (shown when false)
     user_mos_csv: str = ""  # your MOS dataset in the NISQA CSV layout, instead of NISQA
     mirrors: dict[str, str] = field(default_factory=dict)  # e.g. {librispeech: "https://us.openslr.org/resources/12"}
+    # Archive file name -> its digest, md5:<hex> or sha256:<hex>; replaces the pinned checksum and size.
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def _check(self) -> None:
+        unknown = sorted(set(self.mirrors) - set(MIRRORED_CORPORA))
+        self._require(
+            not unknown, "mirrors", f"unknown corpus {', '.join(unknown)}; known: {', '.join(MIRRORED_CORPORA)}"
+        )
+        for name, value in self.checksums.items():
+            try:
+                parse_digest(value)
+            except ValueError as exc:
+                raise ConfigError(f"{self._where('checksums')}.{name}: {exc}, got {value!r}") from exc
 
 
 @dataclass(frozen=True)

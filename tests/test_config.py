@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jsqa.config import ModelConfig, PairsConfig, Params, load_params, params_from_dict, to_flat_dict
+from jsqa.config import (
+    ModelConfig,
+    PairsConfig,
+    Params,
+    load_params,
+    params_from_dict,
+    parse_digest,
+    to_flat_dict,
+)
 from jsqa.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +112,15 @@ def test_literal_choices_reject_other_values_naming_key_and_choices(raw, key, al
         ({"data": {"demo": {"mos_splits": {"train": 0.7, "val": 0.1, "test": 0.1}}}}, "data.demo.mos_splits"),
         ({"validate": {"min_duration_s": 40.0}}, "validate.min_duration_s"),
         ({"seed": -1}, "seed"),
+        ({"data": {"corpora": {"mirrors": {"librispeach": "https://x"}}}}, "data.corpora.mirrors"),
+        (
+            {"data": {"corpora": {"checksums": {"dev-clean.tar.gz": "md5:abc"}}}},
+            "data.corpora.checksums.dev-clean.tar.gz",
+        ),
+        ({"data": {"corpora": {"checksums": {"x.zip": "sha1:" + "a" * 40}}}}, "data.corpora.checksums.x.zip"),
+        ({"data": {"corpora": {"checksums": {"x.zip": "a" * 40}}}}, "data.corpora.checksums.x.zip"),
+        ({"data": {"corpora": {"checksums": {"x.zip": "g" * 32}}}}, "data.corpora.checksums.x.zip"),
+        ({"data": {"corpora": {"checksums": {"x.zip": 12345}}}}, "data.corpora.checksums.x.zip"),
     ],
 )
 def test_out_of_range_values_fail_at_load_naming_the_dotted_key(raw, key):
@@ -157,3 +174,18 @@ def test_distortion_settings_parse_into_specs_with_each_kinds_bounds():
     assert Params().pairs.distortions.for_profile("demo").enabled
     off = Params().pairs.for_profile("paper").distortions
     assert not off.enabled and off.steps == Params().pairs.distortions.steps
+
+
+def test_checksums_accept_md5_sha256_and_bare_hex_of_either_length():
+    md5, sha = "0123456789abcdef" * 2, "0123456789ABCDEF" * 4
+    checksums = {"a.tar.gz": f"md5:{md5}", "b.zip": f"sha256:{sha}", "c.zip": md5, "d.zip": sha}
+    corpora = params_from_dict({"data": {"corpora": {"checksums": checksums}}}).data.corpora
+    assert [parse_digest(v) for v in corpora.checksums.values()] == [
+        ("md5", md5),
+        ("sha256", sha.lower()),
+        ("md5", md5),
+        ("sha256", sha.lower()),
+    ]
+    with pytest.raises(ConfigError) as err:
+        params_from_dict({"data": {"corpora": {"checksums": {"x.zip": "md5:" + "a" * 31}}}})
+    assert str(err.value) == "data.corpora.checksums.x.zip: md5 needs 32 hex digits, got 'md5:" + "a" * 31 + "'"

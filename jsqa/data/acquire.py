@@ -23,6 +23,7 @@ import pandas as pd
 from jsqa.config import CorporaConfig, DataConfig
 from jsqa.data import librispeech, nisqa, noise
 from jsqa.data.demo.corpus import generate_demo, prepare_demo
+from jsqa.data.download import check_override_names
 from jsqa.data.manifests import add_content_hashes, read_manifest, write_manifest
 from jsqa.errors import ConfigError
 from jsqa.io import write_csv, write_json
@@ -61,6 +62,18 @@ def _mirror(cfg: CorporaConfig, corpus: str) -> str | None:
     return cfg.mirrors.get(corpus) or None
 
 
+def archive_names(cfg: CorporaConfig) -> list[str]:
+    """The file names of the archives ``cfg`` downloads, in download order (before any download)."""
+    names = [librispeech.SUBSETS[s].filename for s in librispeech.check_subsets(cfg.librispeech_subsets)]
+    if "demand" in cfg.noise_sources:
+        names += [r.filename for r in noise.demand_remotes(cfg.demand_environments)]
+    if "musan" in cfg.noise_sources:
+        names.append(noise.MUSAN_REMOTE.filename)
+    if not cfg.user_mos_csv:
+        names.append(nisqa.NISQA_REMOTE.filename)
+    return names
+
+
 def _noise(cfg: CorporaConfig, downloads: Path, root: Path) -> tuple[pd.DataFrame, list[dict]]:
     unknown = sorted(set(cfg.noise_sources) - set(NOISE_SOURCES))
     if unknown or not cfg.noise_sources:
@@ -71,10 +84,12 @@ def _noise(cfg: CorporaConfig, downloads: Path, root: Path) -> tuple[pd.DataFram
             # A missing path reaches prepare_chime3, whose error says how to obtain the corpus.
             found = [noise.prepare_chime3(Path(cfg.chime3_path or downloads / "CHiME3"), root)]
         elif source == "demand":
-            folder = noise.download_demand(downloads / "demand", cfg.demand_environments, _mirror(cfg, "demand"))
+            folder = noise.download_demand(
+                downloads / "demand", cfg.demand_environments, _mirror(cfg, "demand"), checksums=cfg.checksums
+            )
             found = [noise.prepare_demand(folder, cfg.demand_environments, root)]
         elif source == "musan":
-            folder = noise.download_musan(downloads / "musan", _mirror(cfg, "musan"))
+            folder = noise.download_musan(downloads / "musan", _mirror(cfg, "musan"), checksums=cfg.checksums)
             found = [noise.prepare_musan(folder, root=root)]
         else:
             if not cfg.noise_folders:
@@ -92,14 +107,18 @@ def _noise(cfg: CorporaConfig, downloads: Path, root: Path) -> tuple[pd.DataFram
 def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".")) -> dict[str, Path]:
     """Download (idempotently) and prepare the real corpora; write the manifests.
 
-    Refuses before any download when NISQA would be fetched without its licence accepted.
+    Refuses before any download when NISQA would be fetched without its licence accepted, or
+    when ``checksums`` names an archive this configuration does not download.
     """
     if not cfg.user_mos_csv:
         nisqa.require_licence(cfg.accept_nisqa_licence)
+    check_override_names(cfg.checksums, archive_names(cfg))
     downloads = Path(root) / cfg.download_dir
-    mirror = _mirror(cfg, "librispeech")
     ls_dir = librispeech.download_librispeech(
-        downloads / "librispeech", cfg.librispeech_subsets, base_urls=[mirror] if mirror else None
+        downloads / "librispeech",
+        cfg.librispeech_subsets,
+        base_urls=_mirror(cfg, "librispeech"),
+        checksums=cfg.checksums,
     )
     clean, q_clean = librispeech.prepare_librispeech(ls_dir, cfg.librispeech_subsets, root)
     noise_df, q_noise = _noise(cfg, downloads, root)
@@ -107,7 +126,10 @@ def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".
         mos, q_mos = nisqa.prepare_user_mos(Path(cfg.user_mos_csv), root=root)
     else:
         corpus = nisqa.download_nisqa(
-            downloads / "nisqa", accept_licence=cfg.accept_nisqa_licence, base_url=_mirror(cfg, "nisqa")
+            downloads / "nisqa",
+            accept_licence=cfg.accept_nisqa_licence,
+            base_url=_mirror(cfg, "nisqa"),
+            checksums=cfg.checksums,
         )
         mos, q_mos = nisqa.prepare_nisqa(corpus, cfg.nisqa_subsets, root)
     paths = {k: manifest_dir / f"{k}.parquet" for k in ("clean", "noise", "mos")}

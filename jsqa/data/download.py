@@ -3,7 +3,8 @@
 Bytes stream into ``<filename>.part`` beside the final file and are hashed while they are
 written; the part is renamed to its final name only once its size and digests match, so a file
 with the final name is always complete. An interrupted transfer (a dropped connection, a killed
-process) continues from the part with an HTTP ``Range`` request.
+process) continues from the part with an HTTP ``Range`` request. :func:`with_overrides` is the one
+place where a configuration's mirrors and checksums change what a Remote fetches and expects.
 """
 
 from __future__ import annotations
@@ -16,20 +17,24 @@ import re
 import sys
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
 from tqdm import tqdm
 
+from jsqa.config import parse_digest
 from jsqa.data.extract import extract
-from jsqa.errors import DownloadError
+from jsqa.errors import ConfigError, DownloadError
 from jsqa.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 _USER_AGENT = "jsqa-download/0.1 (+urllib)"
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+# The params.yaml key of the user's own archive digests (jsqa.config.CorporaConfig), named in messages.
+CHECKSUMS_PARAM = "data.corpora.checksums"
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,53 @@ class Remote:
     md5: str | None = None
     sha256: str | None = None
     size: int | None = None
+    note: str = ""  # where the expected values come from, added to a mismatch error
+
+
+def with_overrides(
+    remote: Remote, base_urls: str | Sequence[str] | None = None, checksums: Mapping[str, str] | None = None
+) -> Remote:
+    """``remote`` as a configuration asks for it: its mirrors and its own checksum.
+
+    ``base_urls`` (one, or several tried in order) replace the URLs with ``<base>/<filename>``;
+    the pinned md5 / sha256 / size stay, as a mirror normally serves the same archive. An entry
+    for the file name in ``checksums`` (``md5:<hex>``, ``sha256:<hex>`` or bare hex, see
+    :func:`jsqa.config.parse_digest`) replaces the pinned digests and the size: a re-packed
+    archive has other bytes and another size.
+    """
+    if isinstance(base_urls, str):
+        base_urls = [base_urls]
+    if base_urls:
+        remote = replace(remote, urls=tuple(f"{b.rstrip('/')}/{remote.filename}" for b in base_urls))
+        if remote.md5 or remote.sha256 or remote.size is not None:
+            note = f"pinned for the official archive; give a mirror's own archive its digest in {CHECKSUMS_PARAM}"
+            remote = replace(remote, note=note)
+    value = (checksums or {}).get(remote.filename)
+    if value is None:
+        return remote
+    try:
+        algorithm, digest = parse_digest(value)
+    except ValueError as exc:
+        raise ConfigError(f"{CHECKSUMS_PARAM}.{remote.filename}: {exc}, got {value!r}") from exc
+    return replace(
+        remote,
+        md5=digest if algorithm == "md5" else None,
+        sha256=digest if algorithm == "sha256" else None,
+        size=None,
+        note=f"expected value from {CHECKSUMS_PARAM}",
+    )
+
+
+def check_override_names(checksums: Mapping[str, str], filenames: Iterable[str]) -> None:
+    """Raise ConfigError when ``checksums`` names a file outside ``filenames``, the archives a
+    configuration downloads: a mistyped name would otherwise leave the pinned checksum in force."""
+    names = list(dict.fromkeys(filenames))
+    unknown = sorted(set(checksums) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"{CHECKSUMS_PARAM}: {', '.join(unknown)} is not downloaded by this configuration; "
+            f"it downloads: {', '.join(names) or 'nothing'}"
+        )
 
 
 class _MirrorFailed(Exception):
@@ -268,7 +320,8 @@ def _verify_part(part: Path, remote: Remote, hashes: _Hashes) -> None:
         problem = _digest_problem(remote, hashes)
     if problem is not None:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{remote.filename}: {problem}")
+        note = f" ({remote.note})" if remote.note else ""
+        raise DownloadError(f"{remote.filename}: {problem}{note}")
 
 
 def fetch_and_extract(remote: Remote, target_dir: Path, *, progress: bool = True) -> None:

@@ -7,12 +7,12 @@ with one ``<speaker>-<chapter>.trans.txt`` per chapter (``<utt-id> <TRANSCRIPT>`
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from jsqa.data.download import Remote, fetch_and_extract
+from jsqa.data.download import Remote, fetch_and_extract, with_overrides
 from jsqa.data.manifests import CLEAN_COLUMNS, audio_rows
 from jsqa.errors import ConfigError, ManifestError
 
@@ -62,28 +62,23 @@ def check_subsets(subsets: Sequence[str]) -> list[str]:
     return list(subsets)
 
 
-def _with_mirrors(remote: Remote, base_urls: Sequence[str] | None) -> Remote:
-    if base_urls is None:
-        return remote
-    urls = tuple(f"{b.rstrip('/')}/{remote.filename}" for b in base_urls)
-    return Remote(remote.filename, urls, md5=remote.md5, sha256=remote.sha256, size=remote.size)
-
-
 def download_librispeech(
     target_dir: Path,
     subsets: Sequence[str],
     *,
-    base_urls: Sequence[str] | None = None,
+    base_urls: str | Sequence[str] | None = None,
+    checksums: Mapping[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Download and extract LibriSpeech subsets; return ``target_dir/'LibriSpeech'``.
 
     Idempotent: subsets already extracted are skipped. ``base_urls`` replaces the OpenSLR
-    mirrors (each is tried in order with ``<base>/<subset>.tar.gz``).
+    mirrors (each is tried in order with ``<base>/<subset>.tar.gz``); ``checksums`` (archive
+    name -> digest) replaces the pinned MD5 and size of the archives it names (:func:`with_overrides`).
     """
     target_dir = Path(target_dir)
     for subset in check_subsets(subsets):
-        fetch_and_extract(_with_mirrors(SUBSETS[subset], base_urls), target_dir, progress=progress)
+        fetch_and_extract(with_overrides(SUBSETS[subset], base_urls, checksums), target_dir, progress=progress)
     return target_dir / "LibriSpeech"
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from jsqa.config import NISQA_SUBSETS
-from jsqa.data.download import Remote, fetch_and_extract
+from jsqa.data.download import Remote, fetch_and_extract, with_overrides
 from jsqa.data.manifests import MOS_COLUMNS, MOS_OPTIONAL_COLUMNS, mos_manifest_from_csv, require_columns
 from jsqa.errors import ConfigError, JsqaError, ManifestError
 
@@ -53,19 +53,22 @@ def require_licence(accept_licence: bool) -> None:
 
 
 def download_nisqa(
-    target_dir: Path, *, accept_licence: bool, base_url: str | None = None, progress: bool = True
+    target_dir: Path,
+    *,
+    accept_licence: bool,
+    base_url: str | None = None,
+    checksums: Mapping[str, str] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Download and unzip the NISQA corpus; return ``target_dir/'NISQA_Corpus'``.
 
     Refuses (JsqaError carrying LICENCE_NOTE) unless ``accept_licence`` is true, i.e. the user
-    set ``data.corpora.accept_nisqa_licence: true``. Idempotent.
+    set ``data.corpora.accept_nisqa_licence: true``. Idempotent. ``base_url`` and ``checksums``
+    as in :func:`jsqa.data.download.with_overrides`.
     """
     require_licence(accept_licence)
     log.warning("NISQA licence: %s", LICENCE_NOTE)
-    remote = NISQA_REMOTE
-    if base_url is not None:
-        remote = Remote(remote.filename, (f"{base_url.rstrip('/')}/{remote.filename}",))
-    fetch_and_extract(remote, Path(target_dir), progress=progress)
+    fetch_and_extract(with_overrides(NISQA_REMOTE, base_url, checksums), Path(target_dir), progress=progress)
     return Path(target_dir) / "NISQA_Corpus"
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from jsqa.data.download import Remote, fetch_and_extract
+from jsqa.data.download import Remote, fetch_and_extract, with_overrides
 from jsqa.data.extract import extract
 from jsqa.data.manifests import NOISE_COLUMNS, audio_rows
 from jsqa.errors import ConfigError, JsqaError, ManifestError
@@ -169,11 +169,15 @@ def _check_demand(environments: Sequence[str] | None) -> list[str]:
     return envs
 
 
-def demand_remote(environment: str, base_url: str | None = None) -> Remote:
-    """The 16 kHz zip of one DEMAND environment (Zenodo publishes no checksum we pin; size where known)."""
-    name = f"{environment}_16k.zip"
-    base = (base_url or DEMAND_URL).rstrip("/")
-    return Remote(name, (f"{base}/{name}",), size=_DEMAND_SIZES.get(environment))
+def demand_remotes(environments: Sequence[str] | None = None) -> list[Remote]:
+    """The 16 kHz zips of the DEMAND environments (default all 18), from Zenodo.
+
+    Zenodo publishes no checksum we pin; the size where known. Unknown names -> ConfigError.
+    """
+    return [
+        Remote(f"{env}_16k.zip", (f"{DEMAND_URL}/{env}_16k.zip",), size=_DEMAND_SIZES.get(env))
+        for env in _check_demand(environments)
+    ]
 
 
 def download_demand(
@@ -181,15 +185,17 @@ def download_demand(
     environments: Sequence[str] | None = None,
     base_url: str | None = None,
     *,
+    checksums: Mapping[str, str] | None = None,
     progress: bool = True,
 ) -> Path:
     """Download and unzip DEMAND environments (default all 18) into ``target_dir``; return it.
 
-    Each becomes ``target_dir/<ENV>/ch01.wav … ch16.wav``. Idempotent.
+    Each becomes ``target_dir/<ENV>/ch01.wav … ch16.wav``. Idempotent. ``base_url`` and
+    ``checksums`` replace Zenodo and the pinned sizes (:func:`jsqa.data.download.with_overrides`).
     """
     target_dir = Path(target_dir)
-    for env in _check_demand(environments):
-        fetch_and_extract(demand_remote(env, base_url), target_dir, progress=progress)
+    for remote in demand_remotes(environments):
+        fetch_and_extract(with_overrides(remote, base_url, checksums), target_dir, progress=progress)
     return target_dir
 
 
@@ -223,12 +229,18 @@ def prepare_demand(
 # --- MUSAN ---------------------------------------------------------------------------------
 
 
-def download_musan(target_dir: Path, base_url: str | None = None, *, progress: bool = True) -> Path:
-    """Download and extract MUSAN (11 GB: speech, music and noise); return ``target_dir/'musan'``."""
-    remote = MUSAN_REMOTE
-    if base_url is not None:
-        remote = Remote(remote.filename, (f"{base_url.rstrip('/')}/{remote.filename}",), size=None)
-    fetch_and_extract(remote, Path(target_dir), progress=progress)
+def download_musan(
+    target_dir: Path,
+    base_url: str | None = None,
+    *,
+    checksums: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Download and extract MUSAN (11 GB: speech, music and noise); return ``target_dir/'musan'``.
+
+    ``base_url`` and ``checksums`` as in :func:`jsqa.data.download.with_overrides`.
+    """
+    fetch_and_extract(with_overrides(MUSAN_REMOTE, base_url, checksums), Path(target_dir), progress=progress)
     return Path(target_dir) / "musan"
 
 

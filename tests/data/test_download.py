@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from httpserver import serve
 
-from jsqa.data.download import Remote, download
-from jsqa.errors import DownloadError
+from jsqa.data.download import Remote, download, with_overrides
+from jsqa.errors import ConfigError, DownloadError
 
 NAME = "dev-clean.tar.gz"
 
@@ -181,3 +181,18 @@ def test_corrupt_existing_file_is_fetched_again(archive: Path, tmp_path: Path) -
         got = download(_remote(archive, f"{url}/{NAME}"), dest, progress=False)
         assert len(url.requests) == 1
     assert got.read_bytes() == archive.read_bytes()
+
+
+def test_overrides_keep_pinned_values_on_a_mirror_and_replace_them_with_a_checksum() -> None:
+    pinned = Remote("a.tar.gz", ("https://origin/a.tar.gz",), md5="a" * 32, sha256="b" * 64, size=10)
+    mirrored = with_overrides(pinned, ["http://m1/", "http://m2"])
+    assert mirrored.urls == ("http://m1/a.tar.gz", "http://m2/a.tar.gz")
+    assert (mirrored.md5, mirrored.sha256, mirrored.size) == (pinned.md5, pinned.sha256, 10)
+    assert with_overrides(pinned, None, {"other.zip": "c" * 32}) == pinned
+    # A re-packed archive: its own digest replaces every pinned digest and the size.
+    own = with_overrides(pinned, "http://m1", {"a.tar.gz": "SHA256:" + "C" * 64})
+    assert (own.urls, own.md5, own.sha256, own.size) == (("http://m1/a.tar.gz",), None, "c" * 64, None)
+    bare = with_overrides(pinned, None, {"a.tar.gz": "d" * 32})
+    assert (bare.urls, bare.md5, bare.sha256, bare.size) == (pinned.urls, "d" * 32, None, None)
+    with pytest.raises(ConfigError, match=r"data\.corpora\.checksums\.a\.tar\.gz: .*40"):
+        with_overrides(pinned, None, {"a.tar.gz": "e" * 40})

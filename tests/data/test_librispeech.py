@@ -11,7 +11,6 @@ import pytest
 import soundfile as sf
 from httpserver import serve
 
-from jsqa.data.download import Remote
 from jsqa.data.librispeech import SUBSETS, download_librispeech, prepare_librispeech
 from jsqa.data.manifests import CLEAN_COLUMNS, read_manifest, write_manifest
 from jsqa.errors import ConfigError, DownloadError, ManifestError
@@ -97,25 +96,20 @@ def test_missing_subset_folder_says_to_download(tmp_path: Path) -> None:
         prepare_librispeech(corpus, ["dev-clean", "test-clean"])
 
 
-def test_download_from_mirror_then_rerun_is_a_noop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Build dev-clean.tar.gz in the true layout (LibriSpeech/dev-clean/...) and pin its real md5.
+def test_download_from_mirror_then_rerun_is_a_noop(tmp_path: Path) -> None:
+    # Build dev-clean.tar.gz in the true layout (LibriSpeech/dev-clean/...) and give its own md5.
     src = make_librispeech(tmp_path / "src")
     served = tmp_path / "www"
     served.mkdir()
     archive = served / "dev-clean.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(src, arcname="LibriSpeech")
-    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    monkeypatch.setitem(
-        SUBSETS,
-        "dev-clean",
-        Remote("dev-clean.tar.gz", SUBSETS["dev-clean"].urls, md5=md5, size=archive.stat().st_size),
-    )
+    checksums = {"dev-clean.tar.gz": f"md5:{hashlib.md5(archive.read_bytes()).hexdigest()}"}
     target = tmp_path / "data"
     with serve(served) as dead:
         pass  # ``dead`` is now closed: it refuses connections, as a mirror that is down would
     with serve(served) as url:
-        out = download_librispeech(target, ["dev-clean"], base_urls=[dead, url], progress=False)
+        out = download_librispeech(target, ["dev-clean"], base_urls=[dead, url], checksums=checksums, progress=False)
         assert [r.status for r in url.requests] == [200]
     assert out == target / "LibriSpeech"
     assert (target / "archives" / "dev-clean.tar.gz").is_file()
@@ -123,15 +117,26 @@ def test_download_from_mirror_then_rerun_is_a_noop(tmp_path: Path, monkeypatch: 
     assert sorted(manifest["id"]) == sorted(TEXTS)
     stamp = (out / "dev-clean/84/121123/84-121123-0000.flac").stat().st_mtime_ns
     # Second run with every mirror down: nothing is fetched or rewritten.
-    assert download_librispeech(target, ["dev-clean"], base_urls=[dead], progress=False) == out
+    assert download_librispeech(target, ["dev-clean"], base_urls=[dead], checksums=checksums, progress=False) == out
     assert (out / "dev-clean/84/121123/84-121123-0000.flac").stat().st_mtime_ns == stamp
 
 
-def test_download_rejects_a_tampered_archive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_rejects_a_tampered_archive(tmp_path: Path) -> None:
     served = tmp_path / "www"
     served.mkdir()
     (served / "dev-clean.tar.gz").write_bytes(b"not the real archive")
     with serve(served) as url:
-        with pytest.raises(DownloadError, match="md5 mismatch|size mismatch"):
+        # The pinned OpenSLR values hold on a mirror; the error says how to give the mirror's own.
+        with pytest.raises(
+            DownloadError, match=r"size mismatch: expected 337926286 bytes, got 20 .*data\.corpora\.checksums"
+        ):
             download_librispeech(tmp_path / "data", ["dev-clean"], base_urls=[url], progress=False)
+        with pytest.raises(DownloadError, match=r"md5 mismatch: expected 0{32}, got "):
+            download_librispeech(
+                tmp_path / "data",
+                ["dev-clean"],
+                base_urls=url,
+                checksums={"dev-clean.tar.gz": "0" * 32},
+                progress=False,
+            )
     assert not (tmp_path / "data" / "LibriSpeech").exists()

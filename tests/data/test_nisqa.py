@@ -117,6 +117,22 @@ def test_unreadable_clip_is_quarantined(tmp_path: Path) -> None:
     assert quarantine[0]["path"] == "NISQA_Corpus/NISQA_VAL_LIVE/deg/c00003_c.wav"
 
 
+def test_a_row_naming_a_missing_file_is_quarantined_and_the_rest_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    corpus = make_nisqa(tmp_path)
+    csv = corpus / "NISQA_corpus_file.csv"
+    table = pd.read_csv(csv)
+    gone = table.iloc[[1]].assign(filepath_deg="NISQA_TRAIN_SIM/deg/c09999_gone.wav", file="c09999_gone")
+    pd.concat([table.iloc[:2], gone, table.iloc[2:]]).to_csv(csv, index=False)
+    with caplog.at_level("INFO"):
+        manifest, quarantine = prepare_nisqa(corpus, root=tmp_path)
+    assert len(manifest) == len(table) and "c09999_gone" not in " ".join(manifest["path"])
+    assert [q["path"] for q in quarantine] == ["NISQA_Corpus/NISQA_TRAIN_SIM/deg/c09999_gone.wav"]
+    assert "c09999_gone.wav" in quarantine[0]["reason"]
+    assert len([r for r in caplog.records if "c09999_gone" in r.getMessage()]) == 1
+
+
 def test_user_mos_dataset_in_the_nisqa_layout(tmp_path: Path) -> None:
     (tmp_path / "clips").mkdir()
     sf.write(tmp_path / "clips" / "x.wav", np.full(1600, 0.01, np.float32), 16000)
