@@ -184,11 +184,15 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path)
     return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_gib": ru.ru_maxrss / 2**20}
 
 
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
+        pass
+
+
 @contextlib.contextmanager
 def serve(folder: Path) -> Iterator[str]:
     """Serve ``folder`` on 127.0.0.1 (a free port) for the time of the block; yield its URL."""
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -340,29 +344,39 @@ def extrapolate(sizes: list[dict], user: dict) -> dict:
         for key in ("wall_s", "cpu_s"):
             c, a = affine_fit(xs, [s["stages"][stage][key] for s in sizes])
             row[key] = c + a * x_full * factor
-        c, a = affine_fit(xs, [s["stages"][stage]["rss_gib"] for s in sizes])
-        row["rss_gib"] = max(c + a * x_full, max(s["stages"][stage]["rss_gib"] for s in sizes))
+        rss = [s["stages"][stage]["rss_gib"] for s in sizes]
+        # One size cannot tell memory that grows from memory that does not: taken as flat.
+        c, a = affine_fit(xs, rss) if len(set(xs)) > 1 else (rss[-1], 0.0)
+        row["rss_gib"] = max(c + a * x_full, max(rss))
         stages[stage] = row
-    return {"stages": stages, "disk": extrapolate_disk(sizes[-1], user)}
+    return {"stages": stages, "disk": extrapolate_disk(sizes, user)}
 
 
-def extrapolate_disk(size: dict, user: dict) -> dict[str, float]:
-    """Bytes per disk group at the paper's scale, each grown with what fills it."""
-    disk = size["disk"]
-    speech = FULL["speech_hours"] / size["speech_hours"]
-    pairs = FULL["utterances"] * user["pairs"]["pairs_per_utterance"] / max(size.get("pairs") or 1, 1)
-    out = {
-        "downloads": disk["downloads"] * FULL["archive_bytes"] / size["archive_bytes"],
-        "raw": disk["raw"] * speech,
-        "manifests": disk["manifests"] * speech,
-        "pairs": disk["pairs"] * pairs,
-        "models": float(disk["models"]),
-        "mlflow": float(disk["mlflow"]),
-        "peer_cache": disk["peer_cache"] * FULL["mos_clips"] / size["mos_clips"],
-    }
-    stored = disk["raw"] + disk["manifests"] + disk["pairs"] + disk["models"]
-    cache_share = disk["dvc_cache"] / stored if stored else 0.0
-    out["dvc_cache"] = cache_share * (out["raw"] + out["manifests"] + out["pairs"] + out["models"])
+# What fills each disk group; the DVC cache follows what DVC stores (raw, manifests, pairs, models).
+DISK_DRIVER = {
+    "downloads": "bytes",
+    "raw": "speech",
+    "manifests": "speech",
+    "pairs": "pairs",
+    "models": "fixed",
+    "mlflow": "fixed",
+    "peer_cache": "clips",
+}
+
+
+def extrapolate_disk(sizes: list[dict], user: dict) -> dict[str, float]:
+    """Bytes per disk group at the paper's scale, each fitted (c + a x) on what fills it."""
+    full_pairs = FULL["utterances"] * user["pairs"]["pairs_per_utterance"]
+    out: dict[str, float] = {}
+    for group, driver in DISK_DRIVER.items():
+        xs = [float(s.get("pairs") or 1) if driver == "pairs" else driver_value(s, driver) for s in sizes]
+        x_full = full_pairs if driver == "pairs" else full_driver(driver, user)
+        c, a = affine_fit(xs, [float(s["disk"][group]) for s in sizes])
+        out[group] = c + a * x_full
+    last = sizes[-1]["disk"]
+    stored = sum(last[g] for g in ("raw", "manifests", "pairs", "models"))
+    cache_share = last["dvc_cache"] / stored if stored else 0.0
+    out["dvc_cache"] = cache_share * sum(out[g] for g in ("raw", "manifests", "pairs", "models"))
     out["total"] = sum(out.values())
     return out
 
