@@ -186,6 +186,7 @@ class CorporaConfig(_Section):
     mirrors: dict[str, str] = field(default_factory=dict)  # e.g. {librispeech: "https://us.openslr.org/resources/12"}
     # Archive file name -> its digest, md5:<hex> or sha256:<hex>; replaces the pinned checksum and size.
     checksums: dict[str, str] = field(default_factory=dict)
+    keep_archives: bool = False  # false: each archive is deleted once extracted (the corpus on disk once, not twice)
 
     def _check(self) -> None:
         unknown = sorted(set(self.mirrors) - set(MIRRORED_CORPORA))

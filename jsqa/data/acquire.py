@@ -17,6 +17,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -58,6 +59,11 @@ def record_content_hashes(paths: Mapping[str, Path], root: Path = Path(".")) -> 
         write_manifest(paths[kind], add_content_hashes(read_manifest(paths[kind], kind), root), kind)
 
 
+def _fetch(cfg: CorporaConfig) -> dict[str, Any]:
+    # What every download_* call of the acquire stage takes from the config besides its mirror.
+    return {"checksums": cfg.checksums, "keep_archives": cfg.keep_archives}
+
+
 def _mirror(cfg: CorporaConfig, corpus: str) -> str | None:
     return cfg.mirrors.get(corpus) or None
 
@@ -85,11 +91,11 @@ def _noise(cfg: CorporaConfig, downloads: Path, root: Path) -> tuple[pd.DataFram
             found = [noise.prepare_chime3(Path(cfg.chime3_path or downloads / "CHiME3"), root)]
         elif source == "demand":
             folder = noise.download_demand(
-                downloads / "demand", cfg.demand_environments, _mirror(cfg, "demand"), checksums=cfg.checksums
+                downloads / "demand", cfg.demand_environments, _mirror(cfg, "demand"), **_fetch(cfg)
             )
             found = [noise.prepare_demand(folder, cfg.demand_environments, root)]
         elif source == "musan":
-            folder = noise.download_musan(downloads / "musan", _mirror(cfg, "musan"), checksums=cfg.checksums)
+            folder = noise.download_musan(downloads / "musan", _mirror(cfg, "musan"), **_fetch(cfg))
             found = [noise.prepare_musan(folder, root=root)]
         else:
             if not cfg.noise_folders:
@@ -118,7 +124,7 @@ def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".
         downloads / "librispeech",
         cfg.librispeech_subsets,
         base_urls=_mirror(cfg, "librispeech"),
-        checksums=cfg.checksums,
+        **_fetch(cfg),
     )
     clean, q_clean = librispeech.prepare_librispeech(ls_dir, cfg.librispeech_subsets, root)
     noise_df, q_noise = _noise(cfg, downloads, root)
@@ -129,7 +135,7 @@ def acquire_corpora(cfg: CorporaConfig, manifest_dir: Path, root: Path = Path(".
             downloads / "nisqa",
             accept_licence=cfg.accept_nisqa_licence,
             base_url=_mirror(cfg, "nisqa"),
-            checksums=cfg.checksums,
+            **_fetch(cfg),
         )
         mos, q_mos = nisqa.prepare_nisqa(corpus, cfg.nisqa_subsets, root)
     paths = {k: manifest_dir / f"{k}.parquet" for k in ("clean", "noise", "mos")}

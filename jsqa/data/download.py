@@ -324,11 +324,12 @@ def _verify_part(part: Path, remote: Remote, hashes: _Hashes) -> None:
         raise DownloadError(f"{remote.filename}: {problem}{note}")
 
 
-def fetch_and_extract(remote: Remote, target_dir: Path, *, progress: bool = True) -> None:
+def fetch_and_extract(remote: Remote, target_dir: Path, *, progress: bool = True, keep_archive: bool = True) -> None:
     """Download ``remote`` into ``target_dir/archives`` and extract it into ``target_dir``, once.
 
     A marker written after a successful extraction makes a repeat call return without touching
-    the network or re-checking a multi-GB archive (and lets the user delete the archive).
+    the network or re-checking a multi-GB archive. ``keep_archive=False`` then deletes the
+    archive, so a corpus takes its extracted size on disk, not twice that.
     """
     target_dir = Path(target_dir)
     marker = target_dir / f".{remote.filename}.extracted"
@@ -339,3 +340,6 @@ def fetch_and_extract(remote: Remote, target_dir: Path, *, progress: bool = True
     extract(archive, target_dir)
     with atomic_path(marker) as tmp:
         tmp.write_text(f"{remote.md5 or remote.sha256 or ''}\n")
+    if not keep_archive:
+        archive.unlink()
+        log.info("%s extracted; archive removed (data.corpora.keep_archives: false)", remote.filename)

@@ -69,6 +69,7 @@ def download_librispeech(
     base_urls: str | Sequence[str] | None = None,
     checksums: Mapping[str, str] | None = None,
     progress: bool = True,
+    keep_archives: bool = True,
 ) -> Path:
     """Download and extract LibriSpeech subsets; return ``target_dir/'LibriSpeech'``.
 
@@ -78,7 +79,12 @@ def download_librispeech(
     """
     target_dir = Path(target_dir)
     for subset in check_subsets(subsets):
-        fetch_and_extract(with_overrides(SUBSETS[subset], base_urls, checksums), target_dir, progress=progress)
+        fetch_and_extract(
+            with_overrides(SUBSETS[subset], base_urls, checksums),
+            target_dir,
+            progress=progress,
+            keep_archive=keep_archives,
+        )
     return target_dir / "LibriSpeech"
 
 

@@ -59,6 +59,7 @@ def download_nisqa(
     base_url: str | None = None,
     checksums: Mapping[str, str] | None = None,
     progress: bool = True,
+    keep_archives: bool = True,
 ) -> Path:
     """Download and unzip the NISQA corpus; return ``target_dir/'NISQA_Corpus'``.
 
@@ -68,7 +69,12 @@ def download_nisqa(
     """
     require_licence(accept_licence)
     log.warning("NISQA licence: %s", LICENCE_NOTE)
-    fetch_and_extract(with_overrides(NISQA_REMOTE, base_url, checksums), Path(target_dir), progress=progress)
+    fetch_and_extract(
+        with_overrides(NISQA_REMOTE, base_url, checksums),
+        Path(target_dir),
+        progress=progress,
+        keep_archive=keep_archives,
+    )
     return Path(target_dir) / "NISQA_Corpus"
 
 

@@ -187,6 +187,7 @@ def download_demand(
     *,
     checksums: Mapping[str, str] | None = None,
     progress: bool = True,
+    keep_archives: bool = True,
 ) -> Path:
     """Download and unzip DEMAND environments (default all 18) into ``target_dir``; return it.
 
@@ -195,7 +196,9 @@ def download_demand(
     """
     target_dir = Path(target_dir)
     for remote in demand_remotes(environments):
-        fetch_and_extract(with_overrides(remote, base_url, checksums), target_dir, progress=progress)
+        fetch_and_extract(
+            with_overrides(remote, base_url, checksums), target_dir, progress=progress, keep_archive=keep_archives
+        )
     return target_dir
 
 
@@ -235,12 +238,18 @@ def download_musan(
     *,
     checksums: Mapping[str, str] | None = None,
     progress: bool = True,
+    keep_archives: bool = True,
 ) -> Path:
     """Download and extract MUSAN (11 GB: speech, music and noise); return ``target_dir/'musan'``.
 
     ``base_url`` and ``checksums`` as in :func:`jsqa.data.download.with_overrides`.
     """
-    fetch_and_extract(with_overrides(MUSAN_REMOTE, base_url, checksums), Path(target_dir), progress=progress)
+    fetch_and_extract(
+        with_overrides(MUSAN_REMOTE, base_url, checksums),
+        Path(target_dir),
+        progress=progress,
+        keep_archive=keep_archives,
+    )
     return Path(target_dir) / "musan"
 
 

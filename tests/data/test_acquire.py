@@ -114,9 +114,17 @@ def test_paper_profile_from_a_mirror_with_its_checksums_prepares_and_is_idempote
     assert all(p.startswith("downloads/") for p in pd.concat([clean["path"], mos["path"]]))
     assert json.loads((tmp_path / "raw" / "SOURCES.json").read_text())["profile"] == "paper"
     assert sorted(r.path for r in mirror.url.requests) == ["/NISQA_Corpus.zip", "/dev-clean.tar.gz"]
+    # keep_archives is false by default: each archive went once extracted, the corpus is on disk once.
+    assert not [p for p in (tmp_path / "downloads").rglob("archives/*") if p.is_file()]
     n_requests = len(mirror.url.requests)
     acquire(cfg, 0, tmp_path / "raw", tmp_path / "manifests", root=tmp_path)
     assert len(mirror.url.requests) == n_requests  # a rerun downloads nothing
+
+
+def test_keep_archives_keeps_each_downloaded_archive_beside_its_extraction(mirror, tmp_path):
+    acquire(_paper(mirror, keep_archives=True), 0, tmp_path / "raw", tmp_path / "manifests", root=tmp_path)
+    kept = sorted(p.name for p in (tmp_path / "downloads").rglob("archives/*") if p.is_file())
+    assert kept == ["NISQA_Corpus.zip", "dev-clean.tar.gz"]
 
 
 def test_a_mirror_without_its_checksum_fails_naming_the_setting(mirror, tmp_path):
@@ -147,9 +155,11 @@ def test_a_wrong_checksum_fails_on_that_archive_and_keeps_the_others(mirror, tmp
         "(expected value from data.corpora.checksums)"
     )
     downloads = tmp_path / "downloads"
-    assert (downloads / "librispeech" / "archives" / "dev-clean.tar.gz").is_file()
-    assert sorted(p.name for p in (downloads / "demand" / "archives").iterdir()) == ["TBUS_16k.zip"]
+    # Kept: what was extracted before the failure (its archive removed once extracted).
+    assert (downloads / "librispeech" / ".dev-clean.tar.gz.extracted").is_file()
+    assert (downloads / "demand" / ".TBUS_16k.zip.extracted").is_file()
     assert (downloads / "demand" / "TBUS" / "ch01.wav").is_file()
+    assert not [p for p in (downloads / "demand" / "archives").iterdir() if p.is_file()]  # no partial SCAFE left
     assert not (tmp_path / "m").exists()  # no manifest from a partial acquire
 
     n_requests = len(mirror.url.requests)
