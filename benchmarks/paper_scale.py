@@ -18,24 +18,26 @@ five DEMAND environments and the whole NISQA corpus (about 14,000 clips), starti
 
 ``--scale-out`` also times the pairs through ``flows/pairs_dask.py`` on a local Dask cluster and
 pretraining through ``torchrun`` with 2 CPU processes, against the single-process stages.
+``--interrupt`` kills (SIGKILL) acquire mid-download, pairs mid-render and pretraining
+mid-run, runs each again with ``dvc repro`` and reports the work lost and whether the outputs
+ended equal to the uninterrupted run's.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import yaml
@@ -45,6 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.rehearsal_corpora import Mirror, build_mirror  # noqa: E402
+from tests.httpserver import LoopbackFileServer  # noqa: E402 (the download tests' server)
 
 BIN = Path(sys.executable).parent
 # The paper's corpora (docs/data.md; train-clean-360's bytes estimated from its hours at
@@ -52,7 +55,9 @@ BIN = Path(sys.executable).parent
 FULL = {
     "speech_hours": 464.2,
     "utterances": 132_553,
-    "mos_clips": 14_000,
+    # NISQA's subsets as published: 10,000 + 1,020 train, 2,500 + 200 val, 240 + 232 + 240 test.
+    "mos_clips": 14_432,
+    "test_clips": 712,
     "archive_bytes": 6_387_309_499 + 6_387_309_499 * 363.6 / 100.6 + 5 * 110e6 + 15.9 * 2**30,
 }
 # Folders (and files) of a project whose disk use is tracked; hardlinked files count once.
@@ -67,22 +72,33 @@ DISK = {
     "peer_cache": ("data/peer_cache",),
 }
 # What each stage's work grows with: "bytes" of corpus archives, "speech" hours, pretraining
-# "steps", MOS "clips"; "fixed" stages do not grow.
+# "steps", MOS "clips" (train and val: fine-tuning), "test_clips"; "fixed" stages do not grow.
 DRIVER = {
     "check_params": "fixed",
     "acquire": "bytes",
     "validate": "bytes",
     "pairs": "speech",
     "pretrain": "steps",
-    "calibrate": "clips",
+    "calibrate": "test_clips",
     "finetune": "clips",
     "finetune_scratch": "clips",
-    "evaluate": "clips",
+    "evaluate": "test_clips",
     "register": "fixed",
 }
 # Project files a user has but git does not hand out; not copied into the rehearsal project.
 SKIP_TOP = {".venv", ".venv-lint", ".git", "mlflow.db", "mlartifacts", "mlruns", ".prefect", "models", "metrics"}
-SKIP_TOP |= {"plots", ".pytest_cache", ".ruff_cache", ".mypy_cache", "dvc.lock", "reports", "dvc_plots", "gx", "build", ".whl"}
+SKIP_TOP |= {
+    "plots",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".mypy_cache",
+    "dvc.lock",
+    "reports",
+    "dvc_plots",
+    "gx",
+    "build",
+    ".whl",
+}
 
 
 # ---------------------------------------------------------------------------- the project
@@ -184,20 +200,14 @@ def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path)
     return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_gib": ru.ru_maxrss / 2**20}
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the base's name)
-        pass
-
-
 @contextlib.contextmanager
-def serve(folder: Path) -> Iterator[str]:
-    """Serve ``folder`` on 127.0.0.1 (a free port) for the time of the block; yield its URL."""
-    handler = functools.partial(_QuietHandler, directory=str(folder))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def serve(folder: Path) -> Iterator[LoopbackFileServer]:
+    """Serve ``folder`` on 127.0.0.1 (a free port, HTTP Range requests) for the time of the block."""
+    server = LoopbackFileServer(folder, max_requests=10**6)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield server
     finally:
         server.shutdown()
         server.server_close()
@@ -231,6 +241,7 @@ def rehearse(hours: float, work: Path, args: argparse.Namespace) -> dict:
         "utterances": mirror.utterances,
         "speakers": mirror.speakers,
         "mos_clips": mirror.mos_clips,
+        "test_clips": mirror.test_clips,
         "archive_bytes": sum(mirror.archive_bytes.values()),
         "mirror_build_s": build_s,
         "pretrain_steps": args.pretrain_steps,
@@ -241,8 +252,8 @@ def rehearse(hours: float, work: Path, args: argparse.Namespace) -> dict:
         "cores": os.cpu_count(),
         "stages": {},
     }
-    with serve(mirror.root) as url:
-        params = rehearsal_params(base, mirror, url, args)
+    with serve(mirror.root) as server:
+        params = rehearsal_params(base, mirror, server.base_url, args)
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         before = disk_usage(project)
         for stage in stage_names(project):
@@ -252,8 +263,10 @@ def rehearse(hours: float, work: Path, args: argparse.Namespace) -> dict:
             size["stages"][stage] = m
             before = after
             print(f"  {hours:g} h {stage}: {m['wall_s']:.1f} s wall, {m['rss_gib']:.2f} GiB", flush=True)
-    size["disk"] = before
-    size["pairs"] = read_metric(project, "metrics/pretrain.json", "n_pairs")
+        size["disk"] = before
+        size["pairs"] = read_metric(project, "metrics/pretrain.json", "n_pairs")
+        if args.interrupt:
+            size["interrupt"] = interruptions(project, env, log_path, server, size)
     if args.scale_out:
         size["scale_out"] = scale_out(project, env, log_path, args)
     return size
@@ -292,7 +305,8 @@ def driver_value(size: dict, driver: str) -> float:
         "bytes": size["archive_bytes"],
         "speech": size["speech_hours"],
         "steps": size["pretrain_steps"],
-        "clips": size["mos_clips"],
+        "clips": size["mos_clips"] - size["test_clips"],
+        "test_clips": size["test_clips"],
         "fixed": 1.0,
     }[driver]
 
@@ -301,7 +315,13 @@ def full_driver(driver: str, user: dict) -> float:
     """The same amount for the paper's corpora under the user's params.yaml (``user``)."""
     pairs = FULL["utterances"] * user["pairs"]["pairs_per_utterance"]
     steps = math.ceil(pairs / user["pretrain"]["batch_size"]) * user["pretrain"]["epochs"]
-    full = {"bytes": FULL["archive_bytes"], "speech": FULL["speech_hours"], "steps": steps, "clips": FULL["mos_clips"]}
+    full = {
+        "bytes": FULL["archive_bytes"],
+        "speech": FULL["speech_hours"],
+        "steps": steps,
+        "clips": FULL["mos_clips"] - FULL["test_clips"],
+        "test_clips": FULL["test_clips"],
+    }
     return float(full.get(driver, 1.0))
 
 
@@ -360,7 +380,7 @@ DISK_DRIVER = {
     "pairs": "pairs",
     "models": "fixed",
     "mlflow": "fixed",
-    "peer_cache": "clips",
+    "peer_cache": "test_clips",
 }
 
 
@@ -410,6 +430,12 @@ def print_size(size: dict, previous: dict | None) -> None:
         print(line)
     disk = ", ".join(f"{k} {_mb(v)}" for k, v in size["disk"].items())
     print(f"disk at the end (MB; hardlinked files once): {disk}")
+    for stage, r in size.get("interrupt", {}).items():
+        print(
+            f"killed {stage} (SIGKILL) after {r['killed_after_s']:.1f} s; `dvc repro` again: {r['resumed_wall_s']:.1f} s"
+            f" (uninterrupted {size['stages'][stage]['wall_s']:.1f} s, work lost {r['lost_s']:.1f} s);"
+            f" outputs equal to the uninterrupted run's: {r['equal']}; Range requests: {r['range_requests'] or 'none'}"
+        )
     for name, m in size.get("scale_out", {}).items():
         print(f"scale-out {name}: {m['wall_s']:.1f} s wall, {m['cpu_s']:.1f} s CPU, {m['rss_gib']:.2f} GiB", end="")
         print(f", identical to the stage's: {m['identical']}" if "identical" in m else f", {m.get('steps')} steps")
@@ -425,7 +451,7 @@ def print_extrapolation(sizes: list[dict], user: dict) -> None:
     steps = int(full_driver("steps", user))
     print(
         f"\n== extrapolated to {FULL['speech_hours']} h ({FULL['utterances']:,} utterances), 5 DEMAND environments,"
-        f" {FULL['mos_clips']:,} NISQA clips; fits over {len(sizes)} size(s): t = c + a x per stage"
+        f" {FULL['mos_clips']:,} NISQA clips ({FULL['test_clips']} test); fits over {len(sizes)} size(s): t = c + a x per stage"
     )
     print(f"{'stage':<17}{'wall':>10}{'CPU':>10}{'peak RSS GiB':>14}  grows with")
     for stage, row in ex["stages"].items():
@@ -464,6 +490,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mos-clips", type=int, help="MOS clips (default: grows with --hours)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--scale-out", action="store_true", help="also time Dask pairs and torchrun pretraining")
+    ap.add_argument("--interrupt", action="store_true", help="also kill acquire, pairs, pretrain part way and resume")
     args = ap.parse_args(argv)
     if not args.hours and not args.fit:
         ap.error("give --hours (to run) or --fit (to report earlier runs)")
@@ -497,3 +524,63 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------- interruptions
+
+
+def lock_outs(project: Path, stage: str) -> list[tuple[str, str | None]]:
+    """The (path, md5) of a stage's outputs as dvc.lock records them."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return [(o["path"], o.get("md5")) for o in lock["stages"][stage].get("outs", [])]
+
+
+def kill_when(cmd: list[str], project: Path, env: dict[str, str], log_path: Path, ready: Callable[[], bool]) -> float:
+    """Run ``cmd`` in its own process group and SIGKILL the group (no handler runs: a crash or a
+    pre-empted machine) as soon as ``ready()``; return the seconds it ran."""
+    start = time.perf_counter()
+    with log_path.open("ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}   # killed part way\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while proc.poll() is None and not ready():
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(cmd)} ended before the point it was to be killed at")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return time.perf_counter() - start
+
+
+def interruptions(
+    project: Path, env: dict[str, str], log_path: Path, server: LoopbackFileServer, size: dict
+) -> dict[str, dict]:
+    """Kill acquire mid-download, pairs mid-render and pretraining mid-run, run each again with
+    ``dvc repro``; return what each resume cost and whether its outputs ended equal."""
+    archive = server.folder / "nisqa" / "NISQA_Corpus.zip"
+    nisqa = project / "data" / "downloads" / "nisqa"
+    part = nisqa / "archives" / f"{archive.name}.part"
+    ready: dict[str, Callable[[], bool]] = {
+        "acquire": lambda: part.is_file() and part.stat().st_size > archive.stat().st_size / 3,
+        "pairs": lambda: any((project / "data" / "pairs.partial").glob("shard-*.arrow")),
+        "pretrain": lambda: any((project / "models" / "encoder.pt.ckpt").glob("*")),
+    }
+    dvc, out = str(BIN / "dvc"), {}
+    for stage, is_ready in ready.items():
+        before, n_requests = lock_outs(project, stage), len(server.requests)
+        if stage == "acquire":  # the largest archive again, slowed to about 8 s, killed at a third
+            shutil.rmtree(nisqa)
+            server.rate = archive.stat().st_size / 8
+        killed = kill_when([dvc, "repro", "--single-item", "--force", stage], project, env, log_path, is_ready)
+        server.rate = None
+        resumed = run_measured([dvc, "repro", "--single-item", stage], project, env, log_path)
+        whole = size["stages"][stage]["wall_s"]
+        out[stage] = {
+            "killed_after_s": killed,
+            "resumed_wall_s": resumed["wall_s"],
+            "lost_s": killed + resumed["wall_s"] - whole,
+            "equal": lock_outs(project, stage) == before,
+            "range_requests": [r.range for r in server.requests[n_requests:] if r.range],
+        }
+        print(f"  interrupted {stage}: {out[stage]}", flush=True)
+    return out

@@ -52,7 +52,7 @@ NISQA_CSV_COLUMNS = [
     "mos", "noi", "col", "dis", "loud", "noi_std", "col_std", "dis_std", "loud_std", "mos_std",
     "filepath_deg", "filepath_ref",
 ]  # fmt: skip
-MOS_CLIPS_PER_HOUR = 600  # the rehearsal's MOS set grows with the speech (NISQA: about 14,000 clips)
+MOS_CLIPS_PER_HOUR = 100  # the rehearsal's MOS set grows with the speech (NISQA: 14,432 clips for 464 h)
 MIN_MOS_CLIPS = 200
 
 
@@ -67,6 +67,7 @@ class Mirror:
     utterances: int
     speakers: int
     mos_clips: int
+    test_clips: int  # of the MOS clips, those in TEST dbs
     nisqa_subsets: list[str] = field(default_factory=list)
 
 
@@ -141,7 +142,7 @@ def _demand(noise_dir: Path, out: Path) -> list[Path]:
     return archives
 
 
-def _nisqa(mos_dir: Path, out: Path) -> tuple[Path, list[str], int]:
+def _nisqa(mos_dir: Path, out: Path) -> tuple[Path, pd.Series]:
     table = pd.read_csv(mos_dir / "NISQA_corpus_file.csv")
     table["db"] = table["db"].map(NISQA_DBS)
     table["votes"] = 5
@@ -159,7 +160,7 @@ def _nisqa(mos_dir: Path, out: Path) -> tuple[Path, list[str], int]:
             z.writestr(f"NISQA_Corpus/{db}/{db}_file.csv", rows.to_csv(index=False))
         for src, dst in zip(old_deg + old_ref, list(table["filepath_deg"]) + list(table["filepath_ref"])):
             z.write(mos_dir / src, f"NISQA_Corpus/{dst}")
-    return archive, sorted(table["db"].unique()), len(table)
+    return archive, table["db"].value_counts()
 
 
 def build_mirror(out: Path, hours: float, seed: int = 1234, mos_clips: int | None = None) -> Mirror:
@@ -172,7 +173,7 @@ def build_mirror(out: Path, hours: float, seed: int = 1234, mos_clips: int | Non
     corpus = generate_demo(work / "demo", cfg, seed, 16000, mos_seconds=(4.0, 10.0))
     per_subset = _librispeech(corpus.clean_dir, work / "ls")
     archives = _tar_subsets(work / "ls", out / "librispeech") + _demand(corpus.noise_dir, out / "demand")
-    nisqa, dbs, clips = _nisqa(corpus.mos_csv.parent, out / "nisqa")
+    nisqa, dbs = _nisqa(corpus.mos_csv.parent, out / "nisqa")
     archives.append(nisqa)
     seconds = sum(sf.info(p).duration for p in corpus.clean_dir.glob("*/*.wav"))
     shutil.rmtree(work)
@@ -183,6 +184,7 @@ def build_mirror(out: Path, hours: float, seed: int = 1234, mos_clips: int | Non
         speech_hours=seconds / 3600,
         utterances=sum(per_subset.values()),
         speakers=cfg.n_talkers,
-        mos_clips=clips,
-        nisqa_subsets=dbs,
+        mos_clips=int(dbs.sum()),
+        test_clips=int(sum(n for db, n in dbs.items() if db.startswith("NISQA_TEST_"))),
+        nisqa_subsets=sorted(dbs.index),
     )

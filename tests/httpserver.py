@@ -13,6 +13,7 @@ import contextlib
 import re
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class LoopbackFileServer(ThreadingHTTPServer):
 
     Faults: ``cut_after`` closes the connection after that many body bytes (once, on the first
     response with a body); ``ignore_range`` answers 200 with the whole file whatever the Range;
-    ``status`` maps URL paths (e.g. ``"/a/x.zip"``) to an HTTP error code to answer instead.
+    ``rate`` (bytes per second, settable while serving) slows every body down, so a client can be
+    stopped part way through; ``status`` maps URL paths (e.g. ``"/a/x.zip"``) to an HTTP error code to answer instead.
     """
 
     daemon_threads = True
@@ -52,6 +54,7 @@ class LoopbackFileServer(ThreadingHTTPServer):
         ignore_range: bool = False,
         status: dict[str, int] | None = None,
         max_requests: int = 64,
+        rate: float | None = None,
     ) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.folder = Path(folder).resolve()
@@ -59,6 +62,7 @@ class LoopbackFileServer(ThreadingHTTPServer):
         self.ignore_range = ignore_range
         self.status = dict(status or {})
         self.max_requests = max_requests
+        self.rate = rate
         self.requests: list[SeenRequest] = []
         self._lock = threading.Lock()
         self._cut_done = False
@@ -127,13 +131,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         cut = srv.take_cut()
         if cut is None or cut >= len(data):
-            self.wfile.write(data)
+            self._write(data)
             return
         self.wfile.write(data[:cut])
         self.wfile.flush()
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _write(self, data: bytes) -> None:
+        if not self.server.rate:
+            self.wfile.write(data)
+            return
+        chunk = 1 << 16
+        with contextlib.suppress(OSError):  # the client may be stopped part way: that is the point
+            for i in range(0, len(data), chunk):
+                self.wfile.write(data[i : i + chunk])
+                time.sleep(chunk / self.server.rate)
 
     def _fail(self, path: str, range_header: str | None, code: int) -> None:
         self.server.record(path, range_header, code)
