@@ -6,8 +6,9 @@ CLI:
 
 Without ``--address`` a local cluster of ``--workers`` processes (default ``pairs.workers``),
 one thread each, is started for the run and closed after it. With ``--address`` the shards go
-to an existing cluster: its workers must see the manifests' audio and ``--out`` at the same
-absolute paths (a shared file system), since shards are read and written by the workers.
+to an existing cluster: its workers must see the manifests' audio, ``--out`` and its work folder
+``<out>.partial`` beside it at the same absolute paths (a shared file system), since shards are
+read and written by the workers (into the work folder; they move into ``--out`` at the end).
 
 Planning, resume and the final pair set are :func:`jsqa.pairs.generate.generate_pairs`'s; this flow only
 swaps its shard loop for Prefect tasks, so the output is bit-identical to ``jsqa pairs``.

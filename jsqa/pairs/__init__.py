@@ -27,4 +27,7 @@ Layout of ``out_dir``: ``plan.parquet``; per shard ``shard-NNNNN.npy`` (int16
 ``[n, 2, segment_samples]``), ``shard-NNNNN.json`` (render settings and skipped pairs) and
 ``shard-NNNNN.arrow`` (its recipes with gains, an Arrow IPC file, written last: the shard's
 completion mark); then ``skipped.csv``, ``pairs.parquet`` (all recipes) and ``index.json``.
+Shards are rendered in ``<out_dir>.partial/`` beside it (:func:`jsqa.pairs.generate.partial_dir`,
+not a DVC output, so a killed ``dvc repro`` keeps them) and moved into ``out_dir`` once all are
+finished.
 """

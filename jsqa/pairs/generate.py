@@ -1,4 +1,11 @@
-"""Pair generation: plan, render shards in parallel (resumable), write the pair set."""
+"""Pair generation: plan, render shards in parallel (resumable), write the pair set.
+
+Shards are rendered into a work folder beside the output, ``<out_dir>.partial/``
+(:func:`partial_dir`), and moved into ``out_dir`` once every shard is finished. ``dvc repro``
+deletes a stage's outputs before running it again, so shards rendered straight into
+``out_dir`` by a killed run were lost; the work folder is not an output, and the next run
+keeps every shard in it that matches the plan and render settings.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -40,6 +48,8 @@ log = logging.getLogger(__name__)
 SKIPPED_COLUMNS = ["utterance_id", "reason", "n_pairs"]
 # .parquet: shard recipes as written before RENDER_FORMAT 5 (now .arrow); always stale.
 _SHARD_RE = re.compile(r"^shard-(\d{5})\.(npy|json|arrow|parquet)$")
+# A shard's files, its recipes (the completion mark) last.
+_SHARD_SUFFIXES = (".npy", ".json", ".arrow")
 
 
 # How shards are spread: called as shard_map(render_shard, jobs), yields one summary per job.
@@ -116,6 +126,8 @@ def _finished_shard(
 
 def _remove_stale_shards(out_dir: Path, n_shards: int) -> None:
     """Drop shard files a previous, larger plan left behind, and temporaries of a killed run."""
+    if not out_dir.is_dir():
+        return
     for p in out_dir.iterdir():
         m = _SHARD_RE.match(p.name)
         stale = m is not None and (int(m.group(1)) >= n_shards or m.group(2) == "parquet")
@@ -216,23 +228,53 @@ def _plan(
     return plan
 
 
+def partial_dir(out_dir: Path) -> Path:
+    """The work folder shards are rendered in before they move into ``out_dir``: its sibling
+    ``<name>.partial`` (``data/pairs`` -> ``data/pairs.partial``), so never one of DVC's outputs,
+    and on the same file system, so the move is a rename (a linked ``out_dir`` is resolved: the
+    sibling of the folder it points to)."""
+    out_dir = Path(out_dir).resolve()
+    return out_dir.with_name(f"{out_dir.name}.partial")
+
+
 def _resume(
-    out_dir: Path, columns: Mapping[str, np.ndarray], bounds: np.ndarray, key: dict[str, Any], seg: int
-) -> tuple[dict[int, dict[str, Any]], dict[int, pa.Table], dict[int, dict[str, np.ndarray]]]:
+    dirs: tuple[Path, Path], columns: Mapping[str, np.ndarray], bounds: np.ndarray, key: dict[str, Any], seg: int
+) -> tuple[dict[int, dict[str, Any]], dict[int, pa.Table], dict[int, dict[str, np.ndarray]], list[int]]:
     """Split the shards (rows ``bounds[s]:bounds[s + 1]`` of ``columns``) into those already
-    finished on disk, with their summaries and recipes, and those to render, with their rows."""
+    finished on disk, with their summaries and recipes, and those to render, with their rows.
+
+    ``dirs`` is (out_dir, work folder): a shard is looked for in out_dir first (a finished pair
+    set run again outside DVC), then in the work folder (a killed run); the last item returned
+    lists the shards kept from the work folder, which still have to move into out_dir.
+    """
     summaries: dict[int, dict[str, Any]] = {}
     # Each shard's recipes as on disk, kept in memory rather than read back at the end.
     shard_recipes: dict[int, pa.Table] = {}
     to_render: dict[int, dict[str, np.ndarray]] = {}
+    in_work: list[int] = []
     for shard in range(len(bounds) - 1):
         rows = {c: v[bounds[shard] : bounds[shard + 1]] for c, v in columns.items()}
-        finished = _finished_shard(out_dir, shard, rows, key, seg)
-        if finished is not None:
-            summaries[shard], shard_recipes[shard] = finished
+        for d in dirs:
+            finished = _finished_shard(d, shard, rows, key, seg) if d.is_dir() else None
+            if finished is not None:
+                summaries[shard], shard_recipes[shard] = finished
+                if d == dirs[1]:
+                    in_work.append(shard)
+                break
         else:
             to_render[shard] = rows
-    return summaries, shard_recipes, to_render
+    return summaries, shard_recipes, to_render, in_work
+
+
+def _move_shards(work: Path, out_dir: Path, shards: Iterable[int]) -> None:
+    """Move finished ``shards`` from ``work`` into ``out_dir``, each file by one rename. An
+    older recipes file in out_dir is removed first and the new one moves last, so a run killed
+    part-way through a shard's move never leaves a completion mark beside another render's audio."""
+    for shard in shards:
+        src, dst = shard_stem(work, shard), shard_stem(out_dir, shard)
+        dst.with_suffix(".arrow").unlink(missing_ok=True)
+        for suffix in _SHARD_SUFFIXES:
+            os.replace(src.with_suffix(suffix), dst.with_suffix(suffix))
 
 
 def _render_shards(jobs: list[ShardJob], workers: int, shard_map: ShardMap | None) -> Iterator[dict[str, Any]]:
@@ -294,6 +336,33 @@ def _write_pair_set(
     return recipes
 
 
+def _finish_shards(
+    dirs: tuple[Path, Path], columns: Mapping[str, np.ndarray], bounds: np.ndarray, key: dict[str, Any], seg: int,
+    root: Path, workers: int, shard_map: ShardMap | None,
+) -> tuple[dict[int, dict[str, Any]], dict[int, pa.Table], list[int]]:  # fmt: skip
+    """Every shard finished: kept from ``dirs`` (out_dir, work folder: :func:`_resume`) or
+    rendered into the work folder. Returns their summaries and recipes, and the shards that
+    are in the work folder, in order."""
+    work = dirs[1]
+    n_shards = len(bounds) - 1
+    for d in dirs:
+        _remove_stale_shards(d, n_shards)
+    summaries, shard_recipes, to_render, in_work = _resume(dirs, columns, bounds, key, seg)
+    jobs = _shard_jobs(to_render, key, root, work)
+    log.info(
+        "pairs: %d planned in %d shards; %d shards kept (%d resumed from %s), %d to render",
+        len(columns["pair_id"]), n_shards, len(summaries), len(in_work), work, len(jobs),
+    )  # fmt: skip
+    if jobs:
+        work.mkdir(parents=True, exist_ok=True)
+        table = _plan_table(columns)
+        for rendered in _render_shards(jobs, workers, shard_map):
+            shard = rendered["shard"]
+            planned = table.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
+            summaries[shard], shard_recipes[shard] = _write_shard_recipes(work, shard, planned, rendered)
+    return summaries, shard_recipes, sorted(in_work + list(to_render))
+
+
 def generate_pairs(
     clean_manifest: Path,
     noise_manifest: Path,
@@ -308,34 +377,27 @@ def generate_pairs(
 
     Shards are rendered by ``cfg.workers`` processes (1: in this process), or by
     ``shard_map(render_shard, jobs)`` when given: the hook an external engine (a Prefect task
-    runner backed by Dask, say) uses to spread shards over machines. A shard whose files
-    already match the plan and render settings is kept. Utterances (or noises) that are
+    runner backed by Dask, say) uses to spread shards over machines. Shards are rendered in
+    :func:`partial_dir` and moved into ``out_dir`` at the end; a shard whose files, in either
+    folder, already match the plan and render settings is kept. Utterances (or noises) that are
     unreadable or silent are skipped with a warning and listed in ``skipped.csv``.
     """
     out_dir = Path(out_dir)
     plan = _plan(clean_manifest, noise_manifest, cfg, seed, sample_rate, Path(root), out_dir)
     seg = segment_samples(cfg, sample_rate)
-    key = render_key(cfg, sample_rate)
     columns, bounds = _plan_arrays(plan)
-    n_shards = len(bounds) - 1
-    _remove_stale_shards(out_dir, n_shards)
-    summaries, shard_recipes, to_render = _resume(out_dir, columns, bounds, key, seg)
-    jobs = _shard_jobs(to_render, key, Path(root), out_dir)
-    log.info(
-        "pairs: %d planned in %d shards; %d shards kept, %d to render",
-        len(plan),
-        n_shards,
-        len(summaries),
-        len(jobs),
+    work = partial_dir(out_dir)
+    summaries, shard_recipes, in_work = _finish_shards(
+        (out_dir, work), columns, bounds, render_key(cfg, sample_rate), seg, Path(root), cfg.workers, shard_map
     )
-    table = _plan_table(columns) if jobs else None
-    for rendered in _render_shards(jobs, cfg.workers, shard_map):
-        shard = rendered["shard"]
-        assert table is not None  # only rendered shards are finished, and then there is a table
-        planned = table.slice(bounds[shard], bounds[shard + 1] - bounds[shard])
-        summaries[shard], shard_recipes[shard] = _write_shard_recipes(out_dir, shard, planned, rendered)
+    n_shards = len(bounds) - 1
+    # The pair set's own files first, then the shards by renames: a run killed in between
+    # leaves the shards not yet moved in the work folder, where the next run finds them.
     recipes = _write_pair_set(
         out_dir, [summaries[s] for s in range(n_shards)], [shard_recipes[s] for s in range(n_shards)],
         len(plan), cfg, seg, sample_rate,
     )  # fmt: skip
+    _move_shards(work, out_dir, in_work)
+    if work.is_dir():
+        shutil.rmtree(work)
     return PairSet(out_dir, recipes, seg, int(sample_rate), float(cfg.jnd_db), cfg.distortions.steps)

@@ -18,7 +18,7 @@ from pair_inputs import SR, speech_like
 from flows.pairs_dask import main, run_pairs_dask
 from jsqa.audio import write_audio
 from jsqa.data.manifests import relpath, write_manifest
-from jsqa.pairs.generate import generate_pairs
+from jsqa.pairs.generate import generate_pairs, partial_dir
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +126,7 @@ def test_dask_flow_output_is_bit_identical_to_serial(serial_out: Path, dask_out:
     assert _shard_files(out) == names
     for name in names + ["pairs.parquet", "plan.parquet", "skipped.csv", "index.json"]:
         assert (out / name).read_bytes() == (serial_out / name).read_bytes(), name
+    assert not partial_dir(out).exists()  # the workers' shards all moved into out
     recipes = pd.read_parquet(out / "pairs.parquet")
     assert result == {"n_pairs": len(recipes), "n_shards": 4, "out_dir": str(out.absolute())}
     # The silent utterance's pairs are skipped, not rendered as silence.

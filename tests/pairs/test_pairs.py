@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from pair_inputs import CFG, SR, T, clean_frame, noise_frame, speech_like
 from jsqa.audio import load_audio, write_audio
 from jsqa.data.manifests import write_manifest
 from jsqa.errors import AudioError, ConfigError, ManifestError
-from jsqa.pairs.generate import generate_pairs
+from jsqa.pairs.generate import generate_pairs, partial_dir
 from jsqa.pairs.jnd import within_jnd
 from jsqa.pairs.plan import plan_pairs, plan_uniforms, plan_width
 from jsqa.pairs.render import PLAN_COLUMNS, crop, render_pair
@@ -322,6 +323,50 @@ def test_resume_rerenders_only_the_missing_shard(
         assert (mtime == before[name][0]) == (not name.startswith("shard-00001")), name
     # Kept and re-rendered shards give the same pair set as a run from scratch.
     for name in ("pairs.parquet", "index.json", "skipped.csv"):
+        assert (out / name).read_bytes() == (rendered / name).read_bytes(), name
+
+
+def test_a_killed_runs_work_folder_is_resumed_then_removed(
+    corpus: Path, rendered: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What a killed run leaves after DVC deleted its output: no out_dir, two finished shards
+    # in the work folder, a third one half written.
+    out = tmp_path / "pairs"
+    work = partial_dir(out)
+    assert work == tmp_path / "pairs.partial"
+    work.mkdir()
+    for shard in ("shard-00000", "shard-00002"):
+        for suffix in (".npy", ".json", ".arrow"):
+            shutil.copy2(rendered / f"{shard}{suffix}", work / f"{shard}{suffix}")
+    shutil.copy2(rendered / "shard-00001.npy", work / "shard-00001.npy")
+    inodes = {p.name: p.stat().st_ino for p in work.glob("shard-0000[02].*")}
+    with caplog.at_level(logging.INFO, logger="jsqa.pairs"):
+        generate(corpus, out)
+    assert "2 shards kept (2 resumed from" in caplog.text and "2 to render" in caplog.text
+    assert {name: (out / name).stat().st_ino for name in inodes} == inodes  # moved, not rendered again
+    assert not work.exists()
+    for name in [p.name for p in shard_files(rendered)] + ["pairs.parquet", "index.json", "skipped.csv"]:
+        assert (out / name).read_bytes() == (rendered / name).read_bytes(), name
+
+
+def test_a_work_folder_of_other_settings_is_not_reused(
+    corpus: Path, rendered: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = tmp_path / "other"
+    cfg = dataclasses.replace(CFG, speech_level_dbov=-32.0)
+    generate_pairs(corpus / "clean.parquet", corpus / "noise.parquet", cfg, 11, other, SR, corpus)
+    out = tmp_path / "pairs"
+    work = partial_dir(out)
+    work.mkdir()
+    for p in shard_files(other):
+        p.rename(work / p.name)
+    (work / "shard-00099.npy").write_bytes(b"a shard of a larger plan")
+    with caplog.at_level(logging.INFO, logger="jsqa.pairs"):
+        generate(corpus, out)
+    assert "0 shards kept (0 resumed from" in caplog.text and "4 to render" in caplog.text
+    assert not work.exists()
+    assert [p.name for p in shard_files(out)] == [p.name for p in shard_files(rendered)]
+    for name in [p.name for p in shard_files(rendered)] + ["pairs.parquet", "index.json"]:
         assert (out / name).read_bytes() == (rendered / name).read_bytes(), name
 
 
