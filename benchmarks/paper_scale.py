@@ -293,6 +293,94 @@ def scale_out(project: Path, env: dict[str, str], log_path: Path, args: argparse
     out["pretrain_ddp"] = run_measured(ddp, project, env, log_path)
     out["pretrain_ddp"]["steps"] = read_metric(project, "metrics/pretrain_ddp.json", "steps")
     out["pretrain_ddp"]["world_size"] = 2
+    out.update(one_worker(project, env, log_path))
+    return out
+
+
+def one_worker(project: Path, env: dict[str, str], log_path: Path) -> dict[str, dict]:
+    """validate and pairs with one worker (outside DVC, into side folders), against the stages'."""
+    p = yaml.safe_load((project / "params.yaml").read_text())
+    p["validate"]["workers"] = p["pairs"]["workers"] = 1
+    (project / "params_serial.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    jsqa, side = str(project / "bin" / "jsqa"), project / "data" / "serial"
+    validate = [jsqa, "validate", "--params", "params_serial.yaml", "--manifests", "data/manifests"]
+    validate += ["--out", str(side / "validation"), "--docs", str(side / "validation" / "gx")]
+    pairs = [
+        jsqa,
+        "pairs",
+        "--params",
+        "params_serial.yaml",
+        "--manifests",
+        "data/manifests",
+        "--out",
+        str(side / "pairs"),
+    ]
+    return {
+        "validate_1_worker": run_measured(validate, project, env, log_path),
+        "pairs_1_worker": run_measured(pairs, project, env, log_path),
+    }
+
+
+# ---------------------------------------------------------------------------- interruptions
+
+
+def lock_outs(project: Path, stage: str) -> list[tuple[str, str | None]]:
+    """The (path, md5) of a stage's outputs as dvc.lock records them."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return [(o["path"], o.get("md5")) for o in lock["stages"][stage].get("outs", [])]
+
+
+def kill_when(cmd: list[str], project: Path, env: dict[str, str], log_path: Path, ready: Callable[[], bool]) -> float:
+    """Run ``cmd`` in its own process group and SIGKILL the group (no handler runs: a crash or a
+    pre-empted machine) as soon as ``ready()``; return the seconds it ran."""
+    start = time.perf_counter()
+    with log_path.open("ab") as log:
+        log.write(f"\n$ {' '.join(cmd)}   # killed part way\n".encode())
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        while proc.poll() is None and not ready():
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(cmd)} ended before the point it was to be killed at")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return time.perf_counter() - start
+
+
+def interruptions(
+    project: Path, env: dict[str, str], log_path: Path, server: LoopbackFileServer, size: dict
+) -> dict[str, dict]:
+    """Kill acquire mid-download, pairs mid-render and pretraining mid-run, run each again with
+    ``dvc repro``; return what each resume cost and whether its outputs ended equal."""
+    archive = server.folder / "nisqa" / "NISQA_Corpus.zip"
+    nisqa = project / "data" / "downloads" / "nisqa"
+    part = nisqa / "archives" / f"{archive.name}.part"
+    ready: dict[str, Callable[[], bool]] = {
+        "acquire": lambda: part.is_file() and part.stat().st_size > archive.stat().st_size / 3,
+        "pairs": lambda: any((project / "data" / "pairs.partial").glob("shard-*.arrow")),
+        "pretrain": lambda: any((project / "models" / "encoder.pt.ckpt").glob("*")),
+    }
+    dvc, out = str(BIN / "dvc"), {}
+    for stage, is_ready in ready.items():
+        before, n_requests = lock_outs(project, stage), len(server.requests)
+        if stage == "acquire":  # the largest archive again, slowed to about 8 s, killed at a third
+            shutil.rmtree(nisqa)
+            server.rate = archive.stat().st_size / 8
+        killed = kill_when([dvc, "repro", "--single-item", "--force", stage], project, env, log_path, is_ready)
+        server.rate = None
+        # --force: dvc.lock holds the uninterrupted run, whose outputs DVC would check out of its
+        # cache instead of running the stage (a first run, killed, has no lock entry to restore).
+        again = [dvc, "repro", "--single-item", "--force", stage]
+        resumed = run_measured(again, project, env, log_path)
+        whole = size["stages"][stage]["wall_s"]
+        out[stage] = {
+            "killed_after_s": killed,
+            "resumed_wall_s": resumed["wall_s"],
+            "lost_s": killed + resumed["wall_s"] - whole,
+            "equal": lock_outs(project, stage) == before,
+            "range_requests": [r.range for r in server.requests[n_requests:] if r.range],
+        }
+        print(f"  interrupted {stage}: {out[stage]}", flush=True)
     return out
 
 
@@ -436,9 +524,31 @@ def print_size(size: dict, previous: dict | None) -> None:
             f" (uninterrupted {size['stages'][stage]['wall_s']:.1f} s, work lost {r['lost_s']:.1f} s);"
             f" outputs equal to the uninterrupted run's: {r['equal']}; Range requests: {r['range_requests'] or 'none'}"
         )
-    for name, m in size.get("scale_out", {}).items():
-        print(f"scale-out {name}: {m['wall_s']:.1f} s wall, {m['cpu_s']:.1f} s CPU, {m['rss_gib']:.2f} GiB", end="")
-        print(f", identical to the stage's: {m['identical']}" if "identical" in m else f", {m.get('steps')} steps")
+    if "scale_out" in size:
+        print_scale_out(size)
+
+
+def print_scale_out(size: dict) -> None:
+    """Dask pairs, torchrun pretraining and one-worker validate/pairs against the stages."""
+    so, st = size["scale_out"], size["stages"]
+    dask = so["pairs_dask"]
+    print(
+        f"pairs through flows/pairs_dask.py ({size['workers']} Dask workers): {dask['wall_s']:.1f} s against the stage's"
+        f" {st['pairs']['wall_s']:.1f} s ({st['pairs']['wall_s'] / dask['wall_s']:.2f}x); same bytes: {dask['identical']}"
+    )
+    ddp, steps = so["pretrain_ddp"], size["pretrain_steps"]
+    one, two = steps / st["pretrain"]["wall_s"], 2 * (ddp.get("steps") or steps) / ddp["wall_s"]
+    print(
+        f"pretraining through torchrun, 2 processes: {ddp['wall_s']:.1f} s for {ddp.get('steps')} steps of 2 batches"
+        f" against {st['pretrain']['wall_s']:.1f} s for {steps} steps of one: {two / one:.2f}x the batches per second"
+    )
+    for stage in ("validate", "pairs"):
+        m = so.get(f"{stage}_1_worker")
+        if m:
+            print(
+                f"{stage} with 1 worker: {m['wall_s']:.1f} s; with {size['workers']}: {st[stage]['wall_s']:.1f} s"
+                f" ({m['wall_s'] / st[stage]['wall_s']:.2f}x faster)"
+            )
 
 
 def _h(seconds: float) -> str:
@@ -524,63 +634,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# ---------------------------------------------------------------------------- interruptions
-
-
-def lock_outs(project: Path, stage: str) -> list[tuple[str, str | None]]:
-    """The (path, md5) of a stage's outputs as dvc.lock records them."""
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    return [(o["path"], o.get("md5")) for o in lock["stages"][stage].get("outs", [])]
-
-
-def kill_when(cmd: list[str], project: Path, env: dict[str, str], log_path: Path, ready: Callable[[], bool]) -> float:
-    """Run ``cmd`` in its own process group and SIGKILL the group (no handler runs: a crash or a
-    pre-empted machine) as soon as ``ready()``; return the seconds it ran."""
-    start = time.perf_counter()
-    with log_path.open("ab") as log:
-        log.write(f"\n$ {' '.join(cmd)}   # killed part way\n".encode())
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        while proc.poll() is None and not ready():
-            time.sleep(0.05)
-        if proc.poll() is not None:
-            raise RuntimeError(f"{' '.join(cmd)} ended before the point it was to be killed at")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    return time.perf_counter() - start
-
-
-def interruptions(
-    project: Path, env: dict[str, str], log_path: Path, server: LoopbackFileServer, size: dict
-) -> dict[str, dict]:
-    """Kill acquire mid-download, pairs mid-render and pretraining mid-run, run each again with
-    ``dvc repro``; return what each resume cost and whether its outputs ended equal."""
-    archive = server.folder / "nisqa" / "NISQA_Corpus.zip"
-    nisqa = project / "data" / "downloads" / "nisqa"
-    part = nisqa / "archives" / f"{archive.name}.part"
-    ready: dict[str, Callable[[], bool]] = {
-        "acquire": lambda: part.is_file() and part.stat().st_size > archive.stat().st_size / 3,
-        "pairs": lambda: any((project / "data" / "pairs.partial").glob("shard-*.arrow")),
-        "pretrain": lambda: any((project / "models" / "encoder.pt.ckpt").glob("*")),
-    }
-    dvc, out = str(BIN / "dvc"), {}
-    for stage, is_ready in ready.items():
-        before, n_requests = lock_outs(project, stage), len(server.requests)
-        if stage == "acquire":  # the largest archive again, slowed to about 8 s, killed at a third
-            shutil.rmtree(nisqa)
-            server.rate = archive.stat().st_size / 8
-        killed = kill_when([dvc, "repro", "--single-item", "--force", stage], project, env, log_path, is_ready)
-        server.rate = None
-        resumed = run_measured([dvc, "repro", "--single-item", stage], project, env, log_path)
-        whole = size["stages"][stage]["wall_s"]
-        out[stage] = {
-            "killed_after_s": killed,
-            "resumed_wall_s": resumed["wall_s"],
-            "lost_s": killed + resumed["wall_s"] - whole,
-            "equal": lock_outs(project, stage) == before,
-            "range_requests": [r.range for r in server.requests[n_requests:] if r.range],
-        }
-        print(f"  interrupted {stage}: {out[stage]}", flush=True)
-    return out

@@ -140,14 +140,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
     def _write(self, data: bytes) -> None:
-        if not self.server.rate:
+        rate = self.server.rate  # this response's; a new one applies from the next request
+        if not rate:
             self.wfile.write(data)
             return
         chunk = 1 << 16
         with contextlib.suppress(OSError):  # the client may be stopped part way: that is the point
             for i in range(0, len(data), chunk):
                 self.wfile.write(data[i : i + chunk])
-                time.sleep(chunk / self.server.rate)
+                time.sleep(chunk / rate)
 
     def _fail(self, path: str, range_header: str | None, code: int) -> None:
         self.server.record(path, range_header, code)
