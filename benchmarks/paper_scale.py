@@ -183,21 +183,34 @@ def disk_usage(project: Path) -> dict[str, int]:
     return out
 
 
+# Runs a command and writes the CPU seconds and largest peak RSS (KiB) of everything it waited
+# for. A small process of its own: a child forked straight from this one would count this
+# process's memory (the corpus generator's) as its own peak, since Linux keeps it across exec.
+_MEASURE = (
+    "import json, resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "open(sys.argv[1], 'w').write(json.dumps([ru.ru_utime + ru.ru_stime, ru.ru_maxrss]))\n"
+    "sys.exit(rc)\n"
+)
+
+
 def run_measured(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> dict[str, float]:
-    """Run ``cmd``; return its wall and CPU seconds and peak RSS (GiB) with all it waited for."""
+    """Run ``cmd``; return its wall and CPU seconds and the peak RSS (GiB) of its largest process."""
+    usage = log_path.with_name("usage.json")
     start = time.perf_counter()
     with log_path.open("ab") as log:
         log.write(f"\n$ {' '.join(cmd)}\n".encode())
         log.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        # wait4: the child's rusage, which includes every descendant it reaped (the stage's own).
-        _, status, ru = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+        rc = subprocess.call(
+            [sys.executable, "-c", _MEASURE, str(usage), *cmd], cwd=cwd, env=env, stdout=log, stderr=log
+        )
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
+    if rc != 0:
         tail = log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}); log {log_path}:\n{tail}")
-    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_gib": ru.ru_maxrss / 2**20}
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}); log {log_path}:\n{tail}")
+    cpu, maxrss_kib = json.loads(usage.read_text())
+    return {"wall_s": wall, "cpu_s": cpu, "rss_gib": maxrss_kib / 2**20}
 
 
 @contextlib.contextmanager
