@@ -13,9 +13,11 @@ import pandas as pd
 from jsqa.audio import load_audio
 from jsqa.data.manifests import resolve
 from jsqa.models.mos import is_std
-from jsqa.signal.speech import check_speech, level_gain, scaled
+from jsqa.signal.speech import SpeechCheck, check_speech, level_gain, scaled
 
 log = logging.getLogger(__name__)
+
+LOAD_CHUNK = 256  # clips decoded (and level-scaled) together
 
 
 @dataclass
@@ -42,23 +44,30 @@ def load_clips(
 
     ``level_dbov``: each clip is scaled to that active speech level (training crops then come
     from level-normalised clips); a clip without speech (:mod:`jsqa.signal.speech`) is kept as
-    it is, and logged.
+    it is, and logged. Clips are read and scaled :data:`LOAD_CHUNK` at a time, so the unscaled
+    copies of at most one chunk exist beside the set (memory: the set's float32 audio, once).
     """
     paths = [resolve(p, root) for p in df["path"]]
+    audio: list[np.ndarray] = []
+    failed: list[tuple[Path, SpeechCheck]] = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        audio = list(pool.map(lambda p: load_audio(p, sample_rate)[0], paths))
-    if level_dbov is not None:
-        checks = check_speech(audio, sample_rate)
-        audio = [scaled(x, level_gain(c, level_dbov)) if c.has_speech else x for x, c in zip(audio, checks)]
-        failed = [(p, c) for p, c in zip(paths, checks) if not c.has_speech]
-        if failed:
-            log.warning(
-                "%d of %d clips have no active speech and keep their level (first: %s, %s)",
-                len(failed),
-                len(paths),
-                failed[0][0],
-                failed[0][1].reason,
-            )
+        for start in range(0, len(paths), LOAD_CHUNK):
+            chunk_paths = paths[start : start + LOAD_CHUNK]
+            chunk = list(pool.map(lambda p: load_audio(p, sample_rate)[0], chunk_paths))
+            if level_dbov is not None:
+                # Levels do not depend on the other signals measured with them (check_speech).
+                checks = check_speech(chunk, sample_rate)
+                chunk = [scaled(x, level_gain(c, level_dbov)) if c.has_speech else x for x, c in zip(chunk, checks)]
+                failed += [(p, c) for p, c in zip(chunk_paths, checks) if not c.has_speech]
+            audio += chunk
+    if failed:
+        log.warning(
+            "%d of %d clips have no active speech and keep their level (first: %s, %s)",
+            len(failed),
+            len(paths),
+            failed[0][0],
+            failed[0][1].reason,
+        )
     return ClipSet(audio=audio, mos=df["mos"].to_numpy(dtype=np.float32), rows=df.reset_index(drop=True))
 
 

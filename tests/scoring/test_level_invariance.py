@@ -12,6 +12,7 @@ import torch
 
 from jsqa.audio import write_audio
 from jsqa.config import FinetuneConfig, ModelConfig, params_from_dict
+from jsqa.data import clips as clips_module
 from jsqa.data.clips import load_clips
 from jsqa.data.demo.degrade import DEGRADATIONS, apply_degradation
 from jsqa.data.demo.noise import NOISE_FAMILIES, make_noise
@@ -228,6 +229,19 @@ def test_training_clips_are_loaded_at_the_target_level(tmp_path):
     assert not clips.audio[2].any()  # no speech: kept as it is
     raw = load_clips(df, SR, tmp_path)
     assert active_speech_level(raw.audio[0], SR) == pytest.approx(active_speech_level(x, SR) - 15.0, abs=0.01)
+
+
+def test_clips_loaded_a_chunk_at_a_time_are_the_clips_loaded_at_once(tmp_path, monkeypatch):
+    # Chunks bound the memory of loading a large MOS set; they must not change one sample.
+    names = []
+    for i in range(5):
+        names.append(f"c{i}.wav")
+        write_audio(tmp_path / names[-1], _speech(1.0 + 0.3 * i, seed=20 + i) * db_to_gain(-8.0 + 4 * i), SR)
+    df = pd.DataFrame({"path": names, "mos": [3.0] * 5})
+    whole = load_clips(df, SR, tmp_path, level_dbov=LEVEL)
+    monkeypatch.setattr(clips_module, "LOAD_CHUNK", 2)
+    chunked = load_clips(df, SR, tmp_path, level_dbov=LEVEL)
+    assert all(np.array_equal(a, b) for a, b in zip(whole.audio, chunked.audio, strict=True))
 
 
 def test_the_input_level_comes_from_config_into_the_model():
