@@ -441,9 +441,10 @@ def affine_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     a = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     c = my - a * mx
-    if c < 0 or a < 0:  # overhead cannot be negative: fall back to proportional growth
-        a = sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
-        c = 0.0
+    if a < 0:  # does not grow (within the noise): its largest value, flat
+        return max(ys), 0.0
+    if c < 0:  # overhead cannot be negative: proportional growth
+        return 0.0, sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
     return c, a
 
 
@@ -592,8 +593,28 @@ def print_extrapolation(sizes: list[dict], user: dict) -> None:
     )
 
 
-def report(sizes: list[dict], user: dict) -> None:
+def print_markdown(sizes: list[dict], user: dict) -> None:
+    """The sizes side by side and the 460 h column, as Markdown tables (docs/capacity.md)."""
+    ex = extrapolate(sizes, user)["stages"]
+    head = " | ".join(f"{s['speech_hours']:.2f} h" for s in sizes)
+    for title, key, fmt, full in (
+        ("wall s (CPU s)", "wall_s", "{:.1f} ({:.1f})", lambda r: f"{_h(r['wall_s'])} ({_h(r['cpu_s'])})"),
+        ("peak RSS GiB", "rss_gib", "{:.2f}", lambda r: f"{r['rss_gib']:.2f}"),
+    ):
+        print(f"\n| {title} | grows with | {head} | 460 h, extrapolated |")
+        print("|---|---|" + "---|" * (len(sizes) + 1))
+        for stage in sizes[-1]["stages"]:
+            cells = []
+            for s in sizes:
+                m = s["stages"][stage]
+                cells.append(fmt.format(m["wall_s"], m["cpu_s"]) if key == "wall_s" else fmt.format(m[key]))
+            print(f"| {stage} | {DRIVER.get(stage)} | {' | '.join(cells)} | {full(ex[stage])} |")
+
+
+def report(sizes: list[dict], user: dict, markdown: bool = False) -> None:
     """Every size's table, then the extrapolation."""
+    if markdown:
+        print_markdown(sizes, user)
     for i, size in enumerate(sizes):
         print_size(size, sizes[i - 1] if i else None)
     print_extrapolation(sizes, user)
@@ -606,6 +627,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--keep", type=Path, help="keep each size's mirror and project under this folder")
     ap.add_argument("--json", type=Path, help="write the measurements here (read back with --fit)")
     ap.add_argument("--fit", type=Path, nargs="+", help="report from earlier --json files instead of running")
+    ap.add_argument("--markdown", action="store_true", help="with --fit: also the sizes side by side in Markdown")
     ap.add_argument("--pretrain-steps", type=int, default=100, help="pretraining optimizer steps (a CPU bound)")
     ap.add_argument("--finetune-epochs", type=int, default=6, help="fine-tuning epochs per run (no early stop)")
     ap.add_argument("--seeds", type=int, default=1, help="fine-tuning runs per init")
@@ -625,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     user = yaml.safe_load((REPO / "params.yaml").read_text())
     if args.fit:
         sizes = sorted((s for f in args.fit for s in json.loads(f.read_text())), key=lambda s: s["speech_hours"])
-        report(sizes, user)
+        report(sizes, user, args.markdown)
         return 0
     sizes = []
     for hours in sorted(args.hours):
