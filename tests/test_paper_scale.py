@@ -23,7 +23,18 @@ def rehearsal(tmp_path_factory) -> tuple[subprocess.CompletedProcess, list[dict]
     work = tmp_path_factory.mktemp("rehearsal")
     out = work / "sizes.json"
     cmd = [sys.executable, str(REPO / "benchmarks" / "paper_scale.py"), "--hours", str(HOURS), "--keep", str(work)]
-    cmd += ["--mos-clips", "48", "--pretrain-steps", "3", "--finetune-epochs", "2", "--workers", "2", "--json", str(out)]
+    cmd += [
+        "--mos-clips",
+        "48",
+        "--pretrain-steps",
+        "3",
+        "--finetune-epochs",
+        "2",
+        "--workers",
+        "2",
+        "--json",
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1700)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc, json.loads(out.read_text()), work / f"{HOURS:g}h" / "project"
