@@ -326,6 +326,8 @@ def audio_info(path: str | Path) -> dict:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as exc:
+        if not os.path.isfile(path):  # checked only on failure, as in _open
+            raise AudioError(f"{path}: no such file") from None
         raise AudioError(f"{path}: not readable as audio ({exc})") from exc
     return {
         "duration": info.frames / info.samplerate if info.samplerate else 0.0,

@@ -129,7 +129,7 @@ def test_a_row_naming_a_missing_file_is_quarantined_and_the_rest_kept(
         manifest, quarantine = prepare_nisqa(corpus, root=tmp_path)
     assert len(manifest) == len(table) and "c09999_gone" not in " ".join(manifest["path"])
     assert [q["path"] for q in quarantine] == ["NISQA_Corpus/NISQA_TRAIN_SIM/deg/c09999_gone.wav"]
-    assert "c09999_gone.wav" in quarantine[0]["reason"]
+    assert quarantine[0]["reason"].endswith("c09999_gone.wav: no such file")
     assert len([r for r in caplog.records if "c09999_gone" in r.getMessage()]) == 1
 
 
