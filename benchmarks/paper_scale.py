@@ -47,6 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.rehearsal_corpora import Mirror, build_mirror  # noqa: E402
+from tests.dvc_projects import copy_repo  # noqa: E402 (the pipeline tests' project copy)
 from tests.httpserver import LoopbackFileServer  # noqa: E402 (the download tests' server)
 
 BIN = Path(sys.executable).parent
@@ -85,44 +86,7 @@ DRIVER = {
     "evaluate": "test_clips",
     "register": "fixed",
 }
-# Project files a user has but git does not hand out; not copied into the rehearsal project.
-SKIP_TOP = {".venv", ".venv-lint", ".git", "mlflow.db", "mlartifacts", "mlruns", ".prefect", "models", "metrics"}
-SKIP_TOP |= {
-    "plots",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".mypy_cache",
-    "dvc.lock",
-    "reports",
-    "dvc_plots",
-    "gx",
-    "build",
-    ".whl",
-}
-
-
 # ---------------------------------------------------------------------------- the project
-
-
-def copy_project(dst: Path) -> Path:
-    """A copy of this repository as git hands it to a user (no venv, no outputs), committed."""
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
-        if Path(folder) == REPO:
-            skip |= SKIP_TOP & set(names)
-        if Path(folder) == REPO / "data":
-            skip |= set(names) - {".gitignore"}
-        if Path(folder) == REPO / ".dvc":
-            skip |= set(names) - {"config", ".gitignore"}
-        return skip
-
-    shutil.copytree(REPO, dst, ignore=ignore)
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"]):
-        subprocess.run(cmd, cwd=dst, check=True)
-    commit = ["git", "-c", "user.name=rehearsal", "-c", "user.email=r@localhost", "commit", "-qm", "rehearsal"]
-    subprocess.run(commit, cwd=dst, check=True)
-    return dst
 
 
 def rehearsal_params(base: dict, mirror: Mirror, url: str, args: argparse.Namespace) -> dict:
@@ -244,7 +208,7 @@ def rehearse(hours: float, work: Path, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     mirror = build_mirror(work / "mirror", hours, seed=args.seed, mos_clips=args.mos_clips)
     build_s = time.perf_counter() - t0
-    project = copy_project(work / "project")
+    project = copy_repo(work / "project")
     env = project_env(project)
     log_path = work / "stages.log"
     base = yaml.safe_load((project / "params.yaml").read_text())

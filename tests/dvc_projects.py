@@ -46,3 +46,56 @@ def make_project(blank: Path, root: Path, stages: dict, params: dict | None = No
     (root / "params.yaml").write_text(yaml.safe_dump(params or {"featurize": {"scale": 1}}))
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
     return root
+
+
+REPO = Path(__file__).resolve().parents[1]
+# What a checkout holds that git does not hand a new user: environments, outputs, caches.
+NOT_IN_GIT = {
+    ".venv", ".venv-lint", ".git", "mlflow.db", "mlartifacts", "mlruns", ".prefect", "models", "metrics",
+    "plots", "reports", "dvc.lock", "dvc_plots", "gx", "build", ".whl", ".pytest_cache", ".ruff_cache",
+    ".mypy_cache",
+}  # fmt: skip
+# The demo corpus of the pipeline tests: 4 talkers, 16 utterances, 64 MOS clips.
+TINY_DEMO = {
+    "n_talkers": 4,
+    "utterances_per_talker": 4,
+    "utterance_seconds": [1.5, 2.5],
+    "noise_seconds": 4.0,
+    "noise_per_family": 1,
+    "mos_clips": 64,
+}
+
+
+def merge_params(base: dict, over: dict) -> dict:
+    """``base`` with ``over``'s keys replaced, section by section."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge_params(base.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def copy_repo(dst: Path, params: dict | None = None) -> Path:
+    """This repository at ``dst`` as git hands it to a user (no environment, outputs or DVC
+    cache), with ``params`` merged into params.yaml, in a fresh git repository, committed."""
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
+        if Path(folder) == REPO:
+            skip |= NOT_IN_GIT & set(names)
+        if Path(folder) == REPO / "data":
+            skip |= set(names) - {".gitignore"}
+        if Path(folder) == REPO / ".dvc":
+            skip |= set(names) - {"config", ".gitignore"}
+        return skip
+
+    shutil.copytree(REPO, dst, ignore=ignore)
+    if params:
+        base = yaml.safe_load((dst / "params.yaml").read_text())
+        (dst / "params.yaml").write_text(yaml.safe_dump(merge_params(base, params), sort_keys=False))
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dst, check=True, capture_output=True)
+    return dst

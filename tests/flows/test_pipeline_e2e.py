@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from dvc_projects import TINY_DEMO, copy_repo
 from processes import stop_group
 
 from jsqa.data.demo.speech import clean_talkers, synth_utterance
@@ -52,16 +52,7 @@ STAGES = [
 ]
 
 TINY = {
-    "data": {
-        "demo": {
-            "n_talkers": 4,
-            "utterances_per_talker": 4,
-            "utterance_seconds": [1.5, 2.5],
-            "noise_seconds": 4.0,
-            "noise_per_family": 1,
-            "mos_clips": 64,
-        }
-    },
+    "data": {"demo": TINY_DEMO},
     "pairs": {"pairs_per_utterance": 2, "segment_seconds": 0.5, "shard_size": 16, "workers": 2},
     "pretrain": {"epochs": 1, "batch_size": 8, "group_size": 2},
     # An untrained small encoder predicts one value for every clip; about 8 epochs on these 44
@@ -73,13 +64,6 @@ TINY = {
     # The intervals' resamples: 200 instead of 1000, nothing asserts their width.
     "evaluate": {"bootstrap_resamples": 200},
 }
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def _env(project: Path) -> dict[str, str]:
@@ -107,39 +91,8 @@ def _run(cmd: list[str], project: Path, check: bool = True) -> subprocess.Comple
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("jsqa") / "project"
     # Only what git would hand a new user: no venv, no outputs of an earlier run.
-    top_level = {
-        ".venv",
-        ".git",
-        "mlflow.db",
-        "mlartifacts",
-        ".prefect",
-        "models",
-        "metrics",
-        "plots",
-        ".pytest_cache",
-        "dvc.lock",
-        "reports",
-    }
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        skip = {n for n in names if n == "__pycache__" or n.endswith(".egg-info")}
-        if Path(folder) == REPO:
-            skip |= top_level & set(names)
-        if Path(folder) == REPO / "data":
-            skip |= set(names) - {".gitignore"}
-        return skip
-
-    shutil.copytree(REPO, dst, ignore=ignore)
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    (dst / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"],
-    ):
-        _run(cmd, dst)
+    dst = copy_repo(tmp_path_factory.mktemp("jsqa") / "project", TINY)
     proc = _run([str(BIN / "python"), "-m", "flows.pipeline", "run", "--project-dir", "."], dst)
     (dst / "first_run.log").write_text(proc.stdout + proc.stderr)
     return dst

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+from dvc_projects import TINY_DEMO, copy_repo
 
 from jsqa.config import load_params
 from jsqa.pairs.generate import generate_pairs
@@ -32,27 +31,11 @@ BIN = Path(sys.executable).parent
 # 16 short utterances, 128 pairs of 0.25 s each in shards of 16: 128 shards (34 MB), rendered in
 # about 2 s on one core, a window the kill below lands in.
 TINY = {
-    "data": {
-        "demo": {
-            "n_talkers": 4,
-            "utterances_per_talker": 4,
-            "utterance_seconds": [1.5, 2.5],
-            "noise_seconds": 4.0,
-            "noise_per_family": 1,
-            "mos_clips": 64,
-        }
-    },
+    "data": {"demo": TINY_DEMO},
     "pairs": {"pairs_per_utterance": 128, "segment_seconds": 0.25, "shard_size": 16, "workers": 1},
 }
 N_SHARDS = 16 * 128 // 16
 KEPT = re.compile(r"(\d+) shards kept \((\d+) resumed from \S*pairs\.partial\), (\d+) to render")
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def _env() -> dict[str, str]:
@@ -77,20 +60,7 @@ def _hashes(folder: Path) -> dict[str, str]:
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The project's code, stages and DVC config with the tiny parameters, committed, and its
     corpus acquired and validated (the stages before pairs)."""
-    root = tmp_path_factory.mktemp("dvc_resume") / "project"
-    shutil.copytree(REPO / "jsqa", root / "jsqa", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(REPO / "bin", root / "bin")
-    for name in ("dvc.yaml", ".dvc/config", ".dvcignore", ".gitignore", "data/.gitignore"):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(REPO / name, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    (root / "params.yaml").write_text(yaml.safe_dump(_merge(params, TINY), sort_keys=False))
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "tiny"],
-    ):
-        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+    root = copy_repo(tmp_path_factory.mktemp("dvc_resume") / "project", TINY)
     _dvc(root, "repro", "validate")
     return root
 
